@@ -4,3 +4,7 @@
 //! feature detection and the threaded matrix drivers.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
+
+pub mod quant;
+
+pub use quant::GgmlType;
