@@ -5,6 +5,10 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![warn(missing_docs)]
 
+pub mod arch;
+mod matmul;
 pub mod quant;
 
-pub use quant::GgmlType;
+pub use arch::{Isa, isa};
+pub use matmul::*;
+pub use quant::{GgmlType, dequantize_row};

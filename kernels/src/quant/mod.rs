@@ -1,6 +1,28 @@
 //! GGML block formats: one file per format, each with its `#[repr(C)]` block, a size assert and
 //! scalar `_ref` kernels.
 
+use bytemuck::Pod;
+
+pub mod float;
+pub mod q4_0;
+pub mod q4_1;
+pub mod q4_k;
+pub mod q5_k;
+pub mod q6_k;
+pub mod q8_0;
+pub mod q8_1;
+pub mod q8_k;
+
+pub use float::*;
+pub use q4_0::*;
+pub use q4_1::*;
+pub use q4_k::*;
+pub use q5_k::*;
+pub use q6_k::*;
+pub use q8_0::*;
+pub use q8_1::*;
+pub use q8_k::*;
+
 /// A GGML tensor element type, numbered as in ggml's `enum ggml_type` (and so as in GGUF files).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -126,9 +148,74 @@ impl GgmlType {
     /// size overflows.
     pub const fn row_bytes(self, n: usize) -> Option<usize> {
         let bs = self.block_size();
-        if n % bs != 0 {
+        if !n.is_multiple_of(bs) {
             return None;
         }
         (n / bs).checked_mul(self.type_size())
     }
+}
+
+/// Dequantizes one row of `ty` from its raw bytes into `dst` (`dst.len()` weights).
+///
+/// # Panics
+/// When `src.len()` is not the byte size of `dst.len()` weights of `ty`: an internal contract
+/// (the GGUF loader validates files before their rows reach here).
+pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
+    let expect = ty.row_bytes(dst.len());
+    assert!(
+        expect == Some(src.len()),
+        "dequantize_row({}): {} bytes for {} weights, expected {:?}",
+        ty.name(),
+        src.len(),
+        dst.len(),
+        expect
+    );
+    let bs = ty.block_size();
+    match ty {
+        GgmlType::F32 => with_blocks(src, dst, bs, dequantize_row_f32),
+        GgmlType::F16 => with_blocks(src, dst, bs, dequantize_row_f16),
+        GgmlType::BF16 => with_blocks(src, dst, bs, dequantize_row_bf16),
+        GgmlType::Q4_0 => with_blocks(src, dst, bs, dequantize_row_q4_0),
+        GgmlType::Q4_1 => with_blocks(src, dst, bs, dequantize_row_q4_1),
+        GgmlType::Q8_0 => with_blocks(src, dst, bs, dequantize_row_q8_0),
+        GgmlType::Q8_1 => with_blocks(src, dst, bs, dequantize_row_q8_1),
+        GgmlType::Q4K => with_blocks(src, dst, bs, dequantize_row_q4_k),
+        GgmlType::Q5K => with_blocks(src, dst, bs, dequantize_row_q5_k),
+        GgmlType::Q6K => with_blocks(src, dst, bs, dequantize_row_q6_k),
+        GgmlType::Q8K => with_blocks(src, dst, bs, dequantize_row_q8_k),
+    }
+}
+
+/// Runs a block-slice kernel over raw bytes: casts in place when `src` is aligned for `B`, else
+/// copies one block at a time with `pod_read_unaligned`.
+fn with_blocks<B: Pod>(src: &[u8], dst: &mut [f32], bs: usize, f: fn(&[B], &mut [f32])) {
+    match bytemuck::try_cast_slice::<u8, B>(src) {
+        Ok(blocks) => f(blocks, dst),
+        Err(_) => {
+            for (raw, y) in src
+                .chunks_exact(size_of::<B>())
+                .zip(dst.chunks_exact_mut(bs))
+            {
+                let b: B = bytemuck::pod_read_unaligned(raw);
+                f(core::slice::from_ref(&b), y);
+            }
+        }
+    }
+}
+
+/// Rounds half away from zero, like C's `roundf` (core has no `f32::round` without std).
+#[inline]
+pub(crate) fn round_away(v: f32) -> i32 {
+    if v >= 0.0 {
+        (v + 0.5) as i32
+    } else {
+        (v - 0.5) as i32
+    }
+}
+
+/// ggml's `nearest_int`: round half to even through the float mantissa (`|v| < 2^22`).
+#[inline]
+pub(crate) fn nearest_int(v: f32) -> i32 {
+    let t = (v + 12_582_912.0).to_bits();
+    (t & 0x007F_FFFF) as i32 - 0x0040_0000
 }

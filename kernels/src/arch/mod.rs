@@ -1,0 +1,106 @@
+//! Run-time selection of the SIMD kernels (memchr style): detect the CPU once, cache the answer
+//! in an atomic, hand out a table of safe function pointers.
+
+use core::sync::atomic::{AtomicU8, Ordering};
+
+use half::{bf16, f16};
+
+use crate::quant::{
+    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
+};
+
+pub(crate) mod generic;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86_64;
+
+/// An instruction-set level the kernels can use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
+pub enum Isa {
+    /// Portable Rust (what the compiler makes of it for the build target).
+    Generic,
+    /// x86_64 AVX2 + FMA + F16C.
+    Avx2,
+}
+
+impl Isa {
+    /// A short name for logs and benchmark labels.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Isa::Generic => "generic",
+            Isa::Avx2 => "avx2",
+        }
+    }
+}
+
+/// One dot-product kernel per (weight, activation) pairing, plus the float ones.
+pub(crate) struct Kernels {
+    pub q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
+    pub q4_1_q8_1: fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32,
+    pub q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
+    pub q4_k_q8_k: fn(&[BlockQ4K], &[BlockQ8K]) -> f32,
+    pub q5_k_q8_k: fn(&[BlockQ5K], &[BlockQ8K]) -> f32,
+    pub q6_k_q8_k: fn(&[BlockQ6K], &[BlockQ8K]) -> f32,
+    pub f32_f32: fn(&[f32], &[f32]) -> f32,
+    pub f16_f32: fn(&[f16], &[f32]) -> f32,
+    pub bf16_f32: fn(&[bf16], &[f32]) -> f32,
+    /// `y += a * x`.
+    pub axpy: fn(&mut [f32], f32, &[f32]),
+}
+
+/// 0 = not detected yet, else `1 + Isa as u8`.
+static DETECTED: AtomicU8 = AtomicU8::new(0);
+
+/// The best instruction set this CPU supports (detected once, then cached).
+pub fn isa() -> Isa {
+    match DETECTED.load(Ordering::Relaxed) {
+        1 => Isa::Generic,
+        2 => Isa::Avx2,
+        _ => {
+            let isa = detect();
+            DETECTED.store(1 + isa as u8, Ordering::Relaxed);
+            isa
+        }
+    }
+}
+
+fn detect() -> Isa {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    {
+        if std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+            && std::is_x86_feature_detected!("f16c")
+        {
+            return Isa::Avx2;
+        }
+    }
+    #[cfg(all(
+        not(feature = "std"),
+        target_arch = "x86_64",
+        target_feature = "avx2",
+        target_feature = "fma",
+        target_feature = "f16c"
+    ))]
+    {
+        return Isa::Avx2;
+    }
+    #[allow(unreachable_code)]
+    Isa::Generic
+}
+
+/// The kernel table for the best supported instruction set.
+#[inline]
+pub(crate) fn kernels() -> &'static Kernels {
+    kernels_for(isa()).unwrap_or(&generic::GENERIC)
+}
+
+/// The kernel table for `isa`, or `None` when this CPU lacks it (so a table of `unsafe`
+/// `#[target_feature]` kernels is never handed out on a CPU that cannot run them).
+pub(crate) fn kernels_for(want: Isa) -> Option<&'static Kernels> {
+    match want {
+        Isa::Generic => Some(&generic::GENERIC),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 if isa() >= Isa::Avx2 => Some(&x86_64::AVX2),
+        _ => None,
+    }
+}

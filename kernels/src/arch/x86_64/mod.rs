@@ -1,0 +1,53 @@
+//! x86_64 kernel tables. Each entry is a safe wrapper over an `unsafe` `#[target_feature]` kernel;
+//! the table is only reachable through `arch::kernels_for`, which checks the CPU first.
+
+use half::f16;
+
+use super::Kernels;
+use crate::quant::*;
+
+mod avx2;
+
+/// AVX2 + FMA + F16C kernels (k-quants still use the portable ones).
+pub(crate) static AVX2: Kernels = Kernels {
+    q4_0_q8_0: q4_0_q8_0_avx2,
+    q4_1_q8_1: q4_1_q8_1_avx2,
+    q8_0_q8_0: q8_0_q8_0_avx2,
+    q4_k_q8_k: vec_dot_q4_k_q8_k_ref,
+    q5_k_q8_k: vec_dot_q5_k_q8_k_ref,
+    q6_k_q8_k: vec_dot_q6_k_q8_k_ref,
+    f32_f32: f32_f32_avx2,
+    f16_f32: f16_f32_avx2,
+    bf16_f32: vec_dot_bf16_f32_ref,
+    axpy: axpy_avx2,
+};
+
+fn q4_0_q8_0_avx2(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: reachable only through `AVX2`, handed out after avx2+fma+f16c were detected.
+    unsafe { avx2::vec_dot_q4_0_q8_0(x, y) }
+}
+
+fn q4_1_q8_1_avx2(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 {
+    // SAFETY: reachable only through `AVX2`, handed out after avx2+fma+f16c were detected.
+    unsafe { avx2::vec_dot_q4_1_q8_1(x, y) }
+}
+
+fn q8_0_q8_0_avx2(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 {
+    // SAFETY: reachable only through `AVX2`, handed out after avx2+fma+f16c were detected.
+    unsafe { avx2::vec_dot_q8_0_q8_0(x, y) }
+}
+
+fn f32_f32_avx2(x: &[f32], y: &[f32]) -> f32 {
+    // SAFETY: reachable only through `AVX2`, handed out after avx2+fma+f16c were detected.
+    unsafe { avx2::vec_dot_f32(x, y) }
+}
+
+fn f16_f32_avx2(x: &[f16], y: &[f32]) -> f32 {
+    // SAFETY: reachable only through `AVX2`, handed out after avx2+fma+f16c were detected.
+    unsafe { avx2::vec_dot_f16_f32(x, y) }
+}
+
+fn axpy_avx2(y: &mut [f32], a: f32, x: &[f32]) {
+    // SAFETY: reachable only through `AVX2`, handed out after avx2+fma+f16c were detected.
+    unsafe { avx2::axpy(y, a, x) }
+}

@@ -1,0 +1,300 @@
+//! Row-range matrix kernels over raw tensor bytes: what a threaded driver hands each thread.
+//!
+//! Weights are `n` rows of `k` values of a [`GgmlType`], row-major, as in a GGUF tensor (ggml's
+//! `ne0 = k`). Activations are quantized once per row to [`activation_type`] (llama.cpp's
+//! `vec_dot_type`), then dotted with integer kernels.
+
+use core::ops::Range;
+
+use bytemuck::Pod;
+
+use crate::arch::{self, Kernels};
+use crate::quant::*;
+
+/// The activation format paired with weights of type `w` (llama.cpp's `vec_dot_type`).
+///
+/// # Panics
+/// For `Q8_1` and `Q8_K`, which are activation formats, not weight formats.
+pub const fn activation_type(w: GgmlType) -> GgmlType {
+    match w {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => GgmlType::F32,
+        GgmlType::Q4_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
+        GgmlType::Q4_1 => GgmlType::Q8_1,
+        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => GgmlType::Q8K,
+        GgmlType::Q8_1 | GgmlType::Q8K => panic!("Q8_1 and Q8_K are activation types, not weights"),
+    }
+}
+
+/// Bytes that [`quantize_activations`] writes for `len` values against weights of type `w`.
+///
+/// # Panics
+/// When `len` is not a whole number of the activation type's blocks.
+pub fn activation_bytes(w: GgmlType, len: usize) -> usize {
+    let a = activation_type(w);
+    a.row_bytes(len)
+        .unwrap_or_else(|| panic!("{len} values are not whole {} blocks", a.name()))
+}
+
+/// Quantizes activations `x` (one or more rows of `k`, concatenated; `k` a multiple of the
+/// block size) for weights of type `w` into `out` (`activation_bytes(w, x.len())` bytes). Float
+/// weights take f32 activations, copied as native-endian bytes.
+pub fn quantize_activations(w: GgmlType, x: &[f32], out: &mut [u8]) {
+    let need = activation_bytes(w, x.len());
+    assert_eq!(
+        out.len(),
+        need,
+        "quantize_activations: out is {} bytes, need {need}",
+        out.len()
+    );
+    match activation_type(w) {
+        GgmlType::F32 => out.copy_from_slice(bytemuck::cast_slice(x)),
+        GgmlType::Q8_0 => quantize_into(x, out, QK8_0, quantize_row_q8_0_ref),
+        GgmlType::Q8_1 => quantize_into(x, out, QK8_1, quantize_row_q8_1_ref),
+        GgmlType::Q8K => quantize_into(x, out, QK_K, quantize_row_q8_k_ref),
+        other => unreachable!("activation type {}", other.name()),
+    }
+}
+
+/// Quantizes in place when `out` is aligned for `B`, else one block at a time through the stack.
+fn quantize_into<B: Pod>(x: &[f32], out: &mut [u8], bs: usize, f: fn(&[f32], &mut [B])) {
+    match bytemuck::try_cast_slice_mut::<u8, B>(out) {
+        Ok(blocks) => f(x, blocks),
+        Err(_) => {
+            for (x, raw) in x.chunks_exact(bs).zip(out.chunks_exact_mut(size_of::<B>())) {
+                let mut b = B::zeroed();
+                f(x, core::slice::from_mut(&mut b));
+                raw.copy_from_slice(bytemuck::bytes_of(&b));
+            }
+        }
+    }
+}
+
+/// Dot product of one weight row (`w_row`, type `w_ty`) with one activation row quantized by
+/// [`quantize_activations`].
+pub fn vec_dot(w_ty: GgmlType, w_row: &[u8], xq_row: &[u8]) -> f32 {
+    let k = w_row.len() / w_ty.type_size() * w_ty.block_size();
+    let mut out = [0.0f32];
+    matmul_rows(w_ty, w_row, k, 0..1, xq_row, 1, &mut out);
+    out[0]
+}
+
+/// `out[i][r - rows.start] = W[r] · x[i]` for `r` in `rows` and `i < m`, with `out` row-major
+/// `m × rows.len()` and `xq` the `m` activation rows from [`quantize_activations`].
+///
+/// Each weight row is read from memory once and dotted with all `m` activation rows while it is
+/// in L1 (prefill reuses it; decode has `m = 1`).
+///
+/// # Panics
+/// On inconsistent sizes (an internal contract).
+pub fn matmul_rows(
+    w_ty: GgmlType,
+    w: &[u8],
+    k: usize,
+    rows: Range<usize>,
+    xq: &[u8],
+    m: usize,
+    out: &mut [f32],
+) {
+    matmul_rows_with(arch::kernels(), w_ty, w, k, rows, xq, m, out);
+}
+
+/// [`matmul_rows`] with an explicit kernel table (tests compare tables).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_rows_with(
+    kt: &Kernels,
+    w_ty: GgmlType,
+    w: &[u8],
+    k: usize,
+    rows: Range<usize>,
+    xq: &[u8],
+    m: usize,
+    out: &mut [f32],
+) {
+    let w_rb = row_bytes(w_ty, k);
+    let x_rb = activation_bytes(w_ty, k);
+    assert!(
+        w.len() >= rows.end * w_rb,
+        "matmul_rows: weights too short for rows {rows:?}"
+    );
+    assert!(
+        xq.len() >= m * x_rb,
+        "matmul_rows: activations too short for m = {m}"
+    );
+    assert_eq!(
+        out.len(),
+        m * rows.len(),
+        "matmul_rows: out must be m × rows.len()"
+    );
+    let w = &w[rows.start * w_rb..rows.end * w_rb];
+    let xq = &xq[..m * x_rb];
+    let shape = Shape {
+        w_rb,
+        x_rb,
+        nr: rows.len(),
+    };
+    match w_ty {
+        GgmlType::F32 => rows_typed(w, xq, shape, out, kt.f32_f32),
+        GgmlType::F16 => rows_typed(w, xq, shape, out, kt.f16_f32),
+        GgmlType::BF16 => rows_typed(w, xq, shape, out, kt.bf16_f32),
+        GgmlType::Q4_0 => rows_typed(w, xq, shape, out, kt.q4_0_q8_0),
+        GgmlType::Q4_1 => rows_typed(w, xq, shape, out, kt.q4_1_q8_1),
+        GgmlType::Q8_0 => rows_typed(w, xq, shape, out, kt.q8_0_q8_0),
+        GgmlType::Q4K => rows_typed(w, xq, shape, out, kt.q4_k_q8_k),
+        GgmlType::Q5K => rows_typed(w, xq, shape, out, kt.q5_k_q8_k),
+        GgmlType::Q6K => rows_typed(w, xq, shape, out, kt.q6_k_q8_k),
+        GgmlType::Q8_1 | GgmlType::Q8K => panic!("{} is not a weight type", w_ty.name()),
+    }
+}
+
+fn row_bytes(ty: GgmlType, k: usize) -> usize {
+    ty.row_bytes(k)
+        .unwrap_or_else(|| panic!("k = {k} is not a whole number of {} blocks", ty.name()))
+}
+
+#[derive(Clone, Copy)]
+struct Shape {
+    w_rb: usize,
+    x_rb: usize,
+    nr: usize,
+}
+
+fn rows_typed<W: Pod, A: Pod>(
+    w: &[u8],
+    xq: &[u8],
+    s: Shape,
+    out: &mut [f32],
+    dot: fn(&[W], &[A]) -> f32,
+) {
+    match (
+        bytemuck::try_cast_slice::<u8, W>(w),
+        bytemuck::try_cast_slice::<u8, A>(xq),
+    ) {
+        (Ok(wb), Ok(xb)) => {
+            let (wpr, xpr) = (s.w_rb / size_of::<W>(), s.x_rb / size_of::<A>());
+            for (r, wrow) in wb.chunks_exact(wpr).enumerate() {
+                for (i, xrow) in xb.chunks_exact(xpr).enumerate() {
+                    out[i * s.nr + r] = dot(wrow, xrow);
+                }
+            }
+        }
+        _ => {
+            for (r, wrow) in w.chunks_exact(s.w_rb).enumerate() {
+                for (i, xrow) in xq.chunks_exact(s.x_rb).enumerate() {
+                    out[i * s.nr + r] = dot_unaligned(wrow, xrow, dot);
+                }
+            }
+        }
+    }
+}
+
+/// A dot product over misaligned bytes: copies eight blocks at a time to the stack.
+fn dot_unaligned<W: Pod, A: Pod>(w: &[u8], x: &[u8], dot: fn(&[W], &[A]) -> f32) -> f32 {
+    const CHUNK: usize = 8;
+    let (sw, sa) = (size_of::<W>(), size_of::<A>());
+    let (mut wb, mut ab) = ([W::zeroed(); CHUNK], [A::zeroed(); CHUNK]);
+    let mut sum = 0.0;
+    for (wc, ac) in w.chunks(CHUNK * sw).zip(x.chunks(CHUNK * sa)) {
+        let n = wc.len() / sw;
+        for j in 0..n {
+            wb[j] = bytemuck::pod_read_unaligned(&wc[j * sw..(j + 1) * sw]);
+            ab[j] = bytemuck::pod_read_unaligned(&ac[j * sa..(j + 1) * sa]);
+        }
+        sum += dot(&wb[..n], &ab[..n]);
+    }
+    sum
+}
+
+/// Values dequantized at a time into a stack buffer (one k-quant super-block, eight 32-blocks).
+const DEQUANT_CHUNK: usize = 256;
+
+/// Like [`matmul_rows`] with f32 activations `x` (`m × k`): each weight row is dequantized on the
+/// fly and dotted in f32. Slower; for parity checks against the quantized-activation path.
+pub fn matmul_rows_f32(
+    w_ty: GgmlType,
+    w: &[u8],
+    k: usize,
+    rows: Range<usize>,
+    x: &[f32],
+    m: usize,
+    out: &mut [f32],
+) {
+    let kt = arch::kernels();
+    let w_rb = row_bytes(w_ty, k);
+    assert!(
+        w.len() >= rows.end * w_rb,
+        "matmul_rows_f32: weights too short for rows {rows:?}"
+    );
+    assert_eq!(x.len(), m * k, "matmul_rows_f32: x must be m × k");
+    let nr = rows.len();
+    assert_eq!(
+        out.len(),
+        m * nr,
+        "matmul_rows_f32: out must be m × rows.len()"
+    );
+    out.fill(0.0);
+    let (bs, ts) = (w_ty.block_size(), w_ty.type_size());
+    let chunk_blocks = (DEQUANT_CHUNK / bs).max(1);
+    let mut tmp = [0.0f32; DEQUANT_CHUNK];
+    for (ri, r) in rows.enumerate() {
+        let row = &w[r * w_rb..(r + 1) * w_rb];
+        for (c, raw) in row.chunks(chunk_blocks * ts).enumerate() {
+            let len = raw.len() / ts * bs;
+            let col0 = c * chunk_blocks * bs;
+            dequantize_row(w_ty, raw, &mut tmp[..len]);
+            for i in 0..m {
+                out[i * nr + ri] += (kt.f32_f32)(&tmp[..len], &x[i * k + col0..i * k + col0 + len]);
+            }
+        }
+    }
+}
+
+/// The transposed product for backward: `dx = dy · W` restricted to the columns `cols` of `W`
+/// (`n × k`), so `dx[i][c - cols.start] = Σ_r dy[i][r] · W[r][c]`, with `dy` row-major `m × n`
+/// and `dx` row-major `m × cols.len()` (overwritten). `cols` must be block-aligned. Accumulates
+/// in f32: no activation quantization.
+#[allow(clippy::too_many_arguments)]
+pub fn matmul_t_cols(
+    w_ty: GgmlType,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    cols: Range<usize>,
+    dy: &[f32],
+    m: usize,
+    dx: &mut [f32],
+) {
+    let kt = arch::kernels();
+    let w_rb = row_bytes(w_ty, k);
+    let (bs, ts) = (w_ty.block_size(), w_ty.type_size());
+    assert!(
+        cols.start.is_multiple_of(bs)
+            && cols.end.is_multiple_of(bs)
+            && cols.end <= k
+            && cols.start <= cols.end,
+        "matmul_t_cols: columns {cols:?} not block-aligned within k = {k}"
+    );
+    assert!(
+        w.len() >= n * w_rb,
+        "matmul_t_cols: weights too short for n = {n}"
+    );
+    assert_eq!(dy.len(), m * n, "matmul_t_cols: dy must be m × n");
+    let nc = cols.len();
+    assert_eq!(dx.len(), m * nc, "matmul_t_cols: dx must be m × cols.len()");
+    dx.fill(0.0);
+    let chunk_blocks = (DEQUANT_CHUNK / bs).max(1);
+    let mut tmp = [0.0f32; DEQUANT_CHUNK];
+    for r in 0..n {
+        let row = &w[r * w_rb + cols.start / bs * ts..r * w_rb + cols.end / bs * ts];
+        for (c, raw) in row.chunks(chunk_blocks * ts).enumerate() {
+            let len = raw.len() / ts * bs;
+            let off = c * chunk_blocks * bs;
+            dequantize_row(w_ty, raw, &mut tmp[..len]);
+            for i in 0..m {
+                let a = dy[i * n + r];
+                if a != 0.0 {
+                    (kt.axpy)(&mut dx[i * nc + off..i * nc + off + len], a, &tmp[..len]);
+                }
+            }
+        }
+    }
+}
