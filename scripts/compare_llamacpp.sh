@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# Compare engram with llama.cpp on the same GGUF file and the same thread count.
+#
+# llama.cpp runs through llama-cpp-python, built from source into .venv-llamacpp/ at the
+# repository root (gitignored; reused when present). The first build compiles llama.cpp:
+# about 15 minutes on 2 cores.
+set -euo pipefail
+
+LLAMA_CPP_PYTHON_VERSION=0.3.36
+
+usage() {
+    cat <<EOF
+Usage: scripts/compare_llamacpp.sh [options]
+
+Measures prefill and decode tokens/s of llama.cpp (llama-cpp-python ${LLAMA_CPP_PYTHON_VERSION})
+and of \`engram bench\`, one after the other, and prints both side by side with the
+ratio engram/llama.cpp.
+
+Options:
+  --model PATH         GGUF model (default: \$ENGRAM_MODEL, else \`engram model-path\`)
+  --threads N          threads for both engines (default: 2)
+  --prompt-tokens P    prefill length in tokens (default: 128)
+  --gen-tokens G       tokens decoded one at a time, greedy (default: 64)
+  --repeats R          timed runs per engine after one warm-up; medians reported (default: 5)
+  --only ENGINE        run only 'llamacpp' or only 'engram'
+  --json               print one JSON line on stdout (the table goes to stderr)
+  --setup              only build/check the llama.cpp venv, then exit
+  -h, --help           this text
+
+Environment:
+  ENGRAM_MODEL         model path, used when --model is not given
+  VENV                 venv directory (default: <repo>/.venv-llamacpp)
+  CMAKE_ARGS           overrides the lean CPU-only llama.cpp build flags below
+EOF
+}
+
+die() { echo "compare_llamacpp: $*" >&2; exit 2; }
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV=${VENV:-$REPO/.venv-llamacpp}
+MODEL=""
+THREADS=2
+PROMPT_TOKENS=128
+GEN_TOKENS=64
+REPEATS=5
+ONLY=""
+JSON=0
+SETUP_ONLY=0
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --model) MODEL=${2:?--model needs a path}; shift 2 ;;
+        --threads) THREADS=${2:?--threads needs N}; shift 2 ;;
+        --prompt-tokens) PROMPT_TOKENS=${2:?--prompt-tokens needs P}; shift 2 ;;
+        --gen-tokens) GEN_TOKENS=${2:?--gen-tokens needs G}; shift 2 ;;
+        --repeats) REPEATS=${2:?--repeats needs R}; shift 2 ;;
+        --only) ONLY=${2:?--only needs llamacpp or engram}; shift 2 ;;
+        --json) JSON=1; shift ;;
+        --setup) SETUP_ONLY=1; shift ;;
+        -h | --help) usage; exit 0 ;;
+        *) usage >&2; die "unknown argument: $1" ;;
+    esac
+done
+for n in "$THREADS" "$PROMPT_TOKENS" "$GEN_TOKENS" "$REPEATS"; do
+    [[ $n =~ ^[1-9][0-9]*$ ]] || die "expected a positive integer, got '$n'"
+done
+case "$ONLY" in "" | llamacpp | engram) ;; *) die "--only takes llamacpp or engram" ;; esac
+
+# With --json, stdout carries only the JSON line; everything for humans goes to stderr.
+if [[ $JSON == 1 ]]; then exec 3>&2; else exec 3>&1; fi
+say() { echo "$@" >&3; }
+
+# --- llama.cpp venv ------------------------------------------------------------------------
+venv_ready() {
+    [[ -x $VENV/bin/python ]] &&
+        "$VENV/bin/python" -c "import llama_cpp, numpy, sys; \
+sys.exit(llama_cpp.__version__ != '$LLAMA_CPP_PYTHON_VERSION')" 2>/dev/null
+}
+
+setup_venv() {
+    if venv_ready; then
+        say "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION: reusing $VENV"
+        return
+    fi
+    say "building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION into $VENV (~15 min on 2 cores)..."
+    [[ -x $VENV/bin/python ]] || python3 -m venv "$VENV"
+    # CPU only, no BLAS, no examples/tests. GGML_NATIVE=ON tunes llama.cpp for this CPU,
+    # which is what we want for a benchmark (this build is never shipped).
+    CMAKE_ARGS=${CMAKE_ARGS:-"-DGGML_NATIVE=ON -DGGML_CUDA=OFF -DGGML_METAL=OFF \
+-DGGML_VULKAN=OFF -DGGML_HIP=OFF -DGGML_SYCL=OFF -DGGML_OPENCL=OFF -DGGML_BLAS=OFF \
+-DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"} \
+    CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)} \
+        "$VENV/bin/pip" install --no-cache-dir "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" >&3
+    venv_ready || die "llama-cpp-python installed but 'import llama_cpp' fails in $VENV"
+}
+
+if [[ $ONLY != engram ]]; then setup_venv; fi
+if [[ $SETUP_ONLY == 1 ]]; then exit 0; fi
+
+# --- model ---------------------------------------------------------------------------------
+if [[ -z $MODEL ]]; then MODEL=${ENGRAM_MODEL:-}; fi
+if [[ -n $MODEL ]]; then MODEL=$(realpath -m -- "$MODEL"); fi # relative to the caller's cwd
+cd "$REPO"
+if [[ -z $MODEL ]]; then
+    say "resolving the model with \`engram model-path\`..."
+    MODEL=$(cargo run --quiet --release --bin engram -- model-path | tail -n 1)
+fi
+[[ -f $MODEL ]] || die "model not found: '$MODEL'"
+say "model:   $MODEL"
+say "threads: $THREADS, prompt: $PROMPT_TOKENS tokens, generate: $GEN_TOKENS tokens, repeats: $REPEATS"
+say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min)"
+
+# --- measure, one engine at a time ---------------------------------------------------------
+LLAMA_JSON=null
+ENGRAM_JSON=null
+if [[ $ONLY != engram ]]; then
+    say "running llama.cpp..."
+    LLAMA_JSON=$("$VENV/bin/python" "$REPO/scripts/llamacpp_bench.py" --model "$MODEL" \
+        --threads "$THREADS" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS" \
+        --repeats "$REPEATS" | tail -n 1)
+fi
+if [[ $ONLY != llamacpp ]]; then
+    say "building engram (release)..."
+    cargo build --quiet --release --bin engram >&3
+    say "running engram bench..."
+    ENGRAM_JSON=$(cargo run --quiet --release --bin engram -- bench --model "$MODEL" \
+        --threads "$THREADS" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS" \
+        --json | tail -n 1)
+fi
+
+# --- report --------------------------------------------------------------------------------
+# python3 (system) only formats; the figures come from the JSON objects above.
+LLAMA_JSON=$LLAMA_JSON ENGRAM_JSON=$ENGRAM_JSON MODEL=$MODEL JSON=$JSON python3 - <<'EOF'
+import datetime, json, os, sys
+
+llama = json.loads(os.environ["LLAMA_JSON"])
+engram = json.loads(os.environ["ENGRAM_JSON"])
+
+def ratio(key):
+    if not llama or not engram or not llama.get(key):
+        return None
+    return round(engram[key] / llama[key], 3)
+
+def cell(d, key):
+    return f"{d[key]:>12.1f}" if d else f"{'-':>12}"
+
+r = {"prefill_tok_s": ratio("prefill_tok_s"), "decode_tok_s": ratio("decode_tok_s")}
+human = sys.stderr if os.environ["JSON"] == "1" else sys.stdout
+print(f"\n{'':<16}{'engram':>12}{'llama.cpp':>12}{'engram/llama':>14}", file=human)
+for key, label in (("prefill_tok_s", "prefill tok/s"), ("decode_tok_s", "decode tok/s")):
+    rr = f"{r[key]:>14.2f}" if r[key] is not None else f"{'-':>14}"
+    print(f"{label:<16}{cell(engram, key)}{cell(llama, key)}{rr}", file=human)
+
+if os.environ["JSON"] == "1":
+    print(json.dumps({
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "model": os.environ["MODEL"],
+        "loadavg_1m": float(open("/proc/loadavg").read().split()[0]),
+        "engram": engram,
+        "llamacpp": llama,
+        "ratio_engram_over_llamacpp": r,
+    }))
+EOF
