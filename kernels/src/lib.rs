@@ -9,6 +9,9 @@ pub mod arch;
 mod matmul;
 pub mod quant;
 
+#[cfg(test)]
+mod tests;
+
 pub use arch::{Isa, isa};
 pub use matmul::*;
 pub use quant::{GgmlType, dequantize_row};
