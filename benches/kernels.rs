@@ -1,0 +1,174 @@
+//! Kernel throughput: dequantization and matrix-vector products per weight type, on the real
+//! SmolLM2-135M shapes plus 2048×2048, at 1 and 2 threads. `Throughput::Bytes` is the weight
+//! bytes read, so criterion's GB/s compares directly with `benches/membw.rs`.
+//!
+//! "Cold" benches cycle through a 256 MiB arena so every matrix comes from DRAM, as in decode
+//! (the model's ~110 MB of weights are streamed once per token); "hot" ones reuse one matrix.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_main};
+use engram_kernels::{GgmlType, activation_bytes, dequantize_row, quantize_activations};
+use engram_runtime::cpu::CpuContext;
+
+const ARENA_BYTES: usize = 256 << 20;
+
+/// Random bytes with every f16 field a sane scale, so the float work is realistic.
+fn arena() -> Vec<u8> {
+    let mut s = 0x2545_F491_4F6C_DD1Du64;
+    (0..ARENA_BYTES)
+        .map(|i| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            // Keep exponents small: the high byte of every 16-bit pair in 0x10..0x2F.
+            if i % 2 == 1 {
+                0x10 | (s as u8 & 0x1F)
+            } else {
+                s as u8
+            }
+        })
+        .collect()
+}
+
+/// Windows of the arena, each a whole `bytes`-sized matrix, used round-robin.
+struct Matrices<'a> {
+    arena: &'a [u8],
+    bytes: usize,
+    next: usize,
+}
+
+impl<'a> Matrices<'a> {
+    fn new(arena: &'a [u8], bytes: usize, cold: bool) -> Self {
+        let arena = if cold { arena } else { &arena[..bytes] };
+        Matrices {
+            arena,
+            bytes,
+            next: 0,
+        }
+    }
+    fn next(&mut self) -> &'a [u8] {
+        let count = self.arena.len() / self.bytes;
+        let w = &self.arena[self.next * self.bytes..(self.next + 1) * self.bytes];
+        self.next = (self.next + 1) % count;
+        w
+    }
+}
+
+fn x_vec(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
+}
+
+fn matvec(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize, cold: bool) {
+    let bytes = ty.row_bytes(k).unwrap() * n;
+    let x = x_vec(k);
+    let mut y = vec![0.0f32; n];
+    for threads in [1, 2] {
+        let ctx = CpuContext::new(threads).unwrap();
+        let suffix = if cold { "" } else { "_hot" };
+        let name = format!(
+            "cpu_{}_matvec_{n}x{k}{suffix}/t{threads}",
+            ty.name().to_lowercase()
+        );
+        let mut g = c.benchmark_group("matvec");
+        g.throughput(Throughput::Bytes(bytes as u64));
+        let mut mats = Matrices::new(arena, bytes, cold);
+        g.bench_function(&name, |b| {
+            b.iter(|| ctx.qmatmul(ty, mats.next(), n, k, black_box(&x), 1, &mut y))
+        });
+        g.finish();
+    }
+}
+
+fn matmul_t(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize, m: usize) {
+    let bytes = ty.row_bytes(k).unwrap() * n;
+    let dy = x_vec(m * n);
+    let mut dx = vec![0.0f32; m * k];
+    for threads in [1, 2] {
+        let ctx = CpuContext::new(threads).unwrap();
+        let name = format!(
+            "cpu_{}_matmul_t_{n}x{k}_m{m}/t{threads}",
+            ty.name().to_lowercase()
+        );
+        let mut g = c.benchmark_group("matmul_t");
+        g.throughput(Throughput::Bytes(bytes as u64));
+        let mut mats = Matrices::new(arena, bytes, true);
+        g.bench_function(&name, |b| {
+            b.iter(|| ctx.qmatmul_t(ty, mats.next(), n, k, black_box(&dy), m, &mut dx))
+        });
+        g.finish();
+    }
+}
+
+fn dequant(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize) {
+    let bytes = ty.row_bytes(k).unwrap() * n;
+    let mut out = vec![0.0f32; n * k];
+    let mut g = c.benchmark_group("dequant");
+    g.throughput(Throughput::Bytes(bytes as u64));
+    let mut mats = Matrices::new(arena, bytes, true);
+    let name = format!("cpu_{}_dequant_{n}x{k}/t1", ty.name().to_lowercase());
+    g.bench_function(&name, |b| {
+        b.iter(|| dequantize_row(ty, mats.next(), &mut out))
+    });
+    g.finish();
+}
+
+fn quantize(c: &mut Criterion) {
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K] {
+        let x = x_vec(576);
+        let mut out = vec![0u8; activation_bytes(ty, 576)];
+        c.bench_function(
+            &format!("cpu_{}_quantize_activations_576", ty.name().to_lowercase()),
+            |b| b.iter(|| quantize_activations(ty, black_box(&x), &mut out)),
+        );
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let arena = arena();
+    // SmolLM2-135M: attention q/o (576×576), k/v (192×576), MLP up/gate (1536×576) and down
+    // (576×1536) in Q4_1; the tied embedding / output head (49152×576) in Q8_0.
+    for (n, k) in [(576, 576), (1536, 576), (576, 1536), (2048, 2048)] {
+        matvec(c, &arena, GgmlType::Q4_1, n, k, true);
+    }
+    matvec(c, &arena, GgmlType::Q4_1, 192, 576, false);
+    matvec(c, &arena, GgmlType::Q4_1, 576, 576, false);
+    matvec(c, &arena, GgmlType::Q8_0, 49152, 576, true);
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::F32,
+    ] {
+        matvec(c, &arena, ty, 2048, 2048, true);
+    }
+    for ty in [
+        GgmlType::Q4_0,
+        GgmlType::Q4_1,
+        GgmlType::Q8_0,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+        GgmlType::F16,
+        GgmlType::BF16,
+        GgmlType::F32,
+    ] {
+        dequant(c, &arena, ty, 2048, 2048);
+    }
+    matmul_t(c, &arena, GgmlType::Q4_1, 1536, 576, 1);
+    matmul_t(c, &arena, GgmlType::Q4_1, 1536, 576, 32);
+    quantize(c);
+}
+
+/// criterion's generated group fn has no doc comment; keep the lint everywhere else.
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(kernels, super::benches);
+}
+criterion_main!(group::kernels);

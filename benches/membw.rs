@@ -1,0 +1,51 @@
+//! The machine's read bandwidth: the physical limit for decode, which streams every weight once
+//! per token. Sums a buffer far larger than the caches, on 1 and 2 threads.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, Throughput, criterion_main};
+
+const BYTES: usize = 512 << 20;
+
+/// Sum with eight independent lanes so the loop is load-bound, not add-latency-bound.
+fn sum(words: &[u64]) -> u64 {
+    let mut acc = [0u64; 8];
+    for c in words.chunks_exact(8) {
+        for i in 0..8 {
+            acc[i] = acc[i].wrapping_add(c[i]);
+        }
+    }
+    acc.iter().fold(0, |a, b| a.wrapping_add(*b))
+}
+
+fn benches(c: &mut Criterion) {
+    let buf: Vec<u64> = (0..BYTES as u64 / 8).collect();
+    let mut g = c.benchmark_group("membw");
+    g.throughput(Throughput::Bytes(BYTES as u64));
+    g.sample_size(20);
+    for threads in [1usize, 2] {
+        g.bench_function(format!("cpu_read_512mib/t{threads}"), |b| {
+            b.iter(|| {
+                let part = buf.len() / threads;
+                std::thread::scope(|s| {
+                    let handles: Vec<_> = buf
+                        .chunks(part)
+                        .map(|p| s.spawn(move || sum(black_box(p))))
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| h.join().unwrap())
+                        .fold(0u64, u64::wrapping_add)
+                })
+            })
+        });
+    }
+    g.finish();
+}
+
+/// criterion's generated group fn has no doc comment; keep the lint everywhere else.
+#[allow(missing_docs)]
+mod group {
+    criterion::criterion_group!(membw, super::benches);
+}
+criterion_main!(group::membw);

@@ -1,0 +1,146 @@
+//! The threaded CPU matmul driver over quantized weights: quantizes activations once, splits the
+//! weight rows (forward) or block-aligned weight columns (backward) across a persistent pool, and
+//! runs `engram_kernels`' row-range kernels on each part.
+//!
+//! Decode calls this a couple of hundred times per token with `m = 1`, so the pool is created
+//! once ([`CpuContext::new`]) and reused: no thread is spawned per call.
+
+use std::ops::Range;
+
+use engram_kernels::{
+    GgmlType, activation_bytes, matmul_rows, matmul_rows_f32, matmul_t_cols, quantize_activations,
+};
+
+mod pool;
+#[cfg(test)]
+mod tests;
+
+pub use pool::CpuPoolError;
+use pool::Pool;
+
+/// Below this many weights a product runs on the calling thread: waking workers costs more.
+const MIN_PARALLEL_WEIGHTS: usize = 32 * 1024;
+
+/// CPU execution context: a persistent thread pool of a fixed size. Create one per process (or
+/// per model) and pass it to every product.
+#[derive(Debug)]
+pub struct CpuContext {
+    pool: Pool,
+}
+
+impl CpuContext {
+    /// A context running products on `threads` threads (the caller plus `threads - 1` workers).
+    /// `threads == 0` means one per available core.
+    pub fn new(threads: usize) -> Result<Self, CpuPoolError> {
+        let threads = if threads == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            threads
+        };
+        Ok(CpuContext {
+            pool: Pool::new(threads)?,
+        })
+    }
+
+    /// Threads a product is split across.
+    pub fn threads(&self) -> usize {
+        self.pool.threads()
+    }
+
+    /// `y = x · Wᵀ`: `W` is `n × k` of type `ty` (`w` its raw bytes, e.g. a mapped GGUF tensor),
+    /// `x` is `m × k`, `y` is `m × n`, all row-major. Activations are quantized once per row to
+    /// [`engram_kernels::activation_type`]`(ty)`; `W`'s rows are split across the threads.
+    ///
+    /// # Panics
+    /// On inconsistent sizes (an internal contract).
+    #[allow(clippy::too_many_arguments)]
+    pub fn qmatmul(
+        &self,
+        ty: GgmlType,
+        w: &[u8],
+        n: usize,
+        k: usize,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+    ) {
+        assert_eq!(x.len(), m * k, "qmatmul: x must be m × k");
+        assert_eq!(y.len(), m * n, "qmatmul: y must be m × n");
+        let mut xq = vec![0u8; activation_bytes(ty, m * k)];
+        quantize_activations(ty, x, &mut xq);
+        let threads = self.threads_for(n * k, n);
+        self.pool.split_columns(
+            threads,
+            m,
+            n,
+            1,
+            y,
+            &|rows: Range<usize>, out: &mut [f32]| matmul_rows(ty, w, k, rows, &xq, m, out),
+        );
+    }
+
+    /// [`qmatmul`](Self::qmatmul) with f32 activations (weights dequantized on the fly): slower,
+    /// for parity checks of the quantized-activation path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn qmatmul_f32(
+        &self,
+        ty: GgmlType,
+        w: &[u8],
+        n: usize,
+        k: usize,
+        x: &[f32],
+        m: usize,
+        y: &mut [f32],
+    ) {
+        assert_eq!(x.len(), m * k, "qmatmul_f32: x must be m × k");
+        assert_eq!(y.len(), m * n, "qmatmul_f32: y must be m × n");
+        let threads = self.threads_for(n * k, n);
+        self.pool.split_columns(
+            threads,
+            m,
+            n,
+            1,
+            y,
+            &|rows: Range<usize>, out: &mut [f32]| matmul_rows_f32(ty, w, k, rows, x, m, out),
+        );
+    }
+
+    /// `dx = dy · W` (the input gradient of [`qmatmul`](Self::qmatmul)): `dy` is `m × n`, `dx` is
+    /// `m × k` (overwritten). `W`'s block-aligned column ranges are split across the threads;
+    /// sums are f32 (no activation quantization).
+    ///
+    /// # Panics
+    /// On inconsistent sizes (an internal contract).
+    #[allow(clippy::too_many_arguments)]
+    pub fn qmatmul_t(
+        &self,
+        ty: GgmlType,
+        w: &[u8],
+        n: usize,
+        k: usize,
+        dy: &[f32],
+        m: usize,
+        dx: &mut [f32],
+    ) {
+        assert_eq!(dy.len(), m * n, "qmatmul_t: dy must be m × n");
+        assert_eq!(dx.len(), m * k, "qmatmul_t: dx must be m × k");
+        let bs = ty.block_size();
+        let threads = self.threads_for(n * k, k / bs);
+        self.pool.split_columns(
+            threads,
+            m,
+            k,
+            bs,
+            dx,
+            &|cols: Range<usize>, out: &mut [f32]| matmul_t_cols(ty, w, n, k, cols, dy, m, out),
+        );
+    }
+
+    fn threads_for(&self, weights: usize, units: usize) -> usize {
+        if weights < MIN_PARALLEL_WEIGHTS {
+            1
+        } else {
+            self.threads().min(units).max(1)
+        }
+    }
+}

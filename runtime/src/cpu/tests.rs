@@ -1,0 +1,86 @@
+//! The threaded driver against the single-threaded kernels.
+
+use engram_kernels::{
+    GgmlType, activation_bytes, dequantize_row, matmul_rows, quantize_activations,
+};
+
+use super::CpuContext;
+
+/// Per-element difference between threaded and reference products (f32 summation order only).
+const MAX_THREADED_VS_SERIAL_ERROR: f32 = 1e-6;
+
+fn lcg(seed: &mut u64) -> f32 {
+    *seed = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+}
+
+/// Q4_1 / Q8_0 weights as raw bytes, built with f16 scales and random codes.
+fn weights(ty: GgmlType, n: usize, k: usize, seed: &mut u64) -> Vec<u8> {
+    let nb = n * k / ty.block_size();
+    let mut out = Vec::with_capacity(nb * ty.type_size());
+    // The leading f16 fields: d (Q8_0, Q4_1) and m (Q4_1).
+    let halves = if ty == GgmlType::Q4_1 { 2 } else { 1 };
+    for _ in 0..nb {
+        for _ in 0..halves {
+            let v = half::f16::from_f32(0.01 + 0.01 * lcg(seed).abs());
+            out.extend_from_slice(&v.to_bits().to_le_bytes());
+        }
+        let rest = ty.type_size() - 2 * halves;
+        out.extend((0..rest).map(|_| (lcg(seed) * 127.0) as i8 as u8));
+    }
+    out
+}
+
+#[test]
+fn threaded_products_match_serial() {
+    let mut seed = 1u64;
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
+        for (n, k, m) in [(576, 576, 1), (192, 576, 3), (1536, 576, 2), (64, 1536, 5)] {
+            let w = weights(ty, n, k, &mut seed);
+            let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+            let mut xq = vec![0u8; activation_bytes(ty, m * k)];
+            quantize_activations(ty, &x, &mut xq);
+            let mut serial = vec![0.0; m * n];
+            matmul_rows(ty, &w, k, 0..n, &xq, m, &mut serial);
+
+            let mut wf = vec![0.0; n * k];
+            dequantize_row(ty, &w, &mut wf);
+            let dy: Vec<f32> = (0..m * n).map(|_| lcg(&mut seed)).collect();
+            let mut dx_want = vec![0.0f32; m * k];
+            for i in 0..m {
+                for r in 0..n {
+                    for c in 0..k {
+                        dx_want[i * k + c] += dy[i * n + r] * wf[r * k + c];
+                    }
+                }
+            }
+            for threads in [1, 2, 3] {
+                let ctx = CpuContext::new(threads).unwrap();
+                let mut y = vec![f32::NAN; m * n];
+                ctx.qmatmul(ty, &w, n, k, &x, m, &mut y);
+                assert_eq!(y, serial, "{} {n}x{k} m={m} t={threads}", ty.name());
+
+                let mut yf = vec![f32::NAN; m * n];
+                ctx.qmatmul_f32(ty, &w, n, k, &x, m, &mut yf);
+                for i in 0..m {
+                    for r in 0..n {
+                        let want: f32 = (0..k).map(|c| wf[r * k + c] * x[i * k + c]).sum();
+                        let err = (yf[i * n + r] - want).abs() / k as f32;
+                        assert!(err < MAX_THREADED_VS_SERIAL_ERROR, "qmatmul_f32 {err}");
+                    }
+                }
+
+                let mut dx = vec![f32::NAN; m * k];
+                ctx.qmatmul_t(ty, &w, n, k, &dy, m, &mut dx);
+                for (a, b) in dx.iter().zip(&dx_want) {
+                    assert!(
+                        (a - b).abs() / n as f32 <= MAX_THREADED_VS_SERIAL_ERROR,
+                        "qmatmul_t {a} vs {b}"
+                    );
+                }
+            }
+        }
+    }
+}
