@@ -1,4 +1,12 @@
 //! engram-runtime: GGUF reading, the one mmap site, burn backend glue, the llama graph,
 //! tokenizer and generation.
 #![warn(missing_docs)]
+pub mod backend;
 pub mod cpu;
+pub mod engine;
+pub mod fetch;
+pub mod format;
+pub mod generate;
+pub mod io;
+pub mod model;
+pub mod model_file;

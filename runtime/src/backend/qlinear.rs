@@ -1,0 +1,384 @@
+//! The frozen quantized linear layer as a burn backend extension.
+//!
+//! `quant_linear(x, W) = x · Wᵀ` where `W` stays in the memory-mapped GGUF file as ggml blocks and
+//! is read by engram's kernels; it is never copied or dequantized whole. Under autodiff its
+//! backward pass gives the input gradient `dx = dy · W` through the same quantized weights (the
+//! transposed kernel), so gradients reach every adapter below a frozen layer. `W` itself has no
+//! gradient: it is frozen by construction.
+
+use std::fmt;
+use std::sync::Arc;
+
+#[cfg(feature = "flex")]
+use burn::backend::Flex;
+#[cfg(feature = "ndarray")]
+use burn::backend::NdArray;
+use burn::backend::autodiff::{
+    Autodiff,
+    checkpoint::{base::Checkpointer, strategy::CheckpointStrategy},
+    grads::Gradients,
+    ops::{Backward, Ops, OpsKind},
+};
+use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
+use burn::tensor::Tensor;
+use engram_kernels::GgmlType;
+
+use crate::cpu::CpuContext;
+use crate::model_file::TensorView;
+
+/// A frozen quantized weight matrix of `n_out` rows × `n_in` columns (ggml: `ne0 = n_in`), read in
+/// place from the mapped model file. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct QWeight {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    view: TensorView,
+    n_out: usize, // rows of W
+    n_in: usize,  // weights per row
+    cpu: Arc<CpuContext>,
+}
+
+impl fmt::Debug for QWeight {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QWeight")
+            .field("name", &self.inner.view.name())
+            .field("ty", &self.ty())
+            .field("n_out", &self.inner.n_out)
+            .field("n_in", &self.inner.n_in)
+            .finish()
+    }
+}
+
+impl QWeight {
+    /// Wraps a 2-D tensor of the model file; `cpu` runs its kernels.
+    ///
+    /// # Panics
+    /// When the view is not 2-D (the model loader checks shapes before).
+    pub fn new(view: TensorView, cpu: Arc<CpuContext>) -> Self {
+        let dims = view.dims();
+        assert_eq!(
+            dims.len(),
+            2,
+            "QWeight {}: expected a 2-D tensor, got {dims:?}",
+            view.name()
+        );
+        let (n_in, n_out) = (dims[0], dims[1]);
+        Self {
+            inner: Arc::new(Inner {
+                view,
+                n_out,
+                n_in,
+                cpu,
+            }),
+        }
+    }
+
+    /// Output features (rows of W).
+    pub fn n_out(&self) -> usize {
+        self.inner.n_out
+    }
+
+    /// Input features (columns of W).
+    pub fn n_in(&self) -> usize {
+        self.inner.n_in
+    }
+
+    /// The storage type of W.
+    pub fn ty(&self) -> GgmlType {
+        self.inner.view.ty()
+    }
+
+    /// The tensor's name in the model file.
+    pub fn name(&self) -> &str {
+        self.inner.view.name()
+    }
+
+    /// The raw ggml blocks of W, borrowed from the map.
+    pub fn bytes(&self) -> &[u8] {
+        self.inner.view.bytes()
+    }
+
+    /// The kernels' CPU context (thread pool).
+    pub fn cpu(&self) -> &CpuContext {
+        &self.inner.cpu
+    }
+
+    /// `y (m × n_out) = x (m × n_in) · Wᵀ` on the CPU kernels.
+    pub fn matmul_f32(&self, x: &[f32], m: usize, y: &mut [f32]) {
+        let Inner {
+            view,
+            n_out,
+            n_in,
+            cpu,
+        } = &*self.inner;
+        assert_eq!(
+            x.len(),
+            m * n_in,
+            "{}: input is not m × {n_in}",
+            view.name()
+        );
+        assert_eq!(
+            y.len(),
+            m * n_out,
+            "{}: output is not m × {n_out}",
+            view.name()
+        );
+        cpu.qmatmul(view.ty(), view.bytes(), *n_out, *n_in, x, m, y);
+    }
+
+    /// `dx (m × n_in) = dy (m × n_out) · W` on the CPU kernels (the input gradient).
+    pub fn matmul_t_f32(&self, dy: &[f32], m: usize, dx: &mut [f32]) {
+        let Inner {
+            view,
+            n_out,
+            n_in,
+            cpu,
+        } = &*self.inner;
+        assert_eq!(
+            dy.len(),
+            m * n_out,
+            "{}: gradient is not m × {n_out}",
+            view.name()
+        );
+        assert_eq!(
+            dx.len(),
+            m * n_in,
+            "{}: input gradient is not m × {n_in}",
+            view.name()
+        );
+        cpu.qmatmul_t(view.ty(), view.bytes(), *n_out, *n_in, dy, m, dx);
+    }
+
+    /// Dequantizes the rows `ids` of W into `out` (`ids.len() × n_in`): an embedding lookup.
+    ///
+    /// # Panics
+    /// When an id is out of range or `out` has the wrong length.
+    pub fn dequantize_rows(&self, ids: &[u32], out: &mut [f32]) {
+        let Inner {
+            view, n_out, n_in, ..
+        } = &*self.inner;
+        assert_eq!(
+            out.len(),
+            ids.len() * n_in,
+            "{}: output is not ids × {n_in}",
+            view.name()
+        );
+        let row_bytes = view
+            .ty()
+            .row_bytes(*n_in)
+            .expect("loader checked block multiples");
+        let bytes = view.bytes();
+        for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(*n_in)) {
+            let id = id as usize;
+            assert!(
+                id < *n_out,
+                "{}: row {id} out of range ({n_out} rows)",
+                view.name()
+            );
+            let src = &bytes[id * row_bytes..(id + 1) * row_bytes];
+            engram_kernels::dequantize_row(view.ty(), src, dst);
+        }
+    }
+}
+
+/// The quantized linear operation, implemented per backend.
+#[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"), Autodiff)]
+pub trait QuantLinearOps: Backend {
+    /// `y = x · Wᵀ`: `x` is `[.., n_in]`, `y` is `[.., n_out]`.
+    fn quant_linear(x: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self>;
+    /// `dx = dy · W`: `dy` is `[.., n_out]`, `dx` is `[.., n_in]`.
+    fn quant_linear_t(dy: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self>;
+}
+
+/// Applies the frozen quantized layer: `x · Wᵀ` over the last dimension of `x`.
+///
+/// # Panics
+/// When the last dimension of `x` is not `weight.n_in()`.
+pub fn quant_linear<const D: usize>(x: Tensor<D>, weight: &QWeight) -> Tensor<D> {
+    let dims = x.dims();
+    assert_eq!(
+        dims[D - 1],
+        weight.n_in(),
+        "quant_linear {}: input has {} features, W has {}",
+        weight.name(),
+        dims[D - 1],
+        weight.n_in()
+    );
+    let out = <burn::backend::Dispatch as QuantLinearOps>::quant_linear(
+        x.into_dispatch(),
+        weight.clone(),
+    );
+    Tensor::from_dispatch(out)
+}
+
+/// The transposed product `dy · W` over the last dimension of `dy`.
+///
+/// # Panics
+/// When the last dimension of `dy` is not `weight.n_out()`.
+pub fn quant_linear_t<const D: usize>(dy: Tensor<D>, weight: &QWeight) -> Tensor<D> {
+    let dims = dy.dims();
+    assert_eq!(
+        dims[D - 1],
+        weight.n_out(),
+        "quant_linear_t {}: input has {} features, W has {} rows",
+        weight.name(),
+        dims[D - 1],
+        weight.n_out()
+    );
+    let out = <burn::backend::Dispatch as QuantLinearOps>::quant_linear_t(
+        dy.into_dispatch(),
+        weight.clone(),
+    );
+    Tensor::from_dispatch(out)
+}
+
+/// Runs `f(x, m, y)` on an f32 host copy of `x`'s last dimension of size `k_in`, producing a
+/// tensor whose last dimension is `k_out`. Works on any backend through `TensorData`.
+#[allow(dead_code)]
+fn host_apply<B: Backend>(
+    x: FloatTensor<B>,
+    k_in: usize,
+    k_out: usize,
+    f: impl FnOnce(&[f32], usize, &mut [f32]),
+) -> FloatTensor<B> {
+    let device = burn::backend::TensorMetadata::device(&x);
+    let data = block_on(B::float_into_data(x)).expect("reading a CPU tensor cannot fail");
+    let mut shape = data.shape().clone();
+    let xs = data
+        .try_to_vec::<f32>()
+        .expect("float tensor converts to f32");
+    let m = xs.len() / k_in;
+    let mut y = vec![0f32; m * k_out];
+    f(&xs, m, &mut y);
+    *shape.last_mut().expect("at least 1-D") = k_out;
+    B::float_from_data(burn::tensor::TensorData::new(y, shape), &device)
+}
+
+/// Polls a future that a CPU backend has already completed.
+fn block_on<F: Future>(fut: F) -> F::Output {
+    let mut fut = std::pin::pin!(fut);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(out) = fut.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
+}
+
+#[cfg(feature = "flex")]
+impl QuantLinearOps for Flex {
+    fn quant_linear(x: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
+        let (k_in, k_out) = (weight.n_in(), weight.n_out());
+        flex_apply(x, k_in, k_out, |x, m, y| weight.matmul_f32(x, m, y))
+    }
+
+    fn quant_linear_t(dy: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
+        let (k_in, k_out) = (weight.n_out(), weight.n_in());
+        flex_apply(dy, k_in, k_out, |dy, m, dx| weight.matmul_t_f32(dy, m, dx))
+    }
+}
+
+/// Flex: reads the input in place when it is a contiguous f32 tensor (the common case), and
+/// hands the output buffer to the tensor without a copy.
+#[cfg(feature = "flex")]
+fn flex_apply(
+    x: FloatTensor<Flex>,
+    k_in: usize,
+    k_out: usize,
+    f: impl FnOnce(&[f32], usize, &mut [f32]),
+) -> FloatTensor<Flex> {
+    use burn::backend::flex::FlexTensor;
+    let x = if x.is_contiguous() {
+        x
+    } else {
+        x.to_contiguous()
+    };
+    let Some(xs) = x.as_slice::<f32>() else {
+        return host_apply::<Flex>(x, k_in, k_out, f);
+    };
+    let mut shape = x.layout().shape().clone();
+    let m = xs.len() / k_in;
+    let mut y = vec![0f32; m * k_out];
+    f(xs, m, &mut y);
+    let last = shape.num_dims() - 1;
+    shape[last] = k_out;
+    FlexTensor::from_data(burn::tensor::TensorData::new(y, shape))
+}
+
+#[cfg(feature = "ndarray")]
+impl QuantLinearOps for NdArray {
+    fn quant_linear(x: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
+        let (k_in, k_out) = (weight.n_in(), weight.n_out());
+        host_apply::<Self>(x, k_in, k_out, |x, m, y| weight.matmul_f32(x, m, y))
+    }
+
+    fn quant_linear_t(dy: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
+        let (k_in, k_out) = (weight.n_out(), weight.n_in());
+        host_apply::<Self>(dy, k_in, k_out, |dy, m, dx| weight.matmul_t_f32(dy, m, dx))
+    }
+}
+
+/// Backward of `y = x · Wᵀ`: `dx = dy · W`. W is frozen, so it is the only state.
+#[derive(Debug)]
+struct QuantLinearBackward;
+
+impl<B: Backend + QuantLinearOps> Backward<B, 1> for QuantLinearBackward {
+    type State = QWeight;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_x {
+            grads.register::<B>(node.id, B::quant_linear_t(grad, ops.state));
+        }
+    }
+}
+
+/// Backward of `dx = dy · W`: `d(dy) = d(dx) · Wᵀ` (used for second-order terms).
+#[derive(Debug)]
+struct QuantLinearTBackward;
+
+impl<B: Backend + QuantLinearOps> Backward<B, 1> for QuantLinearTBackward {
+    type State = QWeight;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_dy] = ops.parents;
+        let grad = grads.consume::<B>(&ops.node);
+        if let Some(node) = node_dy {
+            grads.register::<B>(node.id, B::quant_linear(grad, ops.state));
+        }
+    }
+}
+
+impl<B: Backend + QuantLinearOps, C: CheckpointStrategy> QuantLinearOps for Autodiff<B, C> {
+    fn quant_linear(x: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
+        match QuantLinearBackward
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::quant_linear(x.into_primitive(), weight.clone());
+                prep.finish(weight, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::quant_linear(x.into_primitive(), weight)),
+        }
+    }
+
+    fn quant_linear_t(dy: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
+        match QuantLinearTBackward
+            .prepare::<C>([dy.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let out = B::quant_linear_t(dy.into_primitive(), weight.clone());
+                prep.finish(weight, out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::quant_linear_t(dy.into_primitive(), weight)),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! [`Engine`]: the model file, graph and tokenizer together — what an application holds.
+
+use std::ops::ControlFlow;
+use std::path::Path;
+use std::sync::Arc;
+
+use burn::tensor::Device;
+
+use crate::cpu::CpuContext;
+use crate::generate::{self, GenerateError, GenerateOptions, Generation};
+use crate::model::chat::{ChatError, ChatMessage, ChatTemplate};
+use crate::model::llama::{Llama, ModelError};
+use crate::model::tokenizer::{Tokenizer, TokenizerError};
+use crate::model_file::{LoadError, ModelFile};
+
+/// Opening or running an [`Engine`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The file could not be opened or parsed.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The graph could not be built from the file.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The tokenizer metadata is unusable.
+    #[error(transparent)]
+    Tokenizer(#[from] TokenizerError),
+    /// The chat template failed to render.
+    #[error(transparent)]
+    Chat(#[from] ChatError),
+    /// The kernels' thread pool could not start.
+    #[error(transparent)]
+    Cpu(#[from] crate::cpu::CpuPoolError),
+    /// Generation could not run.
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+}
+
+/// A loaded model: the mapped file, the llama graph on a device, and the tokenizer.
+pub struct Engine {
+    file: ModelFile,
+    model: Llama,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+}
+
+impl Engine {
+    /// Maps the GGUF file at `path` (no copy of the weights) and builds the graph on `device`,
+    /// running the quantized kernels on `threads` CPU threads (0 = all cores).
+    pub fn load(
+        path: impl AsRef<Path>,
+        device: &Device,
+        threads: usize,
+    ) -> Result<Self, EngineError> {
+        let file = ModelFile::open(path)?;
+        let model = Llama::load(&file, device, Arc::new(CpuContext::new(threads)?))?;
+        let tokenizer = Tokenizer::from_gguf(file.gguf())?;
+        let template = ChatTemplate::from_gguf(file.gguf())?;
+        Ok(Self {
+            file,
+            model,
+            tokenizer,
+            template,
+        })
+    }
+
+    /// The mapped model file.
+    pub fn file(&self) -> &ModelFile {
+        &self.file
+    }
+
+    /// The graph.
+    pub fn model(&self) -> &Llama {
+        &self.model
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Token ids of `text`, special tokens such as `<|im_start|>` parsed.
+    pub fn encode(&self, text: &str) -> Vec<u32> {
+        self.tokenizer.encode(text, true)
+    }
+
+    /// Continues `prompt` (raw text, no chat template), streaming text pieces to `on_text` as
+    /// they complete; generation stops at the end-of-sequence token or `opts.stop_tokens`.
+    pub fn complete(
+        &self,
+        prompt: &str,
+        opts: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<(String, Generation), EngineError> {
+        let tokens = self.encode(prompt);
+        self.continue_tokens(&tokens, opts, on_text)
+    }
+
+    /// Answers a conversation rendered with the file's chat template.
+    pub fn chat(
+        &self,
+        messages: &[ChatMessage],
+        opts: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<(String, Generation), EngineError> {
+        let prompt = self.template.render(messages, true)?;
+        self.complete(&prompt, opts, on_text)
+    }
+
+    /// Generates after the token ids `prompt`.
+    pub fn continue_tokens(
+        &self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        mut on_text: impl FnMut(&str),
+    ) -> Result<(String, Generation), EngineError> {
+        let mut opts = opts.clone();
+        let eos = self.tokenizer.eos();
+        if !opts.stop_tokens.contains(&eos) {
+            opts.stop_tokens.push(eos);
+        }
+        let mut stream = self.tokenizer.stream_decoder();
+        let mut text = String::new();
+        let generation = generate::generate(&self.model, prompt, &opts, |id| {
+            if !self.tokenizer.is_control(id) {
+                if let Some(piece) = stream.push(id) {
+                    on_text(&piece);
+                    text.push_str(&piece);
+                }
+            }
+            ControlFlow::Continue(())
+        })?;
+        if let Some(rest) = stream.finish() {
+            on_text(&rest);
+            text.push_str(&rest);
+        }
+        Ok((text, generation))
+    }
+
+    /// The logits at the last position of `prompt` (special tokens parsed), with its token ids.
+    pub fn last_logits(&self, prompt: &str) -> Result<(Vec<u32>, Vec<f32>), EngineError> {
+        let tokens = self.encode(prompt);
+        let logits = generate::last_logits(&self.model, &tokens)?;
+        Ok((tokens, logits))
+    }
+}

@@ -1,0 +1,340 @@
+//! Text generation: greedy and seeded temperature / top-k / top-p sampling, stop tokens, a
+//! streaming callback and context-length errors.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::model::kv_cache::{ContextFull, KvCache};
+use crate::model::llama::{Llama, Logits};
+
+/// How the next token is chosen from the logits.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SamplingParams {
+    /// Softmax temperature; `0.0` means greedy (argmax).
+    pub temperature: f32,
+    /// Keep only the `top_k` most likely tokens (`0` keeps all).
+    pub top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches `top_p` (`1.0` keeps all).
+    pub top_p: f32,
+    /// Seed of the sampler's random stream: the same seed gives the same tokens.
+    pub seed: u64,
+}
+
+impl SamplingParams {
+    /// Argmax decoding.
+    pub fn greedy() -> Self {
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+            seed: 0,
+        }
+    }
+}
+
+impl Default for SamplingParams {
+    fn default() -> Self {
+        Self::greedy()
+    }
+}
+
+/// Picks tokens from logits; holds the random stream so a run is reproducible from its seed.
+pub struct Sampler {
+    params: SamplingParams,
+    rng: ChaCha8Rng,
+    scratch: Vec<(f32, u32)>,
+}
+
+impl Sampler {
+    /// A sampler seeded from `params.seed`.
+    pub fn new(params: SamplingParams) -> Self {
+        let rng = ChaCha8Rng::seed_from_u64(params.seed);
+        Self {
+            params,
+            rng,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// The next token for one position's logits.
+    ///
+    /// Non-finite logits are never chosen; if every logit is non-finite the result is token 0.
+    pub fn sample(&mut self, logits: &[f32]) -> u32 {
+        if self.params.temperature <= 0.0 {
+            return argmax(logits);
+        }
+        let inv_t = 1.0 / self.params.temperature;
+        let cand = &mut self.scratch;
+        cand.clear();
+        cand.extend(
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.is_finite())
+                .map(|(i, &l)| (l * inv_t, i as u32)),
+        );
+        if cand.is_empty() {
+            return 0;
+        }
+        let k = match self.params.top_k {
+            0 => cand.len(),
+            k => k.min(cand.len()),
+        };
+        if k < cand.len() {
+            cand.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+            cand.truncate(k);
+        }
+        cand.sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        let max = cand[0].0;
+        let mut total = 0.0f64;
+        for c in cand.iter_mut() {
+            c.0 = (c.0 - max).exp();
+            total += c.0 as f64;
+        }
+        if self.params.top_p < 1.0 {
+            let mut cum = 0.0f64;
+            let mut keep = cand.len();
+            for (i, c) in cand.iter().enumerate() {
+                cum += c.0 as f64 / total;
+                if cum >= self.params.top_p as f64 {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            cand.truncate(keep);
+            total = cand.iter().map(|c| c.0 as f64).sum();
+        }
+        let mut r = self.rng.random::<f64>() * total;
+        for c in cand.iter() {
+            r -= c.0 as f64;
+            if r <= 0.0 {
+                return c.1;
+            }
+        }
+        cand[cand.len() - 1].1
+    }
+}
+
+/// Index of the largest finite logit (the lowest index on ties); 0 when none is finite.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best: Option<(f32, u32)> = None;
+    for (i, &l) in logits.iter().enumerate() {
+        if l.is_finite() && best.is_none_or(|(b, _)| l > b) {
+            best = Some((l, i as u32));
+        }
+    }
+    best.map_or(0, |(_, i)| i)
+}
+
+/// What to generate.
+#[derive(Clone, Debug)]
+pub struct GenerateOptions {
+    /// Stop after this many new tokens.
+    pub max_new_tokens: usize,
+    /// Token choice.
+    pub sampling: SamplingParams,
+    /// Generation stops when one of these is produced (it is included in the output).
+    pub stop_tokens: Vec<u32>,
+    /// KV-cache capacity in positions (prompt + new tokens); at most the trained context.
+    pub context: usize,
+}
+
+impl Default for GenerateOptions {
+    fn default() -> Self {
+        Self {
+            max_new_tokens: 64,
+            sampling: SamplingParams::greedy(),
+            stop_tokens: Vec::new(),
+            context: 2048,
+        }
+    }
+}
+
+/// Why generation ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StopReason {
+    /// `max_new_tokens` were produced.
+    MaxTokens,
+    /// A stop token was produced.
+    StopToken(u32),
+    /// The context is full.
+    ContextFull,
+    /// The streaming callback asked to stop.
+    Callback,
+}
+
+/// The result of [`generate`].
+#[derive(Clone, Debug)]
+pub struct Generation {
+    /// The new tokens (the prompt is not repeated).
+    pub tokens: Vec<u32>,
+    /// Why it ended.
+    pub stop: StopReason,
+    /// Prompt tokens processed.
+    pub prompt_tokens: usize,
+    /// Wall time of the prompt pass (and the first token's sampling).
+    pub prefill_time: Duration,
+    /// Wall time of the remaining token steps.
+    pub decode_time: Duration,
+}
+
+/// Generation could not start.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum GenerateError {
+    /// The prompt has no tokens.
+    #[error("empty prompt")]
+    EmptyPrompt,
+    /// The prompt alone does not fit the context.
+    #[error("prompt does not fit the context: {0}")]
+    PromptTooLong(ContextFull),
+    /// A prompt token is outside the vocabulary.
+    #[error("token id {id} is outside the vocabulary of {n_vocab}")]
+    TokenOutOfRange {
+        /// The bad id.
+        id: u32,
+        /// The vocabulary size.
+        n_vocab: usize,
+    },
+}
+
+/// Generates up to `opts.max_new_tokens` after `prompt`, calling `on_token` with each new token
+/// as soon as it is chosen; `on_token` returning `ControlFlow::Break` stops early.
+pub fn generate(
+    model: &Llama,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    mut on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<Generation, GenerateError> {
+    let n_vocab = model.config().n_vocab;
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    if let Some(&id) = prompt.iter().find(|&&id| id as usize >= n_vocab) {
+        return Err(GenerateError::TokenOutOfRange { id, n_vocab });
+    }
+    let capacity = opts.context.min(model.config().n_ctx_train).max(1);
+    let mut cache = model.new_cache(1, capacity);
+    cache
+        .reserve(prompt.len())
+        .map_err(GenerateError::PromptTooLong)?;
+    let mut sampler = Sampler::new(opts.sampling.clone());
+
+    let start = Instant::now();
+    let mut next =
+        step(model, &mut cache, prompt, &mut sampler).map_err(GenerateError::PromptTooLong)?;
+    let prefill_time = start.elapsed();
+    let start = Instant::now();
+    let mut tokens = Vec::new();
+    let stop = loop {
+        tokens.push(next);
+        if opts.stop_tokens.contains(&next) {
+            break StopReason::StopToken(next);
+        }
+        if on_token(next).is_break() {
+            break StopReason::Callback;
+        }
+        if tokens.len() >= opts.max_new_tokens {
+            break StopReason::MaxTokens;
+        }
+        match step(model, &mut cache, &[next], &mut sampler) {
+            Ok(t) => next = t,
+            Err(_) => break StopReason::ContextFull,
+        }
+    };
+    Ok(Generation {
+        tokens,
+        stop,
+        prompt_tokens: prompt.len(),
+        prefill_time,
+        decode_time: start.elapsed(),
+    })
+}
+
+/// Feeds `tokens` and samples the next one.
+fn step(
+    model: &Llama,
+    cache: &mut KvCache,
+    tokens: &[u32],
+    sampler: &mut Sampler,
+) -> Result<u32, ContextFull> {
+    let logits = model.forward(tokens, 1, Some(cache), None, Logits::Last)?;
+    let logits = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+    Ok(sampler.sample(&logits))
+}
+
+/// The logits of the last position of `tokens` (one sequence, no cache): for parity checks and
+/// scoring.
+pub fn last_logits(model: &Llama, tokens: &[u32]) -> Result<Vec<f32>, GenerateError> {
+    let n_vocab = model.config().n_vocab;
+    if tokens.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    if let Some(&id) = tokens.iter().find(|&&id| id as usize >= n_vocab) {
+        return Err(GenerateError::TokenOutOfRange { id, n_vocab });
+    }
+    let logits = model
+        .forward(tokens, 1, None, None, Logits::Last)
+        .map_err(GenerateError::PromptTooLong)?;
+    Ok(logits.into_data().try_to_vec::<f32>().expect("f32 logits"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greedy_takes_argmax_and_skips_nan() {
+        let mut s = Sampler::new(SamplingParams::greedy());
+        assert_eq!(s.sample(&[0.1, f32::NAN, 3.0, 2.0]), 2);
+        assert_eq!(argmax(&[f32::NAN, -1.0, -2.0]), 1);
+    }
+
+    #[test]
+    fn seeded_sampling_is_reproducible_and_respects_top_k() {
+        let logits: Vec<f32> = (0..100).map(|i| (i as f32 * 0.37).sin()).collect();
+        let params = SamplingParams {
+            temperature: 1.0,
+            top_k: 5,
+            top_p: 1.0,
+            seed: 7,
+        };
+        let a: Vec<u32> = {
+            let mut s = Sampler::new(params.clone());
+            (0..50).map(|_| s.sample(&logits)).collect()
+        };
+        let b: Vec<u32> = {
+            let mut s = Sampler::new(params);
+            (0..50).map(|_| s.sample(&logits)).collect()
+        };
+        assert_eq!(a, b);
+        let mut top5: Vec<u32> = (0..100).collect();
+        top5.sort_by(|&x, &y| logits[y as usize].total_cmp(&logits[x as usize]));
+        top5.truncate(5);
+        assert!(
+            a.iter().all(|t| top5.contains(t)),
+            "{a:?} outside top-5 {top5:?}"
+        );
+        assert!(
+            a.iter().collect::<std::collections::HashSet<_>>().len() > 1,
+            "sampling never varied"
+        );
+    }
+
+    #[test]
+    fn top_p_keeps_the_nucleus() {
+        // One token holds ~97% of the mass: top_p 0.9 must always pick it.
+        let mut logits = vec![0.0f32; 10];
+        logits[3] = 6.0;
+        let mut s = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.9,
+            seed: 1,
+        });
+        assert!((0..200).all(|_| s.sample(&logits) == 3));
+    }
+}

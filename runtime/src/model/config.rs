@@ -1,0 +1,114 @@
+//! Llama hyper-parameters, read from the GGUF metadata (never hard-coded).
+
+use crate::format::{Gguf, GgufError};
+
+/// Architecture hyper-parameters of a llama-family model.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    /// Vocabulary size (rows of the embedding).
+    pub n_vocab: usize,
+    /// Context length the model was trained for (`{arch}.context_length`).
+    pub n_ctx_train: usize,
+    /// Residual stream width (`{arch}.embedding_length`).
+    pub d_model: usize,
+    /// Transformer blocks (`{arch}.block_count`).
+    pub n_layer: usize,
+    /// Query heads (`{arch}.attention.head_count`).
+    pub n_head: usize,
+    /// Key/value heads (`{arch}.attention.head_count_kv`), for grouped-query attention.
+    pub n_head_kv: usize,
+    /// Width of one head (`d_model / n_head`).
+    pub d_head: usize,
+    /// Hidden width of the SwiGLU feed-forward (`{arch}.feed_forward_length`).
+    pub d_ff: usize,
+    /// RoPE frequency base (`{arch}.rope.freq_base`, default 10000).
+    pub rope_base: f32,
+    /// Dimensions rotated by RoPE (`{arch}.rope.dimension_count`, default `d_head`).
+    pub rope_dim: usize,
+    /// RMSNorm epsilon (`{arch}.attention.layer_norm_rms_epsilon`).
+    pub rms_eps: f32,
+}
+
+/// The model file describes something this graph cannot run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A metadata key is missing or has the wrong type.
+    #[error(transparent)]
+    Gguf(#[from] GgufError),
+    /// The architecture is not llama.
+    #[error("unsupported architecture `{0}` (engram runs `llama`)")]
+    Architecture(String),
+    /// The hyper-parameters are inconsistent or outside what the graph supports.
+    #[error("unsupported model configuration: {0}")]
+    Unsupported(String),
+}
+
+impl LlamaConfig {
+    /// Reads the hyper-parameters of a llama model from its metadata.
+    pub fn from_gguf(gguf: &Gguf) -> Result<Self, ConfigError> {
+        let arch = gguf.get_str("general.architecture")?;
+        if arch != "llama" {
+            return Err(ConfigError::Architecture(arch.to_string()));
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let u = |k: &str| gguf.get_u32(&key(k)).map(|v| v as usize);
+        let d_model = u("embedding_length")?;
+        let n_head = u("attention.head_count")?;
+        let n_head_kv = match gguf.get(&key("attention.head_count_kv")) {
+            Some(_) => u("attention.head_count_kv")?,
+            None => n_head,
+        };
+        let n_vocab = match gguf.get(&key("vocab_size")) {
+            Some(_) => u("vocab_size")?,
+            None => gguf.get_str_array("tokenizer.ggml.tokens")?.len(),
+        };
+        if n_head == 0 || n_head_kv == 0 || d_model % n_head != 0 || n_head % n_head_kv != 0 {
+            return Err(ConfigError::Unsupported(format!(
+                "d_model {d_model}, heads {n_head}, kv heads {n_head_kv}: heads must divide d_model \
+                 and kv heads must divide heads"
+            )));
+        }
+        let d_head = d_model / n_head;
+        let rope_dim = match gguf.get(&key("rope.dimension_count")) {
+            Some(_) => u("rope.dimension_count")?,
+            None => d_head,
+        };
+        if rope_dim != d_head {
+            return Err(ConfigError::Unsupported(format!(
+                "partial rotary embedding (rope dims {rope_dim} of head {d_head})"
+            )));
+        }
+        let rope_base = match gguf.get(&key("rope.freq_base")) {
+            Some(_) => gguf.get_f32(&key("rope.freq_base"))?,
+            None => 10_000.0,
+        };
+        let config = Self {
+            n_vocab,
+            n_ctx_train: u("context_length")?,
+            d_model,
+            n_layer: u("block_count")?,
+            n_head,
+            n_head_kv,
+            d_head,
+            d_ff: u("feed_forward_length")?,
+            rope_base,
+            rope_dim,
+            rms_eps: gguf.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
+        };
+        if config.n_layer == 0 || config.d_ff == 0 || config.n_vocab == 0 || d_head % 2 != 0 {
+            return Err(ConfigError::Unsupported(format!("{config:?}")));
+        }
+        Ok(config)
+    }
+
+    /// Query heads sharing one key/value head.
+    pub fn n_rep(&self) -> usize {
+        self.n_head / self.n_head_kv
+    }
+
+    /// Width of the key (and value) projection: `n_head_kv * d_head`.
+    pub fn d_kv(&self) -> usize {
+        self.n_head_kv * self.d_head
+    }
+}

@@ -1,0 +1,461 @@
+//! The llama architecture on burn: RMSNorm, RoPE in the GGUF (llama.cpp "normal") layout,
+//! grouped-query attention with a KV cache, SwiGLU, tied embeddings.
+//!
+//! Every linear layer is a frozen [`QWeight`] read in place from the mapped file by engram's
+//! kernels; only the norms (a few KiB of f32) are copied into tensors. The graph is
+//! device-agnostic: it runs on whatever [`Device`] the caller passes, and under autodiff the
+//! gradient flows through the quantized layers to inputs and adapters.
+
+use std::sync::Arc;
+
+use burn::tensor::ops::AttentionModuleOptions;
+use burn::tensor::{Device, Int, Tensor, TensorData, activation, module::attention};
+
+use super::config::{ConfigError, LlamaConfig};
+use super::kv_cache::{ContextFull, KvCache};
+use crate::backend::{QWeight, quant_linear};
+use crate::cpu::CpuContext;
+use crate::model_file::{LoadError, ModelFile};
+
+/// The linear projections of a block, as named by adapters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proj {
+    /// Attention query (`attn_q`).
+    Q,
+    /// Attention key (`attn_k`).
+    K,
+    /// Attention value (`attn_v`).
+    V,
+    /// Attention output (`attn_output`).
+    O,
+    /// Feed-forward gate (`ffn_gate`).
+    Gate,
+    /// Feed-forward up (`ffn_up`).
+    Up,
+    /// Feed-forward down (`ffn_down`).
+    Down,
+}
+
+impl Proj {
+    /// All projections of a block, in graph order.
+    pub const ALL: [Proj; 7] = [
+        Proj::Q,
+        Proj::K,
+        Proj::V,
+        Proj::O,
+        Proj::Gate,
+        Proj::Up,
+        Proj::Down,
+    ];
+
+    /// The GGUF tensor stem (`attn_q`, ...).
+    pub fn gguf_name(self) -> &'static str {
+        match self {
+            Proj::Q => "attn_q",
+            Proj::K => "attn_k",
+            Proj::V => "attn_v",
+            Proj::O => "attn_output",
+            Proj::Gate => "ffn_gate",
+            Proj::Up => "ffn_up",
+            Proj::Down => "ffn_down",
+        }
+    }
+
+    /// The Hugging Face / PEFT module name (`q_proj`, ...).
+    pub fn hf_name(self) -> &'static str {
+        match self {
+            Proj::Q => "q_proj",
+            Proj::K => "k_proj",
+            Proj::V => "v_proj",
+            Proj::O => "o_proj",
+            Proj::Gate => "gate_proj",
+            Proj::Up => "up_proj",
+            Proj::Down => "down_proj",
+        }
+    }
+}
+
+/// Something that adds a trainable delta to the frozen projections (LoRA, edits, ...).
+///
+/// `delta(layer, proj, x)` returns the term added to `x · Wᵀ` for that projection, or `None`
+/// when it leaves the layer alone. It is called with the layer's input, `(batch, t, n_in)`.
+pub trait LinearAdapter {
+    /// The additive delta for `proj` of block `layer` on input `x`, shaped `(batch, t, n_out)`.
+    fn delta(&self, layer: usize, proj: Proj, x: &Tensor<3>) -> Option<Tensor<3>>;
+}
+
+/// Which positions get logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    /// Only the last position of each sequence: `(batch, 1, n_vocab)` (generation).
+    Last,
+    /// Every position: `(batch, t, n_vocab)` (training, scoring).
+    All,
+}
+
+/// Loading the model failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// The file could not be read or a tensor is missing.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The metadata does not describe a model this graph runs.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A tensor has the wrong shape or an unsupported type.
+    #[error("tensor `{name}`: {what}")]
+    Tensor {
+        /// The tensor's name in the file.
+        name: String,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+struct Block {
+    attn_norm: Tensor<1>, // (d_model)
+    wq: QWeight,          // (n_head * d_head, d_model)
+    wk: QWeight,          // (n_head_kv * d_head, d_model)
+    wv: QWeight,          // (n_head_kv * d_head, d_model)
+    wo: QWeight,          // (d_model, n_head * d_head)
+    ffn_norm: Tensor<1>,  // (d_model)
+    w_gate: QWeight,      // (d_ff, d_model)
+    w_up: QWeight,        // (d_ff, d_model)
+    w_down: QWeight,      // (d_model, d_ff)
+}
+
+impl Block {
+    fn proj(&self, p: Proj) -> &QWeight {
+        match p {
+            Proj::Q => &self.wq,
+            Proj::K => &self.wk,
+            Proj::V => &self.wv,
+            Proj::O => &self.wo,
+            Proj::Gate => &self.w_gate,
+            Proj::Up => &self.w_up,
+            Proj::Down => &self.w_down,
+        }
+    }
+}
+
+/// A llama-family model over a memory-mapped GGUF file.
+pub struct Llama {
+    config: LlamaConfig,
+    device: Device,
+    embedding: QWeight, // (n_vocab, d_model)
+    blocks: Vec<Block>,
+    output_norm: Tensor<1>, // (d_model)
+    output: QWeight,        // (n_vocab, d_model); the embedding itself when tied
+    rope_cos: Tensor<2>,    // (n_ctx_train, d_head / 2)
+    rope_sin: Tensor<2>,    // (n_ctx_train, d_head / 2)
+}
+
+impl Llama {
+    /// Builds the graph over `file`'s tensors on `device`; the kernels run on `cpu`'s threads.
+    pub fn load(
+        file: &ModelFile,
+        device: &Device,
+        cpu: Arc<CpuContext>,
+    ) -> Result<Self, ModelError> {
+        let config = LlamaConfig::from_gguf(file.gguf())?;
+        let (d, dkv, dff) = (config.d_model, config.d_kv(), config.d_ff);
+        let qweight = |name: &str, n_in: usize, n_out: usize| -> Result<QWeight, ModelError> {
+            let view = file.tensor(name)?;
+            if view.dims() != [n_in, n_out] {
+                return Err(ModelError::Tensor {
+                    name: name.into(),
+                    what: format!("dims {:?}, expected [{n_in}, {n_out}]", view.dims()),
+                });
+            }
+            Ok(QWeight::new(view, cpu.clone()))
+        };
+        let norm = |name: &str| -> Result<Tensor<1>, ModelError> {
+            let view = file.tensor(name)?;
+            if view.dims() != [d] {
+                return Err(ModelError::Tensor {
+                    name: name.into(),
+                    what: format!("dims {:?}, expected [{d}]", view.dims()),
+                });
+            }
+            let mut values = vec![0f32; d];
+            engram_kernels::dequantize_row(view.ty(), view.bytes(), &mut values);
+            Ok(Tensor::from_data(TensorData::new(values, [d]), device))
+        };
+        let blocks = (0..config.n_layer)
+            .map(|i| {
+                let n = |stem: &str| format!("blk.{i}.{stem}.weight");
+                Ok(Block {
+                    attn_norm: norm(&n("attn_norm"))?,
+                    wq: qweight(&n("attn_q"), d, d)?,
+                    wk: qweight(&n("attn_k"), d, dkv)?,
+                    wv: qweight(&n("attn_v"), d, dkv)?,
+                    wo: qweight(&n("attn_output"), d, d)?,
+                    ffn_norm: norm(&n("ffn_norm"))?,
+                    w_gate: qweight(&n("ffn_gate"), d, dff)?,
+                    w_up: qweight(&n("ffn_up"), d, dff)?,
+                    w_down: qweight(&n("ffn_down"), dff, d)?,
+                })
+            })
+            .collect::<Result<Vec<_>, ModelError>>()?;
+        let embedding = qweight("token_embd.weight", d, config.n_vocab)?;
+        let output = match file.gguf().tensor("output.weight") {
+            Some(_) => qweight("output.weight", d, config.n_vocab)?,
+            None => embedding.clone(),
+        };
+        let (rope_cos, rope_sin) = rope_tables(&config, device);
+        Ok(Self {
+            output_norm: norm("output_norm.weight")?,
+            config,
+            device: device.clone(),
+            embedding,
+            blocks,
+            output,
+            rope_cos,
+            rope_sin,
+        })
+    }
+
+    /// The hyper-parameters.
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    /// The device the graph runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The frozen weight of `proj` in block `layer`.
+    pub fn weight(&self, layer: usize, proj: Proj) -> &QWeight {
+        self.blocks[layer].proj(proj)
+    }
+
+    /// A KV cache sized for this model.
+    pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache {
+        KvCache::new(&self.config, batch, capacity, &self.device)
+    }
+
+    /// Embeds token ids `(batch, t)` into `(batch, t, d_model)` (dequantizing only those rows).
+    ///
+    /// # Panics
+    /// When a token id is outside the vocabulary (callers validate user input).
+    pub fn embed(&self, tokens: &[u32], batch: usize) -> Tensor<3> {
+        let d = self.config.d_model;
+        let mut values = vec![0f32; tokens.len() * d];
+        self.embedding.dequantize_rows(tokens, &mut values);
+        let t = tokens.len() / batch.max(1);
+        Tensor::from_data(TensorData::new(values, [batch, t, d]), &self.device)
+    }
+
+    /// Runs token ids (`batch` rows of equal length, flattened row-major) and returns logits.
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        batch: usize,
+        cache: Option<&mut KvCache>,
+        adapter: Option<&dyn LinearAdapter>,
+        logits: Logits,
+    ) -> Result<Tensor<3>, ContextFull> {
+        self.forward_embeddings(self.embed(tokens, batch), cache, adapter, logits)
+    }
+
+    /// Runs input embeddings `(batch, t, d_model)` (for soft prompts) and returns logits.
+    pub fn forward_embeddings(
+        &self,
+        x: Tensor<3>,
+        cache: Option<&mut KvCache>,
+        adapter: Option<&dyn LinearAdapter>,
+        logits: Logits,
+    ) -> Result<Tensor<3>, ContextFull> {
+        let h = self.hidden_states(x, cache, adapter)?;
+        let [b, t, d] = h.dims();
+        let h = match logits {
+            Logits::Last => h.slice([0..b, t - 1..t, 0..d]),
+            Logits::All => h,
+        };
+        Ok(self.project_vocab(h))
+    }
+
+    /// The final hidden states `(batch, t, d_model)`, after the output norm.
+    pub fn hidden_states(
+        &self,
+        mut x: Tensor<3>,
+        mut cache: Option<&mut KvCache>,
+        adapter: Option<&dyn LinearAdapter>,
+    ) -> Result<Tensor<3>, ContextFull> {
+        let t = x.dims()[1];
+        let pos = match cache.as_deref() {
+            Some(c) => {
+                c.reserve(t)?;
+                c.len()
+            }
+            None => 0,
+        };
+        if pos + t > self.config.n_ctx_train {
+            return Err(ContextFull {
+                used: pos,
+                requested: t,
+                capacity: self.config.n_ctx_train,
+            });
+        }
+        for (i, block) in self.blocks.iter().enumerate() {
+            x = self.block_forward(i, block, x, pos, cache.as_deref_mut(), adapter);
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        Ok(rms_norm(x, &self.output_norm, self.config.rms_eps))
+    }
+
+    /// Logits `(batch, t, n_vocab)` of hidden states (tied output projection).
+    pub fn project_vocab(&self, h: Tensor<3>) -> Tensor<3> {
+        quant_linear(h, &self.output)
+    }
+
+    fn linear(
+        &self,
+        layer: usize,
+        block: &Block,
+        proj: Proj,
+        x: Tensor<3>,
+        adapter: Option<&dyn LinearAdapter>,
+    ) -> Tensor<3> {
+        let delta = adapter.and_then(|a| a.delta(layer, proj, &x));
+        let y = quant_linear(x, block.proj(proj));
+        match delta {
+            Some(delta) => y + delta,
+            None => y,
+        }
+    }
+
+    fn block_forward(
+        &self,
+        layer: usize,
+        block: &Block,
+        x: Tensor<3>,
+        pos: usize,
+        cache: Option<&mut KvCache>,
+        adapter: Option<&dyn LinearAdapter>,
+    ) -> Tensor<3> {
+        let c = &self.config;
+        let [b, t, _] = x.dims();
+        let (h, hkv, dh) = (c.n_head, c.n_head_kv, c.d_head);
+
+        let xn = rms_norm(x.clone(), &block.attn_norm, c.rms_eps);
+        let q = self
+            .linear(layer, block, Proj::Q, xn.clone(), adapter)
+            .reshape([b, t, h, dh]);
+        let k = self
+            .linear(layer, block, Proj::K, xn.clone(), adapter)
+            .reshape([b, t, hkv, dh]);
+        let v = self
+            .linear(layer, block, Proj::V, xn, adapter)
+            .reshape([b, t, hkv, dh]);
+        let q = self.rope(q, pos).swap_dims(1, 2); // (b, h, t, dh)
+        let k = self.rope(k, pos).swap_dims(1, 2); // (b, hkv, t, dh)
+        let v = v.swap_dims(1, 2); // (b, hkv, t, dh)
+        let (k, v) = match cache {
+            Some(cache) => cache.append(layer, k, v),
+            None => (k, v),
+        };
+        let att = grouped_attention(q, k, v, c.n_rep()); // (b, h, t, dh)
+        let att = att.swap_dims(1, 2).reshape([b, t, h * dh]);
+        let x = x + self.linear(layer, block, Proj::O, att, adapter);
+
+        let xn = rms_norm(x.clone(), &block.ffn_norm, c.rms_eps);
+        let gate = self.linear(layer, block, Proj::Gate, xn.clone(), adapter);
+        let up = self.linear(layer, block, Proj::Up, xn, adapter);
+        let ff = activation::silu(gate) * up;
+        x + self.linear(layer, block, Proj::Down, ff, adapter)
+    }
+
+    /// Rotates adjacent pairs `(x[2i], x[2i+1])` by `pos · base^(-2i/d)`, as llama.cpp's
+    /// `LLAMA_ROPE_TYPE_NORM` does on GGUF llama weights. `x`: `(b, t, heads, d_head)`.
+    fn rope(&self, x: Tensor<4>, pos: usize) -> Tensor<4> {
+        let [b, t, nh, dh] = x.dims();
+        let half = dh / 2;
+        let cos = self
+            .rope_cos
+            .clone()
+            .slice([pos..pos + t, 0..half])
+            .reshape([1, t, 1, half, 1]);
+        let sin = self
+            .rope_sin
+            .clone()
+            .slice([pos..pos + t, 0..half])
+            .reshape([1, t, 1, half, 1]);
+        let pairs = x.reshape([b, t, nh, half, 2]);
+        let x0 = pairs.clone().slice([0..b, 0..t, 0..nh, 0..half, 0..1]);
+        let x1 = pairs.slice([0..b, 0..t, 0..nh, 0..half, 1..2]);
+        let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
+        let r1 = x0 * sin + x1 * cos;
+        Tensor::cat(vec![r0, r1], 4).reshape([b, t, nh, dh])
+    }
+}
+
+/// `x · rsqrt(mean(x²) + eps) · w` over the last dimension.
+fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f32) -> Tensor<3> {
+    let d = weight.dims()[0];
+    let inv = (x.clone().square().mean_dim(2) + eps).sqrt().recip();
+    x * inv * weight.clone().reshape([1, 1, d])
+}
+
+/// Causal attention of `q` `(b, h, t, dh)` over `k`, `v` `(b, hkv, s, dh)` where query head
+/// `i` reads key/value head `i / n_rep` (llama.cpp's and Hugging Face's grouping). The last `t`
+/// keys are this step's; earlier ones come from the cache.
+fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, n_rep: usize) -> Tensor<4> {
+    let [b, h, t, dh] = q.dims();
+    let [_, hkv, s, _] = k.dims();
+    let options = AttentionModuleOptions {
+        scale: None,
+        softcap: None,
+        is_causal: true,
+    };
+    if t == 1 {
+        // One query per head sees every key: fold the group's heads into the query rows so the
+        // cached keys and values are read as they are, without repeating them per head.
+        let q = q.reshape([b, hkv, n_rep, dh]);
+        let options = AttentionModuleOptions {
+            is_causal: false,
+            ..options
+        };
+        return attention(q, k, v, None, None, options).reshape([b, h, 1, dh]);
+    }
+    let repeat = |x: Tensor<4>| {
+        if n_rep == 1 {
+            return x;
+        }
+        x.reshape([b, hkv, 1, s, dh])
+            .expand([b, hkv, n_rep, s, dh])
+            .reshape([b, h, s, dh])
+    };
+    attention(q, repeat(k), repeat(v), None, None, options)
+}
+
+/// cos and sin of `p · base^(-2i/rope_dim)` for every position `p` of the trained context.
+fn rope_tables(config: &LlamaConfig, device: &Device) -> (Tensor<2>, Tensor<2>) {
+    let half = config.rope_dim / 2;
+    let n = config.n_ctx_train;
+    let mut cos = Vec::with_capacity(n * half);
+    let mut sin = Vec::with_capacity(n * half);
+    for p in 0..n {
+        for i in 0..half {
+            let freq = (config.rope_base as f64).powf(-2.0 * i as f64 / config.rope_dim as f64);
+            let theta = p as f64 * freq;
+            cos.push(theta.cos() as f32);
+            sin.push(theta.sin() as f32);
+        }
+    }
+    (
+        Tensor::from_data(TensorData::new(cos, [n, half]), device),
+        Tensor::from_data(TensorData::new(sin, [n, half]), device),
+    )
+}
+
+/// Token ids as an int tensor `(batch, t)` (for losses that gather by id).
+pub fn token_tensor(tokens: &[u32], batch: usize, device: &Device) -> Tensor<2, Int> {
+    let t = tokens.len() / batch.max(1);
+    let ids: Vec<i64> = tokens.iter().map(|&x| x as i64).collect();
+    Tensor::from_data(TensorData::new(ids, [batch, t]), device)
+}

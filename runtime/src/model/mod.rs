@@ -1,0 +1,8 @@
+//! Model graphs and the text side of a model: tokenizer and chat prompts.
+
+pub mod chat;
+pub mod config;
+pub mod kv_cache;
+pub mod llama;
+mod pretokenize;
+pub mod tokenizer;

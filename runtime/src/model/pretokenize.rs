@@ -1,0 +1,284 @@
+//! Pre-tokenization for GPT-2 style byte-level BPE: splitting text into the words that BPE
+//! merges never cross, and GPT-2's byte ↔ printable-character mapping.
+//!
+//! The split follows llama.cpp (`src/unicode.cpp`) rather than a regex engine: llama.cpp runs
+//! the GPT-2 pattern `'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)`
+//! through a hand-written matcher, and the ids we must reproduce are the ones that matcher
+//! yields. Patterns apply one after another: each splits the pieces the previous one left.
+
+use std::ops::Range;
+
+/// Which pre-tokenizer (`tokenizer.ggml.pre`) splits text before BPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum PreTokenizer {
+    /// `"gpt-2"`: the GPT-2 pattern alone.
+    Gpt2,
+    /// `"smollm"` (also `"starcoder"`, `"refact"`, `"command-r"`, `"codeshell"`, `"exaone"`):
+    /// every `\p{N}` character becomes a piece of its own, then the GPT-2 pattern splits the
+    /// rest. Digits are never merged with each other or with a leading space.
+    Smollm,
+}
+
+impl PreTokenizer {
+    /// The pre-tokenizer for a `tokenizer.ggml.pre` value, or `None` for one engram does not
+    /// implement.
+    pub fn from_name(name: &str) -> Option<PreTokenizer> {
+        match name {
+            "gpt-2" => Some(PreTokenizer::Gpt2),
+            "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" => {
+                Some(PreTokenizer::Smollm)
+            }
+            _ => None,
+        }
+    }
+
+    /// The canonical `tokenizer.ggml.pre` name.
+    pub fn name(self) -> &'static str {
+        match self {
+            PreTokenizer::Gpt2 => "gpt-2",
+            PreTokenizer::Smollm => "smollm",
+        }
+    }
+}
+
+/// The classes the GPT-2 pattern distinguishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CharClass {
+    /// `\p{L}`: general category L*.
+    Letter,
+    /// `\p{N}`: general category N*.
+    Number,
+    /// `\s`: Unicode `White_Space` (the same set llama.cpp's table holds).
+    Whitespace,
+    /// Anything else.
+    Other,
+}
+
+/// Unicode `\p{L}` and `\p{N}` as sorted code point ranges (from `regex-syntax`'s tables).
+#[derive(Debug, Clone)]
+pub(crate) struct Classifier {
+    letters: Vec<(u32, u32)>,
+    numbers: Vec<(u32, u32)>,
+}
+
+impl Classifier {
+    /// Builds the range tables (a few hundred ranges; done once per tokenizer).
+    pub(crate) fn new() -> Classifier {
+        Classifier {
+            letters: unicode_ranges(r"\p{L}"),
+            numbers: unicode_ranges(r"\p{N}"),
+        }
+    }
+
+    fn class(&self, c: char) -> CharClass {
+        if c.is_ascii() {
+            return if c.is_ascii_alphabetic() {
+                CharClass::Letter
+            } else if c.is_ascii_digit() {
+                CharClass::Number
+            } else if c.is_whitespace() {
+                // Includes U+000B, which `is_ascii_whitespace` leaves out.
+                CharClass::Whitespace
+            } else {
+                CharClass::Other
+            };
+        }
+        let cp = u32::from(c);
+        if in_ranges(&self.letters, cp) {
+            CharClass::Letter
+        } else if in_ranges(&self.numbers, cp) {
+            CharClass::Number
+        } else if c.is_whitespace() {
+            CharClass::Whitespace
+        } else {
+            CharClass::Other
+        }
+    }
+
+    /// Splits `text` into words (byte ranges, in order, covering all of `text`), appending
+    /// them to `out`.
+    pub(crate) fn split(&self, pre: PreTokenizer, text: &str, out: &mut Vec<Range<usize>>) {
+        let chars: Vec<(usize, char, CharClass)> = text
+            .char_indices()
+            .map(|(at, c)| (at, c, self.class(c)))
+            .collect();
+        let byte_at = |i: usize| chars.get(i).map_or(text.len(), |&(at, _, _)| at);
+        let mut words = Vec::new();
+        match pre {
+            PreTokenizer::Gpt2 => gpt2_split(&chars, 0..chars.len(), &mut words),
+            PreTokenizer::Smollm => {
+                // First pattern `\p{N}`: each number alone, the text between kept whole.
+                let mut start = 0;
+                for (i, &(_, _, class)) in chars.iter().enumerate() {
+                    if class == CharClass::Number {
+                        gpt2_split(&chars, start..i, &mut words);
+                        words.push(i..i + 1);
+                        start = i + 1;
+                    }
+                }
+                gpt2_split(&chars, start..chars.len(), &mut words);
+            }
+        }
+        out.extend(words.into_iter().map(|w| byte_at(w.start)..byte_at(w.end)));
+    }
+}
+
+/// The GPT-2 pattern over the characters `seg` of `chars`, appending char-index ranges.
+///
+/// Alternatives are tried in the pattern's order at each position; a match never looks past
+/// the end of `seg` (so `\s+(?!\S)` sees the segment end as "no `\S` follows").
+fn gpt2_split(chars: &[(usize, char, CharClass)], seg: Range<usize>, out: &mut Vec<Range<usize>>) {
+    let end = seg.end;
+    let ch = |i: usize| (i < end).then(|| chars[i].1);
+    let class = |i: usize| (i < end).then(|| chars[i].2);
+    let mut pos = seg.start;
+    while pos < end {
+        let start = pos;
+        let c = chars[pos].1;
+        // 's|'t|'re|'ve|'m|'ll|'d (case-sensitive, unlike llama3's pattern)
+        if c == '\'' {
+            match (ch(pos + 1), ch(pos + 2)) {
+                (Some('s' | 't' | 'm' | 'd'), _) => pos += 2,
+                (Some('r' | 'v'), Some('e')) | (Some('l'), Some('l')) => pos += 3,
+                _ => {}
+            }
+            if pos > start {
+                out.push(start..pos);
+                continue;
+            }
+        }
+        //  ?\p{L}+ |  ?\p{N}+ |  ?[^\s\p{L}\p{N}]+
+        let lead_space = usize::from(c == ' ');
+        match class(pos + lead_space) {
+            Some(run @ (CharClass::Letter | CharClass::Number | CharClass::Other)) => {
+                pos += lead_space;
+                while class(pos) == Some(run) {
+                    pos += 1;
+                }
+                out.push(start..pos);
+                continue;
+            }
+            _ => {}
+        }
+        // \s+(?!\S) then \s+: a whitespace run followed by a non-space gives its last
+        // character to the next word (so " word" keeps its space).
+        let mut n = 0;
+        while class(pos + n) == Some(CharClass::Whitespace) {
+            n += 1;
+        }
+        pos += if n > 1 && pos + n < end {
+            n - 1
+        } else {
+            n.max(1)
+        };
+        out.push(start..pos);
+    }
+}
+
+fn unicode_ranges(class: &str) -> Vec<(u32, u32)> {
+    use regex_syntax::hir::{Class, HirKind};
+    let hir = regex_syntax::parse(class)
+        .unwrap_or_else(|e| panic!("built-in Unicode class {class} does not parse: {e}"));
+    match hir.kind() {
+        HirKind::Class(Class::Unicode(set)) => set
+            .ranges()
+            .iter()
+            .map(|r| (u32::from(r.start()), u32::from(r.end())))
+            .collect(),
+        other => panic!("built-in Unicode class {class} parsed to {other:?}"),
+    }
+}
+
+fn in_ranges(ranges: &[(u32, u32)], cp: u32) -> bool {
+    let i = ranges.partition_point(|&(_, hi)| hi < cp);
+    ranges.get(i).is_some_and(|&(lo, _)| lo <= cp)
+}
+
+/// GPT-2's map between bytes and printable characters: `!`..`~`, `¡`..`¬` and `®`..`ÿ` map to
+/// themselves, the other 68 bytes to U+0100.. in byte order. Vocabulary strings are written
+/// in these characters.
+#[derive(Debug, Clone)]
+pub(crate) struct ByteMap {
+    to_char: [char; 256],
+    /// Indexed by code point; every mapped character is below U+0144.
+    to_byte: [Option<u8>; 0x144],
+}
+
+impl ByteMap {
+    pub(crate) fn new() -> ByteMap {
+        let mut to_char = ['\0'; 256];
+        let mut to_byte = [None; 0x144];
+        let mut next = 256u32;
+        for b in 0..=255u8 {
+            let cp = if matches!(b, 0x21..=0x7E | 0xA1..=0xAC | 0xAE..=0xFF) {
+                u32::from(b)
+            } else {
+                next += 1;
+                next - 1
+            };
+            to_char[usize::from(b)] =
+                char::from_u32(cp).expect("code points below U+0144 are chars");
+            to_byte[cp as usize] = Some(b);
+        }
+        ByteMap { to_char, to_byte }
+    }
+
+    /// The character standing for byte `b`.
+    pub(crate) fn char_of(&self, b: u8) -> char {
+        self.to_char[usize::from(b)]
+    }
+
+    /// The byte character `c` stands for, if any.
+    pub(crate) fn byte_of(&self, c: char) -> Option<u8> {
+        self.to_byte.get(u32::from(c) as usize).copied().flatten()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(pre: PreTokenizer, text: &str) -> Vec<&str> {
+        let mut out = Vec::new();
+        Classifier::new().split(pre, text, &mut out);
+        out.into_iter().map(|r| &text[r]).collect()
+    }
+
+    #[test]
+    fn gpt2_pattern_keeps_leading_space_and_contractions() {
+        assert_eq!(
+            words(PreTokenizer::Gpt2, "It's  a dog's life!!"),
+            ["It", "'s", " ", " a", " dog", "'s", " life", "!!"]
+        );
+        assert_eq!(words(PreTokenizer::Gpt2, "a  \n"), ["a", "  \n"]);
+        assert_eq!(words(PreTokenizer::Gpt2, "x \ty"), ["x", " ", "\t", "y"]);
+    }
+
+    #[test]
+    fn smollm_isolates_every_digit() {
+        assert_eq!(
+            words(PreTokenizer::Smollm, "and 3.14 x2"),
+            ["and", " ", "3", ".", "1", "4", " x", "2"]
+        );
+    }
+
+    #[test]
+    fn letters_follow_unicode_categories() {
+        assert_eq!(words(PreTokenizer::Gpt2, " naïve日本"), [" naïve日本"]);
+        // U+0345 is alphabetic (Other_Alphabetic) but a mark, not \p{L}.
+        assert_eq!(words(PreTokenizer::Gpt2, "a\u{345}"), ["a", "\u{345}"]);
+    }
+
+    #[test]
+    fn byte_map_round_trips() {
+        let map = ByteMap::new();
+        assert_eq!(map.char_of(b' '), 'Ġ');
+        assert_eq!(map.char_of(b'\n'), 'Ċ');
+        assert_eq!(map.char_of(b'A'), 'A');
+        for b in 0..=255u8 {
+            assert_eq!(map.byte_of(map.char_of(b)), Some(b));
+        }
+        assert_eq!(map.byte_of('日'), None);
+    }
+}

@@ -1,0 +1,395 @@
+//! A GGUF model file, memory-mapped and parsed once, handing out zero-copy tensor views.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use engram_kernels::GgmlType;
+
+use crate::format::{Gguf, GgufError, MetaValue, TensorInfo};
+use crate::io::MappedFile;
+
+/// A model file that could not be opened or is not a valid GGUF file.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// The file could not be opened or mapped.
+    #[error("cannot open model file {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file is not a valid GGUF file.
+    #[error("invalid GGUF file {}: {source}", path.display())]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and where.
+        source: GgufError,
+    },
+    /// The model has no tensor of this name.
+    #[error("model has no tensor named {name:?}")]
+    MissingTensor {
+        /// The name looked up.
+        name: String,
+    },
+}
+
+/// A memory-mapped, validated GGUF model file.
+#[derive(Clone, Debug)]
+pub struct ModelFile {
+    path: PathBuf,
+    map: MappedFile,
+    gguf: Arc<Gguf>,
+}
+
+impl ModelFile {
+    /// Maps the file at `path` and parses its GGUF header, metadata and tensor table.
+    ///
+    /// The file must not be modified while the model (or any [`TensorView`]) is alive; see
+    /// [`crate::io::mmap`].
+    pub fn open(path: impl AsRef<Path>) -> Result<ModelFile, LoadError> {
+        let path = path.as_ref().to_path_buf();
+        let map = MappedFile::open(&path).map_err(|source| LoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let gguf = Gguf::parse(map.bytes()).map_err(|source| LoadError::Gguf {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(ModelFile {
+            path,
+            map,
+            gguf: Arc::new(gguf),
+        })
+    }
+
+    /// The parsed header, metadata and tensor table.
+    pub fn gguf(&self) -> &Gguf {
+        &self.gguf
+    }
+
+    /// Where the file was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The whole mapped file.
+    pub fn bytes(&self) -> &[u8] {
+        self.map.bytes()
+    }
+
+    /// A zero-copy view of tensor `name`'s data.
+    pub fn tensor(&self, name: &str) -> Result<TensorView, LoadError> {
+        let index = self
+            .gguf
+            .tensors()
+            .iter()
+            .position(|t| t.name == name)
+            .ok_or_else(|| LoadError::MissingTensor {
+                name: name.to_owned(),
+            })?;
+        Ok(TensorView {
+            map: self.map.clone(),
+            gguf: Arc::clone(&self.gguf),
+            index,
+        })
+    }
+
+    /// What `engram info` prints: metadata, tensor table, sizes and an estimate of memory needed.
+    pub fn summary(&self) -> ModelSummary {
+        ModelSummary::new(self)
+    }
+}
+
+/// A tensor's bytes inside the mapped file. Cheap to clone; keeps the map alive, so it may
+/// outlive the [`ModelFile`] it came from and cross threads.
+#[derive(Clone, Debug)]
+pub struct TensorView {
+    map: MappedFile,
+    gguf: Arc<Gguf>,
+    index: usize,
+}
+
+const _: () = {
+    const fn assert_send_sync_static<T: Send + Sync + 'static>() {}
+    assert_send_sync_static::<TensorView>();
+};
+
+impl TensorView {
+    fn info(&self) -> &TensorInfo {
+        &self.gguf.tensors()[self.index]
+    }
+
+    /// The tensor's encoded data (blocks of [`TensorView::ty`]), checked at parse to lie inside
+    /// the file.
+    pub fn bytes(&self) -> &[u8] {
+        &self.map.bytes()[self.info().byte_range()]
+    }
+
+    /// Element type.
+    pub fn ty(&self) -> GgmlType {
+        self.info().ty
+    }
+
+    /// Dimensions in ggml order (`dims()[0]` = row length).
+    pub fn dims(&self) -> &[usize] {
+        &self.info().dims
+    }
+
+    /// The tensor's name.
+    pub fn name(&self) -> &str {
+        &self.info().name
+    }
+
+    /// The tensor's full table entry.
+    pub fn tensor_info(&self) -> &TensorInfo {
+        self.info()
+    }
+}
+
+/// Bytes of f32 KV cache per token: 2 (K and V) × layers × KV heads × head dim × 4.
+fn kv_bytes_per_token(gguf: &Gguf) -> Option<usize> {
+    let arch = gguf.architecture().ok()?;
+    let key = |k: &str| format!("{arch}.{k}");
+    let n_layers = gguf.get_u32(&key("block_count")).ok()? as usize;
+    let n_embd = gguf.get_u32(&key("embedding_length")).ok()? as usize;
+    let n_head = gguf.get_u32(&key("attention.head_count")).ok()? as usize;
+    let n_kv_head = gguf
+        .get_u32(&key("attention.head_count_kv"))
+        .map_or(n_head, |n| n as usize);
+    let head_dim = match gguf.get_u32(&key("attention.key_length")) {
+        Ok(n) => n as usize,
+        Err(_) => n_embd.checked_div(n_head)?,
+    };
+    [2, n_layers, n_kv_head, head_dim, 4]
+        .iter()
+        .try_fold(1usize, |acc, &x| acc.checked_mul(x))
+}
+
+/// One row of the tensor table in a [`ModelSummary`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TensorRow {
+    /// Tensor name.
+    pub name: String,
+    /// Element type.
+    pub ty: GgmlType,
+    /// Dimensions, ggml order.
+    pub dims: Vec<usize>,
+    /// Bytes of data.
+    pub n_bytes: usize,
+}
+
+/// Totals for one tensor type in a [`ModelSummary`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeTotal {
+    /// Element type.
+    pub ty: GgmlType,
+    /// Number of tensors of this type.
+    pub n_tensors: usize,
+    /// Their bytes.
+    pub n_bytes: usize,
+}
+
+/// A description of a model file for people (`engram info`), printed by its `Display` impl.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSummary {
+    /// Where the file is.
+    pub path: PathBuf,
+    /// GGUF version.
+    pub version: u32,
+    /// Bytes mapped (the file's size).
+    pub file_bytes: usize,
+    /// Metadata in file order, values rendered as text with long arrays abbreviated.
+    pub metadata: Vec<(String, String)>,
+    /// The tensor table, in file order.
+    pub tensors: Vec<TensorRow>,
+    /// Tensor count and bytes per type, by ggml type id.
+    pub by_type: Vec<TypeTotal>,
+    /// Bytes of all tensor data.
+    pub tensor_bytes: usize,
+    /// `{arch}.context_length`, when present.
+    pub context_length: Option<usize>,
+    /// Bytes of an f32 KV cache for the full context, when the metadata allows computing it.
+    pub kv_cache_bytes: Option<usize>,
+    /// Mapped bytes plus the KV cache: roughly the memory needed to run at full context.
+    pub estimated_memory_bytes: usize,
+}
+
+impl ModelSummary {
+    fn new(model: &ModelFile) -> Self {
+        let gguf = model.gguf();
+        let metadata = gguf
+            .metadata()
+            .iter()
+            .map(|(k, v)| (k.clone(), render_value(v)))
+            .collect();
+        let tensors: Vec<TensorRow> = gguf
+            .tensors()
+            .iter()
+            .map(|t| TensorRow {
+                name: t.name.clone(),
+                ty: t.ty,
+                dims: t.dims.clone(),
+                n_bytes: t.n_bytes,
+            })
+            .collect();
+        let mut by_id: BTreeMap<u32, TypeTotal> = BTreeMap::new();
+        for t in &tensors {
+            let e = by_id.entry(t.ty.id()).or_insert(TypeTotal {
+                ty: t.ty,
+                n_tensors: 0,
+                n_bytes: 0,
+            });
+            e.n_tensors += 1;
+            e.n_bytes += t.n_bytes;
+        }
+        let tensor_bytes = tensors.iter().map(|t| t.n_bytes).sum();
+        let context_length = gguf
+            .architecture()
+            .and_then(|arch| gguf.get_u32(&format!("{arch}.context_length")))
+            .ok()
+            .map(|n| n as usize);
+        let kv_cache_bytes = context_length
+            .zip(kv_bytes_per_token(gguf))
+            .and_then(|(ctx, per)| ctx.checked_mul(per));
+        let file_bytes = model.bytes().len();
+        ModelSummary {
+            path: model.path().to_path_buf(),
+            version: gguf.version(),
+            file_bytes,
+            metadata,
+            tensors,
+            by_type: by_id.into_values().collect(),
+            tensor_bytes,
+            context_length,
+            kv_cache_bytes,
+            estimated_memory_bytes: file_bytes.saturating_add(kv_cache_bytes.unwrap_or(0)),
+        }
+    }
+}
+
+/// Elements of an array shown before "... (N more)".
+const ARRAY_PREVIEW: usize = 4;
+/// Characters of a string shown before it is cut.
+const STRING_PREVIEW: usize = 60;
+
+fn render_value(v: &MetaValue) -> String {
+    match v {
+        MetaValue::U8(x) => x.to_string(),
+        MetaValue::I8(x) => x.to_string(),
+        MetaValue::U16(x) => x.to_string(),
+        MetaValue::I16(x) => x.to_string(),
+        MetaValue::U32(x) => x.to_string(),
+        MetaValue::I32(x) => x.to_string(),
+        MetaValue::U64(x) => x.to_string(),
+        MetaValue::I64(x) => x.to_string(),
+        MetaValue::F32(x) => x.to_string(),
+        MetaValue::F64(x) => x.to_string(),
+        MetaValue::Bool(x) => x.to_string(),
+        MetaValue::Str(s) => {
+            let mut out: String = s.chars().take(STRING_PREVIEW).collect();
+            if out.len() < s.len() {
+                out.push('…');
+            }
+            format!("{out:?}")
+        }
+        MetaValue::Array(items) => {
+            let elem = items.first().map_or("?", MetaValue::type_name);
+            let shown: Vec<String> = items.iter().take(ARRAY_PREVIEW).map(render_value).collect();
+            let more = items.len().saturating_sub(ARRAY_PREVIEW);
+            let tail = if more > 0 {
+                format!(", … ({more} more)")
+            } else {
+                String::new()
+            };
+            format!("[{elem}; {}] [{}{tail}]", items.len(), shown.join(", "))
+        }
+    }
+}
+
+/// `1234567` → `"1.18 MiB"`.
+fn human_bytes(n: usize) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut x = n as f64;
+    let mut unit = 0;
+    while x >= 1024.0 && unit + 1 < UNITS.len() {
+        x /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{x:.2} {}", UNITS[unit])
+    }
+}
+
+impl fmt::Display for ModelSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "file:     {}", self.path.display())?;
+        writeln!(
+            f,
+            "format:   GGUF v{}, {} ({} bytes)",
+            self.version,
+            human_bytes(self.file_bytes),
+            self.file_bytes
+        )?;
+        writeln!(f, "\nmetadata ({} keys):", self.metadata.len())?;
+        let key_width = self
+            .metadata
+            .iter()
+            .map(|(k, _)| k.len())
+            .max()
+            .unwrap_or(0);
+        for (k, v) in &self.metadata {
+            writeln!(f, "  {k:<key_width$}  {v}")?;
+        }
+        writeln!(f, "\ntensors ({}):", self.tensors.len())?;
+        let name_width = self.tensors.iter().map(|t| t.name.len()).max().unwrap_or(0);
+        for t in &self.tensors {
+            let dims = format!("{:?}", t.dims);
+            writeln!(
+                f,
+                "  {:<name_width$}  {:<5}  {dims:<16}  {:>10}",
+                t.name,
+                t.ty.name(),
+                human_bytes(t.n_bytes)
+            )?;
+        }
+        writeln!(f, "\nbytes by type:")?;
+        for t in &self.by_type {
+            writeln!(
+                f,
+                "  {:<5}  {:>4} tensors  {:>10}",
+                t.ty.name(),
+                t.n_tensors,
+                human_bytes(t.n_bytes)
+            )?;
+        }
+        writeln!(
+            f,
+            "  total  {:>4} tensors  {:>10}",
+            self.tensors.len(),
+            human_bytes(self.tensor_bytes)
+        )?;
+        writeln!(f)?;
+        match (self.context_length, self.kv_cache_bytes) {
+            (Some(ctx), Some(kv)) => writeln!(
+                f,
+                "memory:   ~{} = {} mapped + {} f32 KV cache for {ctx} tokens",
+                human_bytes(self.estimated_memory_bytes),
+                human_bytes(self.file_bytes),
+                human_bytes(kv)
+            ),
+            _ => writeln!(
+                f,
+                "memory:   ~{} mapped (KV cache size unknown: metadata incomplete)",
+                human_bytes(self.file_bytes)
+            ),
+        }
+    }
+}
