@@ -108,7 +108,8 @@ fi
 [[ -f $MODEL ]] || die "model not found: '$MODEL'"
 say "model:   $MODEL"
 say "threads: $THREADS, prompt: $PROMPT_TOKENS tokens, generate: $GEN_TOKENS tokens, repeats: $REPEATS"
-say "load:    $(cut -d' ' -f1-3 /proc/loadavg) (1/5/15 min)"
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+say "load:    $LOAD_BEFORE (1/5/15 min, before the runs)"
 
 # --- measure, one engine at a time ---------------------------------------------------------
 LLAMA_JSON=null
@@ -130,7 +131,8 @@ fi
 
 # --- report --------------------------------------------------------------------------------
 # python3 (system) only formats; the figures come from the JSON objects above.
-LLAMA_JSON=$LLAMA_JSON ENGRAM_JSON=$ENGRAM_JSON MODEL=$MODEL JSON=$JSON python3 - <<'EOF'
+LLAMA_JSON=$LLAMA_JSON ENGRAM_JSON=$ENGRAM_JSON MODEL=$MODEL JSON=$JSON LOAD_BEFORE=$LOAD_BEFORE \
+    python3 - <<'EOF'
 import datetime, json, os, sys
 
 llama = json.loads(os.environ["LLAMA_JSON"])
@@ -155,7 +157,9 @@ if os.environ["JSON"] == "1":
     print(json.dumps({
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "model": os.environ["MODEL"],
-        "loadavg_1m": float(open("/proc/loadavg").read().split()[0]),
+        # 1/5/15-minute load averages; these figures are unreliable when it is above ~0.5.
+        "loadavg_before": [float(x) for x in os.environ["LOAD_BEFORE"].split()],
+        "loadavg_after": [float(x) for x in open("/proc/loadavg").read().split()[:3]],
         "engram": engram,
         "llamacpp": llama,
         "ratio_engram_over_llamacpp": r,
