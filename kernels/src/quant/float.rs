@@ -11,9 +11,8 @@ pub fn dequantize_row_f32(x: &[f32], y: &mut [f32]) {
 /// Widens an f16 row to f32.
 pub fn dequantize_row_f16(x: &[f16], y: &mut [f32]) {
     assert_eq!(x.len(), y.len(), "dequantize_row_f16: length mismatch");
-    for (y, x) in y.iter_mut().zip(x) {
-        *y = x.to_f32();
-    }
+    // half's slice conversion uses F16C when it is detected (with the `std` feature).
+    half::slice::HalfFloatSliceExt::convert_to_f32_slice(x, y);
 }
 
 /// Widens a bf16 row to f32.
