@@ -150,16 +150,15 @@ fn gpt2_split(chars: &[(usize, char, CharClass)], seg: Range<usize>, out: &mut V
         }
         //  ?\p{L}+ |  ?\p{N}+ |  ?[^\s\p{L}\p{N}]+
         let lead_space = usize::from(c == ' ');
-        match class(pos + lead_space) {
-            Some(run @ (CharClass::Letter | CharClass::Number | CharClass::Other)) => {
-                pos += lead_space;
-                while class(pos) == Some(run) {
-                    pos += 1;
-                }
-                out.push(start..pos);
-                continue;
+        if let Some(run @ (CharClass::Letter | CharClass::Number | CharClass::Other)) =
+            class(pos + lead_space)
+        {
+            pos += lead_space;
+            while class(pos) == Some(run) {
+                pos += 1;
             }
-            _ => {}
+            out.push(start..pos);
+            continue;
         }
         // \s+(?!\S) then \s+: a whitespace run followed by a non-space gives its last
         // character to the next word (so " word" keeps its space).
