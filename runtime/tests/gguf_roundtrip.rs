@@ -223,3 +223,16 @@ fn seeded_mutations_never_panic() {
         "only {failed} of 5000 mutations rejected ({ok} parsed)"
     );
 }
+
+/// Inputs that once crashed `cargo fuzz run gguf_parse`: each must now parse or fail cleanly.
+#[test]
+fn fuzz_regressions() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/gguf_fuzz_regressions");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let _ = Gguf::parse(&bytes);
+        n += 1;
+    }
+    assert!(n > 0, "no regression inputs in {}", dir.display());
+}

@@ -379,7 +379,11 @@ fn read_tensor_infos(
             }
             return Err(too_large());
         };
-        let n_rows: usize = dims[1..].iter().product(); // <= n_elements, no overflow
+        // Not bounded by the element count when dims[0] is 0, so checked on its own.
+        let n_rows = dims[1..]
+            .iter()
+            .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+            .ok_or_else(too_large)?;
         let n_bytes = row_bytes.checked_mul(n_rows).ok_or_else(too_large)?;
         if rel_offset % alignment as u64 != 0 {
             return Err(GgufError::MisalignedTensor {
