@@ -393,3 +393,46 @@ impl fmt::Display for ModelSummary {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::GgufBuilder;
+
+    #[test]
+    fn views_and_errors_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        let data: Vec<u8> = (0..=255).collect();
+        let bytes = GgufBuilder::new()
+            .metadata("general.architecture", MetaValue::Str("llama".into()))
+            .tensor("w", &[64], GgmlType::F32, &data)
+            .build();
+        std::fs::write(&path, &bytes).unwrap();
+        let model = ModelFile::open(&path).unwrap();
+        let view = model.tensor("w").unwrap();
+        drop(model);
+        assert_eq!(
+            (view.bytes(), view.ty(), view.dims()),
+            (&data[..], GgmlType::F32, &[64][..])
+        );
+        assert_eq!(view.name(), "w");
+
+        let missing = dir.path().join("missing.gguf");
+        let err = ModelFile::open(&missing).unwrap_err();
+        assert!(
+            matches!(&err, LoadError::Io { path, .. } if *path == missing),
+            "{err}"
+        );
+        std::fs::write(&path, &bytes[..40]).unwrap();
+        let err = ModelFile::open(&path).unwrap_err();
+        assert!(matches!(
+            err,
+            LoadError::Gguf {
+                source: GgufError::Truncated { .. },
+                ..
+            }
+        ));
+        assert!(err.to_string().contains("tiny.gguf"), "{err}");
+    }
+}

@@ -54,3 +54,26 @@ impl MappedFile {
         self.map.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn maps_contents_and_empty_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"GGUF\x03\0\0\0").unwrap();
+        let map = MappedFile::open(&path).unwrap();
+        let clone = map.clone();
+        drop(map);
+        assert_eq!(clone.bytes(), b"GGUF\x03\0\0\0");
+        std::fs::write(dir.path().join("empty"), b"").unwrap();
+        assert!(
+            MappedFile::open(dir.path().join("empty"))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(MappedFile::open(dir.path().join("missing")).is_err());
+    }
+}
