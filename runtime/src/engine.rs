@@ -123,11 +123,12 @@ impl Engine {
         let mut stream = self.tokenizer.stream_decoder();
         let mut text = String::new();
         let generation = generate::generate(&self.model, prompt, &opts, |id| {
-            if !self.tokenizer.is_control(id) {
-                if let Some(piece) = stream.push(id) {
-                    on_text(&piece);
-                    text.push_str(&piece);
-                }
+            if self.tokenizer.is_control(id) {
+                return ControlFlow::Continue(());
+            }
+            if let Some(piece) = stream.push(id) {
+                on_text(&piece);
+                text.push_str(&piece);
             }
             ControlFlow::Continue(())
         })?;

@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
-use burn::tensor::ops::AttentionModuleOptions;
-use burn::tensor::{Device, Int, Tensor, TensorData, activation, module::attention};
+use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 
+use super::attention::{AttentionPrecision, grouped_attention};
 use super::config::{ConfigError, LlamaConfig};
 use super::kv_cache::{ContextFull, KvCache};
 use crate::backend::{QWeight, quant_linear};
@@ -149,6 +149,7 @@ pub struct Llama {
     output: QWeight,        // (n_vocab, d_model); the embedding itself when tied
     rope_cos: Tensor<2>,    // (n_ctx_train, d_head / 2)
     rope_sin: Tensor<2>,    // (n_ctx_train, d_head / 2)
+    attention: AttentionPrecision,
 }
 
 impl Llama {
@@ -213,7 +214,19 @@ impl Llama {
             output,
             rope_cos,
             rope_sin,
+            attention: AttentionPrecision::default(),
         })
+    }
+
+    /// Sets the precision of the attention products (f16 operands like llama.cpp by default;
+    /// f32 for training).
+    pub fn set_attention_precision(&mut self, precision: AttentionPrecision) {
+        self.attention = precision;
+    }
+
+    /// The precision of the attention products.
+    pub fn attention_precision(&self) -> AttentionPrecision {
+        self.attention
     }
 
     /// The hyper-parameters.
@@ -359,7 +372,7 @@ impl Llama {
             Some(cache) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let att = grouped_attention(q, k, v, c.n_rep()); // (b, h, t, dh)
+        let att = grouped_attention(q, k, v, c.n_rep(), self.attention); // (b, h, t, dh)
         let att = att.swap_dims(1, 2).reshape([b, t, h * dh]);
         let x = x + self.linear(layer, block, Proj::O, att, adapter);
 
@@ -399,38 +412,6 @@ fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f32) -> Tensor<3> {
     let d = weight.dims()[0];
     let inv = (x.clone().square().mean_dim(2) + eps).sqrt().recip();
     x * inv * weight.clone().reshape([1, 1, d])
-}
-
-/// Causal attention of `q` `(b, h, t, dh)` over `k`, `v` `(b, hkv, s, dh)` where query head
-/// `i` reads key/value head `i / n_rep` (llama.cpp's and Hugging Face's grouping). The last `t`
-/// keys are this step's; earlier ones come from the cache.
-fn grouped_attention(q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, n_rep: usize) -> Tensor<4> {
-    let [b, h, t, dh] = q.dims();
-    let [_, hkv, s, _] = k.dims();
-    let options = AttentionModuleOptions {
-        scale: None,
-        softcap: None,
-        is_causal: true,
-    };
-    if t == 1 {
-        // One query per head sees every key: fold the group's heads into the query rows so the
-        // cached keys and values are read as they are, without repeating them per head.
-        let q = q.reshape([b, hkv, n_rep, dh]);
-        let options = AttentionModuleOptions {
-            is_causal: false,
-            ..options
-        };
-        return attention(q, k, v, None, None, options).reshape([b, h, 1, dh]);
-    }
-    let repeat = |x: Tensor<4>| {
-        if n_rep == 1 {
-            return x;
-        }
-        x.reshape([b, hkv, 1, s, dh])
-            .expand([b, hkv, n_rep, s, dh])
-            .reshape([b, h, s, dh])
-    };
-    attention(q, repeat(k), repeat(v), None, None, options)
 }
 
 /// cos and sin of `p · base^(-2i/rope_dim)` for every position `p` of the trained context.

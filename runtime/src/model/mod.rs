@@ -1,5 +1,6 @@
 //! Model graphs and the text side of a model: tokenizer and chat prompts.
 
+pub mod attention;
 pub mod chat;
 pub mod config;
 pub mod kv_cache;
