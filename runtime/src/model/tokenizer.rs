@@ -11,12 +11,18 @@
 //! user-defined and unknown tokens decode to their text.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::ops::Range;
 
 pub use super::pretokenize::PreTokenizer;
 use super::pretokenize::{ByteMap, Classifier};
 use crate::format::{Gguf, GgufError};
+pub use stream::StreamDecoder;
+
+mod bpe;
+mod stream;
+
+use bpe::{Merge, Scratch};
 
 /// A token's type, as `tokenizer.ggml.token_type` stores it (llama.cpp's `llama_token_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -127,15 +133,8 @@ pub enum TokenizerError {
     Metadata(#[from] GgufError),
 }
 
-/// One BPE merge: the rank that orders it and the token it produces.
-#[derive(Debug, Clone, Copy)]
-struct Merge {
-    rank: u32,
-    merged: u32,
-}
-
 /// A GPT-2 byte-level BPE tokenizer (see the [module docs](self)).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Tokenizer {
     /// Token strings as stored, in GPT-2's byte characters for normal tokens.
     tokens: Vec<String>,
@@ -520,140 +519,17 @@ impl Tokenizer {
         }
         scratch.words = words;
     }
-
-    /// BPE over one word: lowest rank first, leftmost on ties; stale queue entries (a side
-    /// merged since it was queued) are skipped, as in llama.cpp's `llm_tokenizer_bpe_session`.
-    fn bpe_word(&self, word: &[u8], scratch: &mut Scratch, out: &mut Vec<u32>) {
-        if let [b] = word {
-            out.extend(self.byte_tokens[usize::from(*b)]);
-            return;
-        }
-        let symbols = &mut scratch.symbols;
-        symbols.clear();
-        symbols.extend(word.iter().enumerate().map(|(i, &b)| Symbol {
-            id: self.byte_tokens[usize::from(b)],
-            prev: i.checked_sub(1),
-            next: (i + 1 < word.len()).then_some(i + 1),
-            alive: true,
-        }));
-        let queue = &mut scratch.queue;
-        queue.clear();
-        for left in 0..symbols.len() - 1 {
-            self.push_bigram(symbols, queue, left, left + 1);
-        }
-        while let Some(Reverse(Bigram {
-            rank: _,
-            left,
-            right,
-            left_id,
-            right_id,
-            merged,
-        })) = queue.pop()
-        {
-            let (l, r) = (symbols[left], symbols[right]);
-            if !l.alive || !r.alive || l.id != Some(left_id) || r.id != Some(right_id) {
-                continue;
-            }
-            symbols[left].id = Some(merged);
-            symbols[left].next = r.next;
-            symbols[right].alive = false;
-            if let Some(next) = r.next {
-                symbols[next].prev = Some(left);
-            }
-            if let Some(prev) = l.prev {
-                self.push_bigram(symbols, queue, prev, left);
-            }
-            if let Some(next) = r.next {
-                self.push_bigram(symbols, queue, left, next);
-            }
-        }
-        // A byte whose character is not in the vocabulary has no id; llama.cpp's byte fallback
-        // finds nothing for it either, so it is dropped.
-        out.extend(symbols.iter().filter(|s| s.alive).filter_map(|s| s.id));
-    }
-
-    fn push_bigram(
-        &self,
-        symbols: &[Symbol],
-        queue: &mut BinaryHeap<Reverse<Bigram>>,
-        left: usize,
-        right: usize,
-    ) {
-        let (Some(left_id), Some(right_id)) = (symbols[left].id, symbols[right].id) else {
-            return;
-        };
-        if let Some(m) = self.merges.get(&(left_id, right_id)) {
-            queue.push(Reverse(Bigram {
-                rank: m.rank,
-                left,
-                right,
-                left_id,
-                right_id,
-                merged: m.merged,
-            }));
-        }
-    }
 }
 
-/// Streams decoded text token by token, holding back an incomplete UTF-8 sequence until the
-/// token that completes it arrives. The concatenated output equals [`Tokenizer::decode`] of
-/// all the ids pushed.
-#[derive(Debug)]
-pub struct StreamDecoder<'t> {
-    tokenizer: &'t Tokenizer,
-    pending: Vec<u8>,
-}
-
-impl<'t> StreamDecoder<'t> {
-    /// A decoder with nothing pending.
-    pub fn new(tokenizer: &'t Tokenizer) -> StreamDecoder<'t> {
-        StreamDecoder {
-            tokenizer,
-            pending: Vec::new(),
-        }
-    }
-
-    /// Adds token `id`; returns the text it completes, if any.
-    ///
-    /// # Panics
-    /// If `id` is outside the vocabulary.
-    pub fn push(&mut self, id: u32) -> Option<String> {
-        self.pending
-            .extend_from_slice(self.tokenizer.token_bytes(id));
-        // Everything up to a trailing sequence that could still become valid is final.
-        let mut complete = self.pending.len();
-        let mut rest = self.pending.as_slice();
-        while let Err(e) = std::str::from_utf8(rest) {
-            match e.error_len() {
-                Some(bad) => rest = &rest[e.valid_up_to() + bad..],
-                None => {
-                    complete = self.pending.len() - rest.len() + e.valid_up_to();
-                    break;
-                }
-            }
-        }
-        self.take(complete)
-    }
-
-    /// Flushes whatever is pending (an incomplete sequence becomes U+FFFD).
-    pub fn finish(&mut self) -> Option<String> {
-        self.take(self.pending.len())
-    }
-
-    fn take(&mut self, len: usize) -> Option<String> {
-        if len == 0 {
-            return None;
-        }
-        let text = String::from_utf8_lossy(&self.pending[..len]).into_owned();
-        self.pending.drain(..len);
-        Some(text)
-    }
-}
-
-impl Tokenizer {
-    /// A [`StreamDecoder`] over this vocabulary.
-    pub fn stream_decoder(&self) -> StreamDecoder<'_> {
-        StreamDecoder::new(self)
+impl std::fmt::Debug for Tokenizer {
+    /// A summary: the vocabulary itself is tens of thousands of strings.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tokenizer")
+            .field("vocab_size", &self.tokens.len())
+            .field("merges", &self.merges.len())
+            .field("pre", &self.pre)
+            .field("special", &self.special)
+            .finish_non_exhaustive()
     }
 }
 
@@ -662,35 +538,6 @@ impl Tokenizer {
 enum Fragment {
     Text(Range<usize>),
     Token(u32),
-}
-
-/// One BPE symbol of a word: a token id (or none for an unknown byte), linked to its
-/// neighbours.
-#[derive(Debug, Clone, Copy)]
-struct Symbol {
-    id: Option<u32>,
-    prev: Option<usize>,
-    next: Option<usize>,
-    alive: bool,
-}
-
-/// A candidate merge; ordered by rank then left position, the order llama.cpp pops them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct Bigram {
-    rank: u32,
-    left: usize,
-    right: usize,
-    left_id: u32,
-    right_id: u32,
-    merged: u32,
-}
-
-/// Buffers reused across the words of one `encode` call.
-#[derive(Debug, Default)]
-struct Scratch {
-    words: Vec<Range<usize>>,
-    symbols: Vec<Symbol>,
-    queue: BinaryHeap<Reverse<Bigram>>,
 }
 
 fn owned(strings: Vec<&str>) -> Vec<String> {
