@@ -146,9 +146,15 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
+            // Typed errors often repeat their source's text: print only causes that add to it.
+            let mut shown = e.to_string();
             let mut source = e.source();
             while let Some(s) = source {
-                eprintln!("  caused by: {s}");
+                let text = s.to_string();
+                if !shown.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    shown.push_str(&text);
+                }
                 source = s.source();
             }
             ExitCode::FAILURE
@@ -166,7 +172,8 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Info { model } => {
             let file = ModelFile::open(&model)?;
-            println!("{}", file.summary());
+            // A closed pipe (`engram info m.gguf | head`) is not an error worth a panic.
+            let _ = writeln!(std::io::stdout(), "{}", file.summary());
         }
         Command::ModelPath => println!("{}", resolve_model(None)?.display()),
         Command::Generate {

@@ -1,0 +1,133 @@
+//! The `engram` binary as a user runs it: exit codes, error messages and the JSON shapes other
+//! tools read (`logits --json`, `bench --json`).
+
+use std::process::Command;
+
+use engram::resolve_model;
+
+fn engram() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_engram"))
+}
+
+fn model() -> String {
+    resolve_model(None)
+        .expect("resolve the model")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn info_on_a_truncated_model_fails_with_a_clear_error() {
+    let bytes = std::fs::read(model()).expect("read model");
+    let dir = tempfile::tempdir().unwrap();
+    for (name, len) in [("header.gguf", 1000), ("data.gguf", bytes.len() / 2)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, &bytes[..len]).unwrap();
+        let out = engram().arg("info").arg(&path).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{name}: exit status {}", out.status);
+        assert!(
+            stderr.starts_with("error: invalid GGUF file"),
+            "{name}: {stderr}"
+        );
+        assert!(
+            stderr.contains("truncated") || stderr.contains("outside the file"),
+            "{name}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn info_prints_the_tensor_table() {
+    let out = engram().arg("info").arg(model()).output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("token_embd.weight") && stdout.contains("q8_0"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("tensors (272)"), "{stdout}");
+}
+
+#[test]
+fn logits_json_has_the_documented_shape() {
+    let out = engram()
+        .args([
+            "logits",
+            "--model",
+            &model(),
+            "--prompt",
+            "<|im_start|>user\nhi",
+            "--top",
+            "3",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(
+        v["tokens"],
+        serde_json::json!([1, 4093, 198, 6004]),
+        "special tokens are parsed"
+    );
+    let top = v["top"].as_array().unwrap();
+    assert_eq!(top.len(), 3);
+    let logits: Vec<f64> = top.iter().map(|p| p[1].as_f64().unwrap()).collect();
+    assert!(
+        logits.windows(2).all(|w| w[0] >= w[1]),
+        "sorted best first: {logits:?}"
+    );
+    assert!(top.iter().all(|p| p[0].as_u64().unwrap() < 49152));
+}
+
+#[test]
+fn bench_json_has_the_documented_shape() {
+    let out = engram()
+        .args([
+            "bench",
+            "--model",
+            &model(),
+            "--threads",
+            "1",
+            "--prompt-tokens",
+            "8",
+        ])
+        .args(["--gen-tokens", "4", "--runs", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert!(v["prefill_tok_s"].as_f64().unwrap() > 0.0);
+    assert!(v["decode_tok_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["threads"], 1);
+}
+
+#[test]
+fn a_missing_model_file_is_a_clear_error() {
+    let out = engram()
+        .args([
+            "generate",
+            "--model",
+            "/nonexistent/m.gguf",
+            "--prompt",
+            "x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.starts_with("error:") && stderr.contains("/nonexistent/m.gguf"),
+        "{stderr}"
+    );
+}
