@@ -8,7 +8,7 @@ use core::ops::Range;
 
 use bytemuck::Pod;
 
-use crate::arch::{self, Kernels};
+use crate::arch::{self, Kernels, Tile4x1, Tile4x4};
 use crate::quant::*;
 
 /// The activation format paired with weights of type `w` (llama.cpp's `vec_dot_type`).
@@ -131,17 +131,26 @@ pub(crate) fn matmul_rows_with(
         w_rb,
         x_rb,
         nr: rows.len(),
+        m,
+    };
+    let q4_1_tiles = Tiles {
+        x1: kt.q4_1_q8_1_4x1,
+        x4: kt.q4_1_q8_1_4x4,
+    };
+    let q8_0_tiles = Tiles {
+        x1: kt.q8_0_q8_0_4x1,
+        x4: kt.q8_0_q8_0_4x4,
     };
     match w_ty {
-        GgmlType::F32 => rows_typed(w, xq, shape, out, kt.f32_f32),
-        GgmlType::F16 => rows_typed(w, xq, shape, out, kt.f16_f32),
-        GgmlType::BF16 => rows_typed(w, xq, shape, out, kt.bf16_f32),
-        GgmlType::Q4_0 => rows_typed(w, xq, shape, out, kt.q4_0_q8_0),
-        GgmlType::Q4_1 => rows_typed(w, xq, shape, out, kt.q4_1_q8_1),
-        GgmlType::Q8_0 => rows_typed(w, xq, shape, out, kt.q8_0_q8_0),
-        GgmlType::Q4K => rows_typed(w, xq, shape, out, kt.q4_k_q8_k),
-        GgmlType::Q5K => rows_typed(w, xq, shape, out, kt.q5_k_q8_k),
-        GgmlType::Q6K => rows_typed(w, xq, shape, out, kt.q6_k_q8_k),
+        GgmlType::F32 => rows_typed(w, xq, shape, out, kt.f32_f32, None),
+        GgmlType::F16 => rows_typed(w, xq, shape, out, kt.f16_f32, None),
+        GgmlType::BF16 => rows_typed(w, xq, shape, out, kt.bf16_f32, None),
+        GgmlType::Q4_0 => rows_typed(w, xq, shape, out, kt.q4_0_q8_0, None),
+        GgmlType::Q4_1 => rows_typed(w, xq, shape, out, kt.q4_1_q8_1, Some(q4_1_tiles)),
+        GgmlType::Q8_0 => rows_typed(w, xq, shape, out, kt.q8_0_q8_0, Some(q8_0_tiles)),
+        GgmlType::Q4K => rows_typed(w, xq, shape, out, kt.q4_k_q8_k, None),
+        GgmlType::Q5K => rows_typed(w, xq, shape, out, kt.q5_k_q8_k, None),
+        GgmlType::Q6K => rows_typed(w, xq, shape, out, kt.q6_k_q8_k, None),
         GgmlType::Q8_1 | GgmlType::Q8K => panic!("{} is not a weight type", w_ty.name()),
     }
 }
@@ -156,6 +165,13 @@ struct Shape {
     w_rb: usize,
     x_rb: usize,
     nr: usize,
+    m: usize,
+}
+
+/// The 4-row tiles of one pairing, for tables that have them.
+struct Tiles<W: 'static, A: 'static> {
+    x1: Tile4x1<W, A>,
+    x4: Tile4x4<W, A>,
 }
 
 fn rows_typed<W: Pod, A: Pod>(
@@ -164,6 +180,7 @@ fn rows_typed<W: Pod, A: Pod>(
     s: Shape,
     out: &mut [f32],
     dot: fn(&[W], &[A]) -> f32,
+    tiles: Option<Tiles<W, A>>,
 ) {
     match (
         bytemuck::try_cast_slice::<u8, W>(w),
@@ -171,9 +188,31 @@ fn rows_typed<W: Pod, A: Pod>(
     ) {
         (Ok(wb), Ok(xb)) => {
             let (wpr, xpr) = (s.w_rb / size_of::<W>(), s.x_rb / size_of::<A>());
-            for (r, wrow) in wb.chunks_exact(wpr).enumerate() {
-                for (i, xrow) in xb.chunks_exact(xpr).enumerate() {
-                    out[i * s.nr + r] = dot(wrow, xrow);
+            let wrow = |r: usize| &wb[r * wpr..(r + 1) * wpr];
+            let xrow = |i: usize| &xb[i * xpr..(i + 1) * xpr];
+            // Tiles of 4 weight rows × 4 (then 1) activation rows; each tile result is
+            // bit-identical to `dot`, so the row split does not change any output.
+            let mut r0 = 0;
+            if let Some(t) = tiles {
+                while r0 + 4 <= s.nr {
+                    let w4: [&[W]; 4] = core::array::from_fn(|j| wrow(r0 + j));
+                    let mut i0 = 0;
+                    while i0 + 4 <= s.m {
+                        let o = (t.x4)(w4, core::array::from_fn(|j| xrow(i0 + j)));
+                        for (j, o) in o.iter().enumerate() {
+                            out[(i0 + j) * s.nr + r0..][..4].copy_from_slice(o);
+                        }
+                        i0 += 4;
+                    }
+                    for i in i0..s.m {
+                        out[i * s.nr + r0..][..4].copy_from_slice(&(t.x1)(w4, xrow(i)));
+                    }
+                    r0 += 4;
+                }
+            }
+            for r in r0..s.nr {
+                for i in 0..s.m {
+                    out[i * s.nr + r] = dot(wrow(r), xrow(i));
                 }
             }
         }

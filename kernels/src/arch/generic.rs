@@ -15,6 +15,10 @@ pub(crate) static GENERIC: Kernels = Kernels {
     f16_f32: vec_dot_f16_f32_ref,
     bf16_f32: vec_dot_bf16_f32_ref,
     axpy: axpy_ref,
+    q4_1_q8_1_4x1: |x, y| x.map(|r| vec_dot_q4_1_q8_1_ref(r, y)),
+    q4_1_q8_1_4x4: |x, y| y.map(|a| x.map(|r| vec_dot_q4_1_q8_1_ref(r, a))),
+    q8_0_q8_0_4x1: |x, y| x.map(|r| vec_dot_q8_0_q8_0_ref(r, y)),
+    q8_0_q8_0_4x4: |x, y| y.map(|a| x.map(|r| vec_dot_q8_0_q8_0_ref(r, a))),
 };
 
 /// `y += a * x`, scalar.

@@ -21,6 +21,8 @@ pub enum Isa {
     Generic,
     /// x86_64 AVX2 + FMA + F16C.
     Avx2,
+    /// x86_64 AVX2 level plus AVX-512 F/BW/VL and VNNI (Zen 4, Ice Lake and later).
+    Avx512Vnni,
 }
 
 impl Isa {
@@ -29,6 +31,7 @@ impl Isa {
         match self {
             Isa::Generic => "generic",
             Isa::Avx2 => "avx2",
+            Isa::Avx512Vnni => "avx512vnni",
         }
     }
 }
@@ -46,7 +49,20 @@ pub(crate) struct Kernels {
     pub bf16_f32: fn(&[bf16], &[f32]) -> f32,
     /// `y += a * x`.
     pub axpy: fn(&mut [f32], f32, &[f32]),
+    /// Four Q4_1 rows · one Q8_1 row; each result bit-identical to `q4_1_q8_1`'s.
+    pub q4_1_q8_1_4x1: Tile4x1<BlockQ4_1, BlockQ8_1>,
+    /// Four Q4_1 rows × four Q8_1 rows (`out[m][r]`); each bit-identical to `q4_1_q8_1`'s.
+    pub q4_1_q8_1_4x4: Tile4x4<BlockQ4_1, BlockQ8_1>,
+    /// Four Q8_0 rows · one Q8_0 row; each result bit-identical to `q8_0_q8_0`'s.
+    pub q8_0_q8_0_4x1: Tile4x1<BlockQ8_0, BlockQ8_0>,
+    /// Four Q8_0 rows × four Q8_0 rows (`out[m][r]`); each bit-identical to `q8_0_q8_0`'s.
+    pub q8_0_q8_0_4x4: Tile4x4<BlockQ8_0, BlockQ8_0>,
 }
+
+/// Four weight rows dotted with one activation row.
+pub(crate) type Tile4x1<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
+/// Four weight rows dotted with four activation rows: `out[m][r] = w[r] · x[m]`.
+pub(crate) type Tile4x4<W, A> = fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4];
 
 /// 0 = not detected yet, else `1 + Isa as u8`.
 static DETECTED: AtomicU8 = AtomicU8::new(0);
@@ -56,6 +72,7 @@ pub fn isa() -> Isa {
     match DETECTED.load(Ordering::Relaxed) {
         1 => Isa::Generic,
         2 => Isa::Avx2,
+        3 => Isa::Avx512Vnni,
         _ => {
             let isa = detect();
             DETECTED.store(1 + isa as u8, Ordering::Relaxed);
@@ -71,6 +88,13 @@ fn detect() -> Isa {
             && std::is_x86_feature_detected!("fma")
             && std::is_x86_feature_detected!("f16c")
         {
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512vnni")
+            {
+                return Isa::Avx512Vnni;
+            }
             return Isa::Avx2;
         }
     }
@@ -101,6 +125,8 @@ pub(crate) fn kernels_for(want: Isa) -> Option<&'static Kernels> {
         Isa::Generic => Some(&generic::GENERIC),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 if isa() >= Isa::Avx2 => Some(&x86_64::AVX2),
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni if isa() >= Isa::Avx512Vnni => Some(&x86_64::AVX512_VNNI),
         _ => None,
     }
 }

@@ -144,8 +144,8 @@ fn dequant(ty: GgmlType, raw: &[u8]) -> Vec<f32> {
     y
 }
 
-fn tables() -> Vec<(Isa, &'static Kernels)> {
-    [Isa::Generic, Isa::Avx2]
+pub(crate) fn tables() -> Vec<(Isa, &'static Kernels)> {
+    [Isa::Generic, Isa::Avx2, Isa::Avx512Vnni]
         .into_iter()
         .filter_map(|i| kernels_for(i).map(|k| (i, k)))
         .collect()

@@ -7,6 +7,7 @@ use super::Kernels;
 use crate::quant::*;
 
 mod avx2;
+mod avx512;
 
 /// AVX2 + FMA + F16C kernels (k-quants still use the portable ones).
 pub(crate) static AVX2: Kernels = Kernels {
@@ -20,7 +21,40 @@ pub(crate) static AVX2: Kernels = Kernels {
     f16_f32: f16_f32_avx2,
     bf16_f32: vec_dot_bf16_f32_ref,
     axpy: axpy_avx2,
+    q4_1_q8_1_4x1: |x, y| x.map(|r| q4_1_q8_1_avx2(r, y)),
+    q4_1_q8_1_4x4: |x, y| y.map(|a| x.map(|r| q4_1_q8_1_avx2(r, a))),
+    q8_0_q8_0_4x1: |x, y| x.map(|r| q8_0_q8_0_avx2(r, y)),
+    q8_0_q8_0_4x4: |x, y| y.map(|a| x.map(|r| q8_0_q8_0_avx2(r, a))),
 };
+
+/// The AVX2 table with VNNI tiles for Q4_1 and Q8_0 weights (the formats engram ships).
+pub(crate) static AVX512_VNNI: Kernels = Kernels {
+    q4_1_q8_1: |x, y| q4_1_q8_1_vnni::<1, 1>([x], [y])[0][0],
+    q8_0_q8_0: |x, y| q8_0_q8_0_vnni::<1, 1>([x], [y])[0][0],
+    q4_1_q8_1_4x1: |x, y| x.map(|r| q4_1_q8_1_vnni::<1, 1>([r], [y])[0][0]),
+    q4_1_q8_1_4x4: q4_1_q8_1_vnni::<4, 4>,
+    q8_0_q8_0_4x1: |x, y| x.map(|r| q8_0_q8_0_vnni::<1, 1>([r], [y])[0][0]),
+    q8_0_q8_0_4x4: q8_0_q8_0_vnni::<4, 4>,
+    ..AVX2
+};
+
+fn q4_1_q8_1_vnni<const R: usize, const M: usize>(
+    x: [&[BlockQ4_1]; R],
+    y: [&[BlockQ8_1]; M],
+) -> [[f32; R]; M] {
+    // SAFETY: reachable only through `AVX512_VNNI`, handed out after avx2, fma, f16c, avx512f,
+    // avx512bw, avx512vl and avx512vnni were detected.
+    unsafe { avx512::vec_dot_q4_1_q8_1_tile(x, y) }
+}
+
+fn q8_0_q8_0_vnni<const R: usize, const M: usize>(
+    x: [&[BlockQ8_0]; R],
+    y: [&[BlockQ8_0]; M],
+) -> [[f32; R]; M] {
+    // SAFETY: reachable only through `AVX512_VNNI`, handed out after avx2, fma, f16c, avx512f,
+    // avx512bw, avx512vl and avx512vnni were detected.
+    unsafe { avx512::vec_dot_q8_0_q8_0_tile(x, y) }
+}
 
 fn q4_0_q8_0_avx2(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
     // SAFETY: reachable only through `AVX2`, handed out after avx2+fma+f16c were detected.

@@ -1,0 +1,159 @@
+//! AVX-512 VNNI dot products (Zen 4, Ice Lake and later): `vpdpbusd` multiplies unsigned by
+//! signed bytes and sums groups of four into i32 in one instruction, replacing AVX2's
+//! `maddubs` + `madd` pair (ggml's `mul_sum_us8_pairs_float` with `__AVX512VNNI__`).
+//!
+//! The kernels are tiles: `R` weight rows against `M` activation rows, so one weight block load
+//! serves `M` activations and one activation block load serves `R` rows (llama.cpp's
+//! `mul_mat` tiling). Every (row, activation) pair runs the same sequence of f32 operations
+//! whatever the tile shape, so a 4 × 4 tile gives bit for bit what four 1 × 1 calls give: the
+//! threaded driver may cut rows anywhere without changing a result.
+//!
+//! Every function is `unsafe` only because of `#[target_feature]`: the caller must have checked
+//! avx2, fma, f16c, avx512f, avx512bw, avx512vl and avx512vnni. Slices are bounds-checked.
+
+use core::arch::x86_64::*;
+
+use half::f16;
+
+use crate::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
+
+/// Horizontal sum of eight floats.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn hsum_ps(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// Up to four f16 values converted together into lanes `0..N` (the rest zero).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn f16x4<const N: usize>(v: [f16; N]) -> __m128 {
+    let mut bits = 0u64;
+    for (j, h) in v.iter().enumerate() {
+        bits |= u64::from(h.to_bits()) << (16 * j);
+    }
+    _mm_cvtph_ps(_mm_cvtsi64_si128(bits as i64))
+}
+
+/// Lane `j` of `v` in all eight lanes of a 256-bit vector.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn lane(v: __m128, j: usize) -> __m256 {
+    _mm256_permutexvar_ps(_mm256_set1_epi32(j as i32), _mm256_castps128_ps256(v))
+}
+
+/// 32 nibbles of a 16-byte block as 32 bytes: low nibbles first, then high ones (ggml's layout).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn nibbles(qs: &[u8; 16]) -> __m256i {
+    // SAFETY: `qs` is 16 readable bytes; `loadu` has no alignment requirement.
+    let tmp = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
+    _mm256_and_si256(
+        _mm256_set_m128i(_mm_srli_epi16::<4>(tmp), tmp),
+        _mm256_set1_epi8(0x0F),
+    )
+}
+
+/// 32 signed bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load_i8x32(qs: &[i8; 32]) -> __m256i {
+    // SAFETY: `qs` is 32 readable bytes; `loadu` has no alignment requirement.
+    unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
+}
+
+/// Unsigned × signed byte products summed in groups of four, as eight floats (exact: no
+/// saturation, unlike `maddubs`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn dot_us8(ux: __m256i, sy: __m256i) -> __m256 {
+    _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ux, sy))
+}
+
+fn check_lengths<W, A>(x: &[&[W]], y: &[&[A]], name: &str) -> usize {
+    let nb = y.first().map_or(0, |a| a.len());
+    assert!(
+        x.iter().all(|r| r.len() == nb) && y.iter().all(|a| a.len() == nb),
+        "{name}: block count mismatch"
+    );
+    nb
+}
+
+/// Q4_1 · Q8_1 for `R ≤ 4` weight rows × `M ≤ 4` activation rows: `out[m][r] = x[r] · y[m]`,
+/// each `Σ d·d8·Σq·q8 + m·s8` over blocks.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn vec_dot_q4_1_q8_1_tile<const R: usize, const M: usize>(
+    x: [&[BlockQ4_1]; R],
+    y: [&[BlockQ8_1]; M],
+) -> [[f32; R]; M] {
+    const { assert!(R >= 1 && R <= 4 && M >= 1 && M <= 4) };
+    let nb = check_lengths(&x, &y, "vec_dot_q4_1_q8_1");
+    let mut acc = [[_mm256_setzero_ps(); R]; M];
+    // Lane r of summs[m]: Σ m_r · s8_m.
+    let mut summs = [_mm_setzero_ps(); M];
+    for i in 0..nb {
+        let xd = f16x4(x.map(|r| r[i].d));
+        let xm = f16x4(x.map(|r| r[i].m));
+        let q = x.map(|r| nibbles(&r[i].qs));
+        for m in 0..M {
+            let b = &y[m][i];
+            let yds = f16x4([b.d, b.s]);
+            let dd = _mm_mul_ps(xd, _mm_broadcastss_ps(yds));
+            let ms = _mm_mul_ps(xm, _mm_shuffle_ps::<0b01_01_01_01>(yds, yds));
+            summs[m] = _mm_add_ps(summs[m], ms);
+            let qy = load_i8x32(&b.qs);
+            for r in 0..R {
+                acc[m][r] = _mm256_fmadd_ps(lane(dd, r), dot_us8(q[r], qy), acc[m][r]);
+            }
+        }
+    }
+    finish(acc, summs)
+}
+
+/// Q8_0 · Q8_0 for `R ≤ 4` weight rows × `M ≤ 4` activation rows, with ggml's sign trick:
+/// `a·b = |a| · (b·sign(a))`, so the unsigned operand is `|a|` (codes are in `-127..=127`).
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn vec_dot_q8_0_q8_0_tile<const R: usize, const M: usize>(
+    x: [&[BlockQ8_0]; R],
+    y: [&[BlockQ8_0]; M],
+) -> [[f32; R]; M] {
+    const { assert!(R >= 1 && R <= 4 && M >= 1 && M <= 4) };
+    let nb = check_lengths(&x, &y, "vec_dot_q8_0_q8_0");
+    let mut acc = [[_mm256_setzero_ps(); R]; M];
+    for i in 0..nb {
+        let xd = f16x4(x.map(|r| r[i].d));
+        let qx = x.map(|r| load_i8x32(&r[i].qs));
+        let ax = qx.map(|q| _mm256_sign_epi8(q, q));
+        for m in 0..M {
+            let b = &y[m][i];
+            let dd = _mm_mul_ps(xd, _mm_broadcastss_ps(f16x4([b.d])));
+            let qy = load_i8x32(&b.qs);
+            for r in 0..R {
+                let p = dot_us8(ax[r], _mm256_sign_epi8(qy, qx[r]));
+                acc[m][r] = _mm256_fmadd_ps(lane(dd, r), p, acc[m][r]);
+            }
+        }
+    }
+    finish(acc, [_mm_setzero_ps(); M])
+}
+
+/// `out[m][r] = hsum(acc[m][r]) + lane r of extra[m]`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn finish<const R: usize, const M: usize>(
+    acc: [[__m256; R]; M],
+    extra: [__m128; M],
+) -> [[f32; R]; M] {
+    let mut out = [[0.0f32; R]; M];
+    for m in 0..M {
+        let mut e = [0.0f32; 4];
+        // SAFETY: `e` is four writable floats; `storeu` has no alignment requirement.
+        unsafe { _mm_storeu_ps(e.as_mut_ptr(), extra[m]) };
+        for r in 0..R {
+            out[m][r] = hsum_ps(acc[m][r]) + e[r];
+        }
+    }
+    out
+}
