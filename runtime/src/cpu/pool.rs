@@ -1,38 +1,209 @@
-//! A persistent pool (rayon's, with the calling thread doing one share) and the one splitting
-//! pattern the products need: an `m × total` row-major output cut into column ranges.
+//! A persistent spin-then-park pool (the caller does one share) and the one splitting pattern
+//! the products need: an `m × total` row-major output cut into column ranges.
+//!
+//! Decode makes ~210 small products per token, so dispatch latency matters more than
+//! throughput. rayon's `in_place_scope` cost two futex wake-ups per call (worker, then caller),
+//! ~16 µs at 2 threads. Here an idle worker spins on a generation counter for at most [`SPIN`]
+//! after its last job, then parks; the caller spins on the completion count for at most
+//! [`SPIN`], then parks. The spin is bounded in time, not iterations, so a thread descheduled on
+//! an oversubscribed machine costs at most one park/unpark, as with rayon.
 
 use std::ops::Range;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::thread::{self, JoinHandle, Thread};
+use std::time::{Duration, Instant};
+
+/// How long a worker waits for the next job (and the caller for its workers) before parking.
+const SPIN: Duration = Duration::from_micros(50);
 
 /// The thread pool could not be created.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start the CPU thread pool: {0}")]
-pub struct CpuPoolError(#[from] rayon::ThreadPoolBuildError);
+pub struct CpuPoolError(#[from] std::io::Error);
 
-/// `threads - 1` rayon workers; the caller is the last thread.
-#[derive(Debug)]
+/// One call's work: `job(t)` runs share `t` (`1..threads`; the caller runs share 0).
+type Job = &'static (dyn Fn(usize) + Sync);
+
+/// State shared by the caller and the workers.
+struct Shared {
+    /// Bumped once per job (and once at shutdown); workers wait for it to change.
+    generation: AtomicUsize,
+    /// The current job, valid while `pending > 0`.
+    job: Mutex<Option<Job>>,
+    /// Workers that have not finished the current job.
+    pending: AtomicUsize,
+    /// A worker's share panicked (re-raised on the caller).
+    panicked: AtomicBool,
+    shutdown: AtomicBool,
+    /// Per worker: it is parked, or about to park, and needs an unpark.
+    worker_sleeping: Vec<AtomicBool>,
+    /// The caller is parked, or about to park, waiting for `pending == 0`.
+    caller_sleeping: AtomicBool,
+    caller: Mutex<Option<Thread>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Spins until `done()` for at most [`SPIN`], then parks until `done()`, with `sleeping` set
+/// first so that the thread making `done()` true knows to unpark this one.
+fn wait_until(done: impl Fn() -> bool, sleeping: &AtomicBool) {
+    let start = Instant::now();
+    let mut spins = 0u32;
+    while !done() {
+        spins = spins.wrapping_add(1);
+        if !spins.is_multiple_of(64) || start.elapsed() < SPIN {
+            std::hint::spin_loop();
+            continue;
+        }
+        sleeping.store(true, SeqCst);
+        while !done() {
+            thread::park(); // Spurious wake-ups just re-check.
+        }
+        sleeping.store(false, SeqCst);
+        return;
+    }
+}
+
+/// `threads - 1` workers; the caller is the last thread.
 pub(super) struct Pool {
-    workers: Option<rayon::ThreadPool>,
+    shared: Arc<Shared>,
+    workers: Vec<JoinHandle<()>>,
     threads: usize,
+    /// Serializes callers sharing one pool (a call owns the job slot until it returns).
+    call: Mutex<()>,
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("threads", &self.threads)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.shared.shutdown.store(true, SeqCst);
+        self.shared.generation.fetch_add(1, SeqCst);
+        for w in &self.workers {
+            w.thread().unpark();
+        }
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn worker_loop(shared: &Shared, t: usize) {
+    let mut seen = 0;
+    loop {
+        wait_until(
+            || shared.generation.load(Acquire) != seen,
+            &shared.worker_sleeping[t - 1],
+        );
+        seen = shared.generation.load(Acquire);
+        if shared.shutdown.load(Acquire) {
+            return;
+        }
+        let job = lock(&shared.job).expect("a job is published before its generation");
+        if catch_unwind(AssertUnwindSafe(|| job(t))).is_err() {
+            shared.panicked.store(true, SeqCst);
+        }
+        if shared.pending.fetch_sub(1, AcqRel) == 1
+            && shared.caller_sleeping.load(SeqCst)
+            && let Some(c) = lock(&shared.caller).as_ref()
+        {
+            c.unpark();
+        }
+    }
+}
+
+/// Waits (also when unwinding) until the workers are done with the current job, then clears it.
+struct Wait<'a>(&'a Shared);
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        let s = self.0;
+        wait_until(|| s.pending.load(Acquire) == 0, &s.caller_sleeping);
+        *lock(&s.job) = None;
+    }
 }
 
 impl Pool {
     pub(super) fn new(threads: usize) -> Result<Self, CpuPoolError> {
         let threads = threads.max(1);
-        let workers = if threads > 1 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads - 1)
-                    .thread_name(|i| format!("engram-cpu-{i}"))
-                    .build()?,
-            )
-        } else {
-            None
+        let shared = Arc::new(Shared {
+            generation: AtomicUsize::new(0),
+            job: Mutex::new(None),
+            pending: AtomicUsize::new(0),
+            panicked: AtomicBool::new(false),
+            shutdown: AtomicBool::new(false),
+            worker_sleeping: (1..threads).map(|_| AtomicBool::new(false)).collect(),
+            caller_sleeping: AtomicBool::new(false),
+            caller: Mutex::new(None),
+        });
+        let mut pool = Pool {
+            shared,
+            workers: Vec::with_capacity(threads - 1),
+            threads,
+            call: Mutex::new(()),
         };
-        Ok(Pool { workers, threads })
+        for t in 1..threads {
+            let shared = Arc::clone(&pool.shared);
+            // On error, dropping `pool` shuts down the workers started so far.
+            pool.workers.push(
+                thread::Builder::new()
+                    .name(format!("engram-cpu-{t}"))
+                    .spawn(move || worker_loop(&shared, t))?,
+            );
+        }
+        Ok(pool)
     }
 
     pub(super) fn threads(&self) -> usize {
         self.threads
+    }
+
+    /// Runs `f(t)` for every `t < n` (`n <= threads`): `t = 0` on the calling thread, the others
+    /// on workers; returns when all are done. A worker's panic is re-raised here.
+    fn broadcast(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+        assert!(n >= 1 && n <= self.threads, "broadcast: {n} shares");
+        if n == 1 {
+            return f(0);
+        }
+        let _call = lock(&self.call);
+        let s = &*self.shared;
+        *lock(&s.caller) = Some(thread::current());
+        // Workers `n..threads` see the job too and skip it.
+        let job = move |t: usize| {
+            if t < n {
+                f(t)
+            }
+        };
+        let job: &(dyn Fn(usize) + Sync) = &job;
+        // SAFETY: only the lifetime is extended. Workers call `job` only after the generation
+        // bump below and before their `pending` decrement, and `wait` (dropped on return and on
+        // unwind) does not let this frame end before `pending` is zero and the slot is cleared,
+        // so `job` and everything it borrows outlive every use.
+        let job: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(job) };
+        *lock(&s.job) = Some(job);
+        s.pending.store(self.threads - 1, SeqCst);
+        s.generation.fetch_add(1, SeqCst);
+        let wait = Wait(s);
+        for (w, sleeping) in self.workers.iter().zip(&s.worker_sleeping) {
+            if sleeping.load(SeqCst) {
+                w.thread().unpark();
+            }
+        }
+        job(0);
+        drop(wait);
+        if s.panicked.swap(false, SeqCst) {
+            panic!("a CPU pool worker panicked");
+        }
     }
 
     /// Fills `out` (`m × total`, row-major) by calling `f(range, part)` on `threads` disjoint
@@ -53,16 +224,15 @@ impl Pool {
         F: Fn(Range<usize>, &mut [f32]) + Sync,
     {
         debug_assert_eq!(out.len(), m * total);
-        let ranges = split(total, align, threads);
-        let workers = match &self.workers {
-            Some(w) if ranges.len() > 1 => w,
-            _ => return f(0..total, out),
-        };
+        let ranges = split(total, align, threads.min(self.threads));
+        if ranges.len() <= 1 {
+            return f(0..total, out);
+        }
         if m == 1 {
-            run(workers, parts(&ranges, 1, out), f);
+            self.run(parts(&ranges, 1, out), f);
         } else {
             let mut scratch = vec![0.0f32; m * total];
-            run(workers, parts(&ranges, m, &mut scratch), f);
+            self.run(parts(&ranges, m, &mut scratch), f);
             let mut off = 0;
             for r in &ranges {
                 let part = &scratch[off..off + m * r.len()];
@@ -72,6 +242,20 @@ impl Pool {
                 off += m * r.len();
             }
         }
+    }
+
+    /// Runs `f` on every part, part `t` on thread `t` (0 = the caller).
+    fn run<F>(&self, parts: Vec<(Range<usize>, &mut [f32])>, f: &F)
+    where
+        F: Fn(Range<usize>, &mut [f32]) + Sync,
+    {
+        let n = parts.len();
+        let parts: Vec<Mutex<Option<_>>> = parts.into_iter().map(|p| Mutex::new(Some(p))).collect();
+        self.broadcast(n, &|t| {
+            if let Some((r, p)) = lock(&parts[t]).take() {
+                f(r, p);
+            }
+        });
     }
 }
 
@@ -101,23 +285,32 @@ fn parts<'a>(
         .collect()
 }
 
-/// Runs `f` on every part: the first on the calling thread, the rest on the workers.
-fn run<F>(workers: &rayon::ThreadPool, mut parts: Vec<(Range<usize>, &mut [f32])>, f: &F)
-where
-    F: Fn(Range<usize>, &mut [f32]) + Sync,
-{
-    let (r0, p0) = parts.remove(0);
-    workers.in_place_scope(|s| {
-        for (r, p) in parts {
-            s.spawn(move |_| f(r, p));
-        }
-        f(r0, p0);
-    });
-}
-
 #[cfg(test)]
 mod tests {
-    use super::split;
+    use super::{Pool, split};
+
+    #[test]
+    fn broadcast_runs_every_share_and_survives_a_worker_panic() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let pool = Pool::new(3).unwrap();
+        for n in [1, 2, 3, 3, 2] {
+            let hits = AtomicUsize::new(0);
+            pool.broadcast(n, &|t| {
+                hits.fetch_add(1 << (8 * t), Ordering::Relaxed);
+            });
+            let want: usize = (0..n).map(|t| 1 << (8 * t)).sum();
+            assert_eq!(hits.into_inner(), want);
+        }
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            pool.broadcast(2, &|t| assert_ne!(t, 1, "worker share"));
+        }));
+        assert!(r.is_err());
+        let hits = AtomicUsize::new(0);
+        pool.broadcast(3, &|_| {
+            hits.fetch_add(1, Ordering::Relaxed);
+        });
+        assert_eq!(hits.into_inner(), 3);
+    }
 
     #[test]
     fn split_covers_range_in_aligned_pieces() {
