@@ -48,8 +48,8 @@ pub fn quantize_activations(w: GgmlType, x: &[f32], out: &mut [u8]) {
     );
     match activation_type(w) {
         GgmlType::F32 => out.copy_from_slice(bytemuck::cast_slice(x)),
-        GgmlType::Q8_0 => quantize_into(x, out, QK8_0, quantize_row_q8_0_ref),
-        GgmlType::Q8_1 => quantize_into(x, out, QK8_1, quantize_row_q8_1_ref),
+        GgmlType::Q8_0 => quantize_into(x, out, QK8_0, arch::kernels().quantize_q8_0),
+        GgmlType::Q8_1 => quantize_into(x, out, QK8_1, arch::kernels().quantize_q8_1),
         GgmlType::Q8K => quantize_into(x, out, QK_K, quantize_row_q8_k_ref),
         other => unreachable!("activation type {}", other.name()),
     }

@@ -19,6 +19,8 @@ pub(crate) static GENERIC: Kernels = Kernels {
     q4_1_q8_1_4x4: |x, y| y.map(|a| x.map(|r| vec_dot_q4_1_q8_1_ref(r, a))),
     q8_0_q8_0_4x1: |x, y| x.map(|r| vec_dot_q8_0_q8_0_ref(r, y)),
     q8_0_q8_0_4x4: |x, y| y.map(|a| x.map(|r| vec_dot_q8_0_q8_0_ref(r, a))),
+    quantize_q8_0: quantize_row_q8_0_ref,
+    quantize_q8_1: quantize_row_q8_1_ref,
 };
 
 /// `y += a * x`, scalar.

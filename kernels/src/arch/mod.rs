@@ -57,6 +57,10 @@ pub(crate) struct Kernels {
     pub q8_0_q8_0_4x1: Tile4x1<BlockQ8_0, BlockQ8_0>,
     /// Four Q8_0 rows × four Q8_0 rows (`out[m][r]`); each bit-identical to `q8_0_q8_0`'s.
     pub q8_0_q8_0_4x4: Tile4x4<BlockQ8_0, BlockQ8_0>,
+    /// Activation quantizers, bit-identical to `quantize_row_q8_0_ref` / `_q8_1_ref`.
+    pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
+    /// See `quantize_q8_0`.
+    pub quantize_q8_1: fn(&[f32], &mut [BlockQ8_1]),
 }
 
 /// Four weight rows dotted with one activation row.

@@ -352,3 +352,30 @@ fn dequantize_row_length_mismatch_panics() {
     let mut y = [0.0f32; 32];
     dequantize_row(GgmlType::Q4_1, &[0u8; 19], &mut y);
 }
+
+/// Every table's activation quantizers give exactly the `_ref` blocks (ties, zeros, NaN).
+#[test]
+fn activation_quantizers_match_ref_bit_for_bit() {
+    let mut rng = Rng::new(23);
+    let mut x = rng.vec(32 * 64);
+    x[32..64].fill(0.0);
+    for (j, v) in x[64..96].iter_mut().enumerate() {
+        *v = (j as f32 - 16.0) * 0.5; // amax 8: many exact .5 ties of v · 127 / 8
+    }
+    x[96] = -0.0;
+    x[130] = f32::NAN;
+    x[200] = 1e-30;
+    let nb = x.len() / 32;
+    let (mut want0, mut want1) = (vec![BlockQ8_0::zeroed(); nb], vec![BlockQ8_1::zeroed(); nb]);
+    quantize_row_q8_0_ref(&x, &mut want0);
+    quantize_row_q8_1_ref(&x, &mut want1);
+    for (isa, kt) in tables() {
+        let (mut got0, mut got1) = (vec![BlockQ8_0::zeroed(); nb], vec![BlockQ8_1::zeroed(); nb]);
+        (kt.quantize_q8_0)(&x, &mut got0);
+        (kt.quantize_q8_1)(&x, &mut got1);
+        let b = |v: &[BlockQ8_0]| bytemuck::cast_slice::<_, u8>(v).to_vec();
+        assert_eq!(b(&got0), b(&want0), "q8_0 {isa:?}");
+        let b = |v: &[BlockQ8_1]| bytemuck::cast_slice::<_, u8>(v).to_vec();
+        assert_eq!(b(&got1), b(&want1), "q8_1 {isa:?}");
+    }
+}

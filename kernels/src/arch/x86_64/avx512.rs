@@ -157,3 +157,78 @@ fn finish<const R: usize, const M: usize>(
     }
     out
 }
+
+/// One block of 32 floats as two 16-lane vectors.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn load_f32x32(x: &[f32]) -> [__m512; 2] {
+    assert_eq!(x.len(), 32);
+    // SAFETY: `x` holds 32 floats, so 16 from 0 and from 16 are in bounds; unaligned loads.
+    unsafe {
+        [
+            _mm512_loadu_ps(x.as_ptr()),
+            _mm512_loadu_ps(x.as_ptr().add(16)),
+        ]
+    }
+}
+
+/// The codes and their sum for one block, exactly as the scalar `round_away(v * id) as i8`
+/// (`None` when the block holds a NaN: the caller takes the scalar path for it).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+fn quantize_block(x: &[f32], qs: &mut [i8; 32]) -> Option<(f32, i32)> {
+    let v = load_f32x32(x);
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v[0], v[0])
+        | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v[1], v[1]);
+    if nan != 0 {
+        return None;
+    }
+    // max is exact and order-free on non-NaN values, so this equals the scalar fold.
+    let amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+    let d = amax / 127.0;
+    let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+    let (vid, sign) = (_mm512_set1_ps(id), _mm512_set1_epi32(i32::MIN));
+    let half = _mm512_set1_ps(0.5);
+    let mut sum = _mm512_setzero_si512();
+    for (j, v) in v.into_iter().enumerate() {
+        let t = _mm512_mul_ps(v, vid);
+        // ±0.5 with t's sign, then truncation: `round_away` (whose `v >= 0.0` test sends -0.0
+        // to +0.5; -0.0 - 0.5 truncates to the same 0).
+        let h = _mm512_castsi512_ps(_mm512_or_si512(
+            _mm512_castps_si512(half),
+            _mm512_and_si512(_mm512_castps_si512(t), sign),
+        ));
+        let q = _mm512_cvttps_epi32(_mm512_add_ps(t, h));
+        sum = _mm512_add_epi32(sum, q);
+        // SAFETY: `qs` has 32 bytes, so 16 from `16 j` are in bounds; unaligned store.
+        unsafe { _mm_storeu_si128(qs.as_mut_ptr().add(16 * j).cast(), _mm512_cvtepi32_epi8(q)) };
+    }
+    Some((d, _mm512_reduce_add_epi32(sum)))
+}
+
+/// [`crate::quant::quantize_row_q8_0_ref`], bit-identical.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn quantize_row_q8_0(x: &[f32], y: &mut [BlockQ8_0]) {
+    assert_eq!(x.len(), y.len() * 32, "quantize_row_q8_0: length mismatch");
+    for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+        match quantize_block(x, &mut b.qs) {
+            Some((d, _)) => b.d = f16::from_f32(d),
+            None => crate::quant::quantize_row_q8_0_ref(x, core::slice::from_mut(b)),
+        }
+    }
+}
+
+/// [`crate::quant::quantize_row_q8_1_ref`], bit-identical.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
+    assert_eq!(x.len(), y.len() * 32, "quantize_row_q8_1: length mismatch");
+    for (x, b) in x.chunks_exact(32).zip(y.iter_mut()) {
+        match quantize_block(x, &mut b.qs) {
+            Some((d, sum)) => {
+                b.d = f16::from_f32(d);
+                b.s = f16::from_f32(sum as f32 * d);
+            }
+            None => crate::quant::quantize_row_q8_1_ref(x, core::slice::from_mut(b)),
+        }
+    }
+}

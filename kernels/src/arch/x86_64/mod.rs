@@ -25,6 +25,8 @@ pub(crate) static AVX2: Kernels = Kernels {
     q4_1_q8_1_4x4: |x, y| y.map(|a| x.map(|r| q4_1_q8_1_avx2(r, a))),
     q8_0_q8_0_4x1: |x, y| x.map(|r| q8_0_q8_0_avx2(r, y)),
     q8_0_q8_0_4x4: |x, y| y.map(|a| x.map(|r| q8_0_q8_0_avx2(r, a))),
+    quantize_q8_0: quantize_row_q8_0_ref,
+    quantize_q8_1: quantize_row_q8_1_ref,
 };
 
 /// The AVX2 table with VNNI tiles for Q4_1 and Q8_0 weights (the formats engram ships).
@@ -35,6 +37,14 @@ pub(crate) static AVX512_VNNI: Kernels = Kernels {
     q4_1_q8_1_4x4: q4_1_q8_1_vnni::<4, 4>,
     q8_0_q8_0_4x1: |x, y| x.map(|r| q8_0_q8_0_vnni::<1, 1>([r], [y])[0][0]),
     q8_0_q8_0_4x4: q8_0_q8_0_vnni::<4, 4>,
+    quantize_q8_0: |x, y| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512::quantize_row_q8_0(x, y) }
+    },
+    quantize_q8_1: |x, y| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512::quantize_row_q8_1(x, y) }
+    },
     ..AVX2
 };
 
