@@ -16,7 +16,7 @@ use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
 
 /// How long a worker waits for the next job (and the caller for its workers) before parking.
-const SPIN: Duration = Duration::from_micros(50);
+const SPIN: Duration = Duration::from_micros(5);
 
 /// The thread pool could not be created.
 #[derive(Debug, thiserror::Error)]
