@@ -116,11 +116,16 @@ fn dequant(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize) {
 }
 
 fn quantize(c: &mut Criterion) {
-    for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q4K] {
-        let x = x_vec(576);
-        let mut out = vec![0u8; activation_bytes(ty, 576)];
+    // One activation row of the model (576) for the 32-blocks; k-quants need whole 256-blocks.
+    for (ty, k) in [
+        (GgmlType::Q4_1, 576),
+        (GgmlType::Q8_0, 576),
+        (GgmlType::Q4K, 1536),
+    ] {
+        let x = x_vec(k);
+        let mut out = vec![0u8; activation_bytes(ty, k)];
         c.bench_function(
-            &format!("cpu_{}_quantize_activations_576", ty.name().to_lowercase()),
+            &format!("cpu_{}_quantize_activations_{k}", ty.name().to_lowercase()),
             |b| b.iter(|| quantize_activations(ty, black_box(&x), &mut out)),
         );
     }
