@@ -9,6 +9,8 @@ use crate::quant::{
     BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
 };
 
+#[cfg(target_arch = "aarch64")]
+pub(crate) mod aarch64;
 pub(crate) mod generic;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
@@ -23,6 +25,10 @@ pub enum Isa {
     Avx2,
     /// x86_64 AVX2 level plus AVX-512 F/BW/VL and VNNI (Zen 4, Ice Lake and later).
     Avx512Vnni,
+    /// aarch64 AdvSIMD (every ARMv8-A core).
+    Neon,
+    /// aarch64 AdvSIMD plus the ARMv8.2 dot-product extension (Cortex-A55/A76 and later).
+    NeonDotprod,
 }
 
 impl Isa {
@@ -32,6 +38,8 @@ impl Isa {
             Isa::Generic => "generic",
             Isa::Avx2 => "avx2",
             Isa::Avx512Vnni => "avx512vnni",
+            Isa::Neon => "neon",
+            Isa::NeonDotprod => "neon-dotprod",
         }
     }
 }
@@ -77,6 +85,8 @@ pub fn isa() -> Isa {
         1 => Isa::Generic,
         2 => Isa::Avx2,
         3 => Isa::Avx512Vnni,
+        n if n == 1 + Isa::Neon as u8 => Isa::Neon,
+        n if n == 1 + Isa::NeonDotprod as u8 => Isa::NeonDotprod,
         _ => {
             let isa = detect();
             DETECTED.store(1 + isa as u8, Ordering::Relaxed);
@@ -112,6 +122,22 @@ fn detect() -> Isa {
     {
         return Isa::Avx2;
     }
+    #[cfg(all(feature = "std", target_arch = "aarch64"))]
+    {
+        if std::arch::is_aarch64_feature_detected!("neon") {
+            if std::arch::is_aarch64_feature_detected!("dotprod") {
+                return Isa::NeonDotprod;
+            }
+            return Isa::Neon;
+        }
+    }
+    #[cfg(all(not(feature = "std"), target_arch = "aarch64", target_feature = "neon"))]
+    {
+        if cfg!(target_feature = "dotprod") {
+            return Isa::NeonDotprod;
+        }
+        return Isa::Neon;
+    }
     #[allow(unreachable_code)]
     Isa::Generic
 }
@@ -131,6 +157,10 @@ pub(crate) fn kernels_for(want: Isa) -> Option<&'static Kernels> {
         Isa::Avx2 if isa() >= Isa::Avx2 => Some(&x86_64::AVX2),
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni if isa() >= Isa::Avx512Vnni => Some(&x86_64::AVX512_VNNI),
+        #[cfg(target_arch = "aarch64")]
+        Isa::Neon if isa() >= Isa::Neon => Some(&aarch64::NEON),
+        #[cfg(target_arch = "aarch64")]
+        Isa::NeonDotprod if isa() >= Isa::NeonDotprod => Some(&aarch64::NEON_DOTPROD),
         _ => None,
     }
 }

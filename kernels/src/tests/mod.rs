@@ -145,10 +145,16 @@ fn dequant(ty: GgmlType, raw: &[u8]) -> Vec<f32> {
 }
 
 pub(crate) fn tables() -> Vec<(Isa, &'static Kernels)> {
-    [Isa::Generic, Isa::Avx2, Isa::Avx512Vnni]
-        .into_iter()
-        .filter_map(|i| kernels_for(i).map(|k| (i, k)))
-        .collect()
+    [
+        Isa::Generic,
+        Isa::Avx2,
+        Isa::Avx512Vnni,
+        Isa::Neon,
+        Isa::NeonDotprod,
+    ]
+    .into_iter()
+    .filter_map(|i| kernels_for(i).map(|k| (i, k)))
+    .collect()
 }
 
 #[test]
@@ -377,5 +383,18 @@ fn activation_quantizers_match_ref_bit_for_bit() {
         assert_eq!(b(&got0), b(&want0), "q8_0 {isa:?}");
         let b = |v: &[BlockQ8_1]| bytemuck::cast_slice::<_, u8>(v).to_vec();
         assert_eq!(b(&got1), b(&want1), "q8_1 {isa:?}");
+    }
+}
+
+/// On aarch64 the twin tests above must see the NEON tables: every ARMv8-A core has NEON, and
+/// the dotprod table whenever the CPU reports the extension.
+#[cfg(target_arch = "aarch64")]
+#[test]
+fn aarch64_neon_tables_are_covered() {
+    let isas: Vec<Isa> = tables().into_iter().map(|(i, _)| i).collect();
+    std::println!("detected isa: {}, tested tables: {isas:?}", crate::isa().name());
+    assert!(isas.contains(&Isa::Neon), "{isas:?}");
+    if crate::isa() == Isa::NeonDotprod {
+        assert!(isas.contains(&Isa::NeonDotprod), "{isas:?}");
     }
 }
