@@ -321,9 +321,35 @@ impl QuantLinearOps for NdArray {
     }
 }
 
-/// Backward of `y = x · Wᵀ`: `dx = dy · W`. W is frozen, so it is the only state.
+/// Which of the two products a node computed; its backward is the other one.
+#[derive(Debug, Clone, Copy)]
+enum Product {
+    /// `y = x · Wᵀ`, whose input gradient is `dy · W`.
+    Forward,
+    /// `dx = dy · W`, whose input gradient is `d(dx) · Wᵀ` (second-order terms).
+    Transposed,
+}
+
+impl Product {
+    fn apply<B: QuantLinearOps>(self, x: FloatTensor<B>, weight: QWeight) -> FloatTensor<B> {
+        match self {
+            Product::Forward => B::quant_linear(x, weight),
+            Product::Transposed => B::quant_linear_t(x, weight),
+        }
+    }
+
+    fn adjoint(self) -> Self {
+        match self {
+            Product::Forward => Product::Transposed,
+            Product::Transposed => Product::Forward,
+        }
+    }
+}
+
+/// The backward step of a quantized product: the adjoint product of the incoming gradient. W is
+/// frozen, so it is the only state and gets no gradient of its own.
 #[derive(Debug)]
-struct QuantLinearBackward;
+struct QuantLinearBackward(Product);
 
 impl<B: Backend + QuantLinearOps> Backward<B, 1> for QuantLinearBackward {
     type State = QWeight;
@@ -332,53 +358,36 @@ impl<B: Backend + QuantLinearOps> Backward<B, 1> for QuantLinearBackward {
         let [node_x] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
         if let Some(node) = node_x {
-            grads.register::<B>(node.id, B::quant_linear_t(grad, ops.state));
+            grads.register::<B>(node.id, self.0.adjoint().apply::<B>(grad, ops.state));
         }
     }
 }
 
-/// Backward of `dx = dy · W`: `d(dy) = d(dx) · Wᵀ` (used for second-order terms).
-#[derive(Debug)]
-struct QuantLinearTBackward;
-
-impl<B: Backend + QuantLinearOps> Backward<B, 1> for QuantLinearTBackward {
-    type State = QWeight;
-
-    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
-        let [node_dy] = ops.parents;
-        let grad = grads.consume::<B>(&ops.node);
-        if let Some(node) = node_dy {
-            grads.register::<B>(node.id, B::quant_linear(grad, ops.state));
+/// Runs `product` on the inner backend and records its backward step when `x` is tracked.
+fn tracked<B: Backend + QuantLinearOps, C: CheckpointStrategy>(
+    product: Product,
+    x: FloatTensor<Autodiff<B, C>>,
+    weight: QWeight,
+) -> FloatTensor<Autodiff<B, C>> {
+    match QuantLinearBackward(product)
+        .prepare::<C>([x.node()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let out = product.apply::<B>(x.into_primitive(), weight.clone());
+            prep.finish(weight, out)
         }
+        OpsKind::UnTracked(prep) => prep.finish(product.apply::<B>(x.into_primitive(), weight)),
     }
 }
 
 impl<B: Backend + QuantLinearOps, C: CheckpointStrategy> QuantLinearOps for Autodiff<B, C> {
     fn quant_linear(x: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
-        match QuantLinearBackward
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::quant_linear(x.into_primitive(), weight.clone());
-                prep.finish(weight, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::quant_linear(x.into_primitive(), weight)),
-        }
+        tracked::<B, C>(Product::Forward, x, weight)
     }
 
     fn quant_linear_t(dy: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
-        match QuantLinearTBackward
-            .prepare::<C>([dy.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let out = B::quant_linear_t(dy.into_primitive(), weight.clone());
-                prep.finish(weight, out)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::quant_linear_t(dy.into_primitive(), weight)),
-        }
+        tracked::<B, C>(Product::Transposed, dy, weight)
     }
 }
