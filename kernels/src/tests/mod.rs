@@ -392,7 +392,10 @@ fn activation_quantizers_match_ref_bit_for_bit() {
 #[test]
 fn aarch64_neon_tables_are_covered() {
     let isas: Vec<Isa> = tables().into_iter().map(|(i, _)| i).collect();
-    std::println!("detected isa: {}, tested tables: {isas:?}", crate::isa().name());
+    std::println!(
+        "detected isa: {}, tested tables: {isas:?}",
+        crate::isa().name()
+    );
     assert!(isas.contains(&Isa::Neon), "{isas:?}");
     if crate::isa() == Isa::NeonDotprod {
         assert!(isas.contains(&Isa::NeonDotprod), "{isas:?}");
