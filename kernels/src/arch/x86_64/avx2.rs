@@ -37,7 +37,7 @@ fn scale_product(a: f16, b: f16) -> __m256 {
 /// 32 nibbles of a 16-byte block as 32 bytes: low nibbles first, then high ones (ggml's layout).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn nibbles(qs: &[u8; 16]) -> __m256i {
+pub(super) fn nibbles(qs: &[u8; 16]) -> __m256i {
     // SAFETY: `qs` is 16 readable bytes; `loadu` has no alignment requirement.
     let tmp = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
     _mm256_and_si256(
@@ -49,7 +49,7 @@ fn nibbles(qs: &[u8; 16]) -> __m256i {
 /// 32 signed bytes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn load_i8x32(qs: &[i8; 32]) -> __m256i {
+pub(super) fn load_i8x32(qs: &[i8; 32]) -> __m256i {
     // SAFETY: `qs` is 32 readable bytes; `loadu` has no alignment requirement.
     unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
 }

@@ -17,6 +17,8 @@ use half::f16;
 
 use crate::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
+use super::avx2::{load_i8x32, nibbles};
+
 /// Horizontal sum of eight floats.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -42,26 +44,6 @@ fn f16x4<const N: usize>(v: [f16; N]) -> __m128 {
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 fn lane(v: __m128, j: usize) -> __m256 {
     _mm256_permutexvar_ps(_mm256_set1_epi32(j as i32), _mm256_castps128_ps256(v))
-}
-
-/// 32 nibbles of a 16-byte block as 32 bytes: low nibbles first, then high ones (ggml's layout).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn nibbles(qs: &[u8; 16]) -> __m256i {
-    // SAFETY: `qs` is 16 readable bytes; `loadu` has no alignment requirement.
-    let tmp = unsafe { _mm_loadu_si128(qs.as_ptr().cast()) };
-    _mm256_and_si256(
-        _mm256_set_m128i(_mm_srli_epi16::<4>(tmp), tmp),
-        _mm256_set1_epi8(0x0F),
-    )
-}
-
-/// 32 signed bytes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn load_i8x32(qs: &[i8; 32]) -> __m256i {
-    // SAFETY: `qs` is 32 readable bytes; `loadu` has no alignment requirement.
-    unsafe { _mm256_loadu_si256(qs.as_ptr().cast()) }
 }
 
 /// Unsigned × signed byte products summed in groups of four, as eight floats (exact: no
