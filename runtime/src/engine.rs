@@ -75,6 +75,14 @@ impl Engine {
         &self.model
     }
 
+    /// CPU threads the quantized kernels run on.
+    pub fn threads(&self) -> usize {
+        self.model
+            .weight(0, crate::model::llama::Proj::Q)
+            .cpu()
+            .threads()
+    }
+
     /// The tokenizer.
     pub fn tokenizer(&self) -> &Tokenizer {
         &self.tokenizer

@@ -209,13 +209,7 @@ pub fn generate(
     opts: &GenerateOptions,
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generation, GenerateError> {
-    let n_vocab = model.config().n_vocab;
-    if prompt.is_empty() {
-        return Err(GenerateError::EmptyPrompt);
-    }
-    if let Some(&id) = prompt.iter().find(|&&id| id as usize >= n_vocab) {
-        return Err(GenerateError::TokenOutOfRange { id, n_vocab });
-    }
+    check_prompt(model, prompt)?;
     let capacity = opts.context.min(model.config().n_ctx_train).max(1);
     let mut cache = model.new_cache(1, capacity);
     cache
@@ -266,16 +260,22 @@ fn step(
     Ok(sampler.sample(&logits))
 }
 
-/// The logits of the last position of `tokens` (one sequence, no cache): for parity checks and
-/// scoring.
-pub fn last_logits(model: &Llama, tokens: &[u32]) -> Result<Vec<f32>, GenerateError> {
+/// Refuses an empty prompt or a token id outside the model's vocabulary.
+fn check_prompt(model: &Llama, tokens: &[u32]) -> Result<(), GenerateError> {
     let n_vocab = model.config().n_vocab;
     if tokens.is_empty() {
         return Err(GenerateError::EmptyPrompt);
     }
-    if let Some(&id) = tokens.iter().find(|&&id| id as usize >= n_vocab) {
-        return Err(GenerateError::TokenOutOfRange { id, n_vocab });
+    match tokens.iter().find(|&&id| id as usize >= n_vocab) {
+        Some(&id) => Err(GenerateError::TokenOutOfRange { id, n_vocab }),
+        None => Ok(()),
     }
+}
+
+/// The logits of the last position of `tokens` (one sequence, no cache): for parity checks and
+/// scoring.
+pub fn last_logits(model: &Llama, tokens: &[u32]) -> Result<Vec<f32>, GenerateError> {
+    check_prompt(model, tokens)?;
     let logits = model
         .forward(tokens, 1, None, None, Logits::Last)
         .map_err(GenerateError::PromptTooLong)?;

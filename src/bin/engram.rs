@@ -277,11 +277,7 @@ fn bench(
     json: bool,
 ) -> Result<()> {
     let engine = load(run)?;
-    let threads = if run.threads == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        run.threads
-    };
+    let threads = engine.threads();
     // A deterministic prompt of exactly `prompt_tokens` real tokens.
     let text = "The quick brown fox jumps over the lazy dog while the river runs to the sea. ";
     let mut prompt = Vec::new();
