@@ -4,3 +4,6 @@
 #![warn(missing_docs)]
 
 pub use engram_runtime as runtime;
+
+pub mod compose;
+pub mod train;
