@@ -6,4 +6,8 @@
 pub use engram_runtime as runtime;
 
 pub mod compose;
+pub mod lora;
+pub mod prompt;
+pub mod registry;
 pub mod train;
+pub mod trainer;
