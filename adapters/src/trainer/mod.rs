@@ -162,7 +162,8 @@ pub enum TrainError {
 /// Trains adaptations of one frozen model.
 pub struct Trainer<'m> {
     model: &'m Llama,
-    tokenizer: &'m Tokenizer,
+    tokenizer: Option<&'m Tokenizer>,
+    pad: u32,
     config: TrainConfig,
 }
 
@@ -171,7 +172,19 @@ impl<'m> Trainer<'m> {
     pub fn new(model: &'m Llama, tokenizer: &'m Tokenizer, config: TrainConfig) -> Self {
         Self {
             model,
-            tokenizer,
+            tokenizer: Some(tokenizer),
+            pad: tokenizer.eos(),
+            config,
+        }
+    }
+
+    /// A trainer for already tokenized data ([`Trainer::fit_encoded`]), padding with `pad`;
+    /// text examples given to it encode to nothing.
+    pub fn for_tokens(model: &'m Llama, pad: u32, config: TrainConfig) -> Self {
+        Self {
+            model,
+            tokenizer: None,
+            pad,
             config,
         }
     }
@@ -183,10 +196,13 @@ impl<'m> Trainer<'m> {
 
     /// Tokenizes examples, dropping those with no completion left.
     pub fn encode(&self, examples: &[Example]) -> Vec<Encoded> {
-        let eos = self.config.append_eos.then(|| self.tokenizer.eos());
+        let Some(tok) = self.tokenizer else {
+            return Vec::new();
+        };
+        let eos = self.config.append_eos.then(|| tok.eos());
         examples
             .iter()
-            .filter_map(|e| Encoded::new(self.tokenizer, e, eos, self.config.max_seq_len))
+            .filter_map(|e| Encoded::new(tok, e, eos, self.config.max_seq_len))
             .collect()
     }
 
@@ -212,6 +228,17 @@ impl<'m> Trainer<'m> {
         eval: &[Example],
         on_event: impl FnMut(&TrainEvent),
     ) -> Result<TrainReport, TrainError> {
+        self.fit_encoded(adapter, &self.encode(train), &self.encode(eval), on_event)
+    }
+
+    /// [`Trainer::fit`] on tokenized examples.
+    pub fn fit_encoded(
+        &self,
+        adapter: &mut dyn Trainable,
+        train: &[Encoded],
+        eval: &[Encoded],
+        mut on_event: impl FnMut(&TrainEvent),
+    ) -> Result<TrainReport, TrainError> {
         let c = &self.config;
         if c.batch_size == 0 || c.grad_accum == 0 || !(c.lr.is_finite() && c.lr > 0.0) {
             return Err(TrainError::Config(format!(
@@ -232,18 +259,6 @@ impl<'m> Trainer<'m> {
         if adapter.param_sets().iter().all(|p| p.is_empty()) {
             return Err(TrainError::NoParameters);
         }
-        self.fit_encoded(adapter, &self.encode(train), &self.encode(eval), on_event)
-    }
-
-    /// [`Trainer::fit`] on tokenized examples.
-    pub fn fit_encoded(
-        &self,
-        adapter: &mut dyn Trainable,
-        train: &[Encoded],
-        eval: &[Encoded],
-        mut on_event: impl FnMut(&TrainEvent),
-    ) -> Result<TrainReport, TrainError> {
-        let c = &self.config;
         if train.is_empty() {
             return Err(TrainError::NoExamples);
         }
@@ -271,7 +286,7 @@ impl<'m> Trainer<'m> {
             .map(|_| AdamW::new(c.adamw.clone()))
             .collect();
         let mut rng = ChaCha8Rng::seed_from_u64(c.seed);
-        let pad = self.tokenizer.eos();
+        let pad = self.pad;
         let mut report = TrainReport {
             steps: Vec::new(),
             evals: Vec::new(),
@@ -451,7 +466,7 @@ impl<'m> Trainer<'m> {
     /// Exact match is computed teacher-forced: greedy decoding reproduces a completion exactly
     /// when every completion token is the top-1 prediction given the ones before it.
     pub fn evaluate_encoded(&self, adapter: &dyn Trainable, examples: &[Encoded]) -> EvalReport {
-        let pad = self.tokenizer.eos();
+        let pad = self.pad;
         let (mut loss_sum, mut tokens, mut correct, mut exact) = (0f64, 0usize, 0usize, 0usize);
         for chunk in examples.chunks(self.config.batch_size.max(1)) {
             let batch = Batch::new(&chunk.iter().collect::<Vec<_>>(), pad);
