@@ -30,9 +30,10 @@ transformers runs the dequantized weights in fp32), which moves base logits by u
 
 Exit status 1 when, for any engine and prompt, the adapted top-1 differs from engram's while
 engram's adapted top-1 margin over its runner-up is > --margin (0.5 logits), or when the effect
-correlation is < --min-corr (0.9) on a prompt where engram's effect spans ≥ --min-effect logits
-(below that there is nothing to correlate but rounding noise; such prompts are reported and
-also enter the pooled correlation over all prompts, which must be ≥ --min-corr too).
+correlation is < --min-corr (0.9) on a prompt where engram's effect spans ≥ --min-effect (2.0)
+logits over those 20 ids. Below that the effect is comparable to the engines' own rounding
+differences (0.2-0.5 logits), so such prompts are reported but not gated one by one; they still
+enter the pooled correlation over all prompts, which must be ≥ --min-corr too.
 """
 
 import argparse
@@ -76,6 +77,8 @@ def llamacpp_worker(args):
             n_threads_batch=req["threads"],
             n_ctx=max(64, max_len),
             n_batch=max(64, max_len),
+            # llama-cpp-python copies logits into `scores` only with logits_all=True.
+            logits_all=True,
             verbose=False,
         )
         if lora:
@@ -183,7 +186,7 @@ def main():
     ap.add_argument("--prompt", action="append", help="replace the built-in prompts (repeatable)")
     ap.add_argument("--margin", type=float, default=0.5)
     ap.add_argument("--min-corr", type=float, default=0.9)
-    ap.add_argument("--min-effect", type=float, default=0.25)
+    ap.add_argument("--min-effect", type=float, default=2.0)
     ap.add_argument("--json-out", help="write the summary here (default: DIR/verify_adapter.json)")
     a = ap.parse_args()
 
@@ -304,8 +307,10 @@ def main():
         margin = float(e_ad[i][order[0]] - e_ad[i][order[1]])
         eff = e_ad[i][order[:TOPK]] - e_base[i][order[:TOPK]]
         span = float(eff.max() - eff.min())
+        ob = np.argsort(-e_base[i])
         row = {"prompt": p, "tokens": tokens[i],
-               "engram": {"top1_base": int(np.argmax(e_base[i])), "top1_adapted": int(order[0]),
+               "engram": {"top1_base": int(ob[0]), "top1_adapted": int(order[0]),
+                          "base_margin": float(e_base[i][ob[0]] - e_base[i][ob[1]]),
                           "adapted_margin": margin, "effect_span": span,
                           "effect_max_abs": float(np.max(np.abs(eff)))}}
         for k, d in other.items():
@@ -320,6 +325,13 @@ def main():
                     failures.append(f"{k}: {p!r}: effect correlation {c['effect_corr']:.3f} "
                                     f"< {a.min_corr}")
             row[k] = c
+        if "peft" in other and "llamacpp" in other and other["llamacpp"]["adapted"]:
+            # The two other engines against each other, on the same ids.
+            pe = other["peft"]["adapted"][i][order[:TOPK]] - other["peft"]["base"][i][order[:TOPK]]
+            le = (other["llamacpp"]["adapted"][i][order[:TOPK]]
+                  - other["llamacpp"]["base"][i][order[:TOPK]])
+            row["peft_vs_llamacpp"] = {"effect_corr": pearson(pe, le),
+                                       "effect_max_abs_diff": float(np.max(np.abs(pe - le)))}
         per_prompt.append(row)
     pooled_corr = {k: pearson(x, y) for k, (x, y) in pooled.items() if x}
     for k, c in pooled_corr.items():
@@ -340,6 +352,10 @@ def main():
                   f"{c.get('effect_corr', float('nan')):>10.4f}"
                   f"{c.get('effect_max_abs_diff', float('nan')):>11.3f}"
                   f"{row['engram']['effect_span']:>10.2f}{row['engram']['adapted_margin']:>8.2f}")
+        if "peft_vs_llamacpp" in row:
+            c = row["peft_vs_llamacpp"]
+            print(f"{'':<42}{'PEFT~llama.cpp':<15}{'':>29}{c['effect_corr']:>10.4f}"
+                  f"{c['effect_max_abs_diff']:>11.3f}")
     print("pooled effect correlation: " + ", ".join(f"{names[k]} {c:.4f}" for k, c in pooled_corr.items()))
     for k, d in other.items():
         if d.get("tokens_match_engram") is not None:

@@ -15,8 +15,9 @@ Usage: scripts/verify_adapter.sh [--adapter-dir DIR | --train DIR] [-- verify_ad
   -h, --help         this text; \`--\` passes the rest to verify_adapter.py (see its --help)
 
 Environment:
-  ENGRAM_LLAMACPP_VENV  llama-cpp-python venv (default: <repo>/.venv-llamacpp; built by
-                        \`scripts/compare_llamacpp.sh --setup\` when missing)
+  ENGRAM_LLAMACPP_VENV  llama-cpp-python venv (default: <repo>/.venv-llamacpp, or the main
+                        worktree's when this is a git worktree; built by
+                        \`scripts/compare_llamacpp.sh --setup\` (~15 min) when neither has one)
   PEFT_VENV             the PEFT venv (default: <repo>/.venv-peft; scripts/setup_peft_venv.sh)
   CARGO_TARGET_DIR      where cargo builds engram (default: <repo>/target)
   ENGRAM_BIN            an already built engram binary (skips the cargo build)
@@ -53,7 +54,15 @@ TARGET=${CARGO_TARGET_DIR:-$REPO/target}
 # 1. The two Python venvs.
 "$REPO/scripts/setup_peft_venv.sh"
 PEFT_PY=${PEFT_VENV:-$REPO/.venv-peft}/bin/python
+# The llama.cpp venv: $ENGRAM_LLAMACPP_VENV, else this checkout's .venv-llamacpp, else (in a
+# git worktree) the main worktree's, so that a worktree reuses the ~15-minute build.
 LLAMA_VENV=${ENGRAM_LLAMACPP_VENV:-$REPO/.venv-llamacpp}
+if [[ -z ${ENGRAM_LLAMACPP_VENV:-} ]] && ! "$LLAMA_VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
+    MAIN_TREE=$(dirname "$(git -C "$REPO" rev-parse --path-format=absolute --git-common-dir 2>/dev/null || echo .)")
+    if "$MAIN_TREE/.venv-llamacpp/bin/python" -c "import llama_cpp" 2>/dev/null; then
+        LLAMA_VENV=$MAIN_TREE/.venv-llamacpp
+    fi
+fi
 if ! "$LLAMA_VENV/bin/python" -c "import llama_cpp, numpy" 2>/dev/null; then
     if [[ -z ${ENGRAM_LLAMACPP_VENV:-} ]]; then
         say "no llama-cpp-python in $LLAMA_VENV: building it (scripts/compare_llamacpp.sh --setup, ~15 min)"
