@@ -5,5 +5,6 @@
 
 pub use engram_runtime as runtime;
 
+pub mod cl;
 pub mod compose;
 pub mod train;
