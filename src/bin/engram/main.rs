@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+
+mod cl_bench;
 use engram::runtime::backend;
 use engram::runtime::engine::Engine;
 use engram::runtime::fetch::resolve_model;
@@ -86,6 +88,8 @@ enum Command {
     },
     /// Print the model path (fetching the model into the cache if needed).
     ModelPath,
+    /// Continual-learning benchmark (Split-Digits, Split-Fashion-MNIST): accuracy tables.
+    ClBench(cl_bench::ClBenchArgs),
 }
 
 #[derive(Args)]
@@ -176,6 +180,7 @@ fn run(cli: Cli) -> Result<()> {
             let _ = writeln!(std::io::stdout(), "{}", file.summary());
         }
         Command::ModelPath => println!("{}", resolve_model(None)?.display()),
+        Command::ClBench(args) => cl_bench::cl_bench(args)?,
         Command::Generate {
             run,
             prompt,

@@ -16,6 +16,8 @@ mod distill;
 mod icarl;
 mod regularize;
 mod replay;
+#[cfg(test)]
+mod tests;
 
 pub use distill::{Lwf, MomentumKd};
 pub use icarl::Icarl;
