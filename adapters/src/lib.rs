@@ -5,6 +5,7 @@
 
 pub use engram_runtime as runtime;
 
+pub mod cl;
 pub mod compose;
 pub mod lora;
 pub mod prompt;

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 
+mod cl_bench;
 mod train;
 use engram::adapters::lora::Lora;
 use engram::runtime::backend;
@@ -97,6 +98,8 @@ enum Command {
     Train(train::TrainArgs),
     /// LoRA training throughput and peak memory (vs. the planner's estimate).
     TrainBench(train::TrainBenchArgs),
+    /// Continual-learning benchmark (Split-Digits, Split-Fashion-MNIST): accuracy tables.
+    ClBench(cl_bench::ClBenchArgs),
 }
 
 #[derive(Args)]
@@ -209,6 +212,7 @@ fn run(cli: Cli) -> Result<()> {
             let _ = writeln!(std::io::stdout(), "{}", file.summary());
         }
         Command::ModelPath => println!("{}", resolve_model(None)?.display()),
+        Command::ClBench(args) => cl_bench::cl_bench(args)?,
         Command::Generate {
             run,
             adapter,
