@@ -19,7 +19,8 @@ use engram::backend;
 /// Options of `engram cl-bench`.
 #[derive(Args)]
 pub struct ClBenchArgs {
-    /// Stream: `digits` (Split-Digits) or `fashion` (Split-Fashion-MNIST).
+    /// Stream: `digits` (Split-Digits), `fashion` (Split-Fashion-MNIST) or `fortunes` (the
+    /// language-model track: LoRA on SmolLM2 over fortune categories, naive vs ER).
     #[arg(long, default_value = "digits")]
     stream: String,
     /// Seeds per configuration (0..N).
@@ -53,6 +54,18 @@ pub struct ClBenchArgs {
     /// Also write the markdown tables to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// LM track: fortune categories in training order.
+    #[arg(long, value_delimiter = ',', default_value = "science,computers,food")]
+    categories: Vec<String>,
+    /// LM track: optimizer steps per category.
+    #[arg(long, default_value_t = 24)]
+    lm_steps: usize,
+    /// LM track: llama.cpp reference logits (top-1 retention).
+    #[arg(long, default_value = "../shared/reference/logits_public.json")]
+    reference: PathBuf,
+    /// LM track: the GGUF model (default: $ENGRAM_MODEL, the cache, or a pip fetch).
+    #[arg(long)]
+    model: Option<PathBuf>,
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -68,6 +81,9 @@ fn load_stream(name: &str) -> Result<Stream> {
 
 /// Runs the benchmark (or the tuning grid) and prints markdown tables.
 pub fn cl_bench(args: ClBenchArgs) -> Result<()> {
+    if args.stream == "fortunes" {
+        return lm_track(&args);
+    }
     let stream = load_stream(&args.stream)?;
     let mode = match args.mode.as_str() {
         "online" => Mode::Online,
@@ -190,7 +206,7 @@ fn tables(
             let col = |f: &dyn Fn(&AccuracyMatrix) -> Option<f32>| -> String {
                 let v: Option<Vec<f64>> =
                     results.iter().map(|r| f(pick(r)).map(f64::from)).collect();
-                v.map_or("—".into(), |v| summarize(&v, 100.0))
+                v.map_or("—".into(), |v| summarize(&v, 100.0, 1))
             };
             let secs: Vec<f64> = results.iter().map(|r| r.seconds).collect();
             let _ = writeln!(
@@ -221,4 +237,80 @@ fn tables(
         .collect();
     let _ = writeln!(md, "\nHyper-parameters (frozen): {}.", hp.join("; "));
     md
+}
+
+/// The LM track: naive fine-tuning vs ER at the same compute, `--seeds` seeds each.
+fn lm_track(args: &ClBenchArgs) -> Result<()> {
+    use engram::adapters::cl::lm::{self, LmConfig, LmResult, LmStrategy};
+    let path = engram::resolve_model(args.model.as_deref())?;
+    let engine = engram::Engine::load(path, &backend::cpu().autodiff(), 0)?;
+    let refs: Vec<(String, u32)> = {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&args.reference)?)?;
+        v.as_array()
+            .ok_or("reference file is not a JSON array")?
+            .iter()
+            .filter_map(|p| {
+                let prompt = p.get("prompt")?.as_str()?.to_owned();
+                let top = p.get("top20")?.get(0)?.get(0)?.as_u64()? as u32;
+                Some((prompt, top))
+            })
+            .collect()
+    };
+    let dir = data::data_dir()?;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n### LM track: LoRA on SmolLM2-135M over fortunes {:?}, {} steps x 4 sequences per category, {} seeds\n",
+        args.categories, args.lm_steps, args.seeds
+    );
+    let _ = writeln!(md, "| strategy | forgetting (nats/token) | final held-out loss per category | top-1 agreement with llama.cpp (base → end) | s/run |");
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    let mut forgetting: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (name, strategy) in [("naive", LmStrategy::Naive), ("er (M=64)", LmStrategy::Er)] {
+        let mut runs: Vec<LmResult> = Vec::new();
+        for seed in 0..args.seeds {
+            let cfg = LmConfig {
+                categories: args.categories.clone(),
+                train_per_category: 96,
+                test_per_category: 24,
+                steps_per_category: args.lm_steps,
+                batch: 4,
+                buffer: 64,
+                lr: 2e-3,
+                max_len: 48,
+                rank: 8,
+                seed,
+            };
+            let r = lm::run_lm(&engine, &dir, &cfg, strategy, &refs, |l| eprintln!("{name} seed {seed} {l}"))?;
+            eprintln!("{name} seed {seed}: forgetting {:.4} nats/token, {:.0}s", r.forgetting(), r.seconds);
+            runs.push(r);
+        }
+        let f: Vec<f64> = runs.iter().map(|r| f64::from(r.forgetting())).collect();
+        let last = &runs[0];
+        let final_row: Vec<String> = last.nll.last().map_or(vec![], |r| r.iter().map(|v| format!("{v:.3}")).collect());
+        let secs: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} (base {}) | {:.2} → {:.2} | {:.0} |",
+            summarize(&f, 1.0, 3),
+            final_row.join(" / "),
+            last.base_nll.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(" / "),
+            last.base_top1,
+            last.top1.last().copied().unwrap_or(0.0),
+            iqm(&secs)
+        );
+        let _ = writeln!(md, "\nheld-out loss matrix, seed 0 (row: after category i):\n```");
+        for row in &last.nll {
+            let _ = writeln!(md, "{}", row.iter().map(|v| format!("{v:.3}")).collect::<Vec<_>>().join(" "));
+        }
+        let _ = writeln!(md, "```\n");
+        forgetting.insert(if strategy == LmStrategy::Naive { "naive" } else { "er" }, f);
+    }
+    let (n, e) = (iqm(&forgetting["naive"]), iqm(&forgetting["er"]));
+    let _ = writeln!(md, "ER forgetting / naive forgetting = {:.2} (goal ≤ 0.33).", e / n);
+    print!("{md}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &md)?;
+    }
+    Ok(())
 }
