@@ -12,7 +12,9 @@ use engram::backend;
 const DIM: usize = 784;
 
 fn rows(n: usize) -> Vec<f32> {
-    (0..n * DIM).map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0).collect()
+    (0..n * DIM)
+        .map(|i| ((i * 2654435761) % 1000) as f32 / 1000.0)
+        .collect()
 }
 
 fn insert(c: &mut Criterion) {
@@ -91,9 +93,7 @@ fn strategy_step(c: &mut Criterion) {
             dim: DIM,
         };
         l.train_task(0, &warm, &[0, 1]);
-        g.bench_function(kind.name(), |b| {
-            b.iter(|| l.step(&x, &y, 1).unwrap())
-        });
+        g.bench_function(kind.name(), |b| b.iter(|| l.step(&x, &y, 1).unwrap()));
     }
     g.finish();
 }

@@ -382,9 +382,13 @@ pub fn distillation(student: Tensor<2>, teacher: Tensor<2>, cols: &[u32], t: f32
         (student, teacher)
     } else {
         let ids: Vec<i64> = cols.iter().map(|&k| i64::from(k)).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(ids, [cols.len()]), &student.device());
+        let idx =
+            Tensor::<1, Int>::from_data(TensorData::new(ids, [cols.len()]), &student.device());
         let tidx = Tensor::<1, Int>::from_data(
-            TensorData::new(cols.iter().map(|&k| i64::from(k)).collect::<Vec<_>>(), [cols.len()]),
+            TensorData::new(
+                cols.iter().map(|&k| i64::from(k)).collect::<Vec<_>>(),
+                [cols.len()],
+            ),
             &teacher.device(),
         );
         (student.select(1, idx), teacher.select(1, tidx))

@@ -154,7 +154,10 @@ pub fn run_lm(
     let mut test: Vec<Vec<Encoded>> = Vec::new();
     for c in &cfg.categories {
         let all = load_fortunes(data_dir, c)?;
-        let ex: Vec<Example> = all.iter().map(|f| Example::new(PROMPT, f.clone())).collect();
+        let ex: Vec<Example> = all
+            .iter()
+            .map(|f| Example::new(PROMPT, f.clone()))
+            .collect();
         let enc = trainer.encode(&ex);
         let n_test = cfg.test_per_category.min(enc.len() / 2);
         // Deterministic split: every other fortune from the start is held out.

@@ -63,9 +63,7 @@ impl AccuracyMatrix {
         if t < 2 {
             return None;
         }
-        let f: Vec<f32> = (1..t)
-            .map(|j| self.rows[j - 1][j] - self.init[j])
-            .collect();
+        let f: Vec<f32> = (1..t).map(|j| self.rows[j - 1][j] - self.init[j]).collect();
         Some(mean(&f))
     }
 }
