@@ -10,7 +10,7 @@
 
 use engram::adapters::cl::data;
 use engram::adapters::cl::persist;
-use engram::adapters::cl::protocol::{self, HParams, Mode, RunConfig, StrategyKind};
+use engram::adapters::cl::protocol::{self, Mode, RunConfig, StrategyKind};
 use engram::adapters::cl::{checkpoint, learner::Learner};
 use engram::backend;
 
@@ -45,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: 0,
         hp: protocol::committed_hparams()
             .remove("er")
-            .unwrap_or(HParams::default()),
+            .unwrap_or_default(),
     };
     let device = backend::cpu().autodiff();
     let ckpt = std::env::temp_dir().join(format!("engram-continual-{}", std::process::id()));

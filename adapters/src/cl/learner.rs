@@ -254,15 +254,15 @@ impl Learner {
         for p in self.pieces.iter_mut() {
             p.after_step(&after);
         }
-        if !self.pieces.iter().any(|p| p.manages_buffer()) {
-            if let Some(buf) = self.buffer.as_mut() {
-                let z = (buf.n_logits() > 0).then(|| to_vec(logits.inner()));
-                let c = buf.n_logits();
-                for (i, &label) in y.iter().enumerate() {
-                    let zi = z.as_ref().map(|z| &z[i * c..(i + 1) * c]);
-                    buf.insert(&x[i * dim..(i + 1) * dim], label, task, zi)
-                        .expect("rows checked against the model's widths");
-                }
+        if !self.pieces.iter().any(|p| p.manages_buffer())
+            && let Some(buf) = self.buffer.as_mut()
+        {
+            let z = (buf.n_logits() > 0).then(|| to_vec(logits.inner()));
+            let c = buf.n_logits();
+            for (i, &label) in y.iter().enumerate() {
+                let zi = z.as_ref().map(|z| &z[i * c..(i + 1) * c]);
+                buf.insert(&x[i * dim..(i + 1) * dim], label, task, zi)
+                    .expect("rows checked against the model's widths");
             }
         }
         Ok(value)
