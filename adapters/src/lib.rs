@@ -6,4 +6,5 @@
 pub use engram_runtime as runtime;
 
 pub mod compose;
+pub mod edit;
 pub mod train;

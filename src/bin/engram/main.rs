@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod edit;
+
 use clap::{Args, Parser, Subcommand};
 use engram::runtime::backend;
 use engram::runtime::engine::Engine;
@@ -86,6 +88,8 @@ enum Command {
     },
     /// Print the model path (fetching the model into the cache if needed).
     ModelPath,
+    /// Edit facts (ROME, MEMIT, AlphaEdit, GRACE) from a JSONL file and report the metrics.
+    Edit(edit::EditArgs),
 }
 
 #[derive(Args)]
@@ -232,6 +236,7 @@ fn run(cli: Cli) -> Result<()> {
             runs,
             json,
         } => bench(&run, prompt_tokens, gen_tokens, runs, json)?,
+        Command::Edit(args) => edit::run(args)?,
     }
     Ok(())
 }
