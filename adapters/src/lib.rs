@@ -5,6 +5,11 @@
 
 pub use engram_runtime as runtime;
 
+pub mod cl;
 pub mod compose;
 pub mod edit;
+pub mod lora;
+pub mod prompt;
+pub mod registry;
 pub mod train;
+pub mod trainer;

@@ -80,16 +80,27 @@ impl AdamW {
     /// Bytes of optimizer state per scalar parameter (two f32 moments).
     pub const STATE_BYTES_PER_SCALAR: usize = 8;
 
-    /// One update of `params` with `grads` at learning rate `lr`.
+    /// One update of `params` with `grads` at learning rate `lr`, clipping by their own norm.
     pub fn step(&mut self, params: &mut ParamSet, grads: &Grads, lr: f32) -> StepOutcome {
         let norm = grads.norm();
         if !norm.is_finite() {
             return StepOutcome::SkippedNonFinite;
         }
-        let clip = match self.config.max_grad_norm {
+        self.apply(params, grads, lr, self.clip_factor(norm));
+        StepOutcome::Applied { grad_norm: norm }
+    }
+
+    /// The factor that brings a global gradient norm `norm` under `max_grad_norm`.
+    pub fn clip_factor(&self, norm: f32) -> f32 {
+        match self.config.max_grad_norm {
             Some(max) if norm > max => max / (norm + 1e-6),
             _ => 1.0,
-        };
+        }
+    }
+
+    /// One update with gradients pre-multiplied by `clip` (when several parameter sets share
+    /// one global norm). The caller has checked that the gradients are finite.
+    pub fn apply(&mut self, params: &mut ParamSet, grads: &Grads, lr: f32, clip: f32) {
         if self.m.len() < params.len() {
             self.m.resize(params.len(), None);
             self.v.resize(params.len(), None);
@@ -116,6 +127,5 @@ impl AdamW {
             self.m[id.0] = Some(m);
             self.v[id.0] = Some(v);
         }
-        StepOutcome::Applied { grad_norm: norm }
     }
 }
