@@ -4,3 +4,11 @@
 #![warn(missing_docs)]
 
 pub use engram_runtime as runtime;
+
+pub mod cl;
+pub mod compose;
+pub mod lora;
+pub mod prompt;
+pub mod registry;
+pub mod train;
+pub mod trainer;

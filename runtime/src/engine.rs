@@ -7,7 +7,7 @@ use std::sync::Arc;
 use burn::tensor::Device;
 
 use crate::cpu::CpuContext;
-use crate::generate::{self, GenerateError, GenerateOptions, Generation};
+use crate::generate::{self, Adaptation, GenerateError, GenerateOptions, Generation};
 use crate::model::chat::{ChatError, ChatMessage, ChatTemplate};
 use crate::model::llama::{Llama, ModelError};
 use crate::model::tokenizer::{Tokenizer, TokenizerError};
@@ -101,8 +101,20 @@ impl Engine {
         opts: &GenerateOptions,
         on_text: impl FnMut(&str),
     ) -> Result<(String, Generation), EngineError> {
+        self.complete_with(prompt, opts, Adaptation::default(), on_text)
+    }
+
+    /// [`Engine::complete`] through an adapter and/or a soft prompt. The adaptation is named per
+    /// call: the engine holds no "current adapter" that another call could switch underneath.
+    pub fn complete_with(
+        &self,
+        prompt: &str,
+        opts: &GenerateOptions,
+        adaptation: Adaptation<'_>,
+        on_text: impl FnMut(&str),
+    ) -> Result<(String, Generation), EngineError> {
         let tokens = self.encode(prompt);
-        self.continue_tokens(&tokens, opts, on_text)
+        self.continue_tokens_with(&tokens, opts, adaptation, on_text)
     }
 
     /// Answers a conversation rendered with the file's chat template.
@@ -121,6 +133,17 @@ impl Engine {
         &self,
         prompt: &[u32],
         opts: &GenerateOptions,
+        on_text: impl FnMut(&str),
+    ) -> Result<(String, Generation), EngineError> {
+        self.continue_tokens_with(prompt, opts, Adaptation::default(), on_text)
+    }
+
+    /// [`Engine::continue_tokens`] through an adapter and/or a soft prompt.
+    pub fn continue_tokens_with(
+        &self,
+        prompt: &[u32],
+        opts: &GenerateOptions,
+        adaptation: Adaptation<'_>,
         mut on_text: impl FnMut(&str),
     ) -> Result<(String, Generation), EngineError> {
         let mut opts = opts.clone();
@@ -130,7 +153,7 @@ impl Engine {
         }
         let mut stream = self.tokenizer.stream_decoder();
         let mut text = String::new();
-        let generation = generate::generate(&self.model, prompt, &opts, |id| {
+        let generation = generate::generate_with(&self.model, prompt, &opts, adaptation, |id| {
             if self.tokenizer.is_control(id) {
                 return ControlFlow::Continue(());
             }
@@ -149,8 +172,17 @@ impl Engine {
 
     /// The logits at the last position of `prompt` (special tokens parsed), with its token ids.
     pub fn last_logits(&self, prompt: &str) -> Result<(Vec<u32>, Vec<f32>), EngineError> {
+        self.last_logits_with(prompt, Adaptation::default())
+    }
+
+    /// [`Engine::last_logits`] through an adapter and/or a soft prompt.
+    pub fn last_logits_with(
+        &self,
+        prompt: &str,
+        adaptation: Adaptation<'_>,
+    ) -> Result<(Vec<u32>, Vec<f32>), EngineError> {
         let tokens = self.encode(prompt);
-        let logits = generate::last_logits(&self.model, &tokens)?;
+        let logits = generate::last_logits_with(&self.model, &tokens, adaptation)?;
         Ok((tokens, logits))
     }
 }

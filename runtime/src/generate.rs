@@ -8,7 +8,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::model::kv_cache::{ContextFull, KvCache};
-use crate::model::llama::{Llama, Logits};
+use burn::tensor::Tensor;
+
+use crate::model::llama::{LinearAdapter, Llama, Logits};
 
 /// How the next token is chosen from the logits.
 #[derive(Clone, Debug, PartialEq)]
@@ -201,25 +203,92 @@ pub enum GenerateError {
     },
 }
 
+/// What a forward pass adds to the frozen base: a linear adapter (LoRA, edits) and/or a soft
+/// prompt prepended to the input embeddings (prompt tuning). `Adaptation::default()` is the base.
+#[derive(Clone, Copy, Default)]
+pub struct Adaptation<'a> {
+    /// Deltas added to the frozen projections.
+    pub linear: Option<&'a dyn LinearAdapter>,
+    /// Virtual-token embeddings `(n_virtual, d_model)` placed before the prompt.
+    pub prefix: Option<&'a Tensor<2>>,
+}
+
+impl<'a> Adaptation<'a> {
+    /// Only a linear adapter.
+    pub fn linear(adapter: &'a dyn LinearAdapter) -> Self {
+        Self {
+            linear: Some(adapter),
+            prefix: None,
+        }
+    }
+
+    /// Positions the prefix takes in the context.
+    pub fn prefix_len(&self) -> usize {
+        self.prefix.map_or(0, |p| p.dims()[0])
+    }
+
+    /// Logits of `tokens` (`batch` rows) with this adaptation; with a prefix, the logits of the
+    /// prefix positions are not returned (`Logits::All` gives `(batch, t, n_vocab)`).
+    pub fn forward(
+        &self,
+        model: &Llama,
+        tokens: &[u32],
+        batch: usize,
+        cache: Option<&mut KvCache>,
+        logits: Logits,
+    ) -> Result<Tensor<3>, ContextFull> {
+        let Some(prefix) = self.prefix else {
+            return model.forward(tokens, batch, cache, self.linear, logits);
+        };
+        let [n, d] = prefix.dims();
+        let x = model.embed(tokens, batch);
+        let t = x.dims()[1];
+        let p = prefix.clone().reshape([1, n, d]).repeat_dim(0, batch);
+        let y = model.forward_embeddings(Tensor::cat(vec![p, x], 1), cache, self.linear, logits)?;
+        Ok(match logits {
+            Logits::Last => y,
+            Logits::All => {
+                let v = y.dims()[2];
+                y.slice([0..batch, n..n + t, 0..v])
+            }
+        })
+    }
+}
+
 /// Generates up to `opts.max_new_tokens` after `prompt`, calling `on_token` with each new token
 /// as soon as it is chosen; `on_token` returning `ControlFlow::Break` stops early.
 pub fn generate(
     model: &Llama,
     prompt: &[u32],
     opts: &GenerateOptions,
+    on_token: impl FnMut(u32) -> ControlFlow<()>,
+) -> Result<Generation, GenerateError> {
+    generate_with(model, prompt, opts, Adaptation::default(), on_token)
+}
+
+/// [`generate`] through an adapter and/or soft prompt.
+pub fn generate_with(
+    model: &Llama,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    adaptation: Adaptation<'_>,
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generation, GenerateError> {
     check_prompt(model, prompt)?;
     let capacity = opts.context.min(model.config().n_ctx_train).max(1);
     let mut cache = model.new_cache(1, capacity);
     cache
-        .reserve(prompt.len())
+        .reserve(prompt.len() + adaptation.prefix_len())
         .map_err(GenerateError::PromptTooLong)?;
     let mut sampler = Sampler::new(opts.sampling.clone());
 
     let start = Instant::now();
-    let mut next =
-        step(model, &mut cache, prompt, &mut sampler).map_err(GenerateError::PromptTooLong)?;
+    let mut next = step(model, &mut cache, prompt, adaptation, &mut sampler)
+        .map_err(GenerateError::PromptTooLong)?;
+    let decode = Adaptation {
+        prefix: None,
+        ..adaptation
+    };
     let prefill_time = start.elapsed();
     let start = Instant::now();
     let mut tokens = Vec::new();
@@ -234,7 +303,7 @@ pub fn generate(
         if tokens.len() >= opts.max_new_tokens {
             break StopReason::MaxTokens;
         }
-        match step(model, &mut cache, &[next], &mut sampler) {
+        match step(model, &mut cache, &[next], decode, &mut sampler) {
             Ok(t) => next = t,
             Err(_) => break StopReason::ContextFull,
         }
@@ -253,9 +322,10 @@ fn step(
     model: &Llama,
     cache: &mut KvCache,
     tokens: &[u32],
+    adaptation: Adaptation<'_>,
     sampler: &mut Sampler,
 ) -> Result<u32, ContextFull> {
-    let logits = model.forward(tokens, 1, Some(cache), None, Logits::Last)?;
+    let logits = adaptation.forward(model, tokens, 1, Some(cache), Logits::Last)?;
     let logits = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
     Ok(sampler.sample(&logits))
 }
@@ -275,9 +345,18 @@ fn check_prompt(model: &Llama, tokens: &[u32]) -> Result<(), GenerateError> {
 /// The logits of the last position of `tokens` (one sequence, no cache): for parity checks and
 /// scoring.
 pub fn last_logits(model: &Llama, tokens: &[u32]) -> Result<Vec<f32>, GenerateError> {
+    last_logits_with(model, tokens, Adaptation::default())
+}
+
+/// [`last_logits`] through an adapter and/or soft prompt.
+pub fn last_logits_with(
+    model: &Llama,
+    tokens: &[u32],
+    adaptation: Adaptation<'_>,
+) -> Result<Vec<f32>, GenerateError> {
     check_prompt(model, tokens)?;
-    let logits = model
-        .forward(tokens, 1, None, None, Logits::Last)
+    let logits = adaptation
+        .forward(model, tokens, 1, None, Logits::Last)
         .map_err(GenerateError::PromptTooLong)?;
     Ok(logits.into_data().try_to_vec::<f32>().expect("f32 logits"))
 }

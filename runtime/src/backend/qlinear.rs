@@ -38,6 +38,7 @@ struct Inner {
     n_out: usize, // rows of W
     n_in: usize,  // weights per row
     cpu: Arc<CpuContext>,
+    f32_activations: bool,
     /// The blocks uploaded to each GPU device this weight has run on (uploaded once, kept).
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     device_blocks: super::cube::DeviceBlocks,
@@ -74,10 +75,36 @@ impl QWeight {
                 n_out,
                 n_in,
                 cpu,
+                f32_activations: false,
                 #[cfg(any(feature = "wgpu", feature = "cuda"))]
                 device_blocks: Default::default(),
             }),
         }
+    }
+
+    /// The same weight, with the forward product computed on f32 activations against the
+    /// blocks dequantized on the fly (`on`), or on activations quantized to 8-bit blocks the
+    /// way llama.cpp does (`!on`, the default and the fast path). The f32 path is the exact
+    /// function whose gradient the backward pass computes; gradient checks use it.
+    pub fn with_f32_activations(&self, on: bool) -> QWeight {
+        let i = &self.inner;
+        QWeight {
+            inner: Arc::new(Inner {
+                view: i.view.clone(),
+                n_out: i.n_out,
+                n_in: i.n_in,
+                cpu: i.cpu.clone(),
+                f32_activations: on,
+                // A new weight value: on a GPU it uploads its (identical) blocks at first use.
+                #[cfg(any(feature = "wgpu", feature = "cuda"))]
+                device_blocks: Default::default(),
+            }),
+        }
+    }
+
+    /// Whether the forward product uses f32 activations.
+    pub fn f32_activations(&self) -> bool {
+        self.inner.f32_activations
     }
 
     /// Output features (rows of W).
@@ -136,6 +163,8 @@ impl QWeight {
             n_out,
             n_in,
             cpu,
+            f32_activations,
+            ..
         } = &*self.inner;
         assert_eq!(
             x.len(),
@@ -149,7 +178,11 @@ impl QWeight {
             "{}: output is not m × {n_out}",
             view.name()
         );
-        cpu.qmatmul(view.ty(), view.bytes(), *n_out, *n_in, x, m, y);
+        if *f32_activations {
+            cpu.qmatmul_f32(view.ty(), view.bytes(), *n_out, *n_in, x, m, y);
+        } else {
+            cpu.qmatmul(view.ty(), view.bytes(), *n_out, *n_in, x, m, y);
+        }
     }
 
     /// `dx (m × n_in) = dy (m × n_out) · W` on the CPU kernels (the input gradient).
@@ -159,6 +192,7 @@ impl QWeight {
             n_out,
             n_in,
             cpu,
+            ..
         } = &*self.inner;
         assert_eq!(
             dy.len(),

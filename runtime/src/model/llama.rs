@@ -18,7 +18,8 @@ use crate::cpu::CpuContext;
 use crate::model_file::{LoadError, ModelFile};
 
 /// The linear projections of a block, as named by adapters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Proj {
     /// Attention query (`attn_q`).
     Q,
@@ -216,6 +217,28 @@ impl Llama {
             rope_sin,
             attention: AttentionPrecision::default(),
         })
+    }
+
+    /// Computes every projection on f32 activations against the quantized blocks (`true`), or
+    /// on activations rounded to 8-bit blocks as llama.cpp does (`false`, the default: faster,
+    /// and what parity with llama.cpp is measured on). Gradients are the same either way (the
+    /// backward pass is the f32 transposed product); the f32 forward is the function they are
+    /// exact for.
+    pub fn set_f32_activations(&mut self, on: bool) {
+        for b in &mut self.blocks {
+            for w in [
+                &mut b.wq,
+                &mut b.wk,
+                &mut b.wv,
+                &mut b.wo,
+                &mut b.w_gate,
+                &mut b.w_up,
+                &mut b.w_down,
+            ] {
+                *w = w.with_f32_activations(on);
+            }
+        }
+        self.output = self.output.with_f32_activations(on);
     }
 
     /// Sets the precision of the attention products (f16 operands like llama.cpp by default;

@@ -6,4 +6,5 @@ pub mod config;
 pub mod kv_cache;
 pub mod llama;
 mod pretokenize;
+pub mod synthetic;
 pub mod tokenizer;

@@ -8,10 +8,14 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
+
+mod cl_bench;
+mod train;
+use engram::adapters::lora::Lora;
 use engram::runtime::backend;
 use engram::runtime::engine::Engine;
 use engram::runtime::fetch::resolve_model;
-use engram::runtime::generate::{GenerateOptions, SamplingParams};
+use engram::runtime::generate::{Adaptation, GenerateOptions, SamplingParams};
 use engram::runtime::model::chat::ChatMessage;
 use engram::runtime::model_file::ModelFile;
 
@@ -37,6 +41,8 @@ enum Command {
     Generate {
         #[command(flatten)]
         run: RunArgs,
+        #[command(flatten)]
+        adapter: AdapterArgs,
         /// The prompt (raw text; special tokens such as <|im_start|> are parsed).
         #[arg(long)]
         prompt: String,
@@ -57,6 +63,8 @@ enum Command {
     Logits {
         #[command(flatten)]
         run: RunArgs,
+        #[command(flatten)]
+        adapter: AdapterArgs,
         /// The prompt (special tokens parsed).
         #[arg(long)]
         prompt: String,
@@ -86,19 +94,47 @@ enum Command {
     },
     /// Print the model path (fetching the model into the cache if needed).
     ModelPath,
+    /// Train a LoRA adapter from JSONL prompt/completion pairs (writes PEFT + llama.cpp files).
+    Train(train::TrainArgs),
+    /// LoRA training throughput and peak memory (vs. the planner's estimate).
+    TrainBench(train::TrainBenchArgs),
+    /// Continual-learning benchmark (Split-Digits, Split-Fashion-MNIST): accuracy tables.
+    ClBench(cl_bench::ClBenchArgs),
 }
 
 #[derive(Args)]
-struct RunArgs {
+struct AdapterArgs {
+    /// A LoRA adapter to run with: a PEFT directory or a llama.cpp LoRA .gguf.
+    #[arg(long)]
+    lora: Option<PathBuf>,
+}
+
+impl AdapterArgs {
+    fn load(&self, engine: &Engine) -> Result<Option<Lora>> {
+        Ok(match &self.lora {
+            Some(p) => Some(Lora::load(engine.model(), p)?),
+            None => None,
+        })
+    }
+}
+
+fn adaptation(lora: &Option<Lora>) -> Adaptation<'_> {
+    lora.as_ref()
+        .map(|l| Adaptation::linear(l))
+        .unwrap_or_default()
+}
+
+#[derive(Args)]
+pub(crate) struct RunArgs {
     /// The GGUF file (default: $ENGRAM_MODEL, else the cache, else fetched with pip).
     #[arg(long)]
-    model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
     /// CPU threads for the kernels (0 = all cores).
     #[arg(long, default_value_t = 0)]
-    threads: usize,
+    pub(crate) threads: usize,
     /// Backend device: cpu (default CPU backend), flex, ndarray.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub(crate) device: String,
 }
 
 #[derive(Args)]
@@ -139,7 +175,7 @@ impl GenArgs {
     }
 }
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+pub(crate) type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 fn main() -> ExitCode {
     match run(Cli::parse()) {
@@ -176,15 +212,19 @@ fn run(cli: Cli) -> Result<()> {
             let _ = writeln!(std::io::stdout(), "{}", file.summary());
         }
         Command::ModelPath => println!("{}", resolve_model(None)?.display()),
+        Command::ClBench(args) => cl_bench::cl_bench(args)?,
         Command::Generate {
             run,
+            adapter,
             prompt,
             sampling,
         } => {
             let engine = load(&run)?;
+            let lora = adapter.load(&engine)?;
             let mut out = std::io::stdout();
             print!("{prompt}");
-            let (_, g) = engine.complete(&prompt, &sampling.options(), |piece| {
+            let opts = sampling.options();
+            let (_, g) = engine.complete_with(&prompt, &opts, adaptation(&lora), |piece| {
                 print!("{piece}");
                 let _ = out.flush();
             })?;
@@ -205,12 +245,14 @@ fn run(cli: Cli) -> Result<()> {
         } => chat(&load(&run)?, system, &sampling.options())?,
         Command::Logits {
             run,
+            adapter,
             prompt,
             top,
             json,
         } => {
             let engine = load(&run)?;
-            let (tokens, logits) = engine.last_logits(&prompt)?;
+            let lora = adapter.load(&engine)?;
+            let (tokens, logits) = engine.last_logits_with(&prompt, adaptation(&lora))?;
             let mut order: Vec<u32> = (0..logits.len() as u32).collect();
             order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
             order.truncate(top);
@@ -232,6 +274,8 @@ fn run(cli: Cli) -> Result<()> {
             runs,
             json,
         } => bench(&run, prompt_tokens, gen_tokens, runs, json)?,
+        Command::Train(args) => train::train(args)?,
+        Command::TrainBench(args) => train::train_bench(args)?,
     }
     Ok(())
 }

@@ -1,0 +1,316 @@
+//! PEFT's on-disk layout: `adapter_model.safetensors` + `adapter_config.json`, so that
+//! `PeftModel.from_pretrained(base, dir)` loads what engram trained, and engram loads PEFT's.
+//!
+//! Tensor names are PEFT's (`base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`).
+//! The GGUF converter permutes the rows of `q_proj`/`k_proj` for llama.cpp's RoPE layout
+//! (`(heads, d_head/2, 2)` instead of Hugging Face's `(heads, 2, d_head/2)`); engram trains in
+//! the GGUF order, so `lora_B` rows of q/k are permuted back on save and forward on load.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use engram_runtime::io::write_bytes_atomic;
+use engram_runtime::model::config::LlamaConfig;
+use engram_runtime::model::llama::{Llama, Proj};
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use super::{Lora, LoraConfig, LoraError};
+use crate::train::HostParams;
+
+/// File names inside an adapter directory.
+pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+/// The PEFT configuration file.
+pub const CONFIG_FILE: &str = "adapter_config.json";
+
+/// Reading or writing adapter files failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AdapterIoError {
+    /// The file system failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: io::Error,
+    },
+    /// `adapter_config.json` is not what PEFT writes for a LoRA adapter.
+    #[error("{path}: {what}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The weights file is not valid safetensors, or a tensor is missing or misshapen.
+    #[error("{path}: {what}")]
+    Weights {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        what: String,
+    },
+    /// The adapter does not fit the model.
+    #[error(transparent)]
+    Lora(#[from] LoraError),
+}
+
+/// PEFT's module path of a projection.
+fn peft_name(layer: usize, proj: Proj, ab: &str) -> String {
+    let group = match proj {
+        Proj::Q | Proj::K | Proj::V | Proj::O => "self_attn",
+        Proj::Gate | Proj::Up | Proj::Down => "mlp",
+    };
+    format!(
+        "base_model.model.model.layers.{layer}.{group}.{}.lora_{ab}.weight",
+        proj.hf_name()
+    )
+}
+
+/// Heads whose rows the GGUF converter permuted (q and k only).
+fn permuted_heads(c: &LlamaConfig, proj: Proj) -> Option<usize> {
+    match proj {
+        Proj::Q => Some(c.n_head),
+        Proj::K => Some(c.n_head_kv),
+        _ => None,
+    }
+}
+
+/// Reorders the rows of `b` (`n_out × r`): GGUF → HF when `to_hf`, HF → GGUF otherwise.
+fn permute_rows(b: &[f32], r: usize, heads: usize, to_hf: bool) -> Vec<f32> {
+    let n_out = b.len() / r;
+    let half = n_out / heads / 2;
+    let mut out = vec![0f32; b.len()];
+    for h in 0..heads {
+        for i in 0..half {
+            for j in 0..2 {
+                let gguf = h * 2 * half + i * 2 + j;
+                let hf = h * 2 * half + j * half + i;
+                let (src, dst) = if to_hf { (gguf, hf) } else { (hf, gguf) };
+                out[dst * r..(dst + 1) * r].copy_from_slice(&b[src * r..(src + 1) * r]);
+            }
+        }
+    }
+    out
+}
+
+impl Lora {
+    /// Writes `dir/adapter_model.safetensors` and `dir/adapter_config.json` (each atomically).
+    pub fn save_peft(
+        &self,
+        model: &Llama,
+        dir: &Path,
+        base_model: &str,
+    ) -> Result<(), AdapterIoError> {
+        let io_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| AdapterIoError::Io { path, source }
+        };
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let host = self.params.to_host();
+        let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
+        for (layer, proj, slot) in self.slots() {
+            let a = &host.values[slot.a.0];
+            let mut b = host.values[slot.b.0].clone();
+            if let Some(heads) = permuted_heads(model.config(), proj) {
+                b = permute_rows(&b, self.config.rank, heads, true);
+            }
+            let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+            tensors.push((
+                peft_name(layer, proj, "A"),
+                le(a),
+                vec![self.config.rank, slot.n_in],
+            ));
+            tensors.push((
+                peft_name(layer, proj, "B"),
+                le(&b),
+                vec![slot.n_out, self.config.rank],
+            ));
+        }
+        let views = tensors.iter().map(|(name, bytes, shape)| {
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytes).expect("sizes match");
+            (name.clone(), view)
+        });
+        let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
+        let wpath = dir.join(WEIGHTS_FILE);
+        let bytes =
+            safetensors::serialize(views, Some(meta)).map_err(|e| AdapterIoError::Weights {
+                path: wpath.clone(),
+                what: e.to_string(),
+            })?;
+        write_bytes_atomic(&wpath, &bytes).map_err(io_err(&wpath))?;
+
+        let c = &self.config;
+        let config = serde_json::json!({
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "base_model_name_or_path": base_model,
+            "r": c.rank,
+            "lora_alpha": c.alpha,
+            "lora_dropout": c.dropout,
+            "use_rslora": c.rslora,
+            "target_modules": c.targets.iter().map(|p| p.hf_name()).collect::<Vec<_>>(),
+            "layers_to_transform": c.layers.clone().map(|r| r.collect::<Vec<_>>()),
+            "bias": "none",
+            "fan_in_fan_out": false,
+            "init_lora_weights": true,
+            "inference_mode": true,
+            "modules_to_save": null,
+        });
+        let cpath = dir.join(CONFIG_FILE);
+        let text = serde_json::to_string_pretty(&config).expect("json");
+        write_bytes_atomic(&cpath, text.as_bytes()).map_err(io_err(&cpath))?;
+        Ok(())
+    }
+
+    /// Loads a PEFT LoRA adapter directory for `model`.
+    pub fn load_peft(model: &Llama, dir: &Path) -> Result<Lora, AdapterIoError> {
+        let config = read_config(&dir.join(CONFIG_FILE), model.config().n_layer)?;
+        let wpath = dir.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&wpath).map_err(|source| AdapterIoError::Io {
+            path: wpath.clone(),
+            source,
+        })?;
+        let bad = |what: String| AdapterIoError::Weights {
+            path: wpath.clone(),
+            what,
+        };
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let mut lora = Lora::new(model, config)?;
+        let mut host = lora.params.to_host();
+        let r = lora.config.rank;
+        let slots: Vec<_> = lora.slots().collect();
+        for (layer, proj, slot) in slots {
+            for (ab, id, shape) in [
+                ("A", slot.a, [r, slot.n_in]),
+                ("B", slot.b, [slot.n_out, r]),
+            ] {
+                let name = peft_name(layer, proj, ab);
+                let t = st
+                    .tensor(&name)
+                    .map_err(|_| bad(format!("missing tensor `{name}`")))?;
+                if t.shape() != shape {
+                    return Err(bad(format!(
+                        "`{name}`: shape {:?}, the model needs {shape:?}",
+                        t.shape()
+                    )));
+                }
+                let mut v = to_f32(t.dtype(), t.data()).ok_or_else(|| {
+                    bad(format!(
+                        "`{name}`: dtype {:?} (F32, F16, BF16 read)",
+                        t.dtype()
+                    ))
+                })?;
+                if ab == "B"
+                    && let Some(heads) = permuted_heads(model.config(), proj)
+                {
+                    v = permute_rows(&v, r, heads, false);
+                }
+                if v.iter().any(|x| !x.is_finite()) {
+                    return Err(bad(format!("`{name}` holds non-finite values")));
+                }
+                host.values[id.0] = v;
+            }
+        }
+        lora.params
+            .load_host(&host)
+            .map_err(|e| bad(e.to_string()))?;
+        Ok(lora)
+    }
+
+    /// The adapter's values on the host (for checkpoints and strategies).
+    pub fn to_host(&self) -> HostParams {
+        self.params.to_host()
+    }
+}
+
+fn read_config(path: &Path, n_layer: usize) -> Result<LoraConfig, AdapterIoError> {
+    let bad = |what: String| AdapterIoError::Config {
+        path: path.to_owned(),
+        what,
+    };
+    let text = std::fs::read_to_string(path).map_err(|source| AdapterIoError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if v["peft_type"] != "LORA" {
+        return Err(bad(format!(
+            "peft_type {}, expected \"LORA\"",
+            v["peft_type"]
+        )));
+    }
+    let rank = v["r"].as_u64().ok_or_else(|| bad("`r` missing".into()))? as usize;
+    let alpha = v["lora_alpha"].as_f64().unwrap_or(8.0) as f32;
+    let targets = match &v["target_modules"] {
+        serde_json::Value::Array(a) => {
+            let names: Vec<&str> = a.iter().filter_map(|x| x.as_str()).collect();
+            LoraConfig::parse_targets(&names.join(",")).map_err(|e| bad(e.to_string()))?
+        }
+        serde_json::Value::String(s) if s == "all-linear" => Proj::ALL.to_vec(),
+        other => return Err(bad(format!("target_modules {other} not understood"))),
+    };
+    let layers = match &v["layers_to_transform"] {
+        serde_json::Value::Null => None,
+        serde_json::Value::Array(a) => {
+            let l: Vec<usize> = a
+                .iter()
+                .filter_map(|x| x.as_u64())
+                .map(|x| x as usize)
+                .collect();
+            let (lo, hi) = (l.iter().min().copied(), l.iter().max().copied());
+            match (lo, hi) {
+                (Some(lo), Some(hi)) if hi - lo + 1 == l.len() && hi < n_layer => Some(lo..hi + 1),
+                _ => {
+                    return Err(bad(format!(
+                        "layers_to_transform {l:?}: a contiguous range of 0..{n_layer} is supported"
+                    )));
+                }
+            }
+        }
+        serde_json::Value::Number(n) => n.as_u64().map(|l| l as usize..l as usize + 1),
+        other => return Err(bad(format!("layers_to_transform {other} not understood"))),
+    };
+    Ok(LoraConfig {
+        rank,
+        alpha,
+        dropout: v["lora_dropout"].as_f64().unwrap_or(0.0) as f32,
+        targets,
+        layers,
+        rslora: v["use_rslora"].as_bool().unwrap_or(false),
+        seed: 0,
+    })
+}
+
+fn to_f32(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::permute_rows;
+
+    #[test]
+    fn row_permutation_round_trips_and_matches_the_converter() {
+        // 2 heads of d_head 4, r = 1: GGUF rows (h, i, j) hold HF rows (h, j, i).
+        let gguf: Vec<f32> = (0..8).map(|x| x as f32).collect();
+        let hf = permute_rows(&gguf, 1, 2, true);
+        assert_eq!(hf, vec![0.0, 2.0, 1.0, 3.0, 4.0, 6.0, 5.0, 7.0]);
+        assert_eq!(permute_rows(&hf, 1, 2, false), gguf);
+    }
+}

@@ -1,0 +1,137 @@
+//! Small random llama models written as GGUF files, for tests that need a model whose every
+//! number they control (gradient checks, error paths) without the real 135M file.
+
+use engram_kernels::GgmlType;
+use engram_kernels::quant::{
+    BlockQ4_0, BlockQ4_1, BlockQ8_0, quantize_row_q4_0_ref, quantize_row_q4_1_ref,
+    quantize_row_q8_0_ref,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use crate::format::{GgufBuilder, MetaValue};
+
+/// The shape of a synthetic llama model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TinyLlamaSpec {
+    /// Vocabulary size.
+    pub n_vocab: usize,
+    /// Model width (a multiple of 32 for the block types).
+    pub d_model: usize,
+    /// Blocks.
+    pub n_layer: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads.
+    pub n_head_kv: usize,
+    /// Feed-forward width (a multiple of 32).
+    pub d_ff: usize,
+    /// Trained context.
+    pub n_ctx: usize,
+}
+
+impl Default for TinyLlamaSpec {
+    fn default() -> Self {
+        Self {
+            n_vocab: 64,
+            d_model: 64,
+            n_layer: 2,
+            n_head: 4,
+            n_head_kv: 2,
+            d_ff: 96,
+            n_ctx: 64,
+        }
+    }
+}
+
+/// A GGUF file of a llama model with random weights of type `ty` (F32, Q8_0, Q4_0 or Q4_1),
+/// unit norms, and no tokenizer beyond the vocabulary size.
+///
+/// # Panics
+/// On another `ty`, or widths that are not multiples of 32.
+pub fn tiny_llama_gguf(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64) -> Vec<u8> {
+    let s = spec;
+    assert!(
+        s.d_model.is_multiple_of(32) && s.d_ff.is_multiple_of(32),
+        "widths must be multiples of 32"
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let d_kv = s.d_model / s.n_head * s.n_head_kv;
+    let arch = |k: &str| format!("llama.{k}");
+    let u = |v: usize| MetaValue::U32(v as u32);
+    let mut b = GgufBuilder::new()
+        .metadata("general.architecture", MetaValue::Str("llama".into()))
+        .metadata(arch("vocab_size"), u(s.n_vocab))
+        .metadata(arch("context_length"), u(s.n_ctx))
+        .metadata(arch("embedding_length"), u(s.d_model))
+        .metadata(arch("block_count"), u(s.n_layer))
+        .metadata(arch("feed_forward_length"), u(s.d_ff))
+        .metadata(arch("attention.head_count"), u(s.n_head))
+        .metadata(arch("attention.head_count_kv"), u(s.n_head_kv))
+        .metadata(
+            arch("attention.layer_norm_rms_epsilon"),
+            MetaValue::F32(1e-5),
+        )
+        .metadata(arch("rope.freq_base"), MetaValue::F32(10_000.0));
+    let mut matrix = |b: GgufBuilder, name: String, n_in: usize, n_out: usize| {
+        let scale = 1.0 / (n_in as f32).sqrt();
+        let w: Vec<f32> = (0..n_in * n_out)
+            .map(|_| rng.random_range(-1.0f32..1.0) * scale * 1.7)
+            .collect();
+        b.tensor(name, &[n_in, n_out], ty, &encode(&w, ty))
+    };
+    b = matrix(b, "token_embd.weight".into(), s.d_model, s.n_vocab);
+    let ones = |n: usize| encode(&vec![1.0; n], GgmlType::F32);
+    for i in 0..s.n_layer {
+        let n = |stem: &str| format!("blk.{i}.{stem}.weight");
+        b = b.tensor(
+            n("attn_norm"),
+            &[s.d_model],
+            GgmlType::F32,
+            &ones(s.d_model),
+        );
+        b = b.tensor(n("ffn_norm"), &[s.d_model], GgmlType::F32, &ones(s.d_model));
+        b = matrix(b, n("attn_q"), s.d_model, s.d_model);
+        b = matrix(b, n("attn_k"), s.d_model, d_kv);
+        b = matrix(b, n("attn_v"), s.d_model, d_kv);
+        b = matrix(b, n("attn_output"), s.d_model, s.d_model);
+        b = matrix(b, n("ffn_gate"), s.d_model, s.d_ff);
+        b = matrix(b, n("ffn_up"), s.d_model, s.d_ff);
+        b = matrix(b, n("ffn_down"), s.d_ff, s.d_model);
+    }
+    b = b.tensor(
+        "output_norm.weight",
+        &[s.d_model],
+        GgmlType::F32,
+        &ones(s.d_model),
+    );
+    b.build()
+}
+
+/// `x` encoded as `ty` rows (reference quantizers).
+fn encode(x: &[f32], ty: GgmlType) -> Vec<u8> {
+    match ty {
+        GgmlType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        GgmlType::Q8_0 => {
+            let mut y = vec![BlockQ8_0::zeroed(); x.len() / 32];
+            quantize_row_q8_0_ref(x, &mut y);
+            bytemuck::cast_slice(&y).to_vec()
+        }
+        GgmlType::Q4_0 => {
+            let mut y = vec![BlockQ4_0::zeroed(); x.len() / 32];
+            quantize_row_q4_0_ref(x, &mut y);
+            bytemuck::cast_slice(&y).to_vec()
+        }
+        GgmlType::Q4_1 => {
+            let mut y = vec![BlockQ4_1::zeroed(); x.len() / 32];
+            quantize_row_q4_1_ref(x, &mut y);
+            bytemuck::cast_slice(&y).to_vec()
+        }
+        other => panic!(
+            "synthetic models support F32, Q8_0, Q4_0, Q4_1; not {}",
+            other.name()
+        ),
+    }
+}
+
+use bytemuck::Zeroable;

@@ -1,0 +1,330 @@
+//! `engram train` (LoRA fine-tuning from a JSONL file) and `engram train-bench` (training
+//! throughput and peak memory against the planner's estimate).
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::Args;
+use engram::adapters::lora::{Lora, LoraConfig};
+use engram::adapters::train::AdamWConfig;
+use engram::adapters::trainer::plan::{TrainShape, plan, plan_within};
+use engram::adapters::trainer::{Encoded, Example, TrainConfig, TrainEvent, Trainer};
+use engram::runtime::backend;
+use engram::runtime::engine::Engine;
+use engram::runtime::fetch::resolve_model;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{Result, RunArgs};
+
+/// LoRA shape options shared by `train` and `train-bench`.
+#[derive(Args)]
+pub struct LoraArgs {
+    /// LoRA rank.
+    #[arg(long, default_value_t = 8)]
+    rank: usize,
+    /// LoRA alpha (scale alpha / rank).
+    #[arg(long, default_value_t = 16.0)]
+    alpha: f32,
+    /// Adapted projections: q,k,v,o,gate,up,down (or q_proj..., attn, mlp, all-linear).
+    #[arg(long, default_value = "q,v")]
+    targets: String,
+    /// Adapted blocks as START..END (default: all).
+    #[arg(long)]
+    layers: Option<String>,
+    /// rsLoRA scaling (alpha / √rank).
+    #[arg(long)]
+    rslora: bool,
+    /// Dropout on the adapter input while training.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+}
+
+impl LoraArgs {
+    fn config(&self, seed: u64) -> Result<LoraConfig> {
+        let layers = match &self.layers {
+            None => None,
+            Some(s) => {
+                let (a, b) = s
+                    .split_once("..")
+                    .ok_or_else(|| format!("--layers {s:?}: expected START..END"))?;
+                Some(a.trim().parse::<usize>()?..b.trim().parse::<usize>()?)
+            }
+        };
+        Ok(LoraConfig {
+            rank: self.rank,
+            alpha: self.alpha,
+            dropout: self.dropout,
+            targets: LoraConfig::parse_targets(&self.targets)?,
+            layers,
+            rslora: self.rslora,
+            seed,
+        })
+    }
+}
+
+/// `engram train`.
+#[derive(Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    lora: LoraArgs,
+    /// Training data: JSONL, one `{"prompt": ..., "completion": ...}` per line.
+    #[arg(long)]
+    data: PathBuf,
+    /// Held-out data in the same format (default: none).
+    #[arg(long)]
+    eval: Option<PathBuf>,
+    /// Output directory: PEFT files in OUT/, llama.cpp adapter as OUT/adapter.gguf.
+    #[arg(long)]
+    out: PathBuf,
+    /// Passes over the data.
+    #[arg(long, default_value_t = 3)]
+    epochs: u32,
+    /// Examples per micro-batch.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Micro-batches per optimizer step.
+    #[arg(long, default_value_t = 1)]
+    grad_accum: usize,
+    /// Peak learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f32,
+    /// Longest example in tokens.
+    #[arg(long, default_value_t = 128)]
+    seq_len: usize,
+    /// Append end-of-sequence to completions.
+    #[arg(long)]
+    eos: bool,
+    /// Stop after this many evaluations without improvement (restores the best weights).
+    #[arg(long)]
+    patience: Option<u32>,
+    /// Refuse to start when the plan exceeds this many MiB.
+    #[arg(long)]
+    budget_mib: Option<u64>,
+    /// Seed (adapter initialization, dropout, shuffling).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+fn read_jsonl(path: &Path) -> Result<Vec<Example>> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let ex: Example = serde_json::from_str(&line)
+            .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
+        out.push(ex);
+    }
+    Ok(out)
+}
+
+fn file_len(engine: &Engine) -> u64 {
+    engine.file().bytes().len() as u64
+}
+
+/// Runs `engram train`.
+pub fn train(a: TrainArgs) -> Result<()> {
+    let train = read_jsonl(&a.data)?;
+    let eval = a
+        .eval
+        .as_deref()
+        .map(read_jsonl)
+        .transpose()?
+        .unwrap_or_default();
+    let path = resolve_model(a.run.model.as_deref())?;
+    let device = backend::device_by_name(&a.run.device)?.autodiff();
+    let engine = Engine::load(&path, &device, a.run.threads)?;
+    let model = engine.model();
+    let lora_config = a.lora.config(a.seed)?;
+    let shape = TrainShape {
+        batch: a.batch,
+        seq_len: a.seq_len,
+        lora: Some(lora_config.clone()),
+        prompt_scalars: 0,
+    };
+    let p = match a.budget_mib {
+        Some(mib) => plan_within(model.config(), file_len(&engine), &shape, mib << 20)?,
+        None => plan(model.config(), file_len(&engine), &shape),
+    };
+    eprintln!(
+        "plan: {} MiB peak (activations {} MiB, adapter+grads+AdamW {} KiB, base {} MiB)",
+        p.total() >> 20,
+        p.activations >> 20,
+        (p.adapter + p.gradients + p.optimizer) >> 10,
+        p.mapped_base >> 20
+    );
+    let mut lora = Lora::new(model, lora_config)?;
+    let trainer = Trainer::new(
+        model,
+        engine.tokenizer(),
+        TrainConfig {
+            epochs: a.epochs,
+            batch_size: a.batch,
+            grad_accum: a.grad_accum,
+            lr: a.lr,
+            min_lr: a.lr / 10.0,
+            warmup_steps: 5,
+            adamw: AdamWConfig::default(),
+            max_seq_len: a.seq_len,
+            append_eos: a.eos,
+            eval_every: 0,
+            early_stop_patience: a.patience,
+            seed: a.seed,
+        },
+    );
+    if !eval.is_empty() {
+        let r = trainer.evaluate(&lora, &eval);
+        eprintln!(
+            "before: eval loss {:.4}, exact match {:.3}",
+            r.loss, r.exact_match
+        );
+    }
+    let report = trainer.fit(&mut lora, &train, &eval, |e| match e {
+        TrainEvent::Step(s) => eprint!(
+            "\rstep {:>5}  epoch {}  loss {:.4}  lr {:.2e}  |g| {:.3}{}   ",
+            s.step,
+            s.epoch,
+            s.loss,
+            s.lr,
+            s.grad_norm,
+            if s.skipped { " skipped" } else { "" }
+        ),
+        TrainEvent::Eval { step, report } => eprintln!(
+            "\neval after step {step}: loss {:.4}, exact match {:.3}, token accuracy {:.3}",
+            report.loss, report.exact_match, report.token_accuracy
+        ),
+    })?;
+    eprintln!(
+        "\n{} steps ({} skipped), {:.0} tokens/s{}",
+        report.steps.len(),
+        report.skipped_steps,
+        report.tokens_per_second(),
+        if report.stopped_early {
+            ", stopped early (best weights restored)"
+        } else {
+            ""
+        }
+    );
+    lora.save_peft(model, &a.out, &path.display().to_string())?;
+    lora.save_llama_cpp(&a.out.join("adapter.gguf"))?;
+    println!("{}", a.out.display());
+    Ok(())
+}
+
+/// `engram train-bench`.
+#[derive(Args)]
+pub struct TrainBenchArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(flatten)]
+    lora: LoraArgs,
+    /// Tokens per sequence.
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
+    /// Sequences per step.
+    #[arg(long, default_value_t = 4)]
+    batch: usize,
+    /// Timed optimizer steps (after one untimed warm-up step).
+    #[arg(long, default_value_t = 5)]
+    steps: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Peak resident set of this process (Linux `VmHWM`), in bytes.
+fn peak_rss() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Runs `engram train-bench`: LoRA training steps on random token sequences.
+pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
+    let path = resolve_model(a.run.model.as_deref())?;
+    let device = backend::device_by_name(&a.run.device)?.autodiff();
+    let engine = Engine::load(&path, &device, a.run.threads)?;
+    let model = engine.model();
+    let lora_config = a.lora.config(0)?;
+    let shape = TrainShape {
+        batch: a.batch,
+        seq_len: a.seq_len,
+        lora: Some(lora_config.clone()),
+        prompt_scalars: 0,
+    };
+    let p = plan(model.config(), file_len(&engine), &shape);
+    let mut lora = Lora::new(model, lora_config)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let n_vocab = model.config().n_vocab as u32;
+    let mut sequences = |n: usize| -> Vec<Encoded> {
+        (0..n)
+            .map(|_| Encoded {
+                tokens: (0..a.seq_len + 1)
+                    .map(|_| rng.random_range(0..n_vocab))
+                    .collect(),
+                n_prompt: 1,
+            })
+            .collect()
+    };
+    let config = TrainConfig {
+        epochs: 1,
+        batch_size: a.batch,
+        lr: 1e-4,
+        min_lr: 1e-4,
+        warmup_steps: 0,
+        max_seq_len: a.seq_len + 1,
+        ..Default::default()
+    };
+    let trainer = Trainer::new(model, engine.tokenizer(), config);
+    trainer.fit_encoded(&mut lora, &sequences(a.batch), &[], |_| {})?;
+    let start = Instant::now();
+    let report = trainer.fit_encoded(&mut lora, &sequences(a.batch * a.steps), &[], |_| {})?;
+    let seconds = start.elapsed().as_secs_f64();
+    let tokens = a.steps * a.batch * a.seq_len;
+    let tok_s = tokens as f64 / seconds;
+    let rss = peak_rss().unwrap_or(0);
+    let trainable: usize = lora.params().num_scalars();
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "tokens_per_s": tok_s,
+                "peak_rss_bytes": rss,
+                "plan_bytes": p.total(),
+                "plan": p,
+                "steps": a.steps,
+                "skipped_steps": report.skipped_steps,
+                "batch": a.batch,
+                "seq_len": a.seq_len,
+                "rank": a.lora.rank,
+                "targets": a.lora.targets,
+                "trainable_params": trainable,
+                "threads": engine.threads(),
+            })
+        );
+    } else {
+        println!(
+            "LoRA r={} on {}: {trainable} trainable; batch {} × {} tokens, {} steps",
+            a.lora.rank, a.lora.targets, a.batch, a.seq_len, a.steps
+        );
+        println!(
+            "training: {tok_s:.1} tokens/s ({:.2} s/step)",
+            seconds / a.steps as f64
+        );
+        println!(
+            "peak RSS {:.1} MiB; planned {:.1} MiB (activations {:.1}, base {:.1})",
+            rss as f64 / 1048576.0,
+            p.total() as f64 / 1048576.0,
+            p.activations as f64 / 1048576.0,
+            p.mapped_base as f64 / 1048576.0
+        );
+    }
+    Ok(())
+}
