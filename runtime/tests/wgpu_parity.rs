@@ -22,6 +22,9 @@ use engram_runtime::model_file::ModelFile;
 /// |wgpu − CPU| on the forward, relative to the output's largest magnitude: the CPU quantizes
 /// activations to 8 bits (q8_1/q8_0) before the product, the GPU kernel keeps them f32.
 const FORWARD_VS_CPU_REL_TOL: f32 = 0.02;
+/// |wgpu − CPU| on the forward when the CPU also keeps f32 activations
+/// (`QWeight::with_f32_activations`): the same function, only summation order differs.
+const FORWARD_VS_CPU_F32_ABS_TOL: f32 = 1e-4;
 /// |wgpu − f64 reference| on the forward with the dequantized weights: both sides use the exact
 /// dequantized values and f32 activations, so only f32 summation order differs.
 const FORWARD_VS_REF_ABS_TOL: f32 = 1e-4;
@@ -134,15 +137,25 @@ fn q4_1_forward_and_input_gradient_match_cpu() {
     let (y_cpu, dx_cpu) = forward_and_grad(&weight, &x, &c, &engram_runtime::backend::cpu());
     let (y_gpu, dx_gpu) = forward_and_grad(&weight, &x, &c, &wgpu());
 
+    let (y_cpu_f32, _) = forward_and_grad(
+        &weight.with_f32_activations(true),
+        &x,
+        &c,
+        &engram_runtime::backend::cpu(),
+    );
+
     let scale = y_cpu.iter().fold(0f32, |a, v| a.max(v.abs()));
     let forward_vs_cpu = max_abs_diff(&y_gpu, &y_cpu);
+    let forward_vs_cpu_f32 = max_abs_diff(&y_gpu, &y_cpu_f32);
     let forward_vs_ref = max_abs_diff(&y_gpu, &forward_reference(&w, &x));
     let grad_vs_cpu = max_abs_diff(&dx_gpu, &dx_cpu);
     eprintln!(
-        "Q4_1 {N_OUT}x{N_IN}, m={M}: forward |gpu-cpu| {forward_vs_cpu:.3e} (scale {scale:.3}), \
-         |gpu-ref| {forward_vs_ref:.3e}; dx |gpu-cpu| {grad_vs_cpu:.3e}"
+        "Q4_1 {N_OUT}x{N_IN}, m={M}: forward |gpu-cpu(q8 x)| {forward_vs_cpu:.3e} (scale \
+         {scale:.3}), |gpu-cpu(f32 x)| {forward_vs_cpu_f32:.3e}, |gpu-ref| {forward_vs_ref:.3e}; \
+         dx |gpu-cpu| {grad_vs_cpu:.3e}"
     );
     assert!(forward_vs_cpu <= FORWARD_VS_CPU_REL_TOL * scale);
+    assert!(forward_vs_cpu_f32 <= FORWARD_VS_CPU_F32_ABS_TOL);
     assert!(forward_vs_ref <= FORWARD_VS_REF_ABS_TOL);
     assert!(grad_vs_cpu <= GRAD_VS_CPU_ABS_TOL);
 
