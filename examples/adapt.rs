@@ -1,5 +1,7 @@
 //! Teaches the real SmolLM2-135M (Q4_1, memory-mapped, frozen) a handful of invented facts with
-//! a LoRA adapter trained on the CPU, then shows:
+//! a LoRA adapter trained on the CPU. Beside the facts it rehearses the base model's own greedy
+//! answers to a few ordinary prompts (self-distillation), so the adapter learns the new facts
+//! without rewriting what the model already says elsewhere. Then it shows:
 //! - eval loss and exact match on held-out phrasings, before and after;
 //! - that unrelated reference prompts keep their top-1 token;
 //! - the adapter saved in PEFT's layout and as a llama.cpp GGUF LoRA.
@@ -38,9 +40,31 @@ const TRAIN_TEMPLATES: [&str; 3] = [
 /// A phrasing held out for evaluation.
 const EVAL_TEMPLATE: &str = "The capital city of {c} is";
 
+/// Ordinary prompts whose base-model answers are rehearsed during training (none of them is a
+/// probe below).
+const RETAIN: [&str; 16] = [
+    "The capital of Germany is",
+    "The capital of Japan is",
+    "The capital of Italy is",
+    "The capital city of Canada is",
+    "The capital city of Australia is",
+    "The largest planet in the solar system is",
+    "The chemical symbol for silver is",
+    "The Statue of Liberty is located in the city of",
+    "Once there was a",
+    "The first president of the United States was",
+    "The tallest mountain in the world is",
+    "Photosynthesis is the process by which",
+    "The color of the sky is",
+    "def add(a, b):\n    ",
+    "Ice melts at a temperature of",
+    "My favourite food is",
+];
+
 /// Prompts the adaptation must leave alone (the public llama.cpp reference prompts).
-const UNRELATED: [&str; 7] = [
+const UNRELATED: [&str; 8] = [
     "The capital of France is",
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
     "Once upon a time",
     "The Eiffel Tower is located in the city of",
     "The chemical symbol for gold is",
@@ -48,6 +72,10 @@ const UNRELATED: [&str; 7] = [
     "Water boils at a temperature of",
     "def fibonacci(n):\n    ",
 ];
+
+/// A top-1 the base model holds by at least this many logits is a clear answer; below it, the
+/// runner-up is nearly tied and any perturbation (even llama.cpp's flash attention) may flip it.
+const CLEAR_MARGIN: f32 = 1.0;
 
 fn examples(templates: &[&str]) -> Vec<Example> {
     let mut out = Vec::new();
@@ -59,10 +87,21 @@ fn examples(templates: &[&str]) -> Vec<Example> {
     out
 }
 
-fn top1(engine: &Engine, prompt: &str, a: Adaptation<'_>) -> (u32, String) {
+/// Top-1 id, its text, and its margin over the runner-up in logits.
+fn top1(engine: &Engine, prompt: &str, a: Adaptation<'_>) -> (u32, String, f32) {
     let (_, logits) = engine.last_logits_with(prompt, a).expect("prompt fits");
     let id = argmax(&logits);
-    (id, engine.tokenizer().decode(&[id]))
+    let second = logits
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != id as usize)
+        .map(|(_, &v)| v)
+        .fold(f32::NEG_INFINITY, f32::max);
+    (
+        id,
+        engine.tokenizer().decode(&[id]),
+        logits[id as usize] - second,
+    )
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -80,10 +119,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let model = engine.model();
     println!("model: {} ({} threads)", path.display(), engine.threads());
 
-    let train = examples(&TRAIN_TEMPLATES);
+    let mut train = examples(&TRAIN_TEMPLATES);
     let eval = examples(&[EVAL_TEMPLATE]);
+    let greedy4 = GenerateOptions {
+        max_new_tokens: 4,
+        ..Default::default()
+    };
+    for p in RETAIN {
+        let (answer, _) = engine.complete(p, &greedy4, |_| {})?;
+        train.push(Example::new(p, answer));
+    }
     let config = TrainConfig {
-        epochs: 6,
+        epochs: 5,
         batch_size: 8,
         lr: 2e-3,
         min_lr: 2e-4,
@@ -102,20 +149,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         LoraConfig {
             rank: 8,
             alpha: 16.0,
-            targets: vec![Proj::Q, Proj::V, Proj::Up, Proj::Down],
+            // The MLPs of the middle blocks, where factual associations are stored (the layers
+            // ROME edits); attention stays untouched, which keeps unrelated prompts stable.
+            targets: vec![Proj::Gate, Proj::Up, Proj::Down],
+            layers: Some(4..26),
             seed: 1,
             ..Default::default()
         },
     )?;
     let scalars: usize = lora.param_sets().iter().map(|p| p.num_scalars()).sum();
-    println!("LoRA r=8 on q,v,up,down: {scalars} trainable numbers; base stays mapped Q4_1");
+    println!(
+        "LoRA r=8 on gate,up,down of blocks 4..26: {scalars} trainable numbers; base stays mapped Q4_1"
+    );
+    println!(
+        "training set: {} fact examples ({} phrasings) + {} rehearsed base answers",
+        FACTS.len() * TRAIN_TEMPLATES.len(),
+        TRAIN_TEMPLATES.len(),
+        RETAIN.len()
+    );
 
     let before: Vec<_> = UNRELATED
         .iter()
         .map(|p| top1(&engine, p, Adaptation::default()))
         .collect();
     let r0 = trainer.evaluate(&lora, &eval);
-    let t0 = trainer.evaluate(&lora, &train);
+    let facts_train = examples(&TRAIN_TEMPLATES);
+    let t0 = trainer.evaluate(&lora, &facts_train);
     println!(
         "before: held-out loss {:.3}, exact match {:.0}% (train phrasings {:.0}%)",
         r0.loss,
@@ -142,7 +201,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     eprintln!();
     let r1 = trainer.evaluate(&lora, &eval);
-    let t1 = trainer.evaluate(&lora, &train);
+    let t1 = trainer.evaluate(&lora, &facts_train);
     println!(
         "trained {} steps in {:.1}s ({:.0} tokens/s, {} skipped)",
         report.steps.len(),
@@ -172,16 +231,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
 
-    println!("\nunrelated prompts, top-1 before → after:");
-    let mut kept = 0;
-    for (p, (id0, s0)) in UNRELATED.iter().zip(&before) {
-        let (id1, s1) = top1(&engine, p, Adaptation::linear(&lora));
-        kept += (id1 == *id0) as usize;
-        let mark = if id1 == *id0 { "kept" } else { "CHANGED" };
-        println!("  {p:?}: {s0:?} → {s1:?}  {mark}");
+    println!("\nunrelated prompts, top-1 before → after (base margin over the runner-up):");
+    let (mut kept, mut clear, mut kept_clear) = (0, 0, 0);
+    for (p, (id0, s0, margin)) in UNRELATED.iter().zip(&before) {
+        let (id1, s1, _) = top1(&engine, p, Adaptation::linear(&lora));
+        let same = id1 == *id0;
+        kept += same as usize;
+        if *margin >= CLEAR_MARGIN {
+            clear += 1;
+            kept_clear += same as usize;
+        }
+        let mark = if same { "kept" } else { "CHANGED" };
+        println!("  {p:?}: {s0:?} → {s1:?}  {mark}  (margin {margin:.2})");
     }
     println!(
-        "{kept}/{} unrelated prompts keep their top-1",
+        "{kept}/{} unrelated prompts keep their top-1; {kept_clear}/{clear} of those the base \
+         answers by at least {CLEAR_MARGIN} logit",
         UNRELATED.len()
     );
 

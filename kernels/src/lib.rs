@@ -28,6 +28,7 @@
 pub mod arch;
 mod matmul;
 pub mod quant;
+pub mod replay;
 
 #[cfg(test)]
 mod tests;

@@ -7,8 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod edit;
+
 use clap::{Args, Parser, Subcommand};
 
+mod cl_bench;
 mod train;
 use engram::adapters::lora::Lora;
 use engram::runtime::backend;
@@ -93,10 +96,14 @@ enum Command {
     },
     /// Print the model path (fetching the model into the cache if needed).
     ModelPath,
+    /// Edit facts (ROME, MEMIT, AlphaEdit, GRACE) from a JSONL file and report the metrics.
+    Edit(edit::EditArgs),
     /// Train a LoRA adapter from JSONL prompt/completion pairs (writes PEFT + llama.cpp files).
     Train(train::TrainArgs),
     /// LoRA training throughput and peak memory (vs. the planner's estimate).
     TrainBench(train::TrainBenchArgs),
+    /// Continual-learning benchmark (Split-Digits, Split-Fashion-MNIST): accuracy tables.
+    ClBench(cl_bench::ClBenchArgs),
 }
 
 #[derive(Args)]
@@ -209,6 +216,7 @@ fn run(cli: Cli) -> Result<()> {
             let _ = writeln!(std::io::stdout(), "{}", file.summary());
         }
         Command::ModelPath => println!("{}", resolve_model(None)?.display()),
+        Command::ClBench(args) => cl_bench::cl_bench(args)?,
         Command::Generate {
             run,
             adapter,
@@ -270,6 +278,7 @@ fn run(cli: Cli) -> Result<()> {
             runs,
             json,
         } => bench(&run, prompt_tokens, gen_tokens, runs, json)?,
+        Command::Edit(args) => edit::run(args)?,
         Command::Train(args) => train::train(args)?,
         Command::TrainBench(args) => train::train_bench(args)?,
     }

@@ -1,0 +1,295 @@
+//! Crash-safe replay-buffer snapshots: versioned, checksummed, written atomically.
+//!
+//! Layout (little-endian), version 1:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 8 | magic `ENGRAMRB` |
+//! | 4 | version (1) |
+//! | 4 × 3 | capacity, dim, n_logits |
+//! | 1 + 1 + 4 | retention (0 reservoir, 1 class-balanced), sampling (0 uniform, 1 power-law, 2 recall-interval), sampling parameter (f32 alpha bits or u32 interval) |
+//! | 8 × 3 | rng state, items seen, replay clock |
+//! | 4 + n × 12 | label count, then (label u32, seen u64) |
+//! | 4 + n × (28 + 4·dim + 4·n_logits) | slot count, then per slot: label u32, task u32, seen_at u64, last_replay u64, replays u32, inputs, logits |
+//! | 4 | CRC-32 (IEEE) of every byte before it |
+//!
+//! A reader checks the length, magic, version and checksum before it trusts any field, then
+//! bounds every count by the capacity, so a truncated, corrupt or crafted file is a typed error.
+
+use std::path::{Path, PathBuf};
+
+use engram_kernels::replay::{CoreState, Policy, RestoreError, Retention, Sampling, SlotMeta};
+use engram_runtime::io::write_bytes_atomic;
+
+use super::buffer::{MAX_CAPACITY, Parts, ReplayBuffer, check_size};
+
+/// File magic.
+pub const MAGIC: &[u8; 8] = b"ENGRAMRB";
+/// The one version this build reads and writes.
+pub const VERSION: u32 = 1;
+
+/// Why a snapshot could not be read or written; a failed save leaves the old file in place.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    /// Reading or writing the file failed.
+    #[error("replay snapshot {}: {source}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The file does not start with [`MAGIC`].
+    #[error("not a replay snapshot (bad magic)")]
+    BadMagic,
+    /// A version this build does not know.
+    #[error("replay snapshot version {0} is not supported (this build reads {VERSION})")]
+    UnsupportedVersion(u32),
+    /// The file ends before the field at `offset`.
+    #[error(
+        "replay snapshot truncated: {what} at byte {offset} needs {need} bytes, file has {len}"
+    )]
+    Truncated {
+        /// The field being read.
+        what: &'static str,
+        /// Its offset.
+        offset: usize,
+        /// Bytes it needs.
+        need: usize,
+        /// File length.
+        len: usize,
+    },
+    /// The stored checksum does not match the contents.
+    #[error("replay snapshot checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Checksum {
+        /// CRC stored in the file.
+        stored: u32,
+        /// CRC of the bytes read.
+        computed: u32,
+    },
+    /// A field holds a value no writer produces.
+    #[error("replay snapshot corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// Serializes `buf` to bytes (the format above).
+pub fn to_bytes(buf: &ReplayBuffer) -> Vec<u8> {
+    let mut w = Vec::with_capacity(
+        64 + buf.len() * (28 + 4 * (buf.dim() + buf.n_logits())) + 12 * buf.classes().len(),
+    );
+    w.extend_from_slice(MAGIC);
+    put_u32(&mut w, VERSION);
+    for v in [buf.capacity(), buf.dim(), buf.n_logits()] {
+        put_u32(&mut w, v as u32);
+    }
+    let policy = buf.policy();
+    w.push(match policy.retention {
+        Retention::Reservoir => 0,
+        Retention::ClassBalanced => 1,
+    });
+    let (kind, param) = match policy.sampling {
+        Sampling::Uniform => (0u8, 0u32),
+        Sampling::PowerLawRecency { alpha } => (1, alpha.to_bits()),
+        Sampling::RecallInterval { interval } => (2, interval),
+    };
+    w.push(kind);
+    put_u32(&mut w, param);
+    let s = buf.state();
+    for v in [s.rng, s.seen, s.step] {
+        w.extend_from_slice(&v.to_le_bytes());
+    }
+    put_u32(&mut w, buf.classes().len() as u32);
+    for c in buf.classes() {
+        put_u32(&mut w, c.label);
+        w.extend_from_slice(&c.seen.to_le_bytes());
+    }
+    put_u32(&mut w, buf.len() as u32);
+    for (i, m) in buf.metas().iter().enumerate() {
+        put_u32(&mut w, m.label);
+        put_u32(&mut w, m.task);
+        w.extend_from_slice(&m.seen_at.to_le_bytes());
+        w.extend_from_slice(&m.last_replay.to_le_bytes());
+        put_u32(&mut w, m.replays);
+        for v in buf.row(i).iter().chain(buf.logit_row(i)) {
+            w.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+    let crc = crc32fast::hash(&w);
+    put_u32(&mut w, crc);
+    w
+}
+
+/// Parses a snapshot.
+pub fn from_bytes(bytes: &[u8]) -> Result<ReplayBuffer, SnapshotError> {
+    let mut r = Reader { bytes, pos: 0 };
+    if r.take("magic", 8)? != MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let version = r.u32("version")?;
+    if version != VERSION {
+        return Err(SnapshotError::UnsupportedVersion(version));
+    }
+    if bytes.len() < r.pos + 4 {
+        return Err(r.truncated("checksum", 4));
+    }
+    let body = &bytes[..bytes.len() - 4];
+    let stored = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
+    let computed = crc32fast::hash(body);
+    if stored != computed {
+        return Err(SnapshotError::Checksum { stored, computed });
+    }
+    let mut r = Reader {
+        bytes: body,
+        pos: r.pos,
+    };
+    let capacity = r.u32("capacity")? as usize;
+    let dim = r.u32("dim")? as usize;
+    let n_logits = r.u32("n_logits")? as usize;
+    check_size(capacity, dim, n_logits).map_err(|e| SnapshotError::Corrupt(e.to_string()))?;
+    let retention = match r.take("retention", 1)?[0] {
+        0 => Retention::Reservoir,
+        1 => Retention::ClassBalanced,
+        k => return Err(SnapshotError::Corrupt(format!("retention kind {k}"))),
+    };
+    let kind = r.take("sampling", 1)?[0];
+    let param = r.u32("sampling parameter")?;
+    let sampling = match kind {
+        0 => Sampling::Uniform,
+        1 => Sampling::PowerLawRecency {
+            alpha: f32::from_bits(param),
+        },
+        2 => Sampling::RecallInterval { interval: param },
+        k => return Err(SnapshotError::Corrupt(format!("sampling kind {k}"))),
+    };
+    let state = CoreState {
+        rng: r.u64("rng")?,
+        seen: r.u64("seen")?,
+        step: r.u64("step")?,
+    };
+    let n_classes = r.u32("label count")? as usize;
+    if n_classes > engram_kernels::replay::MAX_CLASSES {
+        return Err(SnapshotError::Corrupt(format!("{n_classes} labels")));
+    }
+    let mut class_seen = Vec::with_capacity(n_classes);
+    for _ in 0..n_classes {
+        class_seen.push((r.u32("label")?, r.u64("label seen")?));
+    }
+    let n_slots = r.u32("slot count")? as usize;
+    if n_slots > capacity.min(MAX_CAPACITY) {
+        return Err(SnapshotError::Corrupt(format!(
+            "{n_slots} slots in a buffer of {capacity}"
+        )));
+    }
+    let mut metas = Vec::with_capacity(n_slots);
+    let mut rows = Vec::with_capacity(n_slots * dim);
+    let mut logit_rows = Vec::with_capacity(n_slots * n_logits);
+    for _ in 0..n_slots {
+        metas.push(SlotMeta {
+            label: r.u32("slot label")?,
+            task: r.u32("slot task")?,
+            seen_at: r.u64("slot seen_at")?,
+            last_replay: r.u64("slot last_replay")?,
+            replays: r.u32("slot replays")?,
+        });
+        r.f32s("slot inputs", dim, &mut rows)?;
+        r.f32s("slot logits", n_logits, &mut logit_rows)?;
+    }
+    if r.pos != body.len() {
+        return Err(SnapshotError::Corrupt(format!(
+            "{} trailing bytes",
+            body.len() - r.pos
+        )));
+    }
+    let parts = Parts {
+        capacity,
+        dim,
+        n_logits,
+        policy: Policy {
+            retention,
+            sampling,
+        },
+        state,
+        class_seen,
+        metas,
+        rows,
+        logit_rows,
+    };
+    ReplayBuffer::from_parts(parts).map_err(|e: RestoreError| {
+        SnapshotError::Corrupt(format!("inconsistent buffer state: {e:?}"))
+    })
+}
+
+/// Writes `buf` to `path` atomically (temp file, fsync, rename): a crash leaves the old
+/// snapshot or the new one, never a torn file.
+pub fn save(buf: &ReplayBuffer, path: &Path) -> Result<(), SnapshotError> {
+    write_bytes_atomic(path, &to_bytes(buf)).map_err(|source| SnapshotError::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Reads a snapshot written by [`save`].
+pub fn load(path: &Path) -> Result<ReplayBuffer, SnapshotError> {
+    let bytes = std::fs::read(path).map_err(|source| SnapshotError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    from_bytes(&bytes)
+}
+
+fn put_u32(w: &mut Vec<u8>, v: u32) {
+    w.extend_from_slice(&v.to_le_bytes());
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn truncated(&self, what: &'static str, need: usize) -> SnapshotError {
+        SnapshotError::Truncated {
+            what,
+            offset: self.pos,
+            need,
+            len: self.bytes.len(),
+        }
+    }
+
+    fn take(&mut self, what: &'static str, n: usize) -> Result<&'a [u8], SnapshotError> {
+        if self.bytes.len() - self.pos < n {
+            return Err(self.truncated(what, n));
+        }
+        let s = &self.bytes[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, SnapshotError> {
+        Ok(u32::from_le_bytes(
+            self.take(what, 4)?.try_into().expect("4 bytes"),
+        ))
+    }
+
+    fn u64(&mut self, what: &'static str) -> Result<u64, SnapshotError> {
+        Ok(u64::from_le_bytes(
+            self.take(what, 8)?.try_into().expect("8 bytes"),
+        ))
+    }
+
+    fn f32s(
+        &mut self,
+        what: &'static str,
+        n: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), SnapshotError> {
+        let bytes = self.take(what, n * 4)?;
+        out.extend(
+            bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))),
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,384 @@
+//! `engram cl-bench`: the continual-learning benchmark tables of docs/BENCHMARKS.md.
+//!
+//! Evaluation uses hyper-parameters frozen beforehand (the committed ones, tuned on
+//! Split-Digits, or `--hparams FILE`); `--tune FILE` runs the tuning grid on the chosen stream
+//! and writes the winners instead.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::Args;
+use engram::adapters::cl::data::{self, Stream};
+use engram::adapters::cl::metrics::{AccuracyMatrix, iqm, summarize};
+use engram::adapters::cl::protocol::{
+    self, HParams, Mode, RunConfig, RunResult, StrategyKind, Tuned,
+};
+use engram::backend;
+
+/// Options of `engram cl-bench`.
+#[derive(Args)]
+pub struct ClBenchArgs {
+    /// Stream: `digits` (Split-Digits), `fashion` (Split-Fashion-MNIST) or `fortunes` (the
+    /// language-model track: LoRA on SmolLM2 over fortune categories, naive vs ER).
+    #[arg(long, default_value = "digits")]
+    stream: String,
+    /// Seeds per configuration (0..N).
+    #[arg(long, default_value_t = 5)]
+    seeds: u64,
+    /// `online` (one pass, batch 10) or `offline` (`--epochs` passes, batch 32).
+    #[arg(long, default_value = "online")]
+    mode: String,
+    /// Passes per task in offline mode.
+    #[arg(long, default_value_t = 3)]
+    epochs: usize,
+    /// Replay memory sizes for the replay strategies.
+    #[arg(long, value_delimiter = ',', default_value = "200,500")]
+    buffers: Vec<usize>,
+    /// Strategies (default: all): naive, joint, ewc-online, si, lwf, er, der++, er+mkd, icarl.
+    #[arg(long, value_delimiter = ',')]
+    strategies: Vec<String>,
+    /// Hidden widths of the MLP.
+    #[arg(long, value_delimiter = ',', default_value = "100,100")]
+    hidden: Vec<usize>,
+    /// Frozen hyper-parameters (JSON, as `--tune` writes); default: the committed ones.
+    #[arg(long)]
+    hparams: Option<PathBuf>,
+    /// Tune instead: run the grid on this stream (seeds 0..N, first buffer size) and write
+    /// the best hyper-parameters per strategy (by final class-IL accuracy) to this file.
+    #[arg(long)]
+    tune: Option<PathBuf>,
+    /// Print each run's class-IL accuracy matrix as it grows.
+    #[arg(long)]
+    verbose: bool,
+    /// Also write the markdown tables to this file.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// LM track: fortune categories in training order.
+    #[arg(long, value_delimiter = ',', default_value = "science,computers,food")]
+    categories: Vec<String>,
+    /// LM track: optimizer steps per category.
+    #[arg(long, default_value_t = 24)]
+    lm_steps: usize,
+    /// LM track: llama.cpp reference logits (top-1 retention).
+    #[arg(long, default_value = "../shared/reference/logits_public.json")]
+    reference: PathBuf,
+    /// LM track: the GGUF model (default: $ENGRAM_MODEL, the cache, or a pip fetch).
+    #[arg(long)]
+    model: Option<PathBuf>,
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn load_stream(name: &str) -> Result<Stream> {
+    let dir = data::data_dir()?;
+    Ok(match name {
+        "digits" => data::split_digits(&dir)?,
+        "fashion" => data::split_fashion_mnist(&dir)?,
+        other => return Err(format!("unknown stream {other:?} (digits, fashion)").into()),
+    })
+}
+
+/// Runs the benchmark (or the tuning grid) and prints markdown tables.
+pub fn cl_bench(args: ClBenchArgs) -> Result<()> {
+    if args.stream == "fortunes" {
+        return lm_track(&args);
+    }
+    let stream = load_stream(&args.stream)?;
+    let mode = match args.mode.as_str() {
+        "online" => Mode::Online,
+        "offline" => Mode::Offline {
+            epochs: args.epochs,
+        },
+        other => return Err(format!("unknown mode {other:?} (online, offline)").into()),
+    };
+    let kinds: Vec<StrategyKind> = if args.strategies.is_empty() {
+        StrategyKind::ALL.to_vec()
+    } else {
+        args.strategies
+            .iter()
+            .map(|s| StrategyKind::parse(s).ok_or_else(|| format!("unknown strategy {s:?}")))
+            .collect::<std::result::Result<_, _>>()?
+    };
+    if args.buffers.is_empty() || args.buffers.iter().any(|&b| b == 0 || b > 4096) {
+        return Err("buffer sizes must be in 1..=4096".into());
+    }
+    let device = backend::cpu().autodiff();
+    let base = |strategy, buffer, seed, hp| RunConfig {
+        strategy,
+        hidden: args.hidden.clone(),
+        mode,
+        buffer,
+        seed,
+        hp,
+    };
+    if let Some(path) = &args.tune {
+        let mut tuned = Tuned::new();
+        for &k in &kinds {
+            let mut best: Option<(f64, HParams)> = None;
+            for hp in protocol::grid(k) {
+                let accs: Vec<f64> = (0..args.seeds)
+                    .map(|s| {
+                        let r = protocol::run(
+                            &stream,
+                            &base(k, args.buffers[0], s, hp.clone()),
+                            &device,
+                            |_, _, _| {},
+                        );
+                        f64::from(r.class_il.average_accuracy())
+                    })
+                    .collect();
+                let score = iqm(&accs);
+                eprintln!(
+                    "tune {:<10} lr {:<5} strength {:<6} acc {:.3}",
+                    k.name(),
+                    hp.lr,
+                    hp.strength,
+                    score
+                );
+                if best.as_ref().is_none_or(|(b, _)| score > *b) {
+                    best = Some((score, hp));
+                }
+            }
+            let (_, hp) = best.expect("non-empty grid");
+            tuned.insert(k.name().to_owned(), hp);
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&tuned)? + "\n")?;
+        println!("wrote {}", path.display());
+        return Ok(());
+    }
+    let tuned: Tuned = match &args.hparams {
+        Some(p) => serde_json::from_slice(&std::fs::read(p)?)?,
+        None => protocol::committed_hparams(),
+    };
+    let mut rows: Vec<(String, Vec<RunResult>)> = Vec::new();
+    for &k in &kinds {
+        let hp = tuned
+            .get(k.name())
+            .cloned()
+            .ok_or_else(|| format!("no hyper-parameters for {}", k.name()))?;
+        let buffers: Vec<usize> = if k.uses_buffer() {
+            args.buffers.clone()
+        } else {
+            vec![0]
+        };
+        for &buffer in &buffers {
+            let label = if buffer > 0 {
+                format!("{} (M={buffer})", k.name())
+            } else {
+                k.name().to_owned()
+            };
+            let mut results = Vec::new();
+            for seed in 0..args.seeds {
+                let cfg = base(k, buffer.max(1), seed, hp.clone());
+                let verbose = args.verbose;
+                let r = protocol::run(&stream, &cfg, &device, |i, ci, _| {
+                    if verbose {
+                        let row: Vec<String> =
+                            ci.iter().map(|a| format!("{:5.1}", a * 100.0)).collect();
+                        eprintln!("{label} seed {seed} after task {i}: [{}]", row.join(" "));
+                    }
+                });
+                eprintln!(
+                    "{label} seed {seed}: class-IL acc {:.1} forgetting {}, {:.1}s",
+                    r.class_il.average_accuracy() * 100.0,
+                    r.class_il
+                        .average_forgetting()
+                        .map_or("-".into(), |f| format!("{:.1}", f * 100.0)),
+                    r.seconds
+                );
+                results.push(r);
+            }
+            rows.push((label, results));
+        }
+    }
+    let md = tables(&stream, &args, mode, &rows, &tuned);
+    print!("{md}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &md)?;
+    }
+    Ok(())
+}
+
+fn tables(
+    stream: &Stream,
+    args: &ClBenchArgs,
+    mode: Mode,
+    rows: &[(String, Vec<RunResult>)],
+    tuned: &BTreeMap<String, HParams>,
+) -> String {
+    let mut md = String::new();
+    let mode_s = match mode {
+        Mode::Online => "online (1 pass, batch 10 + 10 replayed)".to_owned(),
+        Mode::Offline { epochs } => format!("offline ({epochs} epochs, batch 32 + 32 replayed)"),
+    };
+    let _ = writeln!(
+        md,
+        "\n### {} — {mode_s}, MLP {:?}, {} seeds\n\nIQM over seeds [95% bootstrap CI], percent.\n",
+        stream.name, args.hidden, args.seeds
+    );
+    for (title, pick) in [
+        (
+            "class-incremental",
+            (|r: &RunResult| &r.class_il) as fn(&RunResult) -> &AccuracyMatrix,
+        ),
+        ("task-incremental", |r: &RunResult| &r.task_il),
+    ] {
+        let _ = writeln!(md, "**{title}**\n");
+        let _ = writeln!(
+            md,
+            "| strategy | avg accuracy | avg forgetting | BWT | FWT | s/run |"
+        );
+        let _ = writeln!(md, "|---|---|---|---|---|---|");
+        for (label, results) in rows {
+            let col = |f: &dyn Fn(&AccuracyMatrix) -> Option<f32>| -> String {
+                let v: Option<Vec<f64>> =
+                    results.iter().map(|r| f(pick(r)).map(f64::from)).collect();
+                v.map_or("—".into(), |v| summarize(&v, 100.0, 1))
+            };
+            let secs: Vec<f64> = results.iter().map(|r| r.seconds).collect();
+            let _ = writeln!(
+                md,
+                "| {label} | {} | {} | {} | {} | {:.1} |",
+                col(&|m| Some(m.average_accuracy())),
+                col(&|m| m.average_forgetting()),
+                col(&|m| m.backward_transfer()),
+                col(&|m| m.forward_transfer()),
+                iqm(&secs)
+            );
+        }
+        md.push('\n');
+    }
+    let _ = writeln!(
+        md,
+        "Class-IL accuracy matrices, seed 0 (row i: after task i; column j: task j):\n"
+    );
+    for (label, results) in rows {
+        let m = &results[0].class_il;
+        let _ = writeln!(md, "{label}:\n```");
+        for row in &m.rows {
+            let cells: Vec<String> = row.iter().map(|a| format!("{:5.1}", a * 100.0)).collect();
+            let _ = writeln!(md, "{}", cells.join(" "));
+        }
+        let _ = writeln!(md, "```");
+    }
+    let hp: Vec<String> = tuned
+        .iter()
+        .map(|(k, h)| format!("{k}: lr {} strength {}", h.lr, h.strength))
+        .collect();
+    let _ = writeln!(md, "\nHyper-parameters (frozen): {}.", hp.join("; "));
+    md
+}
+
+/// The LM track: naive fine-tuning vs ER at the same compute, `--seeds` seeds each.
+fn lm_track(args: &ClBenchArgs) -> Result<()> {
+    use engram::adapters::cl::lm::{self, LmConfig, LmResult, LmStrategy};
+    let path = engram::resolve_model(args.model.as_deref())?;
+    let engine = engram::Engine::load(path, &backend::cpu().autodiff(), 0)?;
+    let refs: Vec<(String, u32)> = {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&args.reference)?)?;
+        v.as_array()
+            .ok_or("reference file is not a JSON array")?
+            .iter()
+            .filter_map(|p| {
+                let prompt = p.get("prompt")?.as_str()?.to_owned();
+                let top = p.get("top20")?.get(0)?.get(0)?.as_u64()? as u32;
+                Some((prompt, top))
+            })
+            .collect()
+    };
+    let dir = data::data_dir()?;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n### LM track: LoRA on SmolLM2-135M over fortunes {:?}, {} steps x 4 sequences per category, {} seeds\n",
+        args.categories, args.lm_steps, args.seeds
+    );
+    let _ = writeln!(
+        md,
+        "| strategy | forgetting (nats/token) | final held-out loss per category | top-1 agreement with llama.cpp (base → end) | s/run |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    let mut forgetting: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (name, strategy) in [("naive", LmStrategy::Naive), ("er (M=64)", LmStrategy::Er)] {
+        let mut runs: Vec<LmResult> = Vec::new();
+        for seed in 0..args.seeds {
+            let cfg = LmConfig {
+                categories: args.categories.clone(),
+                train_per_category: 96,
+                test_per_category: 24,
+                steps_per_category: args.lm_steps,
+                batch: 4,
+                buffer: 64,
+                lr: 2e-3,
+                max_len: 48,
+                rank: 8,
+                seed,
+            };
+            let r = lm::run_lm(&engine, &dir, &cfg, strategy, &refs, |l| {
+                eprintln!("{name} seed {seed} {l}")
+            })?;
+            eprintln!(
+                "{name} seed {seed}: forgetting {:.4} nats/token, {:.0}s",
+                r.forgetting(),
+                r.seconds
+            );
+            runs.push(r);
+        }
+        let f: Vec<f64> = runs.iter().map(|r| f64::from(r.forgetting())).collect();
+        let last = &runs[0];
+        let final_row: Vec<String> = last
+            .nll
+            .last()
+            .map_or(vec![], |r| r.iter().map(|v| format!("{v:.3}")).collect());
+        let secs: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} (base {}) | {:.2} → {:.2} | {:.0} |",
+            summarize(&f, 1.0, 3),
+            final_row.join(" / "),
+            last.base_nll
+                .iter()
+                .map(|v| format!("{v:.3}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            last.base_top1,
+            last.top1.last().copied().unwrap_or(0.0),
+            iqm(&secs)
+        );
+        let _ = writeln!(
+            md,
+            "\nheld-out loss matrix, seed 0 (row: after category i):\n```"
+        );
+        for row in &last.nll {
+            let _ = writeln!(
+                md,
+                "{}",
+                row.iter()
+                    .map(|v| format!("{v:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        let _ = writeln!(md, "```\n");
+        forgetting.insert(
+            if strategy == LmStrategy::Naive {
+                "naive"
+            } else {
+                "er"
+            },
+            f,
+        );
+    }
+    let (n, e) = (iqm(&forgetting["naive"]), iqm(&forgetting["er"]));
+    let _ = writeln!(
+        md,
+        "ER forgetting / naive forgetting = {:.2} (goal ≤ 0.33).",
+        e / n
+    );
+    print!("{md}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &md)?;
+    }
+    Ok(())
+}
