@@ -382,7 +382,9 @@ def main():
     if failures:
         print("FAILED:\n  " + "\n  ".join(failures))
         sys.exit(1)
-    print("OK: PEFT and llama.cpp load engram's adapter files and agree with engram")
+    checked = " and ".join(names[k] for k in other if k != "engram_gguf")
+    print(f"OK: {checked or 'engram'} load{'s' if ' and ' not in checked else ''} the adapter files "
+          "and agree with engram")
 
 
 if __name__ == "__main__":
