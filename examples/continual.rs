@@ -10,7 +10,7 @@
 
 use engram::adapters::cl::data;
 use engram::adapters::cl::persist;
-use engram::adapters::cl::protocol::{self, HParams, Mode, RunConfig, StrategyKind};
+use engram::adapters::cl::protocol::{self, Mode, RunConfig, StrategyKind};
 use engram::adapters::cl::{checkpoint, learner::Learner};
 use engram::backend;
 
@@ -23,7 +23,11 @@ fn print_row(task: usize, l: &Learner, stream: &data::Stream) {
     let trained: Vec<&str> = (0..stream.tasks.len())
         .map(|j| if j <= task { "" } else { "·" })
         .collect();
-    println!("after task {task}: {}   {}", cells.join(" "), trained.join(""));
+    println!(
+        "after task {task}: {}   {}",
+        cells.join(" "),
+        trained.join("")
+    );
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -41,7 +45,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         seed: 0,
         hp: protocol::committed_hparams()
             .remove("er")
-            .unwrap_or(HParams::default()),
+            .unwrap_or_default(),
     };
     let device = backend::cpu().autodiff();
     let ckpt = std::env::temp_dir().join(format!("engram-continual-{}", std::process::id()));
@@ -62,7 +66,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             checkpoint::save(&learner, &ckpt)?;
             let before = persist::to_bytes(learner.buffer.as_ref().expect("ER has a buffer"));
             drop(learner);
-            println!("-- restart: learner dropped, rebuilt from {} --", ckpt.display());
+            println!(
+                "-- restart: learner dropped, rebuilt from {} --",
+                ckpt.display()
+            );
             learner = protocol::build_learner(&cfg, stream.dim, stream.n_classes, &device);
             checkpoint::restore(&mut learner, &ckpt)?;
             let after = persist::to_bytes(learner.buffer.as_ref().expect("ER has a buffer"));

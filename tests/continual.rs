@@ -55,11 +55,19 @@ fn experience_replay_forgets_less_than_naive_fine_tuning_on_split_digits() {
     };
     let (naive_f, naive_a) = forgetting(StrategyKind::Naive);
     let (er_f, er_a) = forgetting(StrategyKind::Er);
-    eprintln!("naive: forgetting {naive_f:.3} acc {naive_a:.3}; er: forgetting {er_f:.3} acc {er_a:.3}");
+    eprintln!(
+        "naive: forgetting {naive_f:.3} acc {naive_a:.3}; er: forgetting {er_f:.3} acc {er_a:.3}"
+    );
     // Naive fine-tuning on a class-incremental stream forgets nearly everything it learned.
     assert!(naive_f > 0.6, "naive forgetting {naive_f}");
-    assert!(er_f < 0.6 * naive_f, "ER forgetting {er_f} vs naive {naive_f}");
-    assert!(er_a > naive_a + 0.2, "ER accuracy {er_a} vs naive {naive_a}");
+    assert!(
+        er_f < 0.6 * naive_f,
+        "ER forgetting {er_f} vs naive {naive_f}"
+    );
+    assert!(
+        er_a > naive_a + 0.2,
+        "ER accuracy {er_a} vs naive {naive_a}"
+    );
 }
 
 #[test]

@@ -283,10 +283,10 @@ impl ReplayBuffer {
             return Err(e);
         }
         let l = logits.map_or(0, <[f32]>::len);
-        if self.n_logits > 0 || logits.is_some() {
-            if let Some(e) = shape("logits", l, self.n_logits) {
-                return Err(e);
-            }
+        if (self.n_logits > 0 || logits.is_some())
+            && let Some(e) = shape("logits", l, self.n_logits)
+        {
+            return Err(e);
         }
         if !x.iter().all(|v| v.is_finite()) {
             return Err(BufferError::NonFinite { what: "input" });

@@ -87,7 +87,8 @@ pub fn restore(learner: &mut Learner, dir: &Path) -> Result<(), CheckpointError>
     let buffer = match &learner.buffer {
         Some(mine) => {
             let b = persist::load(&dir.join("replay.bin"))?;
-            if (b.dim(), b.n_logits(), b.capacity()) != (mine.dim(), mine.n_logits(), mine.capacity())
+            if (b.dim(), b.n_logits(), b.capacity())
+                != (mine.dim(), mine.n_logits(), mine.capacity())
             {
                 return Err(CheckpointError::Buffer(format!(
                     "saved {}x{}+{} logits, learner {}x{}+{}",

@@ -112,7 +112,11 @@ pub struct Stream {
 /// The data directory: `$ENGRAM_DATA`, else `$XDG_CACHE_HOME/engram/data`, else
 /// `~/.cache/engram/data` (where `scripts/fetch_cl_data.sh` puts the files).
 pub fn data_dir() -> Result<PathBuf, DataError> {
-    let var = |k| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(d) = var(DATA_ENV_VAR) {
         return Ok(d);
     }
@@ -154,7 +158,10 @@ pub fn load_digits(path: &Path) -> Result<Dataset, DataError> {
             .collect::<Result<_, _>>()
             .map_err(|e| bad(format!("line {}: {e}", line_no + 1)))?;
         if vals.len() != 65 || vals.iter().any(|v| !(0.0..=16.0).contains(v)) {
-            return Err(bad(format!("line {}: expected 65 values in 0..=16", line_no + 1)));
+            return Err(bad(format!(
+                "line {}: expected 65 values in 0..=16",
+                line_no + 1
+            )));
         }
         let label = vals[64];
         if label > 9.0 || label.fract() != 0.0 {
@@ -187,7 +194,10 @@ pub fn load_fashion_mnist(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
                 what: format!("expected an idx3 file of {n} 28x28 images"),
             });
         }
-        if lab.len() != 8 + n || header(&lab, 2) != [0x801, n as u32] || lab[8..].iter().any(|&l| l > 9) {
+        if lab.len() != 8 + n
+            || header(&lab, 2) != [0x801, n as u32]
+            || lab[8..].iter().any(|&l| l > 9)
+        {
             return Err(DataError::Format {
                 path: lp,
                 what: format!("expected an idx1 file of {n} labels 0..=9"),
@@ -200,8 +210,16 @@ pub fn load_fashion_mnist(dir: &Path) -> Result<(Dataset, Dataset), DataError> {
         })
     };
     Ok((
-        part("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", 60_000)?,
-        part("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", 10_000)?,
+        part(
+            "train-images-idx3-ubyte.gz",
+            "train-labels-idx1-ubyte.gz",
+            60_000,
+        )?,
+        part(
+            "t10k-images-idx3-ubyte.gz",
+            "t10k-labels-idx1-ubyte.gz",
+            10_000,
+        )?,
     ))
 }
 
@@ -226,7 +244,9 @@ pub fn stratified_split(ds: &Dataset, test_per_class: usize, seed: u64) -> (Data
 /// Splits train and test sets into tasks of the given class groups (in that order).
 pub fn split_tasks(name: &str, train: &Dataset, test: &Dataset, groups: &[Vec<u32>]) -> Stream {
     let pick = |ds: &Dataset, classes: &[u32]| {
-        let idx: Vec<usize> = (0..ds.len()).filter(|&i| classes.contains(&ds.y[i])).collect();
+        let idx: Vec<usize> = (0..ds.len())
+            .filter(|&i| classes.contains(&ds.y[i]))
+            .collect();
         ds.select(&idx)
     };
     let tasks = groups

@@ -254,15 +254,15 @@ impl Learner {
         for p in self.pieces.iter_mut() {
             p.after_step(&after);
         }
-        if !self.pieces.iter().any(|p| p.manages_buffer()) {
-            if let Some(buf) = self.buffer.as_mut() {
-                let z = (buf.n_logits() > 0).then(|| to_vec(logits.inner()));
-                let c = buf.n_logits();
-                for (i, &label) in y.iter().enumerate() {
-                    let zi = z.as_ref().map(|z| &z[i * c..(i + 1) * c]);
-                    buf.insert(&x[i * dim..(i + 1) * dim], label, task, zi)
-                        .expect("rows checked against the model's widths");
-                }
+        if !self.pieces.iter().any(|p| p.manages_buffer())
+            && let Some(buf) = self.buffer.as_mut()
+        {
+            let z = (buf.n_logits() > 0).then(|| to_vec(logits.inner()));
+            let c = buf.n_logits();
+            for (i, &label) in y.iter().enumerate() {
+                let zi = z.as_ref().map(|z| &z[i * c..(i + 1) * c]);
+                buf.insert(&x[i * dim..(i + 1) * dim], label, task, zi)
+                    .expect("rows checked against the model's widths");
             }
         }
         Ok(value)
@@ -382,9 +382,13 @@ pub fn distillation(student: Tensor<2>, teacher: Tensor<2>, cols: &[u32], t: f32
         (student, teacher)
     } else {
         let ids: Vec<i64> = cols.iter().map(|&k| i64::from(k)).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(ids, [cols.len()]), &student.device());
+        let idx =
+            Tensor::<1, Int>::from_data(TensorData::new(ids, [cols.len()]), &student.device());
         let tidx = Tensor::<1, Int>::from_data(
-            TensorData::new(cols.iter().map(|&k| i64::from(k)).collect::<Vec<_>>(), [cols.len()]),
+            TensorData::new(
+                cols.iter().map(|&k| i64::from(k)).collect::<Vec<_>>(),
+                [cols.len()],
+            ),
             &teacher.device(),
         );
         (student.select(1, idx), teacher.select(1, tidx))

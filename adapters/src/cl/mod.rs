@@ -7,6 +7,7 @@ pub mod buffer;
 pub mod checkpoint;
 pub mod data;
 pub mod learner;
+pub mod lm;
 pub mod metrics;
 pub mod model;
 pub mod persist;

@@ -68,7 +68,11 @@ impl Mlp {
     /// `(features, logits)` for `x` `(n, dims[0])`: features are the last hidden layer
     /// `(n, dims[last-1])`, logits `(n, n_out)`.
     pub fn forward(&self, weights: &[Tensor<2>], x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
-        assert_eq!(weights.len(), 2 * self.layers.len(), "weights of another model");
+        assert_eq!(
+            weights.len(),
+            2 * self.layers.len(),
+            "weights of another model"
+        );
         let mut h = x;
         let last = self.layers.len() - 1;
         for l in 0..last {

@@ -47,7 +47,9 @@ pub enum SnapshotError {
     #[error("replay snapshot version {0} is not supported (this build reads {VERSION})")]
     UnsupportedVersion(u32),
     /// The file ends before the field at `offset`.
-    #[error("replay snapshot truncated: {what} at byte {offset} needs {need} bytes, file has {len}")]
+    #[error(
+        "replay snapshot truncated: {what} at byte {offset} needs {need} bytes, file has {len}"
+    )]
     Truncated {
         /// The field being read.
         what: &'static str,
@@ -265,14 +267,23 @@ impl<'a> Reader<'a> {
     }
 
     fn u32(&mut self, what: &'static str) -> Result<u32, SnapshotError> {
-        Ok(u32::from_le_bytes(self.take(what, 4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(what, 4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     fn u64(&mut self, what: &'static str) -> Result<u64, SnapshotError> {
-        Ok(u64::from_le_bytes(self.take(what, 8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(what, 8)?.try_into().expect("8 bytes"),
+        ))
     }
 
-    fn f32s(&mut self, what: &'static str, n: usize, out: &mut Vec<f32>) -> Result<(), SnapshotError> {
+    fn f32s(
+        &mut self,
+        what: &'static str,
+        n: usize,
+        out: &mut Vec<f32>,
+    ) -> Result<(), SnapshotError> {
         let bytes = self.take(what, n * 4)?;
         out.extend(
             bytes

@@ -184,7 +184,11 @@ pub fn build_learner(cfg: &RunConfig, dim: usize, classes: usize, device: &Devic
         StrategyKind::Icarl => vec![Box::new(Icarl::new(s, 2.0))],
     };
     let buffer = cfg.strategy.uses_buffer().then(|| {
-        let n_logits = if cfg.strategy == StrategyKind::DerPlusPlus { classes } else { 0 };
+        let n_logits = if cfg.strategy == StrategyKind::DerPlusPlus {
+            classes
+        } else {
+            0
+        };
         ReplayBuffer::new(cfg.buffer, dim, n_logits, Policy::default(), cfg.seed)
             .expect("buffer size checked by the caller")
     });
@@ -203,7 +207,12 @@ fn evaluate(l: &Learner, stream: &Stream) -> (Vec<f32>, Vec<f32>) {
     stream
         .tasks
         .iter()
-        .map(|t| (l.accuracy(&t.test, None), l.accuracy(&t.test, Some(&t.classes))))
+        .map(|t| {
+            (
+                l.accuracy(&t.test, None),
+                l.accuracy(&t.test, Some(&t.classes)),
+            )
+        })
         .unzip()
 }
 
@@ -270,7 +279,11 @@ pub fn grid(kind: StrategyKind) -> Vec<HParams> {
         StrategyKind::ErMkd => &[0.3, 1.0, 3.0],
     };
     lrs.iter()
-        .flat_map(|&lr| strengths.iter().map(move |&strength| HParams { lr, strength }))
+        .flat_map(|&lr| {
+            strengths
+                .iter()
+                .map(move |&strength| HParams { lr, strength })
+        })
         .collect()
 }
 

@@ -258,7 +258,12 @@ impl<T, const N: usize> ReplayCore<T, N> {
     }
 
     /// Offers `item` to the buffer; the retention policy decides whether and where it goes.
-    pub fn insert(&mut self, item: T, label: u32, task: u32) -> Result<Admission<T>, InsertError<T>> {
+    pub fn insert(
+        &mut self,
+        item: T,
+        label: u32,
+        task: u32,
+    ) -> Result<Admission<T>, InsertError<T>> {
         let c = match self.class_index(label) {
             Some(c) => c,
             None => {

@@ -54,7 +54,10 @@ mod tests {
         for _ in 0..7000 {
             counts[r.below(7) as usize] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
         let u = r.unit_f64();
         assert!((0.0..1.0).contains(&u));
     }

@@ -19,7 +19,8 @@ use engram::backend;
 /// Options of `engram cl-bench`.
 #[derive(Args)]
 pub struct ClBenchArgs {
-    /// Stream: `digits` (Split-Digits) or `fashion` (Split-Fashion-MNIST).
+    /// Stream: `digits` (Split-Digits), `fashion` (Split-Fashion-MNIST) or `fortunes` (the
+    /// language-model track: LoRA on SmolLM2 over fortune categories, naive vs ER).
     #[arg(long, default_value = "digits")]
     stream: String,
     /// Seeds per configuration (0..N).
@@ -53,6 +54,18 @@ pub struct ClBenchArgs {
     /// Also write the markdown tables to this file.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// LM track: fortune categories in training order.
+    #[arg(long, value_delimiter = ',', default_value = "science,computers,food")]
+    categories: Vec<String>,
+    /// LM track: optimizer steps per category.
+    #[arg(long, default_value_t = 24)]
+    lm_steps: usize,
+    /// LM track: llama.cpp reference logits (top-1 retention).
+    #[arg(long, default_value = "../shared/reference/logits_public.json")]
+    reference: PathBuf,
+    /// LM track: the GGUF model (default: $ENGRAM_MODEL, the cache, or a pip fetch).
+    #[arg(long)]
+    model: Option<PathBuf>,
 }
 
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
@@ -68,6 +81,9 @@ fn load_stream(name: &str) -> Result<Stream> {
 
 /// Runs the benchmark (or the tuning grid) and prints markdown tables.
 pub fn cl_bench(args: ClBenchArgs) -> Result<()> {
+    if args.stream == "fortunes" {
+        return lm_track(&args);
+    }
     let stream = load_stream(&args.stream)?;
     let mode = match args.mode.as_str() {
         "online" => Mode::Online,
@@ -103,12 +119,23 @@ pub fn cl_bench(args: ClBenchArgs) -> Result<()> {
             for hp in protocol::grid(k) {
                 let accs: Vec<f64> = (0..args.seeds)
                     .map(|s| {
-                        let r = protocol::run(&stream, &base(k, args.buffers[0], s, hp.clone()), &device, |_, _, _| {});
+                        let r = protocol::run(
+                            &stream,
+                            &base(k, args.buffers[0], s, hp.clone()),
+                            &device,
+                            |_, _, _| {},
+                        );
                         f64::from(r.class_il.average_accuracy())
                     })
                     .collect();
                 let score = iqm(&accs);
-                eprintln!("tune {:<10} lr {:<5} strength {:<6} acc {:.3}", k.name(), hp.lr, hp.strength, score);
+                eprintln!(
+                    "tune {:<10} lr {:<5} strength {:<6} acc {:.3}",
+                    k.name(),
+                    hp.lr,
+                    hp.strength,
+                    score
+                );
                 if best.as_ref().is_none_or(|(b, _)| score > *b) {
                     best = Some((score, hp));
                 }
@@ -130,23 +157,34 @@ pub fn cl_bench(args: ClBenchArgs) -> Result<()> {
             .get(k.name())
             .cloned()
             .ok_or_else(|| format!("no hyper-parameters for {}", k.name()))?;
-        let buffers: Vec<usize> = if k.uses_buffer() { args.buffers.clone() } else { vec![0] };
+        let buffers: Vec<usize> = if k.uses_buffer() {
+            args.buffers.clone()
+        } else {
+            vec![0]
+        };
         for &buffer in &buffers {
-            let label = if buffer > 0 { format!("{} (M={buffer})", k.name()) } else { k.name().to_owned() };
+            let label = if buffer > 0 {
+                format!("{} (M={buffer})", k.name())
+            } else {
+                k.name().to_owned()
+            };
             let mut results = Vec::new();
             for seed in 0..args.seeds {
                 let cfg = base(k, buffer.max(1), seed, hp.clone());
                 let verbose = args.verbose;
                 let r = protocol::run(&stream, &cfg, &device, |i, ci, _| {
                     if verbose {
-                        let row: Vec<String> = ci.iter().map(|a| format!("{:5.1}", a * 100.0)).collect();
+                        let row: Vec<String> =
+                            ci.iter().map(|a| format!("{:5.1}", a * 100.0)).collect();
                         eprintln!("{label} seed {seed} after task {i}: [{}]", row.join(" "));
                     }
                 });
                 eprintln!(
                     "{label} seed {seed}: class-IL acc {:.1} forgetting {}, {:.1}s",
                     r.class_il.average_accuracy() * 100.0,
-                    r.class_il.average_forgetting().map_or("-".into(), |f| format!("{:.1}", f * 100.0)),
+                    r.class_il
+                        .average_forgetting()
+                        .map_or("-".into(), |f| format!("{:.1}", f * 100.0)),
                     r.seconds
                 );
                 results.push(r);
@@ -180,17 +218,23 @@ fn tables(
         stream.name, args.hidden, args.seeds
     );
     for (title, pick) in [
-        ("class-incremental", (|r: &RunResult| &r.class_il) as fn(&RunResult) -> &AccuracyMatrix),
+        (
+            "class-incremental",
+            (|r: &RunResult| &r.class_il) as fn(&RunResult) -> &AccuracyMatrix,
+        ),
         ("task-incremental", |r: &RunResult| &r.task_il),
     ] {
         let _ = writeln!(md, "**{title}**\n");
-        let _ = writeln!(md, "| strategy | avg accuracy | avg forgetting | BWT | FWT | s/run |");
+        let _ = writeln!(
+            md,
+            "| strategy | avg accuracy | avg forgetting | BWT | FWT | s/run |"
+        );
         let _ = writeln!(md, "|---|---|---|---|---|---|");
         for (label, results) in rows {
             let col = |f: &dyn Fn(&AccuracyMatrix) -> Option<f32>| -> String {
                 let v: Option<Vec<f64>> =
                     results.iter().map(|r| f(pick(r)).map(f64::from)).collect();
-                v.map_or("—".into(), |v| summarize(&v, 100.0))
+                v.map_or("—".into(), |v| summarize(&v, 100.0, 1))
             };
             let secs: Vec<f64> = results.iter().map(|r| r.seconds).collect();
             let _ = writeln!(
@@ -205,7 +249,10 @@ fn tables(
         }
         md.push('\n');
     }
-    let _ = writeln!(md, "Class-IL accuracy matrices, seed 0 (row i: after task i; column j: task j):\n");
+    let _ = writeln!(
+        md,
+        "Class-IL accuracy matrices, seed 0 (row i: after task i; column j: task j):\n"
+    );
     for (label, results) in rows {
         let m = &results[0].class_il;
         let _ = writeln!(md, "{label}:\n```");
@@ -221,4 +268,117 @@ fn tables(
         .collect();
     let _ = writeln!(md, "\nHyper-parameters (frozen): {}.", hp.join("; "));
     md
+}
+
+/// The LM track: naive fine-tuning vs ER at the same compute, `--seeds` seeds each.
+fn lm_track(args: &ClBenchArgs) -> Result<()> {
+    use engram::adapters::cl::lm::{self, LmConfig, LmResult, LmStrategy};
+    let path = engram::resolve_model(args.model.as_deref())?;
+    let engine = engram::Engine::load(path, &backend::cpu().autodiff(), 0)?;
+    let refs: Vec<(String, u32)> = {
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&args.reference)?)?;
+        v.as_array()
+            .ok_or("reference file is not a JSON array")?
+            .iter()
+            .filter_map(|p| {
+                let prompt = p.get("prompt")?.as_str()?.to_owned();
+                let top = p.get("top20")?.get(0)?.get(0)?.as_u64()? as u32;
+                Some((prompt, top))
+            })
+            .collect()
+    };
+    let dir = data::data_dir()?;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n### LM track: LoRA on SmolLM2-135M over fortunes {:?}, {} steps x 4 sequences per category, {} seeds\n",
+        args.categories, args.lm_steps, args.seeds
+    );
+    let _ = writeln!(
+        md,
+        "| strategy | forgetting (nats/token) | final held-out loss per category | top-1 agreement with llama.cpp (base → end) | s/run |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|");
+    let mut forgetting: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for (name, strategy) in [("naive", LmStrategy::Naive), ("er (M=64)", LmStrategy::Er)] {
+        let mut runs: Vec<LmResult> = Vec::new();
+        for seed in 0..args.seeds {
+            let cfg = LmConfig {
+                categories: args.categories.clone(),
+                train_per_category: 96,
+                test_per_category: 24,
+                steps_per_category: args.lm_steps,
+                batch: 4,
+                buffer: 64,
+                lr: 2e-3,
+                max_len: 48,
+                rank: 8,
+                seed,
+            };
+            let r = lm::run_lm(&engine, &dir, &cfg, strategy, &refs, |l| {
+                eprintln!("{name} seed {seed} {l}")
+            })?;
+            eprintln!(
+                "{name} seed {seed}: forgetting {:.4} nats/token, {:.0}s",
+                r.forgetting(),
+                r.seconds
+            );
+            runs.push(r);
+        }
+        let f: Vec<f64> = runs.iter().map(|r| f64::from(r.forgetting())).collect();
+        let last = &runs[0];
+        let final_row: Vec<String> = last
+            .nll
+            .last()
+            .map_or(vec![], |r| r.iter().map(|v| format!("{v:.3}")).collect());
+        let secs: Vec<f64> = runs.iter().map(|r| r.seconds).collect();
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} (base {}) | {:.2} → {:.2} | {:.0} |",
+            summarize(&f, 1.0, 3),
+            final_row.join(" / "),
+            last.base_nll
+                .iter()
+                .map(|v| format!("{v:.3}"))
+                .collect::<Vec<_>>()
+                .join(" / "),
+            last.base_top1,
+            last.top1.last().copied().unwrap_or(0.0),
+            iqm(&secs)
+        );
+        let _ = writeln!(
+            md,
+            "\nheld-out loss matrix, seed 0 (row: after category i):\n```"
+        );
+        for row in &last.nll {
+            let _ = writeln!(
+                md,
+                "{}",
+                row.iter()
+                    .map(|v| format!("{v:.3}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+        }
+        let _ = writeln!(md, "```\n");
+        forgetting.insert(
+            if strategy == LmStrategy::Naive {
+                "naive"
+            } else {
+                "er"
+            },
+            f,
+        );
+    }
+    let (n, e) = (iqm(&forgetting["naive"]), iqm(&forgetting["er"]));
+    let _ = writeln!(
+        md,
+        "ER forgetting / naive forgetting = {:.2} (goal ≤ 0.33).",
+        e / n
+    );
+    print!("{md}");
+    if let Some(out) = &args.out {
+        std::fs::write(out, &md)?;
+    }
+    Ok(())
 }

@@ -90,8 +90,13 @@ impl Piece for Icarl {
     }
 
     fn loss(&mut self, ctx: &StepCtx<'_>) -> Option<Tensor<1>> {
-        let mut total: Option<Tensor<1>> = ctx.replay.map(|r| cross_entropy(r.logits.clone(), &r.y));
-        if let Some(teacher) = self.teacher.as_ref().filter(|_| !ctx.old_classes.is_empty()) {
+        let mut total: Option<Tensor<1>> =
+            ctx.replay.map(|r| cross_entropy(r.logits.clone(), &r.y));
+        if let Some(teacher) = self
+            .teacher
+            .as_ref()
+            .filter(|_| !ctx.old_classes.is_empty())
+        {
             let target = ctx.model.logits(teacher, ctx.x.clone().inner());
             let kd = distillation(ctx.logits.clone(), target, ctx.old_classes, self.t) * self.alpha;
             total = Some(match total {
@@ -106,7 +111,10 @@ impl Piece for Icarl {
         let weights = ctx.model.frozen(ctx.params);
         self.teacher = Some(weights.clone());
         let inner = ctx.device.clone().inner();
-        let buf = ctx.buffer.as_mut().expect("iCaRL needs a buffer for its exemplars");
+        let buf = ctx
+            .buffer
+            .as_mut()
+            .expect("iCaRL needs a buffer for its exemplars");
         let per_class = buf.capacity() / ctx.seen_classes.len().max(1);
         // Shrink old classes to their first `per_class` exemplars (the best herding prefix).
         let mut kept: Vec<(u32, usize)> = Vec::new();
@@ -123,7 +131,9 @@ impl Piece for Icarl {
         });
         let task = ctx.seen_classes.len() as u32;
         for &c in ctx.classes {
-            let idx: Vec<usize> = (0..ctx.data.len()).filter(|&i| ctx.data.y[i] == c).collect();
+            let idx: Vec<usize> = (0..ctx.data.len())
+                .filter(|&i| ctx.data.y[i] == c)
+                .collect();
             let rows = ctx.data.select(&idx);
             let x = rows_tensor(&rows.x, rows.dim, &inner);
             let (f, d) = normalized_features(ctx.model, &weights, x);
@@ -141,7 +151,9 @@ impl Piece for Icarl {
             let mut n = 0usize;
             for (k, m) in buf.metas().iter().enumerate() {
                 if m.label == c {
-                    mu.iter_mut().zip(&f[k * d..(k + 1) * d]).for_each(|(a, b)| *a += b);
+                    mu.iter_mut()
+                        .zip(&f[k * d..(k + 1) * d])
+                        .for_each(|(a, b)| *a += b);
                     n += 1;
                 }
             }

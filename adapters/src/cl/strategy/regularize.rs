@@ -72,7 +72,12 @@ impl Piece for OnlineEwc {
             let loss = cross_entropy(ctx.model.logits(&weights, x), &ctx.data.y[i..=i]);
             let grads = ctx.params.grads(&loss.backward());
             for (k, id) in ctx.params.ids().enumerate() {
-                let g2 = grads.get(id).expect("every weight is used").clone().square() / n as f32;
+                let g2 = grads
+                    .get(id)
+                    .expect("every weight is used")
+                    .clone()
+                    .square()
+                    / n as f32;
                 if fisher.len() <= k {
                     fisher.push(g2);
                 } else {
@@ -165,7 +170,11 @@ impl Piece for Si {
         self.omega = if self.omega.is_empty() {
             new
         } else {
-            self.omega.iter().zip(new).map(|(o, n)| o.clone() + n).collect()
+            self.omega
+                .iter()
+                .zip(new)
+                .map(|(o, n)| o.clone() + n)
+                .collect()
         };
         self.anchor = now;
     }

@@ -39,8 +39,14 @@ fn learner(pieces: Vec<Box<dyn crate::cl::learner::Piece>>) -> Learner {
 #[test]
 fn distillation_is_zero_between_equal_logits_and_positive_otherwise() {
     let device = engram_runtime::backend::cpu();
-    let a = Tensor::<2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 0.5], [2, 2]), &device);
-    let b = Tensor::<2>::from_data(TensorData::new(vec![3.0f32, 1.0, 0.0, 2.0], [2, 2]), &device);
+    let a = Tensor::<2>::from_data(
+        TensorData::new(vec![1.0f32, 2.0, 3.0, 0.5], [2, 2]),
+        &device,
+    );
+    let b = Tensor::<2>::from_data(
+        TensorData::new(vec![3.0f32, 1.0, 0.0, 2.0], [2, 2]),
+        &device,
+    );
     let same = distillation(a.clone(), a.clone(), &[], 2.0).into_scalar::<f32>();
     let diff = distillation(a, b, &[0, 1], 2.0).into_scalar::<f32>();
     assert!(same.abs() < 1e-6, "{same}");
@@ -71,6 +77,9 @@ fn penalties_and_distillation_hold_the_weights_of_the_first_task() {
     let si = drift(vec![Box::new(Si::new(10.0, 0.1))]);
     let lwf = drift(vec![Box::new(Lwf::new(10.0, 2.0))]);
     for (name, d) in [("ewc", ewc), ("si", si), ("lwf", lwf)] {
-        assert!(d.is_finite() && d < 0.9 * free, "{name}: drift {d} vs naive {free}");
+        assert!(
+            d.is_finite() && d < 0.9 * free,
+            "{name}: drift {d} vs naive {free}"
+        );
     }
 }
