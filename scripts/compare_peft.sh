@@ -20,6 +20,11 @@ Options:
                     engram's train-bench always does 1)
   --threads N       threads for both engines (default: 2)
   --only ENGINE     run only 'engram' or only 'peft'
+  --cpu-time        also measure engram's tokens per CPU-second (steadier than tokens/s on a
+                    shared machine): train-bench runs a second time with --steps 1, and the
+                    difference of the two runs' CPU seconds covers STEPS-1 steps (needs
+                    --steps >= 2; counts the pool's spin-waiting, so it errs against engram).
+                    PEFT reports its own per-step CPU time always.
   --json FILE       also write every figure to FILE
   -h, --help        this text
 
@@ -35,7 +40,7 @@ say() { echo "compare_peft: $*" >&2; }
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 MODEL=${ENGRAM_MODEL:-}
 CONFIGS="q,v;all"
-RANK=8 SEQ=64 BATCH=4 STEPS=5 WARMUP=1 THREADS=2 ONLY="" JSON_OUT=""
+RANK=8 SEQ=64 BATCH=4 STEPS=5 WARMUP=1 THREADS=2 ONLY="" JSON_OUT="" CPU_TIME=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --model) MODEL=${2:?}; shift 2 ;;
@@ -47,6 +52,7 @@ while [[ $# -gt 0 ]]; do
         --warmup) WARMUP=${2:?}; shift 2 ;;
         --threads) THREADS=${2:?}; shift 2 ;;
         --only) ONLY=${2:?}; shift 2 ;;
+        --cpu-time) CPU_TIME=1; shift ;;
         --json) JSON_OUT=$(realpath -m -- "${2:?}"); shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) usage >&2; die "unknown argument: $1" ;;
@@ -57,6 +63,15 @@ for n in "$RANK" "$SEQ" "$BATCH" "$STEPS" "$THREADS"; do
 done
 [[ $WARMUP =~ ^[0-9]+$ ]] || die "--warmup: expected an integer"
 case "$ONLY" in "" | engram | peft) ;; *) die "--only takes engram or peft" ;; esac
+[[ $CPU_TIME == 0 || $STEPS -ge 2 ]] || die "--cpu-time needs --steps >= 2"
+
+# Runs a command; prints its last stdout line, then the CPU seconds (user + system) it used.
+cpu_run() {
+    python3 -c 'import resource, subprocess, sys
+out = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE, text=True, check=True).stdout
+u = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(out.strip().splitlines()[-1]); print(u.ru_utime + u.ru_stime)' "$@"
+}
 [[ -n $MODEL ]] && MODEL=$(realpath -m -- "$MODEL")
 cd "$REPO"
 
@@ -85,9 +100,18 @@ for targets in "${CONFIG_LIST[@]}"; do
     e=null p=null
     if [[ $ONLY != peft ]]; then
         say "engram train-bench --targets $etargets (load $load)..."
-        e=$("$ENGRAM" train-bench --json --model "$MODEL" --rank "$RANK" --alpha $((2 * RANK)) \
-            --targets "$etargets" --seq-len "$SEQ" --batch "$BATCH" --steps "$STEPS" \
-            --threads "$THREADS" | tail -n 1)
+        eargs=(train-bench --json --model "$MODEL" --rank "$RANK" --alpha $((2 * RANK))
+            --targets "$etargets" --seq-len "$SEQ" --batch "$BATCH" --threads "$THREADS")
+        out=$(cpu_run "$ENGRAM" "${eargs[@]}" --steps "$STEPS")
+        e=$(head -n 1 <<<"$out")
+        if [[ $CPU_TIME == 1 ]]; then
+            cpu_long=$(tail -n 1 <<<"$out")
+            say "engram train-bench --steps 1 (for CPU time)..."
+            cpu_short=$(cpu_run "$ENGRAM" "${eargs[@]}" --steps 1 | tail -n 1)
+            e=$(E=$e python3 -c "import json, os; e = json.loads(os.environ['E']); \
+e['tokens_per_cpu_s'] = round(($STEPS - 1) * $BATCH * $SEQ / ($cpu_long - $cpu_short), 2); \
+print(json.dumps(e))")
+        fi
     fi
     if [[ $ONLY != engram ]]; then
         say "PyTorch + PEFT --targets $targets (load $(cut -d' ' -f1-3 /proc/loadavg))..."
@@ -119,8 +143,7 @@ for r in rows:
     line("peak RSS MiB (training only)", None, mib(p.get("train_peak_rss_bytes")), ".0f")
     line("planner estimate MiB", mib(e.get("plan_bytes")), None, ".0f")
     line("trainable parameters", e.get("trainable_params"), p.get("trainable_params"), ".0f")
-    if p.get("tokens_per_cpu_s"):
-        print(f"  PEFT tokens per CPU-second: {p['tokens_per_cpu_s']}")
+    line("train tokens per CPU-second", e.get("tokens_per_cpu_s"), p.get("tokens_per_cpu_s"), ".1f")
     if e and p:
         ok_t = e["tokens_per_s"] >= 3 * p["tokens_per_s"]
         ok_m = e["peak_rss_bytes"] <= 0.5 * p["peak_rss_bytes"]
