@@ -133,6 +133,17 @@ pub fn batch_terms(
     Ok(out)
 }
 
+/// `xᵢ · yⱼ` row-major `(|x|, |y|)`, plus `diag` on the diagonal.
+fn gram(x: &[Vec<f32>], y: &[Vec<f32>], diag: f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len() * y.len());
+    for (i, xi) in x.iter().enumerate() {
+        for (j, yj) in y.iter().enumerate() {
+            out.push(probe::dot(xi, yj) + if i == j { diag } else { 0.0 });
+        }
+    }
+    out
+}
+
 fn matvec(m: &[f32], x: &[f32]) -> Vec<f32> {
     m.chunks(x.len()).map(|row| probe::dot(row, x)).collect()
 }
@@ -148,12 +159,7 @@ fn memit_adj(
         .iter()
         .map(|k| matvec(inv_cov, k).into_iter().map(|v| v / lambda).collect())
         .collect();
-    let mut sys = vec![0f32; n * n];
-    for a in 0..n {
-        for b in 0..n {
-            sys[a * n + b] = probe::dot(&keys[a], &g[b]) + if a == b { 1.0 } else { 0.0 };
-        }
-    }
+    let sys = gram(keys, &g, 1.0);
     // adj = G (I + M)⁻¹ = ((I + M)⁻¹ Gᵀ)ᵀ, M symmetric.
     let dff = keys[0].len();
     let gt: Vec<f32> = g.iter().flatten().copied().collect(); // (n, d_ff)
@@ -175,18 +181,8 @@ fn alpha_adj(
         .chain(b.iter().cloned())
         .collect();
     let (m, n) = (g.len(), b.len());
-    let mut s = vec![0f32; m * m];
-    for x in 0..m {
-        for y in 0..m {
-            s[x * m + y] = probe::dot(&g[x], &g[y]) + if x == y { ridge } else { 0.0 };
-        }
-    }
-    let mut t = vec![0f32; m * n];
-    for x in 0..m {
-        for y in 0..n {
-            t[x * n + y] = probe::dot(&g[x], &b[y]);
-        }
-    }
+    let s = gram(&g, &g, ridge);
+    let t = gram(&g, &b, 0.0);
     let z = linalg::spd_solve(&s, &t, m, n)?; // (m, n)
     Ok((0..n)
         .map(|j| {
