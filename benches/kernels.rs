@@ -168,6 +168,8 @@ fn benches(c: &mut Criterion) {
     }
     matmul_t(c, &arena, GgmlType::Q4_1, 1536, 576, 1);
     matmul_t(c, &arena, GgmlType::Q4_1, 1536, 576, 32);
+    matmul_t(c, &arena, GgmlType::Q4_1, 1536, 576, 256);
+    matmul_t(c, &arena, GgmlType::Q8_0, 1536, 576, 256);
     quantize(c);
 }
 

@@ -8,7 +8,7 @@ use core::ops::Range;
 
 use bytemuck::Pod;
 
-use crate::arch::{self, Kernels, Tile4x1, Tile4x4};
+use crate::arch::{self, Kernels, PANEL_COLS, PANEL_ROWS, Panel, PanelShape, Tile4x1, Tile4x4};
 use crate::quant::*;
 
 /// The activation format paired with weights of type `w` (llama.cpp's `vec_dot_type`).
@@ -287,10 +287,19 @@ pub fn matmul_rows_f32(
     }
 }
 
+/// Rows of `dy` whose panel coefficients are gathered per kernel call in [`matmul_t_cols`].
+const COEF_ROWS: usize = 64;
+
 /// The transposed product for backward: `dx = dy · W` restricted to the columns `cols` of `W`
 /// (`n × k`), so `dx[i][c - cols.start] = Σ_r dy[i][r] · W[r][c]`, with `dy` row-major `m × n`
 /// and `dx` row-major `m × cols.len()` (overwritten). `cols` must be block-aligned. Accumulates
 /// in f32: no activation quantization.
+///
+/// Works in panels: eight consecutive weight rows of one ≤ 256-column chunk are
+/// dequantized to the stack, then every `dx` row takes all of them in one pass (`axpy_panel`),
+/// so each `dx` load and store serves eight FMAs instead of one (the old row-at-a-time axpy
+/// streamed the whole `m × 256` tile through L2 per weight row). Each `dx[i][c]` is still summed
+/// in row order `r = 0, 1, …`.
 #[allow(clippy::too_many_arguments)]
 pub fn matmul_t_cols(
     w_ty: GgmlType,
@@ -302,7 +311,22 @@ pub fn matmul_t_cols(
     m: usize,
     dx: &mut [f32],
 ) {
-    let kt = arch::kernels();
+    matmul_t_cols_with(arch::kernels(), w_ty, w, n, k, cols, dy, m, dx);
+}
+
+/// [`matmul_t_cols`] with an explicit kernel table (tests compare tables).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn matmul_t_cols_with(
+    kt: &Kernels,
+    w_ty: GgmlType,
+    w: &[u8],
+    n: usize,
+    k: usize,
+    cols: Range<usize>,
+    dy: &[f32],
+    m: usize,
+    dx: &mut [f32],
+) {
     let w_rb = row_bytes(w_ty, k);
     let (bs, ts) = (w_ty.block_size(), w_ty.type_size());
     assert!(
@@ -320,20 +344,54 @@ pub fn matmul_t_cols(
     let nc = cols.len();
     assert_eq!(dx.len(), m * nc, "matmul_t_cols: dx must be m × cols.len()");
     dx.fill(0.0);
+    if m == 0 || nc == 0 {
+        return;
+    }
+    const { assert!(PANEL_COLS == DEQUANT_CHUNK) };
     let chunk_blocks = (DEQUANT_CHUNK / bs).max(1);
-    let mut tmp = [0.0f32; DEQUANT_CHUNK];
-    for r in 0..n {
-        let row = &w[r * w_rb + cols.start / bs * ts..r * w_rb + cols.end / bs * ts];
-        for (c, raw) in row.chunks(chunk_blocks * ts).enumerate() {
-            let len = raw.len() / ts * bs;
-            let off = c * chunk_blocks * bs;
-            dequantize_row(w_ty, raw, &mut tmp[..len]);
-            for i in 0..m {
-                let a = dy[i * n + r];
-                if a != 0.0 {
-                    (kt.axpy)(&mut dx[i * nc + off..i * nc + off + len], a, &tmp[..len]);
-                }
+    let mut panel = Panel::ZERO;
+    let mut coef = [[0.0f32; PANEL_ROWS]; COEF_ROWS];
+    // Column chunks outermost: the `m × 256` slice of `dx` a chunk updates stays in L2 while all
+    // `n` weight rows stream past it.
+    let mut col0 = 0;
+    while col0 < nc {
+        let len = (nc - col0).min(chunk_blocks * bs);
+        let byte0 = (cols.start + col0) / bs * ts;
+        let nbytes = len / bs * ts;
+        let mut r0 = 0;
+        while r0 < n {
+            let rows = (n - r0).min(PANEL_ROWS);
+            for (p, out) in panel.0[..rows].iter_mut().enumerate() {
+                let raw = &w[(r0 + p) * w_rb + byte0..][..nbytes];
+                dequantize_row(w_ty, raw, &mut out[..len]);
             }
+            // The panel's coefficients, `COEF_ROWS` rows of `dy` at a time, gathered first: the
+            // strided reads (a cache line per row of `dy`, `n` floats apart) then miss in
+            // parallel instead of one at a time between the kernel's FMAs (the vocabulary
+            // projection's `dy` is 50 MB).
+            let mut i0 = 0;
+            while i0 < m {
+                let mb = (m - i0).min(COEF_ROWS);
+                for (j, a) in coef[..mb].iter_mut().enumerate() {
+                    let src = &dy[(i0 + j) * n + r0..][..rows];
+                    match <&[f32; PANEL_ROWS]>::try_from(src) {
+                        Ok(full) => *a = *full,
+                        Err(_) => a[..rows].copy_from_slice(src),
+                    }
+                }
+                let shape = PanelShape {
+                    m: mb,
+                    rows,
+                    len,
+                    ldy: PANEL_ROWS,
+                    ldx: nc,
+                };
+                let out = &mut dx[i0 * nc + col0..];
+                (kt.axpy_panel)(&panel, coef[..mb].as_flattened(), out, shape);
+                i0 += mb;
+            }
+            r0 += rows;
         }
+        col0 += len;
     }
 }

@@ -1,6 +1,6 @@
 //! The portable kernel table: the scalar `_ref` kernels.
 
-use super::Kernels;
+use super::{Kernels, Panel, PanelShape};
 use crate::quant::*;
 
 /// Portable kernels.
@@ -14,7 +14,7 @@ pub(crate) static GENERIC: Kernels = Kernels {
     f32_f32: vec_dot_f32_ref,
     f16_f32: vec_dot_f16_f32_ref,
     bf16_f32: vec_dot_bf16_f32_ref,
-    axpy: axpy_ref,
+    axpy_panel: axpy_panel_ref,
     q4_1_q8_1_4x1: |x, y| x.map(|r| vec_dot_q4_1_q8_1_ref(r, y)),
     q4_1_q8_1_4x4: |x, y| y.map(|a| x.map(|r| vec_dot_q4_1_q8_1_ref(r, a))),
     q8_0_q8_0_4x1: |x, y| x.map(|r| vec_dot_q8_0_q8_0_ref(r, y)),
@@ -23,10 +23,19 @@ pub(crate) static GENERIC: Kernels = Kernels {
     quantize_q8_1: quantize_row_q8_1_ref,
 };
 
-/// `y += a * x`, scalar.
-pub(crate) fn axpy_ref(y: &mut [f32], a: f32, x: &[f32]) {
-    assert_eq!(y.len(), x.len(), "axpy: length mismatch");
-    for (y, x) in y.iter_mut().zip(x) {
-        *y += a * x;
+/// [`Kernels::axpy_panel`], scalar: the twin the SIMD panels are tested against.
+pub(crate) fn axpy_panel_ref(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {
+    s.check(dy, dx);
+    for i in 0..s.m {
+        let a = &dy[i * s.ldy..][..s.rows];
+        if a.iter().all(|&a| a == 0.0) {
+            continue;
+        }
+        let y = &mut dx[i * s.ldx..][..s.len];
+        for (a, x) in a.iter().zip(&x.0) {
+            for (y, x) in y.iter_mut().zip(x) {
+                *y += a * x;
+            }
+        }
     }
 }

@@ -55,8 +55,9 @@ pub(crate) struct Kernels {
     pub f32_f32: fn(&[f32], &[f32]) -> f32,
     pub f16_f32: fn(&[f16], &[f32]) -> f32,
     pub bf16_f32: fn(&[bf16], &[f32]) -> f32,
-    /// `y += a * x`.
-    pub axpy: fn(&mut [f32], f32, &[f32]),
+    /// `dx[i][c] += Σ_p dy[i][p] · panel[p][c]` over a panel of dequantized weight rows (the
+    /// transposed product's inner loop; see [`PanelShape`]).
+    pub axpy_panel: AxpyPanel,
     /// Four Q4_1 rows · one Q8_1 row; each result bit-identical to `q4_1_q8_1`'s.
     pub q4_1_q8_1_4x1: Tile4x1<BlockQ4_1, BlockQ8_1>,
     /// Four Q4_1 rows × four Q8_1 rows (`out[m][r]`); each bit-identical to `q4_1_q8_1`'s.
@@ -75,6 +76,61 @@ pub(crate) struct Kernels {
 pub(crate) type Tile4x1<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
 /// Four weight rows dotted with four activation rows: `out[m][r] = w[r] · x[m]`.
 pub(crate) type Tile4x4<W, A> = fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4];
+
+/// Weight rows per panel of the transposed product.
+pub(crate) const PANEL_ROWS: usize = 8;
+/// Columns per panel row: one k-quant super-block, eight 32-blocks.
+pub(crate) const PANEL_COLS: usize = 256;
+
+/// Up to [`PANEL_ROWS`] dequantized weight-row chunks of [`PANEL_COLS`] values, cache-line
+/// aligned so no vector load straddles two lines.
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+pub(crate) struct Panel(pub [[f32; PANEL_COLS]; PANEL_ROWS]);
+
+impl Panel {
+    pub(crate) const ZERO: Panel = Panel([[0.0; PANEL_COLS]; PANEL_ROWS]);
+}
+
+/// The geometry of one [`AxpyPanel`] call: `m` output rows, the first `rows` panel rows and
+/// `len` columns are used; `dy` rows are `ldy` apart and `dx` rows `ldx` apart.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PanelShape {
+    pub m: usize,
+    pub rows: usize,
+    pub len: usize,
+    pub ldy: usize,
+    pub ldx: usize,
+}
+
+impl PanelShape {
+    /// Panics unless the shape fits the slices (every kernel checks this first, so their
+    /// `unsafe` loads stay in bounds).
+    pub(crate) fn check(&self, dy: &[f32], dx: &[f32]) {
+        let s = self;
+        assert!(
+            s.rows <= PANEL_ROWS && s.len <= PANEL_COLS,
+            "axpy_panel: {s:?} exceeds the {PANEL_ROWS} × {PANEL_COLS} panel"
+        );
+        if s.m > 0 {
+            assert!(
+                s.rows <= s.ldy && (s.m - 1) * s.ldy + s.rows <= dy.len(),
+                "axpy_panel: dy of {} values too short for {s:?}",
+                dy.len()
+            );
+            assert!(
+                s.len <= s.ldx && (s.m - 1) * s.ldx + s.len <= dx.len(),
+                "axpy_panel: dx of {} values too short for {s:?}",
+                dx.len()
+            );
+        }
+    }
+}
+
+/// `dx[i·ldx + c] += Σ_{p < rows} dy[i·ldy + p] · panel[p][c]` for `i < m`, `c < len`, summed
+/// in `p` order (so a fused kernel gives what `rows` successive fused axpys give). Rows of `dy`
+/// whose `rows` coefficients are all zero may be skipped.
+pub(crate) type AxpyPanel = fn(&Panel, &[f32], &mut [f32], PanelShape);
 
 /// 0 = not detected yet, else `1 + Isa as u8`.
 static DETECTED: AtomicU8 = AtomicU8::new(0);

@@ -13,6 +13,7 @@ use crate::arch::{Isa, Kernels, generic, kernels_for};
 use crate::quant::*;
 
 mod matmul;
+mod panel;
 
 /// ggml's `MAX_QUANTIZATION_TOTAL_ERROR`: `sqrt(Σ err²) / n` of a quantize → dequantize round
 /// trip on [`generate_data`], for the 4-bit formats.

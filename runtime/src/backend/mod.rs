@@ -1,9 +1,13 @@
 //! Device selection and the quantized-linear operation per backend.
 //!
 //! This is the one module that decides which burn backends exist in a build: the CPU backends
-//! `flex` (default) and `ndarray` are Cargo features. Library code never picks a device: it takes
+//! `flex` (default) and `ndarray`, and the GPU backends `wgpu` (Vulkan, Metal, DX12) and `cuda`,
+//! are Cargo features. The API is the same in every build: asking for a backend that is not
+//! compiled in gives [`BackendError::NotCompiled`]. Library code never picks a device: it takes
 //! a [`Device`] from the caller; binaries, examples and tests pick one here.
 
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod cube;
 mod qlinear;
 
 pub use burn::tensor::Device;
@@ -22,7 +26,7 @@ pub enum BackendError {
         feature: &'static str,
     },
     /// No backend of that name.
-    #[error("unknown backend `{0}` (known: cpu, flex, ndarray)")]
+    #[error("unknown backend `{0}` (known: cpu, flex, ndarray, wgpu, cuda)")]
     Unknown(String),
 }
 
@@ -46,7 +50,11 @@ pub fn cpu() -> Device {
     }
 }
 
-/// The device named `name`: `cpu` (the default CPU backend), `flex` or `ndarray`.
+/// The device named `name`: `cpu` (the default CPU backend), `flex`, `ndarray`, `wgpu` (the
+/// default wgpu adapter: a discrete GPU if any; `CUBECL_WGPU_DEFAULT_DEVICE` overrides) or
+/// `cuda` (CUDA device 0).
+///
+/// Devices are lazy: a GPU device is opened at its first tensor, not here.
 pub fn device_by_name(name: &str) -> Result<Device, BackendError> {
     match name {
         "cpu" => Ok(cpu()),
@@ -69,10 +77,24 @@ pub fn device_by_name(name: &str) -> Result<Device, BackendError> {
                 feature: "ndarray",
             });
         }
-        "wgpu" | "cuda" => Err(BackendError::NotCompiled {
-            name: name.into(),
-            feature: if name == "wgpu" { "wgpu" } else { "cuda" },
-        }),
+        "wgpu" => {
+            #[cfg(feature = "wgpu")]
+            return Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice));
+            #[cfg(not(feature = "wgpu"))]
+            return Err(BackendError::NotCompiled {
+                name: name.into(),
+                feature: "wgpu",
+            });
+        }
+        "cuda" => {
+            #[cfg(feature = "cuda")]
+            return Ok(Device::cuda(0));
+            #[cfg(not(feature = "cuda"))]
+            return Err(BackendError::NotCompiled {
+                name: name.into(),
+                feature: "cuda",
+            });
+        }
         other => Err(BackendError::Unknown(other.into())),
     }
 }

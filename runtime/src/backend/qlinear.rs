@@ -39,6 +39,9 @@ struct Inner {
     n_in: usize,  // weights per row
     cpu: Arc<CpuContext>,
     f32_activations: bool,
+    /// The blocks uploaded to each GPU device this weight has run on (uploaded once, kept).
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    device_blocks: super::cube::DeviceBlocks,
 }
 
 impl fmt::Debug for QWeight {
@@ -73,6 +76,8 @@ impl QWeight {
                 n_in,
                 cpu,
                 f32_activations: false,
+                #[cfg(any(feature = "wgpu", feature = "cuda"))]
+                device_blocks: Default::default(),
             }),
         }
     }
@@ -90,6 +95,9 @@ impl QWeight {
                 n_in: i.n_in,
                 cpu: i.cpu.clone(),
                 f32_activations: on,
+                // A new weight value: on a GPU it uploads its (identical) blocks at first use.
+                #[cfg(any(feature = "wgpu", feature = "cuda"))]
+                device_blocks: Default::default(),
             }),
         }
     }
@@ -124,6 +132,25 @@ impl QWeight {
         self.inner.view.bytes()
     }
 
+    /// The copies of W's blocks on GPU devices.
+    #[cfg(any(feature = "wgpu", feature = "cuda"))]
+    pub(crate) fn device_blocks(&self) -> &super::cube::DeviceBlocks {
+        &self.inner.device_blocks
+    }
+
+    /// How many GPU devices hold a copy of W's blocks: each device uploads them once, at the
+    /// first product that runs there, and keeps them (0 when only CPU backends ran it).
+    pub fn device_uploads(&self) -> usize {
+        #[cfg(any(feature = "wgpu", feature = "cuda"))]
+        {
+            self.inner.device_blocks.uploads()
+        }
+        #[cfg(not(any(feature = "wgpu", feature = "cuda")))]
+        {
+            0
+        }
+    }
+
     /// The kernels' CPU context (thread pool).
     pub fn cpu(&self) -> &CpuContext {
         &self.inner.cpu
@@ -137,6 +164,7 @@ impl QWeight {
             n_in,
             cpu,
             f32_activations,
+            ..
         } = &*self.inner;
         assert_eq!(
             x.len(),
@@ -213,8 +241,15 @@ impl QWeight {
     }
 }
 
-/// The quantized linear operation, implemented per backend.
-#[backend_extension(Flex: cfg(feature = "flex"), NdArray: cfg(feature = "ndarray"), Autodiff)]
+/// The quantized linear operation, implemented per backend: the CPU backends call engram's
+/// kernels on the mapped bytes; the CubeCL backend (wgpu, CUDA) runs GPU kernels over the same
+/// blocks uploaded once per device (`backend/cube.rs`).
+#[backend_extension(
+    Flex: cfg(feature = "flex"),
+    NdArray: cfg(feature = "ndarray"),
+    Cube: cfg(any(feature = "wgpu", feature = "cuda")),
+    Autodiff
+)]
 pub trait QuantLinearOps: Backend {
     /// `y = x · Wᵀ`: `x` is `[.., n_in]`, `y` is `[.., n_out]`.
     fn quant_linear(x: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self>;

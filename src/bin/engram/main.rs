@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+mod edit;
+
 use clap::{Args, Parser, Subcommand};
 
 mod cl_bench;
@@ -94,6 +96,8 @@ enum Command {
     },
     /// Print the model path (fetching the model into the cache if needed).
     ModelPath,
+    /// Edit facts (ROME, MEMIT, AlphaEdit, GRACE) from a JSONL file and report the metrics.
+    Edit(edit::EditArgs),
     /// Train a LoRA adapter from JSONL prompt/completion pairs (writes PEFT + llama.cpp files).
     Train(train::TrainArgs),
     /// LoRA training throughput and peak memory (vs. the planner's estimate).
@@ -274,6 +278,7 @@ fn run(cli: Cli) -> Result<()> {
             runs,
             json,
         } => bench(&run, prompt_tokens, gen_tokens, runs, json)?,
+        Command::Edit(args) => edit::run(args)?,
         Command::Train(args) => train::train(args)?,
         Command::TrainBench(args) => train::train_bench(args)?,
     }

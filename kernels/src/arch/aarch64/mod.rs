@@ -2,11 +2,12 @@
 //! kernel; the tables are only reachable through `arch::kernels_for`, which checks the CPU first.
 //!
 //! The slots mirror the x86 AVX2 table: NEON for the Q4_0/Q4_1/Q8_0 dots, the f32/f16 dots and
-//! axpy; the portable kernels for the rest (k-quants, bf16, activation quantizers).
+//! the transposed product's panel axpy; the portable kernels for the rest (k-quants, bf16,
+//! activation quantizers).
 
 use half::f16;
 
-use super::Kernels;
+use super::{Kernels, Panel, PanelShape};
 use crate::quant::*;
 
 mod neon;
@@ -22,7 +23,7 @@ pub(crate) static NEON: Kernels = Kernels {
     f32_f32: f32_f32_neon,
     f16_f32: f16_f32_neon,
     bf16_f32: vec_dot_bf16_f32_ref,
-    axpy: axpy_neon,
+    axpy_panel: axpy_panel_neon,
     q4_1_q8_1_4x1: |x, y| x.map(|r| q4_1_q8_1_neon(r, y)),
     q4_1_q8_1_4x4: |x, y| y.map(|a| x.map(|r| q4_1_q8_1_neon(r, a))),
     q8_0_q8_0_4x1: |x, y| x.map(|r| q8_0_q8_0_neon(r, y)),
@@ -104,7 +105,7 @@ fn f16_f32_neon(x: &[f16], y: &[f32]) -> f32 {
     unsafe { neon::vec_dot_f16_f32(x, y) }
 }
 
-fn axpy_neon(y: &mut [f32], a: f32, x: &[f32]) {
+fn axpy_panel_neon(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {
     // SAFETY: reachable only through `NEON`/`NEON_DOTPROD`, handed out after neon was detected.
-    unsafe { neon::axpy(y, a, x) }
+    unsafe { neon::axpy_panel(x, dy, dx, s) }
 }

@@ -7,6 +7,7 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
+use crate::arch::{Panel, PanelShape};
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK4_0};
 
 /// Horizontal sum of eight floats.
@@ -167,25 +168,78 @@ pub(crate) unsafe fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
     hsum_ps(_mm256_add_ps(acc[0], acc[1])) + tail
 }
 
-/// `y += a * x`.
+/// [`crate::arch::Kernels::axpy_panel`]: one `dx` row at a time, the panel's coefficients
+/// broadcast once per row, four 8-float column vectors in flight (so the `rows` dependent FMAs of
+/// one column interleave with three others), each column summed in `p` order.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
-    assert_eq!(y.len(), x.len(), "axpy: length mismatch");
-    let va = _mm256_set1_ps(a);
-    let mut yc = y.chunks_exact_mut(8);
-    let mut xc = x.chunks_exact(8);
-    for (yv, xv) in (&mut yc).zip(&mut xc) {
-        // SAFETY: both chunks hold exactly 8 floats; unaligned loads and store.
-        unsafe {
-            let r = _mm256_fmadd_ps(
-                va,
-                _mm256_loadu_ps(xv.as_ptr()),
-                _mm256_loadu_ps(yv.as_ptr()),
-            );
-            _mm256_storeu_ps(yv.as_mut_ptr(), r);
-        }
+pub(crate) unsafe fn axpy_panel(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {
+    s.check(dy, dx);
+    match s.rows {
+        1 => panel_rows::<1>(x, dy, dx, s),
+        2 => panel_rows::<2>(x, dy, dx, s),
+        3 => panel_rows::<3>(x, dy, dx, s),
+        4 => panel_rows::<4>(x, dy, dx, s),
+        5 => panel_rows::<5>(x, dy, dx, s),
+        6 => panel_rows::<6>(x, dy, dx, s),
+        7 => panel_rows::<7>(x, dy, dx, s),
+        8 => panel_rows::<8>(x, dy, dx, s),
+        _ => {}
     }
-    for (y, x) in yc.into_remainder().iter_mut().zip(xc.remainder()) {
-        *y += a * x;
+}
+
+// Register tiles index several arrays by the same p / r / u: index loops show the shape.
+#[allow(clippy::needless_range_loop)]
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn panel_rows<const P: usize>(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {
+    const U: usize = 4;
+    for i in 0..s.m {
+        let a: &[f32; P] = dy[i * s.ldy..][..P].try_into().expect("P coefficients");
+        if a.iter().all(|&a| a == 0.0) {
+            continue;
+        }
+        let mut va = [_mm256_setzero_ps(); P];
+        for p in 0..P {
+            va[p] = _mm256_set1_ps(a[p]);
+        }
+        let y = &mut dx[i * s.ldx..][..s.len];
+        let yp = y.as_mut_ptr();
+        let mut c = 0;
+        while c + 8 * U <= s.len {
+            // SAFETY: `c + 32 <= len <= y.len()` and `len <= PANEL_COLS` (checked by `s.check`),
+            // so every 8-float load and store below is inside `y` or the panel row; unaligned.
+            unsafe {
+                let mut acc = [_mm256_setzero_ps(); U];
+                for (u, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm256_loadu_ps(yp.add(c + 8 * u));
+                }
+                for p in 0..P {
+                    let xp = x.0[p].as_ptr().add(c);
+                    for (u, acc) in acc.iter_mut().enumerate() {
+                        *acc = _mm256_fmadd_ps(va[p], _mm256_loadu_ps(xp.add(8 * u)), *acc);
+                    }
+                }
+                for (u, acc) in acc.iter().enumerate() {
+                    _mm256_storeu_ps(yp.add(c + 8 * u), *acc);
+                }
+            }
+            c += 8 * U;
+        }
+        while c + 8 <= s.len {
+            // SAFETY: as above with `c + 8 <= len`.
+            unsafe {
+                let mut acc = _mm256_loadu_ps(yp.add(c));
+                for p in 0..P {
+                    acc = _mm256_fmadd_ps(va[p], _mm256_loadu_ps(x.0[p].as_ptr().add(c)), acc);
+                }
+                _mm256_storeu_ps(yp.add(c), acc);
+            }
+            c += 8;
+        }
+        for c in c..s.len {
+            for p in 0..P {
+                y[c] += a[p] * x.0[p][c];
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use half::f16;
 
-use super::Kernels;
+use super::{Kernels, Panel, PanelShape};
 use crate::quant::*;
 
 mod avx2;
@@ -20,7 +20,7 @@ pub(crate) static AVX2: Kernels = Kernels {
     f32_f32: f32_f32_avx2,
     f16_f32: f16_f32_avx2,
     bf16_f32: vec_dot_bf16_f32_ref,
-    axpy: axpy_avx2,
+    axpy_panel: axpy_panel_avx2,
     q4_1_q8_1_4x1: |x, y| x.map(|r| q4_1_q8_1_avx2(r, y)),
     q4_1_q8_1_4x4: |x, y| y.map(|a| x.map(|r| q4_1_q8_1_avx2(r, a))),
     q8_0_q8_0_4x1: |x, y| x.map(|r| q8_0_q8_0_avx2(r, y)),
@@ -44,6 +44,10 @@ pub(crate) static AVX512_VNNI: Kernels = Kernels {
     quantize_q8_1: |x, y| {
         // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
         unsafe { avx512::quantize_row_q8_1(x, y) }
+    },
+    axpy_panel: |x, dy, dx, s| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512::axpy_panel(x, dy, dx, s) }
     },
     ..AVX2
 };
@@ -91,7 +95,7 @@ fn f16_f32_avx2(x: &[f16], y: &[f32]) -> f32 {
     unsafe { avx2::vec_dot_f16_f32(x, y) }
 }
 
-fn axpy_avx2(y: &mut [f32], a: f32, x: &[f32]) {
+fn axpy_panel_avx2(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {
     // SAFETY: reachable only through `AVX2`, handed out after avx2+fma+f16c were detected.
-    unsafe { avx2::axpy(y, a, x) }
+    unsafe { avx2::axpy_panel(x, dy, dx, s) }
 }

@@ -1,0 +1,369 @@
+//! [`Editor`]: the model, its edit set, the statistics and the edit log together — what an
+//! application holds to edit facts, evaluate and undo them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
+use engram_runtime::model::tokenizer::Tokenizer;
+use serde::{Deserialize, Serialize};
+
+use super::grace::grace_entry;
+use super::linalg::{self, NotPositiveDefinite};
+use super::log::{self, LogContents, LogError};
+use super::memit::{Solver, batch_terms};
+use super::metrics;
+use super::request::EditRequest;
+use super::rome::rome_term;
+use super::stats::{self, LayerStats, StatsError, StatsReport};
+use super::store::{Edit, EditDelta, EditSet, Method};
+use super::target::TargetHparams;
+
+/// Where and how each method edits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EditorConfig {
+    /// ROME's layer (causal tracing picks it; see `trace`).
+    pub rome_layer: usize,
+    /// MEMIT's and AlphaEdit's layer range; `δ` is optimized at the last one.
+    pub memit_layers: Vec<usize>,
+    /// GRACE's codebook layer.
+    pub grace_layer: usize,
+    /// The `δ` optimization.
+    pub target: TargetHparams,
+    /// GRACE's value training (no essence term).
+    pub grace_target: TargetHparams,
+    /// MEMIT's `λ` (`mom2_update_weight`).
+    pub lambda: f32,
+    /// AlphaEdit's ridge `ρ` (`L2`).
+    pub alpha_ridge: f32,
+    /// AlphaEdit's null-space threshold on eigenvalues of `E[k kᵀ]`.
+    pub null_threshold: f64,
+    /// GRACE's initial deferral radius.
+    pub grace_radius: f32,
+    /// Ridge added to `C` before inverting, relative to its mean diagonal.
+    pub cov_ridge: f64,
+    /// Token budget of the statistics pass.
+    pub stats_tokens: usize,
+    /// Generated context templates (besides the plain prompt) and their length in tokens.
+    pub contexts: (usize, usize),
+}
+
+impl Default for EditorConfig {
+    fn default() -> Self {
+        Self {
+            rome_layer: 13,
+            memit_layers: vec![11, 12, 13],
+            grace_layer: 20,
+            target: TargetHparams::default(),
+            grace_target: TargetHparams {
+                steps: 40,
+                lr: 1.0,
+                kl_factor: 0.0,
+                weight_decay: 0.0,
+                clamp: 8.0,
+                stop_loss: 0.05,
+            },
+            lambda: 15_000.0,
+            alpha_ridge: 10.0,
+            null_threshold: 2e-2,
+            grace_radius: 10.0,
+            cov_ridge: 1e-3,
+            stats_tokens: 8192,
+            contexts: (3, 6),
+        }
+    }
+}
+
+/// Editing failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EditError {
+    /// Statistics could not be computed or cached.
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+    /// The edit log could not be used.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A solve failed.
+    #[error(transparent)]
+    Linalg(#[from] NotPositiveDefinite),
+    /// The method needs key statistics at a layer that has none loaded.
+    #[error("no key statistics for layer {0}: call Editor::load_stats first")]
+    NoStats(usize),
+    /// No applied edit has this id.
+    #[error("no applied edit with id {0}")]
+    UnknownEdit(u64),
+}
+
+/// What applying one request did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Applied {
+    /// The edit's id (for [`Editor::undo`]).
+    pub id: u64,
+    /// The request's `case_id`.
+    pub case_id: String,
+    /// Wall time of this edit (a batch's time is shared equally).
+    pub seconds: f64,
+}
+
+/// Edits one model. Holds the edits as an adapter; the model itself is never changed.
+pub struct Editor<'m> {
+    model: &'m Llama,
+    tok: &'m Tokenizer,
+    model_id: String,
+    /// The configuration (change layers before loading statistics).
+    pub config: EditorConfig,
+    edits: EditSet,
+    contexts: Vec<String>,
+    stats: HashMap<usize, LayerStats>,
+    inv_cov: HashMap<usize, Vec<f32>>,
+    projector: HashMap<usize, (Vec<f32>, usize)>,
+    log_path: Option<PathBuf>,
+}
+
+impl<'m> Editor<'m> {
+    /// An editor over `model` (load it on an autodiff device: `δ` is optimized by gradient).
+    /// `model_id` names the base in logs and caches. Writes the context templates with the
+    /// model (greedy, so they are the same every run).
+    pub fn new(model: &'m Llama, tok: &'m Tokenizer, model_id: &str, config: EditorConfig) -> Self {
+        let down = (0..model.config().n_layer)
+            .map(|l| model.weight(l, Proj::Down).clone())
+            .collect();
+        let mut contexts = vec!["{}".to_string()];
+        let (n, len) = config.contexts;
+        for start in ["The", "Therefore", "Because", "I", "You"].iter().take(n) {
+            let ids = metrics::greedy(model, tok, start, len, None);
+            let text = format!("{start}{}", tok.decode(&ids));
+            contexts.push(format!("{}. {{}}", text.replace(['{', '}', '\n'], " ")));
+        }
+        Self {
+            model,
+            tok,
+            model_id: model_id.to_string(),
+            config,
+            edits: EditSet::new(model.device(), down),
+            contexts,
+            stats: HashMap::new(),
+            inv_cov: HashMap::new(),
+            projector: HashMap::new(),
+            log_path: None,
+        }
+    }
+
+    /// The context templates ("{}" is the prompt).
+    pub fn contexts(&self) -> &[String] {
+        &self.contexts
+    }
+
+    /// The applied edits as an adapter for `Llama::forward`.
+    pub fn adapter(&self) -> &EditSet {
+        &self.edits
+    }
+
+    /// The applied edits, oldest first.
+    pub fn edits(&self) -> &[Edit] {
+        self.edits.edits()
+    }
+
+    /// Loads (or computes and caches in `cache_dir`) the key statistics every weight method
+    /// needs, over `corpus`.
+    pub fn load_stats(&mut self, corpus: &str, cache_dir: &Path) -> Result<StatsReport, EditError> {
+        let mut layers = self.config.memit_layers.clone();
+        layers.push(self.config.rome_layer);
+        layers.sort_unstable();
+        layers.dedup();
+        let (list, report) = stats::layer_stats(
+            self.model,
+            self.tok,
+            &self.model_id,
+            corpus,
+            self.config.stats_tokens,
+            &layers,
+            cache_dir,
+        )?;
+        for s in list {
+            self.stats.insert(s.layer, s);
+        }
+        Ok(report)
+    }
+
+    fn inv_cov(&mut self, layer: usize) -> Result<&[f32], EditError> {
+        if !self.inv_cov.contains_key(&layer) {
+            let s = self.stats.get(&layer).ok_or(EditError::NoStats(layer))?;
+            let inv = linalg::spd_inverse(&s.mom2, s.dim, self.config.cov_ridge)?;
+            self.inv_cov.insert(layer, inv);
+        }
+        Ok(&self.inv_cov[&layer])
+    }
+
+    /// AlphaEdit's null-space projector at `layer` and the null space's dimension.
+    pub fn projector(&mut self, layer: usize) -> Result<(&[f32], usize), EditError> {
+        if !self.projector.contains_key(&layer) {
+            let s = self.stats.get(&layer).ok_or(EditError::NoStats(layer))?;
+            let p = linalg::null_space_projector(&s.mom2, s.dim, self.config.null_threshold);
+            self.projector.insert(layer, p);
+        }
+        let (p, r) = &self.projector[&layer];
+        Ok((p, *r))
+    }
+
+    /// Applies `reqs` with `method`: ROME and GRACE one after another, MEMIT and AlphaEdit as
+    /// one batch (call once per request for sequential batch editing).
+    pub fn apply(
+        &mut self,
+        method: Method,
+        reqs: &[EditRequest],
+    ) -> Result<Vec<Applied>, EditError> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        match method {
+            Method::Rome => {
+                let layer = self.config.rome_layer;
+                self.inv_cov(layer)?;
+                for r in reqs {
+                    let t0 = Instant::now();
+                    let (term, _) = rome_term(
+                        self.model,
+                        self.tok,
+                        r,
+                        layer,
+                        &self.contexts,
+                        &self.inv_cov[&layer],
+                        Some(&self.edits as &dyn LinearAdapter),
+                        &self.config.target,
+                    );
+                    let id = self
+                        .edits
+                        .push(method, r.clone(), EditDelta::Weights(vec![term]));
+                    out.push(applied(id, r, t0.elapsed().as_secs_f64()));
+                }
+            }
+            Method::Grace => {
+                for r in reqs {
+                    let t0 = Instant::now();
+                    let (entry, _) = grace_entry(
+                        self.model,
+                        self.tok,
+                        r,
+                        self.config.grace_layer,
+                        self.config.grace_radius,
+                        &mut self.edits,
+                        &self.config.grace_target,
+                    );
+                    let id = self.edits.push(method, r.clone(), EditDelta::Grace(entry));
+                    out.push(applied(id, r, t0.elapsed().as_secs_f64()));
+                }
+            }
+            Method::Memit | Method::AlphaEdit => {
+                let layers = self.config.memit_layers.clone();
+                let solver = if method == Method::Memit {
+                    for &l in &layers {
+                        self.inv_cov(l)?;
+                    }
+                    Solver::Memit {
+                        inv_cov: layers.iter().map(|l| self.inv_cov[l].as_slice()).collect(),
+                        lambda: self.config.lambda,
+                    }
+                } else {
+                    for &l in &layers {
+                        self.projector(l)?;
+                    }
+                    Solver::AlphaEdit {
+                        projector: layers
+                            .iter()
+                            .map(|l| self.projector[l].0.as_slice())
+                            .collect(),
+                        preserved: layers.iter().map(|&l| self.preserved_keys(l)).collect(),
+                        ridge: self.config.alpha_ridge,
+                    }
+                };
+                let terms = batch_terms(
+                    self.model,
+                    self.tok,
+                    reqs,
+                    &layers,
+                    &self.contexts,
+                    &solver,
+                    Some(&self.edits as &dyn LinearAdapter),
+                    &self.config.target,
+                )?;
+                let each = start.elapsed().as_secs_f64() / reqs.len().max(1) as f64;
+                for (r, t) in reqs.iter().zip(terms) {
+                    let id = self.edits.push(method, r.clone(), EditDelta::Weights(t));
+                    out.push(applied(id, r, each));
+                }
+            }
+        }
+        self.save_log()?;
+        Ok(out)
+    }
+
+    /// Keys written by earlier AlphaEdit edits at `layer`.
+    fn preserved_keys(&self, layer: usize) -> Vec<Vec<f32>> {
+        self.edits
+            .edits()
+            .iter()
+            .filter(|e| e.method == Method::AlphaEdit)
+            .filter_map(|e| match &e.delta {
+                EditDelta::Weights(t) => Some(t),
+                EditDelta::Grace(_) => None,
+            })
+            .flatten()
+            .filter(|t| t.layer == layer)
+            .map(|t| t.k.clone())
+            .collect()
+    }
+
+    /// Rolls back the edit `id` (any method); the others stay.
+    pub fn undo(&mut self, id: u64) -> Result<Edit, EditError> {
+        let e = self.edits.undo(id).ok_or(EditError::UnknownEdit(id))?;
+        self.save_log()?;
+        Ok(e)
+    }
+
+    /// Keeps the edit log at `path` from now on, first restoring the edits it holds.
+    /// Returns how many were restored.
+    pub fn open_log(&mut self, path: &Path) -> Result<usize, EditError> {
+        let restored = match log::load(path)? {
+            Some(c) if c.model != self.model_id => {
+                return Err(LogError::OtherModel {
+                    path: path.to_path_buf(),
+                    found: c.model,
+                    expected: self.model_id.clone(),
+                }
+                .into());
+            }
+            Some(c) => {
+                let n = c.edits.len();
+                self.edits.restore(c.edits);
+                n
+            }
+            None => 0,
+        };
+        self.log_path = Some(path.to_path_buf());
+        self.save_log()?;
+        Ok(restored)
+    }
+
+    fn save_log(&self) -> Result<(), EditError> {
+        if let Some(path) = &self.log_path {
+            log::save(
+                path,
+                &LogContents {
+                    model: self.model_id.clone(),
+                    edits: self.edits.edits().to_vec(),
+                },
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn applied(id: u64, r: &EditRequest, seconds: f64) -> Applied {
+    Applied {
+        id,
+        case_id: r.case_id.clone(),
+        seconds,
+    }
+}

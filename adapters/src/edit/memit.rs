@@ -1,0 +1,200 @@
+//! MEMIT and AlphaEdit: many facts at once, spread over a range of layers.
+//!
+//! For each fact, `δ` is optimized at the last layer of the range (as ROME's `v*`). Walking the
+//! range bottom-up, each layer takes an equal share of what is still missing and solves for the
+//! least-squares update over the batch's keys `K`:
+//!
+//! - MEMIT: `ΔW = R (λC + K Kᵀ)⁻¹ K)ᵀ`, computed as `G (I + Kᵀ G)⁻¹` with `G = C⁻¹ K / λ`
+//!   (Woodbury), so only an `n × n` system is solved per layer.
+//! - AlphaEdit: `ΔWᵀ = (P (K_p K_pᵀ + K Kᵀ) + ρ I)⁻¹ P K Rᵀ`, `P` the projector onto the null
+//!   space of the preserved keys' statistics and `K_p` the keys of earlier AlphaEdit edits. The
+//!   solution lies in the range of `P`, so with `G = P [K_p K]` it is
+//!   `(B − G (ρI + GᵀG)⁻¹ Gᵀ B) / ρ` for `B = P K`: again only a small system.
+//!
+//! Every update is kept as one rank-one term per fact and layer, so each fact can be undone.
+//!
+//! Unlike the reference implementation, the part of `δ` still missing after a layer is updated
+//! is the target minus the *direct* change of the updated layers' outputs at the subject's key
+//! (the engram graph exposes projection inputs, not the residual stream); later layers'
+//! reaction to that change is not measured.
+
+use super::linalg;
+use engram_runtime::burn::tensor::Device;
+use engram_runtime::model::llama::{LinearAdapter, Llama};
+use engram_runtime::model::tokenizer::Tokenizer;
+
+use super::probe;
+use super::request::EditRequest;
+use super::rome::subject_key;
+use super::store::{EditDelta, EditSet, Method, RankOne};
+use super::target::{self, TargetHparams};
+use crate::compose::Stack;
+
+/// How the per-layer update is solved.
+pub enum Solver<'a> {
+    /// MEMIT with `C⁻¹` per layer (row-major `(d_ff, d_ff)`) and the weight `λ`.
+    Memit {
+        /// `C⁻¹` of each layer of the range, in range order.
+        inv_cov: Vec<&'a [f32]>,
+        /// `λ` (MEMIT's `mom2_update_weight`).
+        lambda: f32,
+    },
+    /// AlphaEdit with the null-space projector `P` per layer and the ridge `ρ`.
+    AlphaEdit {
+        /// `P` of each layer of the range, in range order.
+        projector: Vec<&'a [f32]>,
+        /// Keys written by earlier AlphaEdit edits, per layer of the range.
+        preserved: Vec<Vec<Vec<f32>>>,
+        /// `ρ` (AlphaEdit's `L2`).
+        ridge: f32,
+    },
+}
+
+/// The rank-one terms for each request (outer: requests, inner: layers).
+#[allow(clippy::too_many_arguments)]
+pub fn batch_terms(
+    model: &Llama,
+    tok: &Tokenizer,
+    reqs: &[EditRequest],
+    layers: &[usize],
+    contexts: &[String],
+    solver: &Solver,
+    inner: Option<&dyn LinearAdapter>,
+    hp: &TargetHparams,
+) -> Result<Vec<Vec<RankOne>>, linalg::NotPositiveDefinite> {
+    let z_layer = *layers.last().expect("a layer range");
+    let deltas: Vec<Vec<f32>> = reqs
+        .iter()
+        .map(|r| {
+            let p = target::rome_problem(tok, r, contexts);
+            target::optimize(model, z_layer, &p, inner, hp).delta
+        })
+        .collect();
+    let n = reqs.len();
+    let mut missing = deltas;
+    let mut out: Vec<Vec<RankOne>> = vec![Vec::new(); n];
+    let device: Device = model.device().clone();
+    for (i, &layer) in layers.iter().enumerate() {
+        // Keys with this batch's updates of the lower layers applied.
+        let mut tmp = EditSet::new(&device, Vec::new());
+        for terms in &out {
+            if !terms.is_empty() {
+                tmp.push(
+                    Method::Memit,
+                    reqs[0].clone(),
+                    EditDelta::Weights(terms.clone()),
+                );
+            }
+        }
+        let mut stack = Stack::default();
+        if let Some(a) = inner {
+            stack.0.push(a);
+        }
+        stack.0.push(&tmp);
+        let keys: Vec<Vec<f32>> = reqs
+            .iter()
+            .map(|r| {
+                subject_key(model, tok, r, contexts, &[layer], Some(&stack))
+                    .pop()
+                    .expect("one layer")
+            })
+            .collect();
+        let share = (layers.len() - i) as f32;
+        let resid: Vec<Vec<f32>> = missing
+            .iter()
+            .map(|m| m.iter().map(|v| v / share).collect())
+            .collect();
+        let adj = match solver {
+            Solver::Memit { inv_cov, lambda } => memit_adj(inv_cov[i], &keys, *lambda)?,
+            Solver::AlphaEdit {
+                projector,
+                preserved,
+                ridge,
+            } => alpha_adj(projector[i], &preserved[i], &keys, *ridge)?,
+        };
+        // Direct change of this layer's output at each fact's key: Σ_j (k_q · adj_j) resid_j.
+        for (q, k) in keys.iter().enumerate() {
+            for (j, a) in adj.iter().enumerate() {
+                let c = probe::dot(k, a);
+                for (m, r) in missing[q].iter_mut().zip(&resid[j]) {
+                    *m -= c * r;
+                }
+            }
+        }
+        for (j, (a, k)) in adj.into_iter().zip(keys).enumerate() {
+            out[j].push(RankOne {
+                layer,
+                r: resid[j].clone(),
+                a,
+                k,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `xᵢ · yⱼ` row-major `(|x|, |y|)`, plus `diag` on the diagonal.
+fn gram(x: &[Vec<f32>], y: &[Vec<f32>], diag: f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len() * y.len());
+    for (i, xi) in x.iter().enumerate() {
+        for (j, yj) in y.iter().enumerate() {
+            out.push(probe::dot(xi, yj) + if i == j { diag } else { 0.0 });
+        }
+    }
+    out
+}
+
+fn matvec(m: &[f32], x: &[f32]) -> Vec<f32> {
+    m.chunks(x.len()).map(|row| probe::dot(row, x)).collect()
+}
+
+/// Columns of `(λC + K Kᵀ)⁻¹ K`, one per key.
+fn memit_adj(
+    inv_cov: &[f32],
+    keys: &[Vec<f32>],
+    lambda: f32,
+) -> Result<Vec<Vec<f32>>, linalg::NotPositiveDefinite> {
+    let n = keys.len();
+    let g: Vec<Vec<f32>> = keys
+        .iter()
+        .map(|k| matvec(inv_cov, k).into_iter().map(|v| v / lambda).collect())
+        .collect();
+    let sys = gram(keys, &g, 1.0);
+    // adj = G (I + M)⁻¹ = ((I + M)⁻¹ Gᵀ)ᵀ, M symmetric.
+    let dff = keys[0].len();
+    let gt: Vec<f32> = g.iter().flatten().copied().collect(); // (n, d_ff)
+    let y = linalg::spd_solve(&sys, &gt, n, dff)?;
+    Ok(y.chunks(dff).map(<[f32]>::to_vec).collect())
+}
+
+/// Columns of AlphaEdit's `(B − G (ρI + GᵀG)⁻¹ Gᵀ B) / ρ`, one per key.
+fn alpha_adj(
+    projector: &[f32],
+    preserved: &[Vec<f32>],
+    keys: &[Vec<f32>],
+    ridge: f32,
+) -> Result<Vec<Vec<f32>>, linalg::NotPositiveDefinite> {
+    let b: Vec<Vec<f32>> = keys.iter().map(|k| matvec(projector, k)).collect();
+    let g: Vec<Vec<f32>> = preserved
+        .iter()
+        .map(|k| matvec(projector, k))
+        .chain(b.iter().cloned())
+        .collect();
+    let (m, n) = (g.len(), b.len());
+    let s = gram(&g, &g, ridge);
+    let t = gram(&g, &b, 0.0);
+    let z = linalg::spd_solve(&s, &t, m, n)?; // (m, n)
+    Ok((0..n)
+        .map(|j| {
+            let mut col = b[j].clone();
+            for (x, gx) in g.iter().enumerate() {
+                let c = z[x * n + j];
+                for (o, v) in col.iter_mut().zip(gx) {
+                    *o -= c * v;
+                }
+            }
+            col.iter_mut().for_each(|o| *o /= ridge);
+            col
+        })
+        .collect())
+}

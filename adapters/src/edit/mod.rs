@@ -1,0 +1,37 @@
+//! Model editing: write, evaluate and undo single facts in the frozen model.
+//!
+//! Every method leaves the mapped base untouched. ROME, MEMIT and AlphaEdit store rank-one
+//! deltas on MLP down-projections; GRACE keeps a codebook beside one layer. [`Editor`] applies
+//! them, keeps a crash-safe [`log`] and undoes any single edit; [`metrics`] scores them the way
+//! EasyEdit does.
+//!
+//! ```no_run
+//! use engram_adapters::edit::{Editor, EditorConfig, Method, parse_jsonl};
+//! use engram_adapters::runtime::{backend, engine::Engine};
+//!
+//! let engine = Engine::load("model.gguf", &backend::cpu().autodiff(), 0)?;
+//! let mut editor = Editor::new(engine.model(), engine.tokenizer(), "smollm2", EditorConfig::default());
+//! editor.load_stats("some text the model reads to learn its key statistics ...", "stats".as_ref())?;
+//! let reqs = parse_jsonl(r#"{"subject":"France","prompt":"The capital of France is","target_new":"Rome"}"#)?;
+//! let applied = editor.apply(Method::Rome, &reqs)?;
+//! editor.undo(applied[0].id)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub mod editor;
+pub mod grace;
+pub mod linalg;
+pub mod log;
+pub mod memit;
+pub mod metrics;
+pub mod probe;
+pub mod request;
+pub mod rome;
+pub mod stats;
+pub mod store;
+pub mod target;
+pub mod trace;
+
+pub use editor::{Applied, EditError, Editor, EditorConfig};
+pub use request::{EditRequest, RequestError, load_jsonl, parse_jsonl};
+pub use store::{Edit, EditDelta, EditSet, GraceEntry, Method, RankOne};

@@ -1,0 +1,149 @@
+//! Edit requests in EasyEdit's JSONL shape, parsed with typed, line-numbered errors.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// One fact to write into the model: "`prompt` → `target_new`" (instead of `ground_truth`).
+///
+/// Field names follow EasyEdit, so its request files load unchanged. `prompt` contains
+/// `subject` verbatim; the edit is keyed on the subject's last token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EditRequest {
+    /// Stable identifier (`capital:FR`); optional in the file, defaults to the line number.
+    #[serde(default)]
+    pub case_id: String,
+    /// The entity the fact is about, as written in `prompt` ("France").
+    pub subject: String,
+    /// The prompt whose continuation is edited ("The capital of France is").
+    pub prompt: String,
+    /// The new answer ("Rome").
+    pub target_new: String,
+    /// The answer before the edit ("Paris"); empty when unknown.
+    #[serde(default)]
+    pub ground_truth: String,
+    /// Paraphrases of `prompt` that should change too (generalization).
+    #[serde(default)]
+    pub rephrase_prompts: Vec<String>,
+    /// Unrelated prompts whose answers must not change (locality).
+    #[serde(default)]
+    pub locality_prompts: Vec<String>,
+    /// The expected answers of `locality_prompts` (reported, not used for scoring).
+    #[serde(default)]
+    pub locality_ground_truth: Vec<String>,
+    /// Prompts whose answer the edit implies (portability).
+    #[serde(default)]
+    pub portability_prompts: Vec<String>,
+    /// The implied answers of `portability_prompts`.
+    #[serde(default)]
+    pub portability_ground_truth: Vec<String>,
+}
+
+/// A request file could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A line is not a JSON object of the expected shape.
+    #[error("line {line}: {source}")]
+    Json {
+        /// 1-based line number.
+        line: usize,
+        /// What serde_json found.
+        source: serde_json::Error,
+    },
+    /// A line parsed but cannot be edited.
+    #[error("line {line}: {what}")]
+    Invalid {
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong.
+        what: String,
+    },
+}
+
+impl EditRequest {
+    /// Checks the request can be edited: subject inside the prompt, non-empty target.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.subject.trim().is_empty() {
+            return Err("empty `subject`".into());
+        }
+        if !self.prompt.contains(&self.subject) {
+            return Err(format!(
+                "`prompt` {:?} does not contain `subject` {:?}",
+                self.prompt, self.subject
+            ));
+        }
+        if self.target_new.trim().is_empty() {
+            return Err("empty `target_new`".into());
+        }
+        if self.locality_ground_truth.len() > self.locality_prompts.len() {
+            return Err("more `locality_ground_truth` than `locality_prompts`".into());
+        }
+        Ok(())
+    }
+}
+
+/// Parses JSONL text: one request per non-blank line.
+pub fn parse_jsonl(text: &str) -> Result<Vec<EditRequest>, RequestError> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line_no = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut req: EditRequest =
+            serde_json::from_str(line).map_err(|source| RequestError::Json {
+                line: line_no,
+                source,
+            })?;
+        req.validate().map_err(|what| RequestError::Invalid {
+            line: line_no,
+            what,
+        })?;
+        if req.case_id.is_empty() {
+            req.case_id = format!("line:{line_no}");
+        }
+        out.push(req);
+    }
+    Ok(out)
+}
+
+/// Reads and parses a JSONL request file.
+pub fn load_jsonl(path: &Path) -> Result<Vec<EditRequest>, RequestError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RequestError::Io {
+        path: path.display().to_string(),
+        source,
+    })?;
+    parse_jsonl(&text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_easyedit_lines_and_numbers_errors() {
+        let good = r#"{"subject":"France","prompt":"The capital of France is","target_new":"Rome","ground_truth":"Paris","rephrase_prompts":["France's capital city is"],"locality_prompts":["The capital of Germany is"],"locality_ground_truth":["Berlin"]}"#;
+        let reqs = parse_jsonl(&format!("{good}\n\n{good}\n")).unwrap();
+        assert_eq!(reqs.len(), 2);
+        assert_eq!(reqs[1].case_id, "line:3");
+        assert_eq!(reqs[0].locality_ground_truth, ["Berlin"]);
+
+        let err = parse_jsonl(&format!("{good}\n{{\"subject\": 3}}\n")).unwrap_err();
+        assert!(matches!(err, RequestError::Json { line: 2, .. }), "{err}");
+        let bad_subject = good.replace("\"subject\":\"France\"", "\"subject\":\"Spain\"");
+        let err = parse_jsonl(&bad_subject).unwrap_err();
+        assert!(
+            matches!(err, RequestError::Invalid { line: 1, .. }),
+            "{err}"
+        );
+    }
+}

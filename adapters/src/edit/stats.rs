@@ -1,0 +1,285 @@
+//! Second-moment statistics `C = E[k kᵀ]` of the MLP keys (down-projection inputs) over a
+//! bounded text corpus: the "what else this layer stores" that ROME and MEMIT protect, and
+//! whose null space AlphaEdit projects onto.
+//!
+//! One pass over at most `max_tokens` tokens collects every requested layer at once; time and
+//! memory are bounded by that budget (`d_ff²` floats per layer, one batch of activations).
+//! Results are cached per layer in a versioned file keyed by model, corpus and budget.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::Tensor;
+use engram_runtime::burn;
+use engram_runtime::io::write_bytes_atomic;
+use engram_runtime::model::llama::Llama;
+use engram_runtime::model::tokenizer::Tokenizer;
+use serde::{Deserialize, Serialize};
+
+use super::log::fnv1a64;
+use super::probe::{Batch, KeyCapture};
+
+/// First bytes of a statistics file.
+pub const MAGIC: &[u8; 8] = b"ENGKCOV\0";
+/// Format version written and read.
+pub const VERSION: u32 = 1;
+
+/// Tokens per corpus row (the covariance is over all positions of every row).
+pub const ROW_TOKENS: usize = 128;
+/// Rows per forward pass.
+pub const ROWS_PER_PASS: usize = 4;
+
+/// Key statistics of one layer.
+#[derive(Clone, Debug)]
+pub struct LayerStats {
+    /// The block.
+    pub layer: usize,
+    /// `E[k kᵀ]`, `(d_ff, d_ff)` row-major.
+    pub mom2: Vec<f32>,
+    /// `d_ff`.
+    pub dim: usize,
+    /// Tokens it was estimated from.
+    pub tokens: usize,
+}
+
+/// Identifies what a cached file was computed from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatsKey {
+    /// Base model identity.
+    pub model: String,
+    /// FNV-1a of the corpus text.
+    pub corpus: u64,
+    /// Token budget.
+    pub max_tokens: usize,
+    /// The block.
+    pub layer: usize,
+}
+
+/// How a statistics pass went.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct StatsReport {
+    /// Tokens run through the model.
+    pub tokens: usize,
+    /// Wall time of the pass (0 when everything came from the cache).
+    pub seconds: f64,
+    /// Layers loaded from the cache.
+    pub cached_layers: Vec<usize>,
+    /// Bytes of statistics held (all layers).
+    pub bytes: usize,
+}
+
+/// Statistics files could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StatsError {
+    /// The corpus has too little text.
+    #[error("corpus gives {0} tokens; at least {ROW_TOKENS} are needed")]
+    CorpusTooSmall(usize),
+    /// Writing the cache failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+fn cache_path(dir: &Path, key: &StatsKey) -> PathBuf {
+    let tag = fnv1a64(serde_json::to_string(key).expect("key").as_bytes());
+    dir.join(format!("kcov-L{}-{tag:016x}.bin", key.layer))
+}
+
+fn encode(key: &StatsKey, s: &LayerStats) -> Vec<u8> {
+    let header = serde_json::to_vec(&(key, s.dim, s.tokens)).expect("header");
+    let mut out = Vec::with_capacity(24 + header.len() + s.mom2.len() * 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header);
+    for v in &s.mom2 {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    let sum = fnv1a64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    out
+}
+
+/// Reads a cache file; `None` when absent, of another version, damaged or for another key.
+fn decode(bytes: &[u8], key: &StatsKey) -> Option<LayerStats> {
+    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
+    if fnv1a64(body) != u64::from_le_bytes(sum.try_into().ok()?) || body.get(..8)? != MAGIC {
+        return None;
+    }
+    if u32::from_le_bytes(body.get(8..12)?.try_into().ok()?) != VERSION {
+        return None;
+    }
+    let hlen = u32::from_le_bytes(body.get(12..16)?.try_into().ok()?) as usize;
+    let header = body.get(16..16 + hlen)?;
+    let (k, dim, tokens): (StatsKey, usize, usize) = serde_json::from_slice(header).ok()?;
+    let data = body.get(16 + hlen..)?;
+    if k != *key || data.len() != dim.checked_mul(dim)?.checked_mul(4)? {
+        return None;
+    }
+    let mom2 = data
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
+        .collect();
+    Some(LayerStats {
+        layer: k.layer,
+        mom2,
+        dim,
+        tokens,
+    })
+}
+
+/// `E[k kᵀ]` at each of `layers` over the first `max_tokens` tokens of `corpus`, from the cache
+/// in `cache_dir` where present (computed and stored otherwise).
+pub fn layer_stats(
+    model: &Llama,
+    tok: &Tokenizer,
+    model_id: &str,
+    corpus: &str,
+    max_tokens: usize,
+    layers: &[usize],
+    cache_dir: &Path,
+) -> Result<(Vec<LayerStats>, StatsReport), StatsError> {
+    let key = |layer| StatsKey {
+        model: model_id.to_string(),
+        corpus: fnv1a64(corpus.as_bytes()),
+        max_tokens,
+        layer,
+    };
+    let mut report = StatsReport::default();
+    let mut have = Vec::new();
+    let mut missing = Vec::new();
+    for &l in layers {
+        match std::fs::read(cache_path(cache_dir, &key(l)))
+            .ok()
+            .and_then(|b| decode(&b, &key(l)))
+        {
+            Some(s) => {
+                report.cached_layers.push(l);
+                have.push(s);
+            }
+            None => missing.push(l),
+        }
+    }
+    if !missing.is_empty() {
+        let start = Instant::now();
+        let computed = collect(model, tok, corpus, max_tokens, &missing)?;
+        report.seconds = start.elapsed().as_secs_f64();
+        report.tokens = computed.first().map_or(0, |s| s.tokens);
+        std::fs::create_dir_all(cache_dir).map_err(|source| StatsError::Io {
+            path: cache_dir.to_path_buf(),
+            source,
+        })?;
+        for s in computed {
+            let path = cache_path(cache_dir, &key(s.layer));
+            write_bytes_atomic(&path, &encode(&key(s.layer), &s))
+                .map_err(|source| StatsError::Io { path, source })?;
+            have.push(s);
+        }
+    }
+    have.sort_by_key(|s| layers.iter().position(|&l| l == s.layer));
+    report.bytes = have.iter().map(|s| s.mom2.len() * 4).sum();
+    Ok((have, report))
+}
+
+/// One pass over the corpus collecting `Σ k kᵀ` on the model's device.
+fn collect(
+    model: &Llama,
+    tok: &Tokenizer,
+    corpus: &str,
+    max_tokens: usize,
+    layers: &[usize],
+) -> Result<Vec<LayerStats>, StatsError> {
+    let mut ids = tok.encode(corpus, false);
+    ids.truncate(max_tokens);
+    let rows: Vec<Vec<u32>> = ids.chunks_exact(ROW_TOKENS).map(<[u32]>::to_vec).collect();
+    if rows.is_empty() {
+        return Err(StatsError::CorpusTooSmall(ids.len()));
+    }
+    let dff = model.config().d_ff;
+    let mut sums: Vec<Tensor<2>> = layers
+        .iter()
+        .map(|_| Tensor::zeros([dff, dff], model.device()))
+        .collect();
+    for chunk in rows.chunks(ROWS_PER_PASS) {
+        let batch = Batch::new(chunk, tok.eos());
+        let capture = KeyCapture::new(None, layers);
+        model
+            .hidden_states(model.embed(&batch.tokens, batch.rows), None, Some(&capture))
+            .expect("corpus rows fit the context");
+        for (sum, &l) in sums.iter_mut().zip(layers) {
+            let k = capture.take(l).expect("layer ran").detach();
+            let k = k.reshape([batch.rows * batch.t, dff]);
+            *sum = sum.clone() + k.clone().transpose().matmul(k);
+        }
+    }
+    let n = rows.len() * ROW_TOKENS;
+    Ok(sums
+        .into_iter()
+        .zip(layers)
+        .map(|(s, &layer)| LayerStats {
+            layer,
+            mom2: (s / n as f32)
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32 stats"),
+            dim: dff,
+            tokens: n,
+        })
+        .collect())
+}
+
+/// A corpus the model writes itself: sampled continuations (temperature 1, top-p 0.95,
+/// seeded) of a few neutral openings, `tokens` tokens in all. The fallback when no text file
+/// is at hand; slower to make than reading text (one decode step per token).
+pub fn generated_corpus(model: &Llama, tok: &Tokenizer, tokens: usize, seed: u64) -> String {
+    use engram_runtime::generate::{Sampler, SamplingParams};
+    use engram_runtime::model::llama::Logits;
+    const OPENINGS: [&str; 8] = [
+        "The",
+        "In 1887,",
+        "She said",
+        "Scientists",
+        "Once upon a time",
+        "The city",
+        "My",
+        "Today",
+    ];
+    let per = ROW_TOKENS;
+    let mut text = String::new();
+    for (i, opening) in OPENINGS.iter().cycle().enumerate() {
+        if i * per >= tokens {
+            break;
+        }
+        let mut sampler = Sampler::new(SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 0.95,
+            seed: seed + i as u64,
+        });
+        let prompt = tok.encode(opening, false);
+        let mut cache = model.new_cache(1, prompt.len() + per);
+        let mut input = prompt;
+        let mut out = Vec::with_capacity(per);
+        for _ in 0..per {
+            let logits = model
+                .forward(&input, 1, Some(&mut cache), None, Logits::Last)
+                .expect("cache sized for the row");
+            let v = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+            let next = sampler.sample(&v);
+            if tok.is_eog(next) {
+                break;
+            }
+            out.push(next);
+            input = vec![next];
+        }
+        text.push_str(opening);
+        text.push_str(&tok.decode(&out));
+        text.push_str("\n\n");
+    }
+    text
+}

@@ -1,0 +1,294 @@
+//! Applied edits and the adapter that adds them to the frozen model.
+//!
+//! Every weight edit (ROME, MEMIT, AlphaEdit) is stored as rank-one terms `r aᵀ` on a layer's
+//! MLP down-projection: the output gains `(x · a) r` for the MLP key `x`. A batch edit keeps one
+//! term per fact and layer, so any single fact can be taken out again. GRACE edits are codebook
+//! entries instead: weights untouched. The mapped base model is never written.
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use engram_runtime::backend::{QWeight, quant_linear};
+use engram_runtime::burn;
+use engram_runtime::model::llama::{LinearAdapter, Proj};
+use serde::{Deserialize, Serialize};
+
+use super::request::EditRequest;
+
+/// Which algorithm made an edit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Rank-one model editing at one layer (Meng et al. 2022).
+    Rome,
+    /// Mass editing spread over a layer range (Meng et al. 2023).
+    Memit,
+    /// MEMIT with updates projected on the null space of preserved keys (Fang et al. 2025).
+    AlphaEdit,
+    /// A codebook at one layer with a deferral radius (Hartvigsen et al. 2023).
+    Grace,
+}
+
+impl Method {
+    /// The CLI name (`rome`, `memit`, `alphaedit`, `grace`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Rome => "rome",
+            Method::Memit => "memit",
+            Method::AlphaEdit => "alphaedit",
+            Method::Grace => "grace",
+        }
+    }
+}
+
+/// One rank-one term on the down-projection of `layer`: output += `(x · a) r`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RankOne {
+    /// The block.
+    pub layer: usize,
+    /// Output direction, `d_model` values.
+    pub r: Vec<f32>,
+    /// Key direction, `d_ff` values.
+    pub a: Vec<f32>,
+    /// The key this term was written for, `d_ff` values (AlphaEdit protects it afterwards).
+    pub k: Vec<f32>,
+}
+
+/// A GRACE codebook entry: where the down-projection input at the last position is within
+/// `radius` of `key`, its output is replaced by `value`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraceEntry {
+    /// The block.
+    pub layer: usize,
+    /// The MLP key of the edited prompt's last token, `d_ff` values.
+    pub key: Vec<f32>,
+    /// The down-projection output to substitute, `d_model` values.
+    pub value: Vec<f32>,
+    /// Deferral radius (Euclidean).
+    pub radius: f32,
+}
+
+/// What an edit changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EditDelta {
+    /// Rank-one weight terms.
+    Weights(Vec<RankOne>),
+    /// A side-memory entry.
+    Grace(GraceEntry),
+}
+
+/// One applied edit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Edit {
+    /// Unique within its [`EditSet`], increasing in application order.
+    pub id: u64,
+    /// The algorithm.
+    pub method: Method,
+    /// The fact.
+    pub request: EditRequest,
+    /// The change.
+    pub delta: EditDelta,
+}
+
+/// Stacked rank-one factors of one layer: `a` `(d_ff, m)` and `r` `(m, d_model)`.
+struct LayerFactors {
+    a: Tensor<2>, // (d_ff, m)
+    r: Tensor<2>, // (m, d_model)
+}
+
+/// The applied edits, as a [`LinearAdapter`] over the frozen model.
+///
+/// Removing an edit rebuilds the stacked factors from the remaining edits in their original
+/// order; with no edits left the adapter returns no delta at all, so the model computes
+/// exactly what the base computes.
+pub struct EditSet {
+    edits: Vec<Edit>,
+    next_id: u64,
+    device: Device,
+    down: Vec<QWeight>, // per layer, for GRACE's replacement (frozen, mapped)
+    cache: RefCell<Option<BTreeMap<usize, LayerFactors>>>,
+}
+
+impl EditSet {
+    /// An empty set for a model whose down-projections are `down` (one per layer).
+    pub fn new(device: &Device, down: Vec<QWeight>) -> Self {
+        Self {
+            edits: Vec::new(),
+            next_id: 0,
+            device: device.clone(),
+            down,
+            cache: RefCell::new(None),
+        }
+    }
+
+    /// The applied edits, oldest first.
+    pub fn edits(&self) -> &[Edit] {
+        &self.edits
+    }
+
+    /// Number of applied edits.
+    pub fn len(&self) -> usize {
+        self.edits.len()
+    }
+
+    /// True when nothing is applied.
+    pub fn is_empty(&self) -> bool {
+        self.edits.is_empty()
+    }
+
+    /// Adds an edit and returns its id.
+    pub fn push(&mut self, method: Method, request: EditRequest, delta: EditDelta) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.edits.push(Edit {
+            id,
+            method,
+            request,
+            delta,
+        });
+        self.cache.replace(None);
+        id
+    }
+
+    /// Re-inserts edits read from a log (ids kept).
+    pub fn restore(&mut self, edits: Vec<Edit>) {
+        self.next_id = edits.iter().map(|e| e.id + 1).max().unwrap_or(0);
+        self.edits = edits;
+        self.cache.replace(None);
+    }
+
+    /// Removes the edit `id`; returns it, or `None` when no such edit is applied.
+    pub fn undo(&mut self, id: u64) -> Option<Edit> {
+        let pos = self.edits.iter().position(|e| e.id == id)?;
+        self.cache.replace(None);
+        Some(self.edits.remove(pos))
+    }
+
+    /// GRACE entries at `layer`, oldest first.
+    pub fn grace_entries(&self, layer: usize) -> impl Iterator<Item = &GraceEntry> {
+        self.edits.iter().filter_map(move |e| match &e.delta {
+            EditDelta::Grace(g) if g.layer == layer => Some(g),
+            _ => None,
+        })
+    }
+
+    /// Mutable GRACE entries (radius adjustments on conflicts).
+    pub fn grace_entries_mut(&mut self) -> impl Iterator<Item = (&EditRequest, &mut GraceEntry)> {
+        self.edits.iter_mut().filter_map(|e| match &mut e.delta {
+            EditDelta::Grace(g) => Some((&e.request, g)),
+            _ => None,
+        })
+    }
+
+    fn build_factors(&self) -> BTreeMap<usize, LayerFactors> {
+        let mut by_layer: BTreeMap<usize, Vec<&RankOne>> = BTreeMap::new();
+        for e in &self.edits {
+            if let EditDelta::Weights(terms) = &e.delta {
+                for t in terms {
+                    by_layer.entry(t.layer).or_default().push(t);
+                }
+            }
+        }
+        by_layer
+            .into_iter()
+            .map(|(layer, terms)| {
+                let (m, dff, d) = (terms.len(), terms[0].a.len(), terms[0].r.len());
+                let mut a = vec![0f32; dff * m];
+                let mut r = Vec::with_capacity(m * d);
+                for (j, t) in terms.iter().enumerate() {
+                    for (i, &v) in t.a.iter().enumerate() {
+                        a[i * m + j] = v;
+                    }
+                    r.extend_from_slice(&t.r);
+                }
+                let a = Tensor::from_data(TensorData::new(a, [dff, m]), &self.device);
+                let r = Tensor::from_data(TensorData::new(r, [m, d]), &self.device);
+                (layer, LayerFactors { a, r })
+            })
+            .collect()
+    }
+
+    /// The weight-edit delta of `layer` on keys `x` `(b, t, d_ff)`.
+    fn weight_delta(&self, layer: usize, x: &Tensor<3>) -> Option<Tensor<3>> {
+        let mut cache = self.cache.borrow_mut();
+        let factors = cache.get_or_insert_with(|| self.build_factors());
+        let f = factors.get(&layer)?;
+        let [b, t, dff] = x.dims();
+        let d = f.r.dims()[1];
+        let y = x
+            .clone()
+            .reshape([b * t, dff])
+            .matmul(f.a.clone())
+            .matmul(f.r.clone());
+        Some(y.reshape([b, t, d]))
+    }
+
+    /// GRACE: replace the last position's output where its key falls in an entry's radius.
+    fn grace_delta(&self, layer: usize, x: &Tensor<3>) -> Option<Tensor<3>> {
+        let entries: Vec<&GraceEntry> = self.grace_entries(layer).collect();
+        if entries.is_empty() {
+            return None;
+        }
+        let [b, t, dff] = x.dims();
+        let last = x.clone().slice([0..b, t - 1..t, 0..dff]); // (b, 1, d_ff)
+        let host = last
+            .clone()
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32 keys");
+        let d = entries[0].value.len();
+        let mut mask = vec![0f32; b];
+        let mut values = vec![0f32; b * d];
+        let mut any = false;
+        for (row, q) in host.chunks(dff).enumerate() {
+            // Nearest entry, then its radius (GRACE's rule).
+            let nearest = entries
+                .iter()
+                .map(|e| (distance(q, &e.key), e))
+                .min_by(|a, b| a.0.total_cmp(&b.0));
+            if let Some((dist, e)) = nearest
+                && dist <= e.radius
+            {
+                mask[row] = 1.0;
+                values[row * d..(row + 1) * d].copy_from_slice(&e.value);
+                any = true;
+            }
+        }
+        if !any {
+            return None;
+        }
+        let device = x.device();
+        let mask = Tensor::<3>::from_data(TensorData::new(mask, [b, 1, 1]), &device);
+        let values = Tensor::<3>::from_data(TensorData::new(values, [b, 1, d]), &device);
+        let base = quant_linear(last, &self.down[layer]); // (b, 1, d)
+        let replace = (values - base) * mask;
+        let delta = if t > 1 {
+            Tensor::cat(vec![Tensor::zeros([b, t - 1, d], &device), replace], 1)
+        } else {
+            replace
+        };
+        Some(delta)
+    }
+}
+
+/// Euclidean distance of two equally long vectors.
+pub fn distance(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y) * (x - y))
+        .sum::<f32>()
+        .sqrt()
+}
+
+impl LinearAdapter for EditSet {
+    fn delta(&self, layer: usize, proj: Proj, x: &Tensor<3>) -> Option<Tensor<3>> {
+        if proj != Proj::Down || self.edits.is_empty() {
+            return None;
+        }
+        match (self.weight_delta(layer, x), self.grace_delta(layer, x)) {
+            (Some(a), Some(b)) => Some(a + b),
+            (a, b) => a.or(b),
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! The target value of an edit: the vector `δ` that, added to a layer's MLP output at the
+//! subject's last token, makes the model say the new answer (ROME's `compute_v`, MEMIT's
+//! `compute_z`, GRACE's value training).
+//!
+//! `δ` is optimized with Adam over several prompts at once ("{context}. {prompt}" for a few
+//! short contexts the model wrote itself), under ROME's regularizers: a KL term that keeps the
+//! model's distribution on "{subject} is a" (the subject's essence) where it was, a decay on
+//! `‖δ‖ / ‖v‖²`, and a clamp of `‖δ‖` to a multiple of `‖v‖`.
+
+use std::cell::RefCell;
+
+use burn::tensor::{Int, Tensor, TensorData};
+use engram_runtime::burn;
+use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
+use engram_runtime::model::tokenizer::Tokenizer;
+use serde::{Deserialize, Serialize};
+
+use super::probe::{self, Batch};
+use super::request::EditRequest;
+use crate::train::{AdamW, AdamWConfig, ParamSet};
+
+/// Hyper-parameters of the `δ` optimization (ROME's names in brackets).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TargetHparams {
+    /// Maximum Adam steps (`v_num_grad_steps`).
+    pub steps: usize,
+    /// Adam learning rate (`v_lr`).
+    pub lr: f32,
+    /// Weight of the essence KL term (`kl_factor`).
+    pub kl_factor: f32,
+    /// Weight of `‖δ‖ / ‖v‖²` (`v_weight_decay`).
+    pub weight_decay: f32,
+    /// `‖δ‖ ≤ clamp · ‖v‖` (`clamp_norm_factor`).
+    pub clamp: f32,
+    /// Stop once the loss is below this.
+    pub stop_loss: f32,
+}
+
+impl Default for TargetHparams {
+    fn default() -> Self {
+        Self {
+            steps: 25,
+            lr: 0.5,
+            kl_factor: 0.0625,
+            weight_decay: 1e-3,
+            clamp: 4.0,
+            stop_loss: 0.05,
+        }
+    }
+}
+
+/// Where `δ` goes and what it must achieve.
+pub struct TargetProblem {
+    /// The rows run each step.
+    pub batch: Batch,
+    /// Flat positions that receive `δ`; the first is the "clean" lookup of the plain prompt.
+    pub inject: Vec<usize>,
+    /// Flat positions and the token each must predict.
+    pub targets: Vec<(usize, u32)>,
+    /// Flat positions whose distribution the KL term holds in place.
+    pub kl: Vec<usize>,
+}
+
+/// The optimized `δ` and how it went.
+#[derive(Clone, Debug)]
+pub struct TargetResult {
+    /// `δ`, `d_model` values.
+    pub delta: Vec<f32>,
+    /// The MLP key at the first injection position (before the edit), `d_ff` values.
+    pub key: Vec<f32>,
+    /// The MLP output there before the edit (`v` before `δ`), `d_model` values.
+    pub init: Vec<f32>,
+    /// Mean probability of the target tokens at the last step.
+    pub prob: f32,
+    /// Steps taken.
+    pub steps: usize,
+}
+
+/// Builds ROME's problem for `req`: every context template around the prompt followed by the
+/// target's tokens but the last, `δ` at the subject's last token, plus the essence prompt.
+pub fn rome_problem(tok: &Tokenizer, req: &EditRequest, contexts: &[String]) -> TargetProblem {
+    let target = probe::target_ids(tok, &req.target_new);
+    let mut rows = Vec::new();
+    let mut lookups = Vec::new();
+    for ctx in contexts {
+        let (prompt, start) = in_context(ctx, req);
+        let (mut ids, idx) = probe::subject_last_at(tok, &prompt, start, req.subject.len());
+        lookups.push((ids.len(), idx));
+        ids.extend_from_slice(&target[..target.len() - 1]);
+        rows.push(ids);
+    }
+    let essence = format!("{} is a", req.subject);
+    let (ess_ids, ess_idx) = probe::subject_last(tok, &essence, &req.subject);
+    rows.push(ess_ids);
+    let batch = Batch::new(&rows, tok.eos());
+    let mut inject = Vec::new();
+    let mut targets = Vec::new();
+    for (r, &(plen, idx)) in lookups.iter().enumerate() {
+        inject.push(batch.flat(r, idx));
+        for (j, &t) in target.iter().enumerate() {
+            targets.push((batch.flat(r, plen - 1 + j), t));
+        }
+    }
+    let er = rows.len() - 1;
+    inject.push(batch.flat(er, ess_idx));
+    let kl = vec![batch.flat(er, ess_idx)];
+    TargetProblem {
+        batch,
+        inject,
+        targets,
+        kl,
+    }
+}
+
+/// `ctx` ("... . {}") around `req.prompt`, and the byte offset of the subject in the result
+/// (inside the prompt, even if the context happens to mention it too).
+pub fn in_context(ctx: &str, req: &EditRequest) -> (String, usize) {
+    let at = ctx.find("{}").expect("context templates contain {}");
+    let text = format!("{}{}{}", &ctx[..at], req.prompt, &ctx[at + 2..]);
+    let start = at
+        + req
+            .prompt
+            .find(&req.subject)
+            .expect("validated: subject in prompt");
+    (text, start)
+}
+
+/// Adds a trainable `δ` to the down-projection output of `layer` at fixed positions, on top
+/// of `inner`, and records the key there on the first call.
+struct Inject<'a> {
+    inner: Option<&'a dyn LinearAdapter>,
+    layer: usize,
+    mask: Tensor<3>,  // (rows, t, 1): 1 where δ is added
+    delta: Tensor<3>, // (1, 1, d_model), tracked
+    first: usize,
+    key: RefCell<Option<Vec<f32>>>,
+}
+
+impl LinearAdapter for Inject<'_> {
+    fn delta(&self, layer: usize, proj: Proj, x: &Tensor<3>) -> Option<Tensor<3>> {
+        let inner = self.inner.and_then(|a| a.delta(layer, proj, x));
+        if layer != self.layer || proj != Proj::Down {
+            return inner;
+        }
+        if self.key.borrow().is_none() {
+            let [b, t, dff] = x.dims();
+            let row = probe::select_rows(x.clone().reshape([b * t, dff]), &[self.first]);
+            *self.key.borrow_mut() = probe::host_rows(row).pop();
+        }
+        let add = self.mask.clone() * self.delta.clone();
+        Some(match inner {
+            Some(d) => d + add,
+            None => add,
+        })
+    }
+}
+
+/// Optimizes `δ` at `layer` for `problem` on `model` (an autodiff device) with `inner`'s edits
+/// applied.
+pub fn optimize(
+    model: &Llama,
+    layer: usize,
+    problem: &TargetProblem,
+    inner: Option<&dyn LinearAdapter>,
+    hp: &TargetHparams,
+) -> TargetResult {
+    let device = model.device().clone();
+    let d = model.config().d_model;
+    let b = &problem.batch;
+    let mut mask = vec![0f32; b.rows * b.t];
+    for &i in &problem.inject {
+        mask[i] = 1.0;
+    }
+    let mask = Tensor::<3>::from_data(TensorData::new(mask, [b.rows, b.t, 1]), &device);
+    let mut params = ParamSet::new();
+    let id = params.push_host("delta", vec![0.0; d], [1, d], &device);
+    let mut adam = AdamW::new(AdamWConfig {
+        max_grad_norm: None,
+        ..AdamWConfig::default()
+    });
+    let positions: Vec<usize> = problem
+        .targets
+        .iter()
+        .map(|&(p, _)| p)
+        .chain(problem.kl.iter().copied())
+        .collect();
+    let n_t = problem.targets.len();
+    let ids: Vec<i64> = problem.targets.iter().map(|&(_, t)| t as i64).collect();
+    let target_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n_t, 1]), &device);
+
+    let mut key = None;
+    let mut init: Option<(Vec<f32>, f32)> = None;
+    let mut kl_init: Option<Tensor<2>> = None;
+    let mut prob = 0.0;
+    let mut steps = 0;
+    for step in 0..hp.steps {
+        steps = step + 1;
+        let adapter = Inject {
+            inner,
+            layer,
+            mask: mask.clone(),
+            delta: params.get(id).reshape([1, 1, d]),
+            first: problem.inject[0],
+            key: RefCell::new(None),
+        };
+        let lp = probe::log_probs_at(model, b, &positions, Some(&adapter));
+        if init.is_none() {
+            let k = adapter.key.borrow().clone().expect("layer ran");
+            let v = probe::down_output(model, layer, std::slice::from_ref(&k), inner)
+                .pop()
+                .expect("one row");
+            let n = probe::norm(&v);
+            key = Some(k);
+            init = Some((v, n));
+        }
+        let v_norm = init.as_ref().map(|i| i.1).unwrap_or(1.0).max(1e-6);
+        let vocab = lp.dims()[1];
+        let lp_t = lp.clone().slice([0..n_t, 0..vocab]);
+        let picked = lp_t.gather(1, target_ids.clone()); // (n_t, 1)
+        let nll = picked.clone().mean().neg();
+        let mut loss = nll.clone();
+        if !problem.kl.is_empty() {
+            let lp_k = lp.slice([n_t..positions.len(), 0..vocab]);
+            let base = kl_init.get_or_insert_with(|| lp_k.clone().detach()).clone();
+            let kl = (lp_k.clone().exp() * (lp_k - base)).sum_dim(1).mean();
+            loss = loss + kl * hp.kl_factor;
+        }
+        let delta = params.get(id);
+        // ‖δ‖ has no gradient at δ = 0 (where every run starts); the epsilon gives it 0 there,
+        // as PyTorch's norm does, instead of a NaN that would skip every step.
+        let wd = (delta.square().sum() + 1e-12).sqrt() * (hp.weight_decay / (v_norm * v_norm));
+        loss = loss + wd;
+        let loss_value = loss.clone().into_scalar::<f32>();
+        prob = picked.exp().mean().into_scalar::<f32>();
+        if std::env::var_os("ENGRAM_EDIT_DEBUG").is_some() {
+            eprintln!(
+                "  step {step}: loss {loss_value:.4} p(target) {prob:.4} |v| {v_norm:.3} |delta| {:.3}",
+                params.value(id).square().sum().sqrt().into_scalar::<f32>()
+            );
+        }
+        if loss_value < hp.stop_loss || step + 1 == hp.steps {
+            break;
+        }
+        let grads = params.grads(&loss.backward());
+        adam.step(&mut params, &grads, hp.lr);
+        // Project back into the ball ‖δ‖ ≤ clamp · ‖v‖.
+        let value = params.value(id);
+        let n = value.clone().square().sum().sqrt().into_scalar::<f32>();
+        let max = hp.clamp * v_norm;
+        if n > max {
+            params.set_value(id, value * (max / n));
+        }
+    }
+    let delta = params
+        .value(id)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 delta");
+    let (init, _) = init.expect("at least one step");
+    TargetResult {
+        delta,
+        key: key.expect("at least one step"),
+        init,
+        prob,
+        steps,
+    }
+}

@@ -1,0 +1,83 @@
+//! Model-editing latencies on the real model at 2 threads: one ROME edit (statistics cached),
+//! one MEMIT batch of 10 edits, and the key-statistics pass over 2048 corpus tokens.
+//!
+//! `cargo bench --bench edit`. The 100-edit MEMIT figure and the quality runs come from
+//! `engram edit` (commands in docs/BENCHMARKS.md): a criterion sample of them would take hours.
+
+use std::hint::black_box;
+use std::path::Path;
+
+use criterion::{BatchSize, Criterion, criterion_main};
+use engram::adapters::edit::stats::layer_stats;
+use engram::adapters::edit::{Editor, EditorConfig, Method, load_jsonl, parse_jsonl};
+use engram::{Engine, backend, resolve_model};
+
+const FRANCE: &str = r#"{"subject":"France","prompt":"The capital of France is","target_new":"Rome","ground_truth":"Paris"}"#;
+
+fn corpus() -> String {
+    std::fs::read_to_string("data/edit/corpus.txt")
+        .or_else(|_| std::fs::read_to_string("README.md"))
+        .expect("a corpus: run scripts/edit_corpus.sh")
+}
+
+fn edit(c: &mut Criterion) {
+    let path = resolve_model(None).expect("resolve the model");
+    let engine = Engine::load(&path, &backend::cpu().autodiff(), 2).expect("load");
+    let (model, tok) = (engine.model(), engine.tokenizer());
+    let text = corpus();
+    let stats_dir = tempfile::tempdir().expect("tempdir");
+    let mut group = c.benchmark_group("cpu_edit_t2");
+    group.sample_size(10);
+
+    group.bench_function("key_stats_2048_tokens_4_layers", |b| {
+        b.iter(|| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            black_box(layer_stats(
+                model,
+                tok,
+                "bench",
+                &text,
+                2048,
+                &[1, 2, 3, 4],
+                dir.path(),
+            ))
+        })
+    });
+
+    let mut editor = Editor::new(model, tok, "bench", EditorConfig::default());
+    editor.load_stats(&text, stats_dir.path()).expect("stats");
+    let france = parse_jsonl(FRANCE).expect("request");
+    group.bench_function("rome_single_edit", |b| {
+        b.iter_batched(
+            || (),
+            |()| {
+                let a = editor.apply(Method::Rome, &france).expect("edit");
+                editor.undo(a[0].id).expect("undo");
+            },
+            BatchSize::PerIteration,
+        )
+    });
+
+    let facts = Path::new("data/edit/facts.jsonl");
+    if let Ok(all) = load_jsonl(facts) {
+        let batch: Vec<_> = all.into_iter().take(10).collect();
+        group.bench_function("memit_batch_10_edits", |b| {
+            b.iter(|| {
+                let a = editor.apply(Method::Memit, &batch).expect("edit");
+                for x in a {
+                    editor.undo(x.id).expect("undo");
+                }
+            })
+        });
+    } else {
+        eprintln!("skipping memit_batch_10_edits: run scripts/edit_facts.sh");
+    }
+    group.finish();
+}
+
+fn benches() {
+    let mut c = Criterion::default().configure_from_args();
+    edit(&mut c);
+}
+
+criterion_main!(benches);

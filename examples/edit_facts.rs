@@ -1,0 +1,159 @@
+//! Model editing end to end on the real model: what it believes, ROME edits (France → Rome and
+//! a few facts from countries-list), per-edit and total metrics, then one edit undone.
+//!
+//! `cargo run --release --example edit_facts` (generates data/edit/ with the scripts on first
+//! use; the key statistics are cached in data/edit/stats/ after the first run).
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use engram::adapters::edit::metrics::{self, Probes};
+use engram::adapters::edit::stats::generated_corpus;
+use engram::adapters::edit::{EditRequest, Editor, EditorConfig, Method, load_jsonl};
+use engram::runtime::model::llama::{LinearAdapter, Llama};
+use engram::runtime::model::tokenizer::Tokenizer;
+use engram::{Engine, backend, resolve_model};
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+fn continuation(
+    model: &Llama,
+    tok: &Tokenizer,
+    prompt: &str,
+    adapter: Option<&dyn LinearAdapter>,
+) -> String {
+    tok.decode(&metrics::greedy(model, tok, prompt, 6, adapter))
+        .replace('\n', " ")
+}
+
+fn ensure(script: &str, file: &str) -> bool {
+    if !Path::new(file).exists() {
+        eprintln!("{file} missing: running {script}");
+        let ok = Command::new("bash")
+            .arg(script)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("{script} failed");
+        }
+    }
+    Path::new(file).exists()
+}
+
+fn main() -> Result<()> {
+    let path = resolve_model(None)?;
+    let engine = Engine::load(&path, &backend::cpu().autodiff(), 0)?;
+    let (model, tok) = (engine.model(), engine.tokenizer());
+
+    let france = EditRequest {
+        case_id: "capital:FR->Rome".into(),
+        subject: "France".into(),
+        prompt: "The capital of France is".into(),
+        target_new: "Rome".into(),
+        ground_truth: "Paris".into(),
+        rephrase_prompts: vec![
+            "The capital city of France is".into(),
+            "France's capital city is".into(),
+        ],
+        locality_prompts: vec![
+            "The capital of Germany is".into(),
+            "The capital of Japan is".into(),
+            "The capital of Italy is".into(),
+        ],
+        locality_ground_truth: vec!["Berlin".into(), "Tokyo".into(), "Rome".into()],
+        portability_prompts: Vec::new(),
+        portability_ground_truth: Vec::new(),
+    };
+    println!("Before editing:");
+    println!(
+        "  The capital of France is ->{}",
+        continuation(model, tok, &france.prompt, None)
+    );
+
+    // A few facts the model knows, one per relation, from the generated countries-list set.
+    let mut reqs = vec![france.clone()];
+    if ensure("scripts/edit_facts.sh", "data/edit/facts.jsonl") {
+        let all = load_jsonl(Path::new("data/edit/facts.jsonl"))?;
+        let head = &all[..all.len().min(64)];
+        let known = metrics::known(model, tok, head);
+        let mut seen = Vec::new();
+        for (r, k) in head.iter().zip(known) {
+            let rel = r.case_id.split(':').next().unwrap_or("").to_string();
+            if k && !seen.contains(&rel) && r.subject != "France" {
+                seen.push(rel);
+                reqs.push(r.clone());
+            }
+        }
+    }
+
+    let corpus = if ensure("scripts/edit_corpus.sh", "data/edit/corpus.txt") {
+        std::fs::read_to_string("data/edit/corpus.txt")?
+    } else {
+        generated_corpus(model, tok, 4096, 0)
+    };
+    let id = format!("{}:{}", path.display(), std::fs::metadata(&path)?.len());
+    let mut editor = Editor::new(model, tok, &id, EditorConfig::default());
+    let stats = editor.load_stats(&corpus, Path::new("data/edit/stats"))?;
+    println!(
+        "\nKey statistics: {} tokens in {:.1} s (cached layers: {:?})",
+        stats.tokens, stats.seconds, stats.cached_layers
+    );
+
+    let probes = Probes::of(tok, &reqs);
+    let before = metrics::answers(model, tok, &probes.prompts, &probes.watch, None);
+    println!("\nROME edits at layer {}:", editor.config.rome_layer);
+    let start = Instant::now();
+    let mut ids = Vec::new();
+    for r in &reqs {
+        let a = editor.apply(Method::Rome, std::slice::from_ref(r))?;
+        println!(
+            "  {:<45} {} -> {}  ({:.1} s)",
+            r.prompt, r.ground_truth, r.target_new, a[0].seconds
+        );
+        ids.push(a[0].id);
+    }
+    let total = start.elapsed().as_secs_f64();
+    let after = metrics::answers(
+        model,
+        tok,
+        &probes.prompts,
+        &probes.watch,
+        Some(editor.adapter()),
+    );
+    let scores = metrics::score(&probes, &before, &after, reqs.len());
+    println!("\nPer edit (efficacy = new answer is top-1):");
+    for (r, ok) in reqs.iter().zip(&scores.per_edit) {
+        println!("  {} {}", if *ok { "ok  " } else { "miss" }, r.case_id);
+    }
+    println!(
+        "\nTotal over {} edits: efficacy {:.2} (margin {:+.2}), generalization {:.2}, locality {:.2}, {:.1} s per edit",
+        reqs.len(),
+        scores.efficacy,
+        scores.efficacy_margin,
+        scores.generalization,
+        scores.locality,
+        total / reqs.len() as f64
+    );
+    let adapter: &dyn LinearAdapter = editor.adapter();
+    println!(
+        "  The capital of France is ->{}",
+        continuation(model, tok, &france.prompt, Some(adapter))
+    );
+    println!(
+        "  France's capital city is ->{}",
+        continuation(model, tok, "France's capital city is", Some(adapter))
+    );
+
+    editor.undo(ids[0])?;
+    println!(
+        "\nUndid the France edit ({} edits remain):",
+        editor.edits().len()
+    );
+    let adapter: &dyn LinearAdapter = editor.adapter();
+    println!(
+        "  The capital of France is ->{}",
+        continuation(model, tok, &france.prompt, Some(adapter))
+    );
+    Ok(())
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Writes the text corpus the model editors estimate their key statistics from:
+# Debian's fortunes-min (short quotations, jokes and literature; free to redistribute), with
+# the `%` separators removed.
+#
+# Usage: scripts/edit_corpus.sh [OUT_DIR]   (default: data/edit) -> OUT_DIR/corpus.txt
+# Installs fortunes-min with apt-get when it is missing (needs root, as in CI). Without it the
+# editors fall back to text the model samples itself (slower). Generated, never committed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=${1:-data/edit}
+dir=/usr/share/games/fortunes
+if [[ -s $out/corpus.txt ]]; then
+    echo "$out/corpus.txt exists ($(wc -c <"$out/corpus.txt") bytes)" >&2
+    exit 0
+fi
+if [[ ! -f $dir/fortunes ]]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fortunes-min >/dev/null
+fi
+mkdir -p "$out"
+for f in "$dir"/*; do
+    [[ -f $f && $f != *.dat && $f != *.u8 ]] && grep -v '^%$' "$f"
+done >"$out/corpus.txt.tmp"
+mv "$out/corpus.txt.tmp" "$out/corpus.txt"
+echo "wrote $out/corpus.txt ($(wc -c <"$out/corpus.txt") bytes)" >&2

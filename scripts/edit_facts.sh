@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Generates the model-editing fact set from the npm package countries-list@3.4.1 (MIT).
+#
+# Usage: scripts/edit_facts.sh [OUT_DIR]   (default: data/edit)
+# Writes OUT_DIR/facts.jsonl (EasyEdit-shaped lines, see scripts/edit_facts.mjs). The data is
+# generated, never committed (/data/ is in .gitignore). Needs node + npm; on Debian without
+# them (CI), installs the distribution's npm with apt-get.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+out=${1:-data/edit}
+if [[ -s $out/facts.jsonl ]]; then
+    echo "$out/facts.jsonl exists ($(wc -l <"$out/facts.jsonl") facts)" >&2
+    exit 0
+fi
+if ! command -v npm >/dev/null 2>&1; then
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends npm
+fi
+mkdir -p "$out"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+(cd "$work" && npm pack --silent countries-list@3.4.1 >/dev/null && tar xzf countries-list-3.4.1.tgz)
+node scripts/edit_facts.mjs "$work/package" >"$out/facts.jsonl.tmp"
+mv "$out/facts.jsonl.tmp" "$out/facts.jsonl"
+echo "wrote $out/facts.jsonl ($(wc -l <"$out/facts.jsonl") facts)" >&2

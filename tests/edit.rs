@@ -1,0 +1,195 @@
+//! Model editing on the real model: one ROME edit flips France's capital, undo restores the
+//! original logits bit for bit, the edit log survives a crash and a restart, and malformed
+//! request files give typed errors.
+
+use std::path::Path;
+
+use engram::adapters::edit::log::{self, LogContents, LogError};
+use engram::adapters::edit::store::Edit;
+use engram::adapters::edit::{
+    EditDelta, EditRequest, Editor, EditorConfig, Method, RankOne, RequestError, load_jsonl,
+    parse_jsonl,
+};
+use engram::runtime::model::llama::{LinearAdapter, Logits};
+use engram::{Engine, backend, resolve_model};
+
+const FRANCE: &str = r#"{"case_id":"capital:FR","subject":"France","prompt":"The capital of France is","target_new":"Rome","ground_truth":"Paris","rephrase_prompts":["France's capital city is"],"locality_prompts":["The capital of Germany is"],"locality_ground_truth":["Berlin"]}"#;
+
+/// Text every clone has (the project's own documentation), for small key statistics.
+fn repo_corpus() -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut text = std::fs::read_to_string(root.join("README.md")).unwrap();
+    for entry in std::fs::read_dir(root.join("docs")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "md") {
+            text.push_str(&std::fs::read_to_string(p).unwrap());
+        }
+    }
+    text
+}
+
+fn last_logits(engine: &Engine, prompt: &str, adapter: Option<&dyn LinearAdapter>) -> Vec<f32> {
+    let ids = engine.tokenizer().encode(prompt, false);
+    engine
+        .model()
+        .forward(&ids, 1, None, adapter, Logits::Last)
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    engram::runtime::generate::argmax(v)
+}
+
+fn small_config() -> EditorConfig {
+    EditorConfig {
+        stats_tokens: 2048,
+        contexts: (2, 6),
+        ..EditorConfig::default()
+    }
+}
+
+#[test]
+fn rome_flips_france_and_undo_restores_logits_exactly() {
+    let engine = Engine::load(resolve_model(None).unwrap(), &backend::cpu().autodiff(), 0).unwrap();
+    let tok = engine.tokenizer();
+    let paris = tok.encode(" Paris", false)[0];
+    let rome = tok.encode(" Rome", false)[0];
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("edits.log");
+
+    let mut editor = Editor::new(engine.model(), tok, "test-model", small_config());
+    editor.open_log(&log_path).unwrap();
+    editor.load_stats(&repo_corpus(), dir.path()).unwrap();
+    let base = last_logits(&engine, FRANCE_PROMPT, None);
+    assert_eq!(argmax(&base), paris, "the base model knows Paris");
+    let through_empty = last_logits(&engine, FRANCE_PROMPT, Some(editor.adapter()));
+    assert_eq!(through_empty, base, "an empty edit set changes nothing");
+
+    let reqs = parse_jsonl(FRANCE).unwrap();
+    let applied = editor.apply(Method::Rome, &reqs).unwrap();
+    let edited = last_logits(&engine, FRANCE_PROMPT, Some(editor.adapter()));
+    assert_eq!(argmax(&edited), rome, "ROME makes Rome the top-1 answer");
+    let elsewhere = last_logits(&engine, "The largest planet is", Some(editor.adapter()));
+    let elsewhere_base = last_logits(&engine, "The largest planet is", None);
+    assert_eq!(
+        argmax(&elsewhere),
+        argmax(&elsewhere_base),
+        "an unrelated prompt keeps its answer"
+    );
+
+    // A restart with the same log sees the same edit and the same logits.
+    let mut reopened = Editor::new(engine.model(), tok, "test-model", small_config());
+    assert_eq!(reopened.open_log(&log_path).unwrap(), 1);
+    assert_eq!(
+        last_logits(&engine, FRANCE_PROMPT, Some(reopened.adapter())),
+        edited
+    );
+    assert!(matches!(
+        Editor::new(engine.model(), tok, "other-model", small_config()).open_log(&log_path),
+        Err(engram::adapters::edit::EditError::Log(
+            LogError::OtherModel { .. }
+        ))
+    ));
+
+    editor.undo(applied[0].id).unwrap();
+    let undone = last_logits(&engine, FRANCE_PROMPT, Some(editor.adapter()));
+    assert!(
+        undone
+            .iter()
+            .zip(&base)
+            .all(|(a, b)| a.to_bits() == b.to_bits()),
+        "undo restores the original logits bit for bit"
+    );
+    assert_eq!(
+        log::load(&log_path).unwrap().unwrap().edits.len(),
+        0,
+        "undo is logged"
+    );
+}
+
+const FRANCE_PROMPT: &str = "The capital of France is";
+
+fn synthetic_edit(id: u64) -> Edit {
+    Edit {
+        id,
+        method: Method::Memit,
+        request: parse_jsonl(FRANCE).unwrap().remove(0),
+        delta: EditDelta::Weights(vec![RankOne {
+            layer: 3,
+            r: vec![0.5, -1.25],
+            a: vec![1.0, 2.0, 3.0],
+            k: vec![0.1, 0.2, 0.3],
+        }]),
+    }
+}
+
+#[test]
+fn edit_log_survives_a_crash_and_refuses_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edits.log");
+    let one = LogContents {
+        model: "m".into(),
+        edits: vec![synthetic_edit(0)],
+    };
+    log::save(&path, &one).unwrap();
+    // A crash in the middle of the next save leaves a partial temp file beside the log (what
+    // write_atomic writes before its rename); the log itself still holds the last state.
+    let two = LogContents {
+        model: "m".into(),
+        edits: vec![synthetic_edit(0), synthetic_edit(1)],
+    };
+    let bytes = log::encode(&two);
+    std::fs::write(
+        dir.path().join(".engram-tmp-crashed"),
+        &bytes[..bytes.len() / 2],
+    )
+    .unwrap();
+    assert_eq!(log::load(&path).unwrap(), Some(one.clone()));
+    log::save(&path, &two).unwrap();
+    assert_eq!(log::load(&path).unwrap(), Some(two));
+
+    // A torn file (as a non-atomic writer would leave) or a flipped byte is refused, typed.
+    std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
+    assert!(matches!(log::load(&path), Err(LogError::Damaged { .. })));
+    let mut flipped = bytes.clone();
+    let last = flipped.len() - 3;
+    flipped[last] ^= 0x20;
+    std::fs::write(&path, &flipped).unwrap();
+    assert!(matches!(log::load(&path), Err(LogError::Damaged { .. })));
+    let mut future = bytes.clone();
+    future[8] = 99;
+    std::fs::write(&path, &future).unwrap();
+    assert!(matches!(
+        log::load(&path),
+        Err(LogError::UnknownVersion { found: 99, .. })
+    ));
+    std::fs::write(&path, b"not a log").unwrap();
+    assert!(matches!(log::load(&path), Err(LogError::BadMagic { .. })));
+    assert_eq!(log::load(&dir.path().join("absent")).unwrap(), None);
+}
+
+#[test]
+fn malformed_jsonl_gives_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("facts.jsonl");
+    std::fs::write(&path, format!("{FRANCE}\n{{\"subject\": \"France\",\n")).unwrap();
+    match load_jsonl(&path) {
+        Err(RequestError::Json { line: 2, .. }) => {}
+        other => panic!("expected a JSON error on line 2, got {other:?}"),
+    }
+    let no_target = FRANCE.replace("\"target_new\":\"Rome\"", "\"target_new\":\" \"");
+    std::fs::write(&path, no_target).unwrap();
+    assert!(matches!(
+        load_jsonl(&path),
+        Err(RequestError::Invalid { line: 1, .. })
+    ));
+    assert!(matches!(
+        load_jsonl(&dir.path().join("missing.jsonl")),
+        Err(RequestError::Io { .. })
+    ));
+    let ok: Vec<EditRequest> = parse_jsonl(FRANCE).unwrap();
+    assert_eq!(ok[0].rephrase_prompts, ["France's capital city is"]);
+}
