@@ -7,7 +7,7 @@ use engram_runtime::burn;
 use crate::cl::data::Dataset;
 use crate::cl::learner::{Learner, TrainConfig, distillation};
 use crate::cl::model::Mlp;
-use crate::cl::strategy::{Lwf, OnlineEwc, Si};
+use crate::cl::strategy::{OnlineEwc, Si};
 
 fn task(classes: [u32; 2], seed: u32) -> Dataset {
     // Two Gaussian-ish blobs per task in 4-D, deterministic.
@@ -71,12 +71,14 @@ fn drift(pieces: Vec<Box<dyn crate::cl::learner::Piece>>) -> f32 {
 }
 
 #[test]
-fn penalties_and_distillation_hold_the_weights_of_the_first_task() {
+fn weight_penalties_hold_the_weights_of_the_first_task() {
+    // EWC and SI penalize weight movement directly. LwF constrains outputs on the new task's
+    // inputs, not weights, and here moves them as far as naive training does (measured 1.42 vs
+    // 1.42): its check is the distillation test above, not weight drift.
     let free = drift(vec![]);
-    let ewc = drift(vec![Box::new(OnlineEwc::new(1000.0, 1.0, 40))]);
+    let ewc = drift(vec![Box::new(OnlineEwc::new(10.0, 1.0, 40))]);
     let si = drift(vec![Box::new(Si::new(10.0, 0.1))]);
-    let lwf = drift(vec![Box::new(Lwf::new(10.0, 2.0))]);
-    for (name, d) in [("ewc", ewc), ("si", si), ("lwf", lwf)] {
+    for (name, d) in [("ewc", ewc), ("si", si)] {
         assert!(
             d.is_finite() && d < 0.9 * free,
             "{name}: drift {d} vs naive {free}"
