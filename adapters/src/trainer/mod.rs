@@ -386,23 +386,20 @@ impl<'m> Trainer<'m> {
         step: u32,
         epoch: u32,
     ) -> StepLog {
-        let micro: Vec<&[usize]> = chunk.chunks(self.config.batch_size).collect();
-        let total_tokens: usize = micro
-            .iter()
-            .map(|mb| {
-                Batch::new(&mb.iter().map(|&i| &train[i]).collect::<Vec<_>>(), pad).trained_tokens()
-            })
-            .sum();
+        let batches: Vec<Batch> = chunk
+            .chunks(self.config.batch_size)
+            .map(|mb| Batch::new(&mb.iter().map(|&i| &train[i]).collect::<Vec<_>>(), pad))
+            .collect();
+        let total_tokens: usize = batches.iter().map(Batch::trained_tokens).sum();
         let lr = schedule.lr_at(step);
         let mut acc: Option<Vec<Grads>> = None;
         let mut loss_sum = 0.0f32;
         let mut finite = true;
-        for mb in &micro {
-            let batch = Batch::new(&mb.iter().map(|&i| &train[i]).collect::<Vec<_>>(), pad);
+        for batch in &batches {
             // Weight each micro-batch by its share of the step's completion tokens, so the
             // step's loss is the mean over all of them whatever the split.
             let w = batch.trained_tokens() as f32 / total_tokens.max(1) as f32;
-            let loss = self.batch_loss(adapter, &batch);
+            let loss = self.batch_loss(adapter, batch);
             let value = loss.clone().into_scalar::<f32>();
             if !value.is_finite() {
                 finite = false;
