@@ -94,7 +94,7 @@ fn main() -> Result<()> {
     };
     let id = format!("{}:{}", path.display(), std::fs::metadata(&path)?.len());
     let mut editor = Editor::new(model, tok, &id, EditorConfig::default());
-    let stats = editor.load_stats(&corpus, Path::new("data/edit/stats"))?;
+    let stats = editor.load_stats_for(&[Method::Rome], &corpus, Path::new("data/edit/stats"))?;
     println!(
         "\nKey statistics: {} tokens in {:.1} s (cached layers: {:?})",
         stats.tokens, stats.seconds, stats.cached_layers

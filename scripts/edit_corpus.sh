@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Writes the text corpus the model editors estimate their key statistics from:
-# Debian's fortunes-min (short quotations, jokes and literature; free to redistribute), with
-# the `%` separators removed.
+# Writes the text corpus the model editors estimate their key statistics from: the true
+# statements of the background facts (data/edit/background.jsonl from scripts/edit_facts.sh:
+# requests never edited or probed, e.g. "The capital of Chile is Santiago."), then Debian's
+# fortunes-min (short quotations, jokes and literature; free to redistribute) with the `%`
+# separators removed. The statements come first so a token budget keeps them.
 #
 # Usage: scripts/edit_corpus.sh [OUT_DIR]   (default: data/edit) -> OUT_DIR/corpus.txt
 # Installs fortunes-min with apt-get when it is missing (needs root, as in CI). Without it the
@@ -19,8 +21,19 @@ if [[ ! -f $dir/fortunes ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fortunes-min >/dev/null
 fi
 mkdir -p "$out"
-for f in "$dir"/*; do
-    [[ -f $f && $f != *.dat && $f != *.u8 ]] && grep -v '^%$' "$f"
-done >"$out/corpus.txt.tmp"
+[[ -s $out/background.jsonl ]] || bash scripts/edit_facts.sh "$out"
+{
+    python3 -c '
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    for p in [r["prompt"]] + r["rephrase_prompts"]:
+        print(p, r["ground_truth"] + ".")
+' "$out/background.jsonl"
+    echo
+    for f in "$dir"/*; do
+        [[ -f $f && $f != *.dat && $f != *.u8 ]] && grep -v '^%$' "$f"
+    done
+} >"$out/corpus.txt.tmp"
 mv "$out/corpus.txt.tmp" "$out/corpus.txt"
 echo "wrote $out/corpus.txt ($(wc -c <"$out/corpus.txt") bytes)" >&2

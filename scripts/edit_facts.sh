@@ -20,6 +20,14 @@ mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 (cd "$work" && npm pack --silent countries-list@3.4.1 >/dev/null && tar xzf countries-list-3.4.1.tgz)
-node scripts/edit_facts.mjs "$work/package" >"$out/facts.jsonl.tmp"
+node scripts/edit_facts.mjs "$work/package" >"$work/all.jsonl"
+# The last BACKGROUND requests are never edited or probed: their true statements go into the
+# key-statistics corpus (scripts/edit_corpus.sh), the facts of this kind the layer already
+# stores and an edit must leave alone (ROME and MEMIT estimate them from Wikipedia).
+background=${ENGRAM_EDIT_BACKGROUND:-300}
+total=$(wc -l <"$work/all.jsonl")
+head -n $((total - background)) "$work/all.jsonl" >"$out/facts.jsonl.tmp"
+tail -n "$background" "$work/all.jsonl" >"$out/background.jsonl.tmp"
+mv "$out/background.jsonl.tmp" "$out/background.jsonl"
 mv "$out/facts.jsonl.tmp" "$out/facts.jsonl"
-echo "wrote $out/facts.jsonl ($(wc -l <"$out/facts.jsonl") facts)" >&2
+echo "wrote $out/facts.jsonl ($(wc -l <"$out/facts.jsonl") facts) and $out/background.jsonl ($background)" >&2

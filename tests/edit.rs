@@ -112,6 +112,106 @@ fn rome_flips_france_and_undo_restores_logits_exactly() {
 
 const FRANCE_PROMPT: &str = "The capital of France is";
 
+/// A request in the EasyEdit shape with no probes (the undo test needs none).
+fn request(subject: &str, prompt: &str, new: &str, old: &str) -> EditRequest {
+    let line = format!(
+        r#"{{"subject":"{subject}","prompt":"{prompt}","target_new":"{new}","ground_truth":"{old}"}}"#
+    );
+    parse_jsonl(&line).unwrap().remove(0)
+}
+
+#[test]
+fn every_method_undoes_individually_and_exactly() {
+    let engine = Engine::load(resolve_model(None).unwrap(), &backend::cpu().autodiff(), 0).unwrap();
+    let tok = engine.tokenizer();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = small_config();
+    config.memit_layers = vec![12, 13];
+    // Undo is what is tested here, not efficacy: short optimizations are enough.
+    config.target.steps = 6;
+    config.grace_target.steps = 6;
+    let mut editor = Editor::new(engine.model(), tok, "test-model", config);
+    editor.open_log(&dir.path().join("edits.log")).unwrap();
+    editor
+        .load_stats_for(&[Method::Rome, Method::Memit], &repo_corpus(), dir.path())
+        .unwrap();
+    let prompts = [
+        FRANCE_PROMPT,
+        "The capital of Germany is",
+        "The capital of Japan is",
+        "The capital of Italy is",
+    ];
+    let logits = |editor: &Editor| -> Vec<Vec<u32>> {
+        prompts
+            .iter()
+            .map(|p| {
+                let l = last_logits(&engine, p, Some(editor.adapter()));
+                l.iter().map(|v| v.to_bits()).collect()
+            })
+            .collect()
+    };
+    let base = logits(&editor);
+
+    let mut ids = Vec::new();
+    for (method, req) in [
+        (
+            Method::Rome,
+            request("France", FRANCE_PROMPT, "Rome", "Paris"),
+        ),
+        (
+            Method::Memit,
+            request("Germany", prompts[1], "Madrid", "Berlin"),
+        ),
+        (
+            Method::AlphaEdit,
+            request("Japan", prompts[2], "Seoul", "Tokyo"),
+        ),
+    ] {
+        ids.push(editor.apply(method, &[req]).unwrap()[0].id);
+    }
+    let three = logits(&editor);
+    ids.push(
+        editor
+            .apply(
+                Method::Grace,
+                &[request("Italy", prompts[3], "Paris", "Rome")],
+            )
+            .unwrap()[0]
+            .id,
+    );
+    let four = logits(&editor);
+    assert_ne!(four, three, "the GRACE entry changes the Italy prompt");
+    assert_ne!(three, base, "the weight edits change the logits");
+
+    // The newest edit out: exactly the state before it.
+    editor.undo(ids[3]).unwrap();
+    assert_eq!(
+        logits(&editor),
+        three,
+        "undoing GRACE restores the state before it"
+    );
+    // Then the others in an order unrelated to how they were applied.
+    for &id in &[ids[1], ids[0], ids[2]] {
+        let before = logits(&editor);
+        editor.undo(id).unwrap();
+        assert_ne!(
+            logits(&editor),
+            before,
+            "undoing edit {id} changes the logits"
+        );
+    }
+    assert!(editor.edits().is_empty());
+    assert_eq!(
+        logits(&editor),
+        base,
+        "with every edit undone the logits are the base's, bit for bit"
+    );
+    assert!(matches!(
+        editor.undo(ids[0]),
+        Err(engram::adapters::edit::EditError::UnknownEdit(_))
+    ));
+}
+
 fn synthetic_edit(id: u64) -> Edit {
     Edit {
         id,

@@ -49,11 +49,22 @@ pub fn spd_inverse(c: &[f32], n: usize, ridge: f64) -> Result<Vec<f32>, NotPosit
     Ok(to_f32_rows(&chol.inverse()))
 }
 
-/// The orthogonal projector `U Uᵀ` onto the eigenvectors of the symmetric `c` whose eigenvalues
-/// are below `threshold` (AlphaEdit's null space of the preserved keys), and its rank.
-pub fn null_space_projector(c: &[f32], n: usize, threshold: f64) -> (Vec<f32>, usize) {
+/// The orthogonal projector `U Uᵀ` onto the eigenvectors of the symmetric positive
+/// semi-definite `c` with the smallest eigenvalues whose sum is at most `energy` times the
+/// trace (AlphaEdit's null space of the preserved keys), and its rank.
+pub fn null_space_projector(c: &[f32], n: usize, energy: f64) -> (Vec<f32>, usize) {
     let eig = SymmetricEigen::new(to_f64(c, n, n));
-    let keep: Vec<usize> = (0..n).filter(|&i| eig.eigenvalues[i] < threshold).collect();
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| eig.eigenvalues[a].total_cmp(&eig.eigenvalues[b]));
+    let budget = energy * eig.eigenvalues.iter().map(|v| v.max(0.0)).sum::<f64>();
+    let mut used = 0.0;
+    let keep: Vec<usize> = order
+        .into_iter()
+        .take_while(|&i| {
+            used += eig.eigenvalues[i].max(0.0);
+            used <= budget
+        })
+        .collect();
     let u = eig.eigenvectors.select_columns(&keep);
     let p = &u * u.transpose();
     (to_f32_rows(&p), keep.len())
@@ -80,12 +91,14 @@ mod tests {
 
     #[test]
     fn inverse_projector_and_solve_agree_with_hand_results() {
-        // diag(4, 1, 0.0001): inverse diag(0.25, 1, 1e4); null space below 0.01 is e3.
+        // diag(4, 1, 0.0001): inverse diag(0.25, 1, 1e4); the null space holding at most
+        // 1 % of the trace (5.0001) is e3 alone (e2 and e3 hold 20 %).
         let c = [4.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1e-4];
         let inv = spd_inverse(&c, 3, 0.0).unwrap();
         assert!((inv[0] - 0.25).abs() < 1e-6 && (inv[4] - 1.0).abs() < 1e-6);
         assert!((inv[8] - 1e4).abs() < 1.0);
-        let (p, rank) = null_space_projector(&c, 3, 1e-2);
+        let (p, rank) = null_space_projector(&c, 3, 0.01);
+        assert_eq!(null_space_projector(&c, 3, 0.25).1, 2);
         assert_eq!(rank, 1);
         assert!((p[8] - 1.0).abs() < 1e-6 && p[0].abs() < 1e-6);
         // [[2,1],[1,3]] x = [3,5]  ->  x = [0.8, 1.4]

@@ -97,8 +97,14 @@ pub fn log_probs_at(
     let h = model
         .hidden_states(model.embed(&batch.tokens, batch.rows), None, adapter)
         .expect("edit prompts fit the context");
-    let d = h.dims()[2];
-    let picked = select_rows(h.reshape([batch.rows * batch.t, d]), idx);
+    log_probs_of_hidden(model, h, idx)
+}
+
+/// Log-probabilities `(n, vocab)` at flat positions `idx` of final hidden states
+/// `(rows, t, d_model)` (after the output norm).
+pub fn log_probs_of_hidden(model: &Llama, h: Tensor<3>, idx: &[usize]) -> Tensor<2> {
+    let [rows, t, d] = h.dims();
+    let picked = select_rows(h.reshape([rows * t, d]), idx);
     let n = idx.len();
     let logits = model.project_vocab(picked.reshape([1, n, d]));
     let v = logits.dims()[2];
@@ -147,9 +153,12 @@ pub fn keys_at(
     inner: Option<&dyn LinearAdapter>,
 ) -> BTreeMap<usize, Vec<Vec<f32>>> {
     let capture = KeyCapture::new(inner, layers);
-    model
-        .hidden_states(model.embed(&batch.tokens, batch.rows), None, Some(&capture))
-        .expect("edit prompts fit the context");
+    let depth = layers.iter().max().map_or(0, |&l| l + 1);
+    model.run_blocks(
+        model.embed(&batch.tokens, batch.rows),
+        0..depth,
+        Some(&capture),
+    );
     layers
         .iter()
         .map(|&l| {

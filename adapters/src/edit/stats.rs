@@ -205,12 +205,16 @@ fn collect(
         .iter()
         .map(|_| Tensor::zeros([dff, dff], model.device()))
         .collect();
+    // Blocks above the deepest requested layer cannot change its keys: they are not run.
+    let depth = layers.iter().max().map_or(0, |&l| l + 1);
     for chunk in rows.chunks(ROWS_PER_PASS) {
         let batch = Batch::new(chunk, tok.eos());
         let capture = KeyCapture::new(None, layers);
-        model
-            .hidden_states(model.embed(&batch.tokens, batch.rows), None, Some(&capture))
-            .expect("corpus rows fit the context");
+        model.run_blocks(
+            model.embed(&batch.tokens, batch.rows),
+            0..depth,
+            Some(&capture),
+        );
         for (sum, &l) in sums.iter_mut().zip(layers) {
             let k = capture.take(l).expect("layer ran").detach();
             let k = k.reshape([batch.rows * batch.t, dff]);

@@ -7,11 +7,9 @@
 //! model's distribution on "{subject} is a" (the subject's essence) where it was, a decay on
 //! `‖δ‖ / ‖v‖²`, and a clamp of `‖δ‖` to a multiple of `‖v‖`.
 
-use std::cell::RefCell;
-
 use burn::tensor::{Int, Tensor, TensorData};
 use engram_runtime::burn;
-use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
+use engram_runtime::model::llama::{LinearAdapter, Llama};
 use engram_runtime::model::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +19,7 @@ use crate::train::{AdamW, AdamWConfig, ParamSet};
 
 /// Hyper-parameters of the `δ` optimization (ROME's names in brackets).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TargetHparams {
     /// Maximum Adam steps (`v_num_grad_steps`).
     pub steps: usize,
@@ -125,36 +124,6 @@ pub fn in_context(ctx: &str, req: &EditRequest) -> (String, usize) {
     (text, start)
 }
 
-/// Adds a trainable `δ` to the down-projection output of `layer` at fixed positions, on top
-/// of `inner`, and records the key there on the first call.
-struct Inject<'a> {
-    inner: Option<&'a dyn LinearAdapter>,
-    layer: usize,
-    mask: Tensor<3>,  // (rows, t, 1): 1 where δ is added
-    delta: Tensor<3>, // (1, 1, d_model), tracked
-    first: usize,
-    key: RefCell<Option<Vec<f32>>>,
-}
-
-impl LinearAdapter for Inject<'_> {
-    fn delta(&self, layer: usize, proj: Proj, x: &Tensor<3>) -> Option<Tensor<3>> {
-        let inner = self.inner.and_then(|a| a.delta(layer, proj, x));
-        if layer != self.layer || proj != Proj::Down {
-            return inner;
-        }
-        if self.key.borrow().is_none() {
-            let [b, t, dff] = x.dims();
-            let row = probe::select_rows(x.clone().reshape([b * t, dff]), &[self.first]);
-            *self.key.borrow_mut() = probe::host_rows(row).pop();
-        }
-        let add = self.mask.clone() * self.delta.clone();
-        Some(match inner {
-            Some(d) => d + add,
-            None => add,
-        })
-    }
-}
-
 /// Optimizes `δ` at `layer` for `problem` on `model` (an autodiff device) with `inner`'s edits
 /// applied.
 pub fn optimize(
@@ -188,32 +157,38 @@ pub fn optimize(
     let ids: Vec<i64> = problem.targets.iter().map(|&(_, t)| t as i64).collect();
     let target_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n_t, 1]), &device);
 
-    let mut key = None;
-    let mut init: Option<(Vec<f32>, f32)> = None;
+    // The blocks up to `layer` do not depend on `δ`: run them once (capturing the key), then
+    // each step adds `δ` to their output and runs, and differentiates, only the blocks above.
+    let capture = probe::KeyCapture::new(inner, &[layer]);
+    let below = model
+        .run_blocks(model.embed(&b.tokens, b.rows), 0..layer + 1, Some(&capture))
+        .detach();
+    let keys = capture.take(layer).expect("layer ran");
+    let dff = keys.dims()[2];
+    let key = probe::host_rows(probe::select_rows(
+        keys.reshape([b.rows * b.t, dff]),
+        &problem.inject[..1],
+    ))
+    .pop()
+    .expect("one row");
+    let init = probe::down_output(model, layer, std::slice::from_ref(&key), inner)
+        .pop()
+        .expect("one row");
+    let v_norm = probe::norm(&init).max(1e-6);
+    let n_layer = model.config().n_layer;
+
     let mut kl_init: Option<Tensor<2>> = None;
     let mut prob = 0.0;
     let mut steps = 0;
     for step in 0..hp.steps {
         steps = step + 1;
-        let adapter = Inject {
+        let delta = params.get(id).reshape([1, 1, d]);
+        let h = model.run_blocks(
+            below.clone() + mask.clone() * delta,
+            layer + 1..n_layer,
             inner,
-            layer,
-            mask: mask.clone(),
-            delta: params.get(id).reshape([1, 1, d]),
-            first: problem.inject[0],
-            key: RefCell::new(None),
-        };
-        let lp = probe::log_probs_at(model, b, &positions, Some(&adapter));
-        if init.is_none() {
-            let k = adapter.key.borrow().clone().expect("layer ran");
-            let v = probe::down_output(model, layer, std::slice::from_ref(&k), inner)
-                .pop()
-                .expect("one row");
-            let n = probe::norm(&v);
-            key = Some(k);
-            init = Some((v, n));
-        }
-        let v_norm = init.as_ref().map(|i| i.1).unwrap_or(1.0).max(1e-6);
+        );
+        let lp = probe::log_probs_of_hidden(model, model.output_norm(h), &positions);
         let vocab = lp.dims()[1];
         let lp_t = lp.clone().slice([0..n_t, 0..vocab]);
         let picked = lp_t.gather(1, target_ids.clone()); // (n_t, 1)
@@ -256,10 +231,9 @@ pub fn optimize(
         .into_data()
         .try_to_vec::<f32>()
         .expect("f32 delta");
-    let (init, _) = init.expect("at least one step");
     TargetResult {
         delta,
-        key: key.expect("at least one step"),
+        key,
         init,
         prob,
         steps,

@@ -344,6 +344,42 @@ impl Llama {
         Ok(rms_norm(x, &self.output_norm, self.config.rms_eps))
     }
 
+    /// The residual stream after running blocks `layers` on `x` `(batch, t, d_model)` from
+    /// position 0 without a cache, before the output norm.
+    ///
+    /// With [`Llama::output_norm`] and [`Llama::project_vocab`] this splits
+    /// [`Llama::hidden_states`] for callers that run a prefix of the model once and the rest
+    /// many times: model editing optimizes a vector added to one layer's output, so only the
+    /// blocks above it run (and are differentiated) per step.
+    ///
+    /// # Panics
+    /// When `layers` ends past the last block or `x` is longer than the training context.
+    pub fn run_blocks(
+        &self,
+        mut x: Tensor<3>,
+        layers: std::ops::Range<usize>,
+        adapter: Option<&dyn LinearAdapter>,
+    ) -> Tensor<3> {
+        assert!(
+            layers.end <= self.blocks.len(),
+            "blocks {layers:?} of {}",
+            self.blocks.len()
+        );
+        assert!(
+            x.dims()[1] <= self.config.n_ctx_train,
+            "longer than the context"
+        );
+        for i in layers {
+            x = self.block_forward(i, &self.blocks[i], x, 0, None, adapter);
+        }
+        x
+    }
+
+    /// The output norm applied to a residual stream `(batch, t, d_model)`.
+    pub fn output_norm(&self, x: Tensor<3>) -> Tensor<3> {
+        rms_norm(x, &self.output_norm, self.config.rms_eps)
+    }
+
     /// Logits `(batch, t, n_vocab)` of hidden states (tied output projection).
     pub fn project_vocab(&self, h: Tensor<3>) -> Tensor<3> {
         quant_linear(h, &self.output)

@@ -74,6 +74,13 @@ pub struct EditArgs {
     /// ROME layer (default: the configured one).
     #[arg(long)]
     layer: Option<usize>,
+    /// Editor configuration as JSON (any subset of `EditorConfig`'s fields, e.g.
+    /// `{"stats_tokens": 24576, "target": {"lr": 1.0}}`; the rest keep their defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Add every probe (prompt, role, top-1 before and after) to the report.
+    #[arg(long)]
+    details: bool,
     /// Also measure fluency (n-gram entropy of greedy continuations) before and after.
     #[arg(long)]
     fluency: bool,
@@ -171,7 +178,11 @@ pub fn run(args: EditArgs) -> Result<()> {
     if let Some(n) = args.limit {
         reqs.truncate(n);
     }
-    let mut config = EditorConfig::default();
+    let mut config: EditorConfig = match &args.config {
+        Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)
+            .map_err(|e| format!("{}: {e}", p.display()))?,
+        None => EditorConfig::default(),
+    };
     if let Some(l) = args.layer {
         config.rome_layer = l;
     }
@@ -184,7 +195,7 @@ pub fn run(args: EditArgs) -> Result<()> {
         None
     } else {
         let corpus = corpus_text(&engine, args.corpus.as_deref(), editor.config.stats_tokens)?;
-        Some(editor.load_stats(&corpus, &args.stats_dir)?)
+        Some(editor.load_stats_for(&[method], &corpus, &args.stats_dir)?)
     };
 
     let probes = Probes::of(tok, &reqs);
@@ -235,7 +246,34 @@ pub fn run(args: EditArgs) -> Result<()> {
     });
     let fluency_after = args.fluency.then(|| fluency(Some(adapter)));
     let n = reqs.len().max(1) as f64;
+    let details = args.details.then(|| {
+        let probe = |prompt: &str, role: String, b: &metrics::Answer, a: &metrics::Answer| {
+            serde_json::json!({
+                "prompt": prompt,
+                "role": role,
+                "before": tok.decode(&[b.top1]),
+                "after": tok.decode(&[a.top1]),
+            })
+        };
+        let mut rows: Vec<serde_json::Value> = probes
+            .prompts
+            .iter()
+            .zip(&probes.roles)
+            .zip(before.iter().zip(&after))
+            .map(|((p, (i, role)), (b, a))| {
+                probe(p, format!("{role:?} of {}", reqs[*i].case_id), b, a)
+            })
+            .collect();
+        rows.extend(
+            known_prompts
+                .iter()
+                .zip(known_before.iter().zip(&known_after))
+                .map(|(p, (b, a))| probe(p, "KnownFact".into(), b, a)),
+        );
+        rows
+    });
     let report = serde_json::json!({
+        "probes": details,
         "n_edits": reqs.len(),
         "method": method.name(),
         "sequential": args.sequential,
@@ -253,6 +291,7 @@ pub fn run(args: EditArgs) -> Result<()> {
         "rome_layer": editor.config.rome_layer,
         "memit_layers": editor.config.memit_layers,
         "grace_layer": editor.config.grace_layer,
+        "config": editor.config,
         "edit_ids": applied.iter().map(|a| a.id).collect::<Vec<_>>(),
     });
     if args.json {
