@@ -21,18 +21,19 @@ if [[ ! -f $dir/fortunes ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends fortunes-min >/dev/null
 fi
 mkdir -p "$out"
-[[ -s $out/background.jsonl ]] || bash scripts/edit_facts.sh "$out"
+[[ -s $out/background.jsonl ]] || bash scripts/edit_facts.sh "$out" ||
+    echo "no background facts (scripts/edit_facts.sh failed): fortunes only" >&2
 {
-    python3 -c '
+    if [[ -s $out/background.jsonl ]]; then python3 -c '
 import json, sys
 for line in open(sys.argv[1]):
     r = json.loads(line)
     for p in [r["prompt"]] + r["rephrase_prompts"]:
         print(p, r["ground_truth"] + ".")
-' "$out/background.jsonl"
+' "$out/background.jsonl"; fi
     echo
     for f in "$dir"/*; do
-        [[ -f $f && $f != *.dat && $f != *.u8 ]] && grep -v '^%$' "$f"
+        if [[ -f $f && $f != *.dat && $f != *.u8 ]]; then grep -v '^%$' "$f" || true; fi
     done
 } >"$out/corpus.txt.tmp"
 mv "$out/corpus.txt.tmp" "$out/corpus.txt"
