@@ -117,9 +117,16 @@ pub enum Role {
 }
 
 impl Probes {
-    /// Every prompt of `reqs`.
+    /// Every prompt of `reqs`, except locality prompts that another request of the set edits
+    /// (its prompt or a paraphrase): in a sequence of same-relation edits, one fact's
+    /// neighbour is often another fact's edit, and its answer is meant to change.
     pub fn of(tok: &Tokenizer, reqs: &[EditRequest]) -> Self {
         let first = |s: &str| target_ids(tok, s).first().copied().unwrap_or(0);
+        let edited: std::collections::HashSet<&str> = reqs
+            .iter()
+            .flat_map(|r| std::iter::once(&r.prompt).chain(&r.rephrase_prompts))
+            .map(String::as_str)
+            .collect();
         let mut p = Probes::default();
         for (i, r) in reqs.iter().enumerate() {
             let pair = vec![first(&r.target_new), first(&r.ground_truth)];
@@ -132,7 +139,7 @@ impl Probes {
             for q in &r.rephrase_prompts {
                 add(q, Role::Generalization, pair.clone());
             }
-            for q in &r.locality_prompts {
+            for q in r.locality_prompts.iter().filter(|q| !edited.contains(q.as_str())) {
                 add(q, Role::Locality, Vec::new());
             }
             for (q, a) in r

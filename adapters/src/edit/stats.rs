@@ -66,6 +66,8 @@ pub struct StatsReport {
     pub cached_layers: Vec<usize>,
     /// Bytes of statistics held (all layers).
     pub bytes: usize,
+    /// Wall time of what the editor derives from them once (`C⁻¹`, null-space projectors).
+    pub prepare_seconds: f64,
 }
 
 /// Statistics files could not be used.
