@@ -139,7 +139,11 @@ impl Probes {
             for q in &r.rephrase_prompts {
                 add(q, Role::Generalization, pair.clone());
             }
-            for q in r.locality_prompts.iter().filter(|q| !edited.contains(q.as_str())) {
+            for q in r
+                .locality_prompts
+                .iter()
+                .filter(|q| !edited.contains(q.as_str()))
+            {
                 add(q, Role::Locality, Vec::new());
             }
             for (q, a) in r
