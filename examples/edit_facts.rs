@@ -105,6 +105,7 @@ fn main() -> Result<()> {
     println!("\nROME edits at layer {}:", editor.config.rome_layer);
     let start = Instant::now();
     let mut ids = Vec::new();
+    let mut times = Vec::new();
     for r in &reqs {
         let a = editor.apply(Method::Rome, std::slice::from_ref(r))?;
         println!(
@@ -112,6 +113,7 @@ fn main() -> Result<()> {
             r.prompt, r.ground_truth, r.target_new, a[0].seconds
         );
         ids.push(a[0].id);
+        times.push(a[0].seconds);
     }
     let total = start.elapsed().as_secs_f64();
     let after = metrics::answers(
@@ -122,9 +124,22 @@ fn main() -> Result<()> {
         Some(editor.adapter()),
     );
     let scores = metrics::score(&probes, &before, &after, reqs.len());
-    println!("\nPer edit (efficacy = new answer is top-1):");
-    for (r, ok) in reqs.iter().zip(&scores.per_edit) {
-        println!("  {} {}", if *ok { "ok  " } else { "miss" }, r.case_id);
+    let rate = |x: Option<f64>| x.map_or("  –".to_string(), |v| format!("{v:.2}"));
+    println!("\nPer edit (after all edits):");
+    println!(
+        "  {:<22} {:>8} {:>7} {:>14} {:>8} {:>6}",
+        "edit", "efficacy", "margin", "generalization", "locality", "time"
+    );
+    for ((r, s), t) in reqs.iter().zip(&scores.per_request).zip(&times) {
+        println!(
+            "  {:<22} {:>8} {:>+7.2} {:>14} {:>8} {:>5.1}s",
+            r.case_id,
+            if s.efficacy { "yes" } else { "no" },
+            s.margin,
+            rate(s.generalization),
+            rate(s.locality),
+            t
+        );
     }
     println!(
         "\nTotal over {} edits: efficacy {:.2} (margin {:+.2}), generalization {:.2}, locality {:.2}, {:.1} s per edit",

@@ -173,6 +173,21 @@ pub struct Scores {
     pub portability: Option<f64>,
     /// Per request: was its edited prompt's top-1 the new answer.
     pub per_edit: Vec<bool>,
+    /// Per request: its own efficacy, generalization and locality.
+    pub per_request: Vec<RequestScores>,
+}
+
+/// One request's share of [`Scores`] (rates over its own probes; `None` where it has none).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct RequestScores {
+    /// Its edited prompt's top-1 is the new answer.
+    pub efficacy: bool,
+    /// `p(new) − p(old)` on its edited prompt.
+    pub margin: f64,
+    /// Share of its paraphrases answered with the new answer.
+    pub generalization: Option<f64>,
+    /// Share of its locality prompts whose top-1 did not change.
+    pub locality: Option<f64>,
 }
 
 /// Scores `after` against `before` (both from [`answers`] on the same [`Probes`]).
@@ -180,6 +195,8 @@ pub fn score(probes: &Probes, before: &[Answer], after: &[Answer], n_reqs: usize
     let mut hits: HashMap<Role, (usize, usize)> = HashMap::new();
     let mut margin = (0.0, 0usize);
     let mut per_edit = vec![false; n_reqs];
+    let mut per_role: HashMap<(usize, Role), (usize, usize)> = HashMap::new();
+    let mut margins = vec![0.0; n_reqs];
     for (k, &(req, role)) in probes.roles.iter().enumerate() {
         let (a, b, w) = (&after[k], &before[k], &probes.watch[k]);
         let ok = match role {
@@ -188,14 +205,32 @@ pub fn score(probes: &Probes, before: &[Answer], after: &[Answer], n_reqs: usize
         };
         if role == Role::Efficacy {
             per_edit[req] = ok;
-            margin.0 += (a.probs[0] - a.probs[1]) as f64;
+            margins[req] = (a.probs[0] - a.probs[1]) as f64;
+            margin.0 += margins[req];
             margin.1 += 1;
         }
-        let e = hits.entry(role).or_default();
-        e.0 += ok as usize;
-        e.1 += 1;
+        for e in [
+            hits.entry(role).or_default(),
+            per_role.entry((req, role)).or_default(),
+        ] {
+            e.0 += ok as usize;
+            e.1 += 1;
+        }
     }
     let rate = |r: Role| hits.get(&r).map(|&(h, n)| h as f64 / n.max(1) as f64);
+    let own = |q: usize, r: Role| {
+        per_role
+            .get(&(q, r))
+            .map(|&(h, n)| h as f64 / n.max(1) as f64)
+    };
+    let per_request = (0..n_reqs)
+        .map(|q| RequestScores {
+            efficacy: per_edit[q],
+            margin: margins[q],
+            generalization: own(q, Role::Generalization),
+            locality: own(q, Role::Locality),
+        })
+        .collect();
     Scores {
         efficacy: rate(Role::Efficacy).unwrap_or(0.0),
         efficacy_margin: margin.0 / margin.1.max(1) as f64,
@@ -203,6 +238,7 @@ pub fn score(probes: &Probes, before: &[Answer], after: &[Answer], n_reqs: usize
         locality: rate(Role::Locality).unwrap_or(1.0),
         portability: rate(Role::Portability),
         per_edit,
+        per_request,
     }
 }
 

@@ -272,7 +272,24 @@ pub fn run(args: EditArgs) -> Result<()> {
         );
         rows
     });
+    let per_edit: Vec<serde_json::Value> = reqs
+        .iter()
+        .zip(&scores.per_request)
+        .zip(&applied)
+        .map(|((r, s), a)| {
+            serde_json::json!({
+                "case_id": r.case_id,
+                "id": a.id,
+                "seconds": a.seconds,
+                "efficacy": s.efficacy,
+                "margin": s.margin,
+                "generalization": s.generalization,
+                "locality": s.locality,
+            })
+        })
+        .collect();
     let report = serde_json::json!({
+        "per_edit": per_edit,
         "probes": details,
         "n_edits": reqs.len(),
         "method": method.name(),
