@@ -385,7 +385,8 @@ fn lm_track(args: &ClBenchArgs) -> Result<()> {
         }
         let _ = writeln!(md, "```");
     }
-    if let Some(naive) = forgetting.get("naive").map(|f| iqm(f)) {
+    if let Some(naive_runs) = forgetting.get("naive") {
+        let naive = iqm(naive_runs);
         for (name, f) in &forgetting {
             if *name != "naive" {
                 let _ = writeln!(
