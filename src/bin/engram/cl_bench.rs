@@ -300,7 +300,7 @@ fn lm_track(args: &ClBenchArgs) -> Result<()> {
         "| strategy | forgetting (nats/token) | final held-out loss per category | top-1 agreement with llama.cpp (base → end) | s/run |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|");
-    let mut matrices: Vec<(&str, Vec<Vec<f32>>, Vec<f32>)> = Vec::new();
+    let mut seed0: Vec<(&str, LmResult)> = Vec::new();
     let wanted: Vec<&str> = if args.strategies.is_empty() {
         vec!["naive", "er", "lwf"]
     } else {
@@ -365,15 +365,15 @@ fn lm_track(args: &ClBenchArgs) -> Result<()> {
             last.top1.last().copied().unwrap_or(0.0),
             iqm(&secs)
         );
-        matrices.push((name, last.nll.clone(), last.top1.clone()));
+        seed0.push((name, last.clone()));
         forgetting.insert(name, f);
     }
-    for (name, m, top1) in &matrices {
+    for (name, r) in &seed0 {
         let _ = writeln!(
             md,
             "\n{name}: held-out loss matrix, seed 0 (row i: after category i; column j: category j), then top-1 agreement after each category:\n```"
         );
-        for (row, agree) in m.iter().zip(top1) {
+        for (row, agree) in r.nll.iter().zip(&r.top1) {
             let _ = writeln!(
                 md,
                 "{}   | {agree:.2}",
