@@ -12,14 +12,15 @@ use std::path::Path;
 use std::time::Instant;
 
 use engram_kernels::replay::Policy;
+use engram_runtime::burn::tensor::{Tensor, activation};
 use engram_runtime::engine::Engine;
 use engram_runtime::generate::Adaptation;
-use engram_runtime::model::llama::Proj;
+use engram_runtime::model::llama::{Llama, Logits, Proj};
 
 use super::buffer::ReplayBuffer;
 use super::data::DataError;
 use crate::lora::{Lora, LoraConfig};
-use crate::train::{AdamW, AdamWConfig};
+use crate::train::{AdamW, AdamWConfig, causal_lm_loss};
 use crate::trainer::{Batch, Encoded, Example, TrainConfig, Trainer};
 
 /// Prompt every fortune is a completion of.
@@ -47,14 +48,21 @@ pub fn load_fortunes(dir: &Path, category: &str) -> Result<Vec<String>, DataErro
     Ok(out)
 }
 
-/// Naive fine-tuning or experience replay.
+/// Naive fine-tuning, experience replay or learning without forgetting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LmStrategy {
     /// Train on the current category only.
     Naive,
     /// Half of every batch replayed from a reservoir of earlier sequences.
     Er,
+    /// LwF: the current batch only, plus [`LmConfig::distill`] times the distillation loss
+    /// (temperature [`LWF_TEMPERATURE`]) towards the adapter as it was at the end of the
+    /// previous category, on the completion positions. One extra forward pass per step.
+    Lwf,
 }
+
+/// Distillation temperature of [`LmStrategy::Lwf`] (Li & Hoiem use 2).
+pub const LWF_TEMPERATURE: f32 = 2.0;
 
 /// Settings of the LM track.
 #[derive(Clone, Debug)]
@@ -77,6 +85,8 @@ pub struct LmConfig {
     pub max_len: usize,
     /// LoRA rank.
     pub rank: usize,
+    /// Weight of the distillation term of [`LmStrategy::Lwf`].
+    pub distill: f32,
     /// Seed (LoRA init, shuffles, buffer).
     pub seed: u64,
 }
@@ -192,7 +202,16 @@ pub fn run_lm(
         .expect("buffer size in range");
     let pad = tok.eos();
     let (mut nll, mut top1) = (Vec::new(), Vec::new());
+    // LwF's teacher: the adapter as it was when the previous category ended.
+    let mut teacher: Option<Lora> = None;
     for (k, data) in train.iter().enumerate() {
+        if strategy == LmStrategy::Lwf && k > 0 {
+            let mut t = Lora::new(model, lora_config(cfg)).expect("valid LoRA config");
+            t.params_mut()
+                .load_host(&lora.params().to_host())
+                .expect("same configuration, same shapes");
+            teacher = Some(t);
+        }
         let mut cursor = (cfg.seed as usize).wrapping_mul(7919) % data.len();
         for step in 0..cfg.steps_per_category {
             let replayed = match strategy {
@@ -213,7 +232,14 @@ pub fn run_lm(
                 seqs.push(Encoded { tokens, n_prompt });
             }
             let refs_b: Vec<&Encoded> = seqs.iter().collect();
-            let loss = trainer.batch_loss(&lora, &Batch::new(&refs_b, pad));
+            let batch = Batch::new(&refs_b, pad);
+            let loss = match &teacher {
+                Some(t) => {
+                    let (ce, kd) = lwf_losses(model, &lora, t, &batch);
+                    ce + kd * cfg.distill
+                }
+                None => trainer.batch_loss(&lora, &batch),
+            };
             let value = loss.clone().into_scalar::<f32>();
             let grads = lora.params().grads(&loss.backward());
             opt.step(lora.params_mut(), &grads, cfg.lr);
@@ -251,6 +277,35 @@ pub fn run_lm(
     })
 }
 
+/// Completion cross-entropy of `student` and the temperature-scaled distillation loss
+/// `T² · KL(teacher ‖ student)` over the same positions, from one student and one teacher
+/// forward pass.
+fn lwf_losses(
+    model: &Llama,
+    student: &Lora,
+    teacher: &Lora,
+    batch: &Batch,
+) -> (Tensor<1>, Tensor<1>) {
+    let t = LWF_TEMPERATURE;
+    let forward = |l: &Lora| {
+        Adaptation::linear(l)
+            .forward(model, &batch.inputs, batch.batch, None, Logits::All)
+            .expect("max_len is checked against the context")
+    };
+    let s_logits = forward(student); // (b, t, vocab)
+    let t_logits = forward(teacher).detach(); // (b, t, vocab)
+    let (targets, mask) = batch.tensors(model.device()); // (b, t), (b, t)
+    let ce = causal_lm_loss(s_logits.clone(), targets, mask.clone());
+    let [b, n, _] = s_logits.dims();
+    let log_s = activation::log_softmax(s_logits / t, 2);
+    let log_t = activation::log_softmax(t_logits / t, 2);
+    let kl = (log_t.clone().exp() * (log_t - log_s))
+        .sum_dim(2)
+        .reshape([b, n]); // (b, t)
+    let kd = (kl * mask.clone()).sum() / mask.sum() * (t * t);
+    (ce, kd)
+}
+
 fn lora_config(cfg: &LmConfig) -> LoraConfig {
     LoraConfig {
         rank: cfg.rank,
@@ -258,5 +313,100 @@ fn lora_config(cfg: &LmConfig) -> LoraConfig {
         targets: vec![Proj::Q, Proj::V, Proj::Down],
         seed: cfg.seed,
         ..LoraConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use engram_kernels::GgmlType;
+    use engram_runtime::backend;
+    use engram_runtime::cpu::CpuContext;
+    use engram_runtime::model::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
+    use engram_runtime::model_file::ModelFile;
+
+    use super::*;
+
+    fn tiny() -> (tempfile::TempDir, Llama) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.gguf");
+        std::fs::write(
+            &path,
+            tiny_llama_gguf(&TinyLlamaSpec::default(), GgmlType::Q8_0, 3),
+        )
+        .unwrap();
+        let file = ModelFile::open(&path).unwrap();
+        let cpu = Arc::new(CpuContext::new(1).unwrap());
+        let model = Llama::load(&file, &backend::cpu().autodiff(), cpu).unwrap();
+        (dir, model)
+    }
+
+    fn adapter(model: &Llama) -> Lora {
+        Lora::new(
+            model,
+            LoraConfig {
+                rank: 2,
+                targets: vec![Proj::Q, Proj::V, Proj::Down],
+                seed: 1,
+                ..LoraConfig::default()
+            },
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn lwf_distillation_is_zero_against_itself_and_positive_once_the_student_moves() {
+        let (_dir, model) = tiny();
+        let seqs = [
+            Encoded {
+                tokens: vec![1, 5, 9, 14, 3],
+                n_prompt: 2,
+            },
+            Encoded {
+                tokens: vec![1, 7, 2, 30],
+                n_prompt: 2,
+            },
+        ];
+        let batch = Batch::new(&seqs.iter().collect::<Vec<_>>(), 0);
+        let teacher = adapter(&model);
+        let mut student = adapter(&model);
+        let (ce, kd) = lwf_losses(&model, &student, &teacher, &batch);
+        assert!(ce.into_scalar::<f32>().is_finite());
+        let same = kd.into_scalar::<f32>();
+        assert!(same.abs() < 1e-5, "KD of a model against itself: {same}");
+        // Move every B of the student (B = 0 at init, so the adapters were identical).
+        for id in student.params().ids().collect::<Vec<_>>() {
+            if student.params().name(id).ends_with("lora_b") {
+                let v = student.params().value(id);
+                let moved = v.clone().ones_like() * 0.5 + v;
+                student.params_mut().set_value(id, moved);
+            }
+        }
+        let (_, kd) = lwf_losses(&model, &student, &teacher, &batch);
+        let grads = student.params().grads(&kd.clone().backward());
+        let moved = kd.into_scalar::<f32>();
+        assert!(moved > 1e-4, "KD after the student moved: {moved}");
+        assert!(
+            grads.norm() > 0.0,
+            "the distillation term reaches the student"
+        );
+    }
+
+    #[test]
+    fn forgetting_is_the_rise_over_the_best_earlier_loss() {
+        let r = LmResult {
+            nll: vec![
+                vec![2.0, 4.0, 4.0],
+                vec![1.5, 3.0, 4.0],
+                vec![2.5, 3.5, 2.0],
+            ],
+            base_nll: vec![4.0; 3],
+            top1: vec![1.0; 3],
+            base_top1: 1.0,
+            seconds: 0.0,
+        };
+        // Category 0: 2.5 - 1.5; category 1: 3.5 - 3.0; the last category does not count.
+        assert!((r.forgetting() - 0.75).abs() < 1e-6, "{}", r.forgetting());
     }
 }

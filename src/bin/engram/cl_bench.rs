@@ -20,7 +20,8 @@ use engram::backend;
 #[derive(Args)]
 pub struct ClBenchArgs {
     /// Stream: `digits` (Split-Digits), `fashion` (Split-Fashion-MNIST) or `fortunes` (the
-    /// language-model track: LoRA on SmolLM2 over fortune categories, naive vs ER).
+    /// language-model track: LoRA on SmolLM2 over fortune categories; strategies naive, er,
+    /// lwf).
     #[arg(long, default_value = "digits")]
     stream: String,
     /// Seeds per configuration (0..N).
@@ -299,8 +300,25 @@ fn lm_track(args: &ClBenchArgs) -> Result<()> {
         "| strategy | forgetting (nats/token) | final held-out loss per category | top-1 agreement with llama.cpp (base → end) | s/run |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|");
+    let mut seed0: Vec<(&str, LmResult)> = Vec::new();
+    let wanted: Vec<&str> = if args.strategies.is_empty() {
+        vec!["naive", "er", "lwf"]
+    } else {
+        args.strategies.iter().map(String::as_str).collect()
+    };
+    let mut plan: Vec<(&str, LmStrategy)> = Vec::new();
+    for w in &wanted {
+        plan.push(match *w {
+            "naive" => ("naive", LmStrategy::Naive),
+            "er" => ("er (M=64)", LmStrategy::Er),
+            "lwf" => ("lwf (λ=1)", LmStrategy::Lwf),
+            other => {
+                return Err(format!("LM track strategy {other:?} (naive, er, lwf)").into());
+            }
+        });
+    }
     let mut forgetting: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    for (name, strategy) in [("naive", LmStrategy::Naive), ("er (M=64)", LmStrategy::Er)] {
+    for (name, strategy) in plan {
         let mut runs: Vec<LmResult> = Vec::new();
         for seed in 0..args.seeds {
             let cfg = LmConfig {
@@ -313,6 +331,7 @@ fn lm_track(args: &ClBenchArgs) -> Result<()> {
                 lr: 2e-3,
                 max_len: 48,
                 rank: 8,
+                distill: 1.0,
                 seed,
             };
             let r = lm::run_lm(&engine, &dir, &cfg, strategy, &refs, |l| {
@@ -346,36 +365,38 @@ fn lm_track(args: &ClBenchArgs) -> Result<()> {
             last.top1.last().copied().unwrap_or(0.0),
             iqm(&secs)
         );
+        seed0.push((name, last.clone()));
+        forgetting.insert(name, f);
+    }
+    for (name, r) in &seed0 {
         let _ = writeln!(
             md,
-            "\nheld-out loss matrix, seed 0 (row: after category i):\n```"
+            "\n{name}: held-out loss matrix, seed 0 (row i: after category i; column j: category j), then top-1 agreement after each category:\n```"
         );
-        for row in &last.nll {
+        for (row, agree) in r.nll.iter().zip(&r.top1) {
             let _ = writeln!(
                 md,
-                "{}",
+                "{}   | {agree:.2}",
                 row.iter()
                     .map(|v| format!("{v:.3}"))
                     .collect::<Vec<_>>()
                     .join(" ")
             );
         }
-        let _ = writeln!(md, "```\n");
-        forgetting.insert(
-            if strategy == LmStrategy::Naive {
-                "naive"
-            } else {
-                "er"
-            },
-            f,
-        );
+        let _ = writeln!(md, "```");
     }
-    let (n, e) = (iqm(&forgetting["naive"]), iqm(&forgetting["er"]));
-    let _ = writeln!(
-        md,
-        "ER forgetting / naive forgetting = {:.2} (goal ≤ 0.33).",
-        e / n
-    );
+    if let Some(naive_runs) = forgetting.get("naive") {
+        let naive = iqm(naive_runs);
+        for (name, f) in &forgetting {
+            if *name != "naive" {
+                let _ = writeln!(
+                    md,
+                    "\n{name}: forgetting / naive forgetting = {:.2} (goal ≤ 0.33).",
+                    iqm(f) / naive
+                );
+            }
+        }
+    }
     print!("{md}");
     if let Some(out) = &args.out {
         std::fs::write(out, &md)?;
