@@ -171,8 +171,6 @@ pub struct Scores {
     pub locality: f64,
     /// Implied-fact prompts whose top-1 is the implied answer's first token (`None`: none).
     pub portability: Option<f64>,
-    /// Per request: was its edited prompt's top-1 the new answer.
-    pub per_edit: Vec<bool>,
     /// Per request: its own efficacy, generalization and locality.
     pub per_request: Vec<RequestScores>,
 }
@@ -193,10 +191,8 @@ pub struct RequestScores {
 /// Scores `after` against `before` (both from [`answers`] on the same [`Probes`]).
 pub fn score(probes: &Probes, before: &[Answer], after: &[Answer], n_reqs: usize) -> Scores {
     let mut hits: HashMap<Role, (usize, usize)> = HashMap::new();
-    let mut margin = (0.0, 0usize);
-    let mut per_edit = vec![false; n_reqs];
     let mut per_role: HashMap<(usize, Role), (usize, usize)> = HashMap::new();
-    let mut margins = vec![0.0; n_reqs];
+    let mut efficacy = vec![(false, 0.0); n_reqs];
     for (k, &(req, role)) in probes.roles.iter().enumerate() {
         let (a, b, w) = (&after[k], &before[k], &probes.watch[k]);
         let ok = match role {
@@ -204,10 +200,7 @@ pub fn score(probes: &Probes, before: &[Answer], after: &[Answer], n_reqs: usize
             Role::Locality => a.top1 == b.top1,
         };
         if role == Role::Efficacy {
-            per_edit[req] = ok;
-            margins[req] = (a.probs[0] - a.probs[1]) as f64;
-            margin.0 += margins[req];
-            margin.1 += 1;
+            efficacy[req] = (ok, (a.probs[0] - a.probs[1]) as f64);
         }
         for e in [
             hits.entry(role).or_default(),
@@ -225,19 +218,18 @@ pub fn score(probes: &Probes, before: &[Answer], after: &[Answer], n_reqs: usize
     };
     let per_request = (0..n_reqs)
         .map(|q| RequestScores {
-            efficacy: per_edit[q],
-            margin: margins[q],
+            efficacy: efficacy[q].0,
+            margin: efficacy[q].1,
             generalization: own(q, Role::Generalization),
             locality: own(q, Role::Locality),
         })
         .collect();
     Scores {
         efficacy: rate(Role::Efficacy).unwrap_or(0.0),
-        efficacy_margin: margin.0 / margin.1.max(1) as f64,
+        efficacy_margin: efficacy.iter().map(|e| e.1).sum::<f64>() / n_reqs.max(1) as f64,
         generalization: rate(Role::Generalization).unwrap_or(0.0),
         locality: rate(Role::Locality).unwrap_or(1.0),
         portability: rate(Role::Portability),
-        per_edit,
         per_request,
     }
 }

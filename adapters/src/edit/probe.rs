@@ -87,19 +87,6 @@ pub fn select_rows(x: Tensor<2>, idx: &[usize]) -> Tensor<2> {
     x.select(0, ids)
 }
 
-/// Log-probabilities `(n, vocab)` at flat positions `idx` of a batch run with `adapter`.
-pub fn log_probs_at(
-    model: &Llama,
-    batch: &Batch,
-    idx: &[usize],
-    adapter: Option<&dyn LinearAdapter>,
-) -> Tensor<2> {
-    let h = model
-        .hidden_states(model.embed(&batch.tokens, batch.rows), None, adapter)
-        .expect("edit prompts fit the context");
-    log_probs_of_hidden(model, h, idx)
-}
-
 /// Log-probabilities `(n, vocab)` at flat positions `idx` of final hidden states
 /// `(rows, t, d_model)` (after the output norm).
 pub fn log_probs_of_hidden(model: &Llama, h: Tensor<3>, idx: &[usize]) -> Tensor<2> {
@@ -144,6 +131,25 @@ impl LinearAdapter for KeyCapture<'_> {
     }
 }
 
+/// Runs `batch` through the blocks up to the deepest of `layers` (the blocks above cannot
+/// change those keys, so they are not run) with `inner` applied, capturing the MLP keys
+/// `(rows, t, d_ff)` of `layers`.
+pub fn capture_keys<'a>(
+    model: &Llama,
+    batch: &Batch,
+    layers: &[usize],
+    inner: Option<&'a dyn LinearAdapter>,
+) -> KeyCapture<'a> {
+    let capture = KeyCapture::new(inner, layers);
+    let depth = layers.iter().max().map_or(0, |&l| l + 1);
+    model.run_blocks(
+        model.embed(&batch.tokens, batch.rows),
+        0..depth,
+        Some(&capture),
+    );
+    capture
+}
+
 /// MLP keys (rows of `d_ff`) at flat positions `idx`, per layer, with `inner` applied.
 pub fn keys_at(
     model: &Llama,
@@ -152,13 +158,7 @@ pub fn keys_at(
     layers: &[usize],
     inner: Option<&dyn LinearAdapter>,
 ) -> BTreeMap<usize, Vec<Vec<f32>>> {
-    let capture = KeyCapture::new(inner, layers);
-    let depth = layers.iter().max().map_or(0, |&l| l + 1);
-    model.run_blocks(
-        model.embed(&batch.tokens, batch.rows),
-        0..depth,
-        Some(&capture),
-    );
+    let capture = capture_keys(model, batch, layers, inner);
     layers
         .iter()
         .map(|&l| {

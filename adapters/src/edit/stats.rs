@@ -17,7 +17,7 @@ use engram_runtime::model::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 use super::log::fnv1a64;
-use super::probe::{Batch, KeyCapture};
+use super::probe::{Batch, capture_keys};
 
 /// First bytes of a statistics file.
 pub const MAGIC: &[u8; 8] = b"ENGKCOV\0";
@@ -207,16 +207,9 @@ fn collect(
         .iter()
         .map(|_| Tensor::zeros([dff, dff], model.device()))
         .collect();
-    // Blocks above the deepest requested layer cannot change its keys: they are not run.
-    let depth = layers.iter().max().map_or(0, |&l| l + 1);
     for chunk in rows.chunks(ROWS_PER_PASS) {
         let batch = Batch::new(chunk, tok.eos());
-        let capture = KeyCapture::new(None, layers);
-        model.run_blocks(
-            model.embed(&batch.tokens, batch.rows),
-            0..depth,
-            Some(&capture),
-        );
+        let capture = capture_keys(model, &batch, layers, None);
         for (sum, &l) in sums.iter_mut().zip(layers) {
             let k = capture.take(l).expect("layer ran").detach();
             let k = k.reshape([batch.rows * batch.t, dff]);

@@ -314,10 +314,10 @@ pub fn run(args: EditArgs) -> Result<()> {
     if args.json {
         println!("{report}");
     } else {
-        for (r, ok) in reqs.iter().zip(&scores.per_edit) {
+        for (r, s) in reqs.iter().zip(&scores.per_request) {
             println!(
                 "{} {:<45} -> {}",
-                if *ok { "ok  " } else { "miss" },
+                if s.efficacy { "ok  " } else { "miss" },
                 r.prompt,
                 r.target_new
             );
