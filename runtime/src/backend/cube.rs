@@ -22,6 +22,7 @@ use burn::tensor::{DType, Shape};
 use burn_cubecl::CubeDevice;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
+use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
 use cubecl::server::Handle;
 use engram_kernels::GgmlType;
@@ -124,8 +125,8 @@ fn weight_at(
     #[comptime] block_bytes: usize,
 ) -> f32 {
     let base = block * block_bytes;
-    let d = f16_at(w, base);
-    let mut value = 0.0f32;
+    // Starts as the block scale d; each format multiplies in its quant (and adds Q4_1's min).
+    let mut value = f16_at(w, base);
     if comptime![fmt == FMT_Q8_0] {
         // d, then 32 signed bytes.
         let b = byte_at(w, base + 2 + e);
@@ -133,7 +134,7 @@ fn weight_at(
         if b >= 128 {
             q -= 256.0;
         }
-        value = d * q;
+        value *= q;
     } else {
         // Q4_0: d, 16 bytes of nibbles. Q4_1: d, m, 16 bytes. Low nibbles are weights 0..16,
         // high nibbles 16..32.
@@ -148,9 +149,9 @@ fn weight_at(
         }
         let q = (q & 0xF) as f32;
         if comptime![fmt == FMT_Q4_1] {
-            value = d * q + f16_at(w, base + 2);
+            value = value * q + f16_at(w, base + 2);
         } else {
-            value = d * (q - 8.0);
+            value *= q - 8.0;
         }
     }
     value
