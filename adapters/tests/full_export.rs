@@ -315,3 +315,78 @@ fn bad_exports_fail_with_typed_errors_and_write_nothing() {
 }
 
 use bytemuck::Zeroable;
+
+/// Relative Frobenius error of a rank-r export when every changed projection has rank ≤ r.
+const LOW_RANK_EXACT_TOL: f32 = 1e-5;
+
+#[test]
+fn lora_export_carries_the_projection_changes() {
+    use engram_adapters::lora::LoraConfig;
+    use engram_runtime::model::llama::Proj;
+    use rand::{Rng, SeedableRng};
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(
+        dir.path(),
+        "q4_1.gguf",
+        &tiny_llama_gguf(&TinyLlamaSpec::default(), GgmlType::Q4_1, 7),
+    );
+    let model = load(&file, true);
+    // A known rank-2 change of every projection (norms and embedding untouched).
+    let mut full = FullFinetune::new(&model).unwrap();
+    let mut host = full.params().to_host();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for ((name, shape), v) in host.names.iter().zip(&host.shapes).zip(&mut host.values) {
+        if !name.starts_with("blk.") || name.contains("norm") {
+            continue;
+        }
+        let [rows, cols] = *shape;
+        let mut g =
+            |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-0.1..0.1)).collect() };
+        let (u, w) = (g(rows * 2), g(2 * cols));
+        for i in 0..rows {
+            for j in 0..cols {
+                v[i * cols + j] += u[i * 2] * w[j] + u[i * 2 + 1] * w[cols + j];
+            }
+        }
+    }
+    full.params_mut().load_host(&host).unwrap();
+    let config = LoraConfig {
+        rank: 4,
+        alpha: 8.0,
+        targets: Proj::ALL.to_vec(),
+        ..Default::default()
+    };
+    let (lora, report) = full.to_lora(&model, config.clone()).unwrap();
+    eprintln!("rank-2 change, rank-4 LoRA: {report:?}");
+    assert!(report.relative_error <= LOW_RANK_EXACT_TOL, "{report:?}");
+    assert!(
+        report.dropped_norm <= 1e-6 * report.total_norm,
+        "{report:?}"
+    );
+    let master = logits(&model, Adaptation::linear(&full));
+    let adapted = logits(&model, Adaptation::linear(&lora));
+    assert!(
+        max_diff(&master, &adapted) <= SAME_WEIGHTS_TOL,
+        "{}",
+        max_diff(&master, &adapted)
+    );
+
+    // A trained model: the norm and embedding changes are reported as dropped, and a full-rank
+    // LoRA (64 = min(n_in, n_out) here) reproduces every projection change.
+    let trained = train(&model, 5);
+    let (_, report) = trained
+        .to_lora(
+            &model,
+            LoraConfig {
+                rank: 64,
+                ..config.clone()
+            },
+        )
+        .unwrap();
+    eprintln!("trained, rank-64 LoRA: {report:?}");
+    assert!(report.relative_error <= LOW_RANK_EXACT_TOL, "{report:?}");
+    assert!(report.dropped_norm > 0.0 && report.dropped_norm < report.total_norm);
+    let (_, r4) = trained.to_lora(&model, config).unwrap();
+    eprintln!("trained, rank-4 LoRA: {r4:?}");
+    assert!(r4.relative_error > report.relative_error && r4.relative_error < 1.0);
+}
