@@ -8,6 +8,7 @@ pub use engram_runtime as runtime;
 pub mod cl;
 pub mod compose;
 pub mod edit;
+pub mod full;
 pub mod lora;
 pub mod prompt;
 pub mod registry;

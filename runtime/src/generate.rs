@@ -241,7 +241,7 @@ impl<'a> Adaptation<'a> {
             return model.forward(tokens, batch, cache, self.linear, logits);
         };
         let [n, d] = prefix.dims();
-        let x = model.embed(tokens, batch);
+        let x = model.embed_with(tokens, batch, self.linear);
         let t = x.dims()[1];
         let p = prefix.clone().reshape([1, n, d]).repeat_dim(0, batch);
         let y = model.forward_embeddings(Tensor::cat(vec![p, x], 1), cache, self.linear, logits)?;

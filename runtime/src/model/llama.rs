@@ -76,13 +76,62 @@ impl Proj {
     }
 }
 
-/// Something that adds a trainable delta to the frozen projections (LoRA, edits, ...).
+/// An RMSNorm weight of the graph, as named by full fine-tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Norm {
+    /// The norm before attention in block `i` (`blk.{i}.attn_norm`).
+    Attn(usize),
+    /// The norm before the feed-forward in block `i` (`blk.{i}.ffn_norm`).
+    Ffn(usize),
+    /// The final norm before the vocabulary projection (`output_norm`).
+    Output,
+}
+
+impl Norm {
+    /// The GGUF tensor name (`blk.3.attn_norm.weight`, `output_norm.weight`).
+    pub fn gguf_name(self) -> String {
+        match self {
+            Norm::Attn(i) => format!("blk.{i}.attn_norm.weight"),
+            Norm::Ffn(i) => format!("blk.{i}.ffn_norm.weight"),
+            Norm::Output => "output_norm.weight".to_owned(),
+        }
+    }
+}
+
+/// Something that adds a trainable delta to the frozen projections (LoRA, edits, ...), or
+/// replaces frozen weights with dense trainable ones (full fine-tuning).
 ///
 /// `delta(layer, proj, x)` returns the term added to `x · Wᵀ` for that projection, or `None`
 /// when it leaves the layer alone. It is called with the layer's input, `(batch, t, n_in)`.
+///
+/// The other methods default to `None` (the file's weights): an adapter that returns a dense
+/// weight from them makes the graph use that tensor (and differentiate through it) in place of
+/// the mapped one. The inference path without such an adapter is unchanged.
 pub trait LinearAdapter {
     /// The additive delta for `proj` of block `layer` on input `x`, shaped `(batch, t, n_out)`.
     fn delta(&self, layer: usize, proj: Proj, x: &Tensor<3>) -> Option<Tensor<3>>;
+
+    /// A dense weight `(n_out, n_in)` used instead of the frozen quantized `proj` of block
+    /// `layer` (`x · Wᵀ` as a dense product); [`LinearAdapter::delta`] is still added on top.
+    fn dense_weight(&self, _layer: usize, _proj: Proj) -> Option<Tensor<2>> {
+        None
+    }
+
+    /// An RMSNorm weight `(d_model)` used instead of the file's `norm`.
+    fn norm_weight(&self, _norm: Norm) -> Option<Tensor<1>> {
+        None
+    }
+
+    /// A dense token embedding `(n_vocab, d_model)` used instead of the file's for the input
+    /// lookup, and for the vocabulary projection too when the model ties them.
+    fn embedding(&self) -> Option<Tensor<2>> {
+        None
+    }
+
+    /// A dense output projection `(n_vocab, d_model)` of an untied model.
+    fn output_weight(&self) -> Option<Tensor<2>> {
+        None
+    }
 }
 
 /// Which positions get logits.
@@ -148,6 +197,7 @@ pub struct Llama {
     blocks: Vec<Block>,
     output_norm: Tensor<1>, // (d_model)
     output: QWeight,        // (n_vocab, d_model); the embedding itself when tied
+    tied: bool,             // no `output.weight`: the vocabulary projection is the embedding
     rope_cos: Tensor<2>,    // (n_ctx_train, d_head / 2)
     rope_sin: Tensor<2>,    // (n_ctx_train, d_head / 2)
     attention: AttentionPrecision,
@@ -201,9 +251,10 @@ impl Llama {
             })
             .collect::<Result<Vec<_>, ModelError>>()?;
         let embedding = qweight("token_embd.weight", d, config.n_vocab)?;
-        let output = match file.gguf().tensor("output.weight") {
-            Some(_) => qweight("output.weight", d, config.n_vocab)?,
-            None => embedding.clone(),
+        let tied = file.gguf().tensor("output.weight").is_none();
+        let output = match tied {
+            false => qweight("output.weight", d, config.n_vocab)?,
+            true => embedding.clone(),
         };
         let (rope_cos, rope_sin) = rope_tables(&config, device);
         Ok(Self {
@@ -213,6 +264,7 @@ impl Llama {
             embedding,
             blocks,
             output,
+            tied,
             rope_cos,
             rope_sin,
             attention: AttentionPrecision::default(),
@@ -267,6 +319,33 @@ impl Llama {
         self.blocks[layer].proj(proj)
     }
 
+    /// The token embedding `(n_vocab, d_model)` as stored in the file.
+    pub fn embedding_weight(&self) -> &QWeight {
+        &self.embedding
+    }
+
+    /// The vocabulary projection `(n_vocab, d_model)`: the embedding itself when tied.
+    pub fn output_weight(&self) -> &QWeight {
+        &self.output
+    }
+
+    /// True when the file has no `output.weight` and the embedding is the output projection.
+    pub fn output_tied(&self) -> bool {
+        self.tied
+    }
+
+    /// The file's weight `(d_model)` of an RMSNorm.
+    ///
+    /// # Panics
+    /// When the block of `norm` does not exist.
+    pub fn norm_weight(&self, norm: Norm) -> Tensor<1> {
+        match norm {
+            Norm::Attn(i) => self.blocks[i].attn_norm.clone(),
+            Norm::Ffn(i) => self.blocks[i].ffn_norm.clone(),
+            Norm::Output => self.output_norm.clone(),
+        }
+    }
+
     /// A KV cache sized for this model.
     pub fn new_cache(&self, batch: usize, capacity: usize) -> KvCache {
         KvCache::new(&self.config, batch, capacity, &self.device)
@@ -284,6 +363,30 @@ impl Llama {
         Tensor::from_data(TensorData::new(values, [batch, t, d]), &self.device)
     }
 
+    /// [`Llama::embed`] through the dense embedding of `adapter` when it has one (full
+    /// fine-tuning: a differentiable row lookup), else the file's.
+    ///
+    /// # Panics
+    /// When a token id is outside the vocabulary.
+    pub fn embed_with(
+        &self,
+        tokens: &[u32],
+        batch: usize,
+        adapter: Option<&dyn LinearAdapter>,
+    ) -> Tensor<3> {
+        let Some(table) = adapter.and_then(|a| a.embedding()) else {
+            return self.embed(tokens, batch);
+        };
+        let [n_vocab, d] = table.dims();
+        if let Some(&bad) = tokens.iter().find(|&&id| id as usize >= n_vocab) {
+            panic!("token {bad} out of range ({n_vocab} rows)");
+        }
+        let ids: Vec<i64> = tokens.iter().map(|&x| x as i64).collect();
+        let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [tokens.len()]), &self.device);
+        let t = tokens.len() / batch.max(1);
+        table.select(0, ids).reshape([batch, t, d])
+    }
+
     /// Runs token ids (`batch` rows of equal length, flattened row-major) and returns logits.
     pub fn forward(
         &self,
@@ -293,7 +396,8 @@ impl Llama {
         adapter: Option<&dyn LinearAdapter>,
         logits: Logits,
     ) -> Result<Tensor<3>, ContextFull> {
-        self.forward_embeddings(self.embed(tokens, batch), cache, adapter, logits)
+        let x = self.embed_with(tokens, batch, adapter);
+        self.forward_embeddings(x, cache, adapter, logits)
     }
 
     /// Runs input embeddings `(batch, t, d_model)` (for soft prompts) and returns logits.
@@ -310,7 +414,7 @@ impl Llama {
             Logits::Last => h.slice([0..b, t - 1..t, 0..d]),
             Logits::All => h,
         };
-        Ok(self.project_vocab(h))
+        Ok(self.project_vocab_with(h, adapter))
     }
 
     /// The final hidden states `(batch, t, d_model)`, after the output norm.
@@ -341,7 +445,9 @@ impl Llama {
         if let Some(c) = cache {
             c.advance(t);
         }
-        Ok(rms_norm(x, &self.output_norm, self.config.rms_eps))
+        let norm = adapter.and_then(|a| a.norm_weight(Norm::Output));
+        let norm = norm.as_ref().unwrap_or(&self.output_norm);
+        Ok(rms_norm(x, norm, self.config.rms_eps))
     }
 
     /// The residual stream after running blocks `layers` on `x` `(batch, t, d_model)` from
@@ -385,6 +491,23 @@ impl Llama {
         quant_linear(h, &self.output)
     }
 
+    /// [`Llama::project_vocab`] through `adapter`'s dense output projection (or, for a tied
+    /// model, its dense embedding) when it has one.
+    pub fn project_vocab_with(
+        &self,
+        h: Tensor<3>,
+        adapter: Option<&dyn LinearAdapter>,
+    ) -> Tensor<3> {
+        let dense = adapter.and_then(|a| match self.tied {
+            true => a.embedding(),
+            false => a.output_weight(),
+        });
+        match dense {
+            Some(w) => dense_linear(h, w),
+            None => quant_linear(h, &self.output),
+        }
+    }
+
     fn linear(
         &self,
         layer: usize,
@@ -394,7 +517,10 @@ impl Llama {
         adapter: Option<&dyn LinearAdapter>,
     ) -> Tensor<3> {
         let delta = adapter.and_then(|a| a.delta(layer, proj, &x));
-        let y = quant_linear(x, block.proj(proj));
+        let y = match adapter.and_then(|a| a.dense_weight(layer, proj)) {
+            Some(w) => dense_linear(x, w),
+            None => quant_linear(x, block.proj(proj)),
+        };
         match delta {
             Some(delta) => y + delta,
             None => y,
@@ -414,7 +540,16 @@ impl Llama {
         let [b, t, _] = x.dims();
         let (h, hkv, dh) = (c.n_head, c.n_head_kv, c.d_head);
 
-        let xn = rms_norm(x.clone(), &block.attn_norm, c.rms_eps);
+        let norm = |n: Norm, file: &Tensor<1>| {
+            adapter
+                .and_then(|a| a.norm_weight(n))
+                .unwrap_or_else(|| file.clone())
+        };
+        let xn = rms_norm(
+            x.clone(),
+            &norm(Norm::Attn(layer), &block.attn_norm),
+            c.rms_eps,
+        );
         let q = self
             .linear(layer, block, Proj::Q, xn.clone(), adapter)
             .reshape([b, t, h, dh]);
@@ -435,7 +570,11 @@ impl Llama {
         let att = att.swap_dims(1, 2).reshape([b, t, h * dh]);
         let x = x + self.linear(layer, block, Proj::O, att, adapter);
 
-        let xn = rms_norm(x.clone(), &block.ffn_norm, c.rms_eps);
+        let xn = rms_norm(
+            x.clone(),
+            &norm(Norm::Ffn(layer), &block.ffn_norm),
+            c.rms_eps,
+        );
         let gate = self.linear(layer, block, Proj::Gate, xn.clone(), adapter);
         let up = self.linear(layer, block, Proj::Up, xn, adapter);
         let ff = activation::silu(gate) * up;
@@ -464,6 +603,22 @@ impl Llama {
         let r1 = x0 * sin + x1 * cos;
         Tensor::cat(vec![r0, r1], 4).reshape([b, t, nh, dh])
     }
+}
+
+/// `x · Wᵀ` for a dense `w` `(n_out, n_in)` over the last dimension of `x` `(b, t, n_in)`.
+///
+/// # Panics
+/// When the widths do not match (an adapter built for another model).
+fn dense_linear(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
+    let [b, t, n_in] = x.dims();
+    let [n_out, w_in] = w.dims();
+    assert_eq!(
+        n_in, w_in,
+        "dense weight ({n_out}, {w_in}) on input width {n_in}"
+    );
+    x.reshape([b * t, n_in])
+        .matmul(w.transpose())
+        .reshape([b, t, n_out])
 }
 
 /// `x · rsqrt(mean(x²) + eps) · w` over the last dimension.

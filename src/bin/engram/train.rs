@@ -1,15 +1,16 @@
-//! `engram train` (LoRA fine-tuning from a JSONL file) and `engram train-bench` (training
-//! throughput and peak memory against the planner's estimate).
+//! `engram train` (LoRA fine-tuning, or with `--full` every weight, from a JSONL file) and
+//! `engram train-bench` (training throughput and peak memory against the planner's estimate).
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
+use engram::adapters::full::{FullFinetune, plan_full, plan_full_within};
 use engram::adapters::lora::{Lora, LoraConfig};
 use engram::adapters::train::AdamWConfig;
 use engram::adapters::trainer::plan::{TrainShape, plan, plan_within};
-use engram::adapters::trainer::{Encoded, Example, TrainConfig, TrainEvent, Trainer};
+use engram::adapters::trainer::{Encoded, Example, TrainConfig, TrainEvent, Trainable, Trainer};
 use engram::runtime::backend;
 use engram::runtime::engine::Engine;
 use engram::runtime::fetch::resolve_model;
@@ -77,9 +78,14 @@ pub struct TrainArgs {
     /// Held-out data in the same format (default: none).
     #[arg(long)]
     eval: Option<PathBuf>,
-    /// Output directory: PEFT files in OUT/, llama.cpp adapter as OUT/adapter.gguf.
+    /// Output directory: PEFT files in OUT/, llama.cpp adapter as OUT/adapter.gguf. With
+    /// `--full`: the trained model's GGUF file.
     #[arg(long)]
     out: PathBuf,
+    /// Train every weight (dense f32 master copies; ~16 bytes a weight with AdamW) and write
+    /// OUT as a GGUF model re-quantized to the base's types. The LoRA options are ignored.
+    #[arg(long)]
+    full: bool,
     /// Passes over the data.
     #[arg(long, default_value_t = 3)]
     epochs: u32,
@@ -148,18 +154,25 @@ pub fn train(a: TrainArgs) -> Result<()> {
         lora: Some(lora_config.clone()),
         prompt_scalars: 0,
     };
-    let p = match a.budget_mib {
-        Some(mib) => plan_within(model.config(), file_len(&engine), &shape, mib << 20)?,
-        None => plan(model.config(), file_len(&engine), &shape),
+    let (c, tied, len) = (model.config(), model.output_tied(), file_len(&engine));
+    let p = match (a.full, a.budget_mib) {
+        (false, Some(mib)) => plan_within(c, len, &shape, mib << 20)?,
+        (false, None) => plan(c, len, &shape),
+        (true, Some(mib)) => plan_full_within(c, tied, len, a.batch, a.seq_len, mib << 20)?,
+        (true, None) => plan_full(c, tied, len, a.batch, a.seq_len),
     };
     eprintln!(
-        "plan: {} MiB peak (activations {} MiB, adapter+grads+AdamW {} KiB, base {} MiB)",
+        "plan: {} MiB peak (activations {} MiB, {}+grads+AdamW {} KiB, base {} MiB)",
         p.total() >> 20,
         p.activations >> 20,
+        if a.full { "weights" } else { "adapter" },
         (p.adapter + p.gradients + p.optimizer) >> 10,
         p.mapped_base >> 20
     );
-    let mut lora = Lora::new(model, lora_config)?;
+    let mut adapter = match a.full {
+        true => Trained::Full(FullFinetune::new(model)?),
+        false => Trained::Lora(Lora::new(model, lora_config)?),
+    };
     let trainer = Trainer::new(
         model,
         engine.tokenizer(),
@@ -179,13 +192,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
         },
     );
     if !eval.is_empty() {
-        let r = trainer.evaluate(&lora, &eval);
+        let r = trainer.evaluate(adapter.get(), &eval);
         eprintln!(
             "before: eval loss {:.4}, exact match {:.3}",
             r.loss, r.exact_match
         );
     }
-    let report = trainer.fit(&mut lora, &train, &eval, |e| match e {
+    let report = trainer.fit(adapter.get(), &train, &eval, |e| match e {
         TrainEvent::Step(s) => eprint!(
             "\rstep {:>5}  epoch {}  loss {:.4}  lr {:.2e}  |g| {:.3}{}   ",
             s.step,
@@ -211,9 +224,47 @@ pub fn train(a: TrainArgs) -> Result<()> {
             ""
         }
     );
-    lora.save_peft(model, &a.out, &path.display().to_string())?;
-    lora.save_llama_cpp(&a.out.join("adapter.gguf"))?;
+    drop(trainer);
+    save(adapter, &engine, &a.out, &path)?;
     println!("{}", a.out.display());
+    Ok(())
+}
+
+/// What `engram train` trains.
+enum Trained {
+    Full(FullFinetune),
+    Lora(Lora),
+}
+
+impl Trained {
+    fn get(&mut self) -> &mut dyn Trainable {
+        match self {
+            Trained::Full(f) => f,
+            Trained::Lora(l) => l,
+        }
+    }
+}
+
+/// Writes what `engram train` trained: the model GGUF (`--full`) or the adapter files.
+fn save(adapter: Trained, engine: &Engine, out: &Path, base: &Path) -> Result<()> {
+    match adapter {
+        Trained::Full(full) => {
+            let r = full.save_gguf(engine.file(), out)?;
+            eprintln!(
+                "wrote {} MiB: {} tensors re-quantized ({} unchanged by training), max |written − \
+             trained| {:.2e}, rms {:.2e}",
+                r.bytes >> 20,
+                r.requantized,
+                r.unchanged,
+                r.max_abs_error,
+                r.rms_error
+            );
+        }
+        Trained::Lora(lora) => {
+            lora.save_peft(engine.model(), out, &base.display().to_string())?;
+            lora.save_llama_cpp(&out.join("adapter.gguf"))?;
+        }
+    }
     Ok(())
 }
 
@@ -236,6 +287,9 @@ pub struct TrainBenchArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Train every weight instead of a LoRA adapter (the LoRA options are ignored).
+    #[arg(long)]
+    full: bool,
 }
 
 /// Peak resident set of this process (Linux `VmHWM`), in bytes.
@@ -259,8 +313,21 @@ pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
         lora: Some(lora_config.clone()),
         prompt_scalars: 0,
     };
-    let p = plan(model.config(), file_len(&engine), &shape);
-    let mut lora = Lora::new(model, lora_config)?;
+    let p = match a.full {
+        true => plan_full(
+            model.config(),
+            model.output_tied(),
+            file_len(&engine),
+            a.batch,
+            a.seq_len,
+        ),
+        false => plan(model.config(), file_len(&engine), &shape),
+    };
+    let mut adapter = match a.full {
+        true => Trained::Full(FullFinetune::new(model)?),
+        false => Trained::Lora(Lora::new(model, lora_config)?),
+    };
+    let lora = adapter.get();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let n_vocab = model.config().n_vocab as u32;
     let mut sequences = |n: usize| -> Vec<Encoded> {
@@ -283,14 +350,18 @@ pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
         ..Default::default()
     };
     let trainer = Trainer::new(model, engine.tokenizer(), config);
-    trainer.fit_encoded(&mut lora, &sequences(a.batch), &[], |_| {})?;
+    trainer.fit_encoded(lora, &sequences(a.batch), &[], |_| {})?;
     let start = Instant::now();
-    let report = trainer.fit_encoded(&mut lora, &sequences(a.batch * a.steps), &[], |_| {})?;
+    let report = trainer.fit_encoded(lora, &sequences(a.batch * a.steps), &[], |_| {})?;
     let seconds = start.elapsed().as_secs_f64();
     let tokens = a.steps * a.batch * a.seq_len;
     let tok_s = tokens as f64 / seconds;
     let rss = peak_rss().unwrap_or(0);
-    let trainable: usize = lora.params().num_scalars();
+    let trainable: usize = lora.param_sets().iter().map(|p| p.num_scalars()).sum();
+    let what = match a.full {
+        true => "full".to_owned(),
+        false => format!("LoRA r={} on {}", a.lora.rank, a.lora.targets),
+    };
     if a.json {
         println!(
             "{}",
@@ -305,14 +376,15 @@ pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
                 "seq_len": a.seq_len,
                 "rank": a.lora.rank,
                 "targets": a.lora.targets,
+                "full": a.full,
                 "trainable_params": trainable,
                 "threads": engine.threads(),
             })
         );
     } else {
         println!(
-            "LoRA r={} on {}: {trainable} trainable; batch {} × {} tokens, {} steps",
-            a.lora.rank, a.lora.targets, a.batch, a.seq_len, a.steps
+            "{what}: {trainable} trainable; batch {} × {} tokens, {} steps",
+            a.batch, a.seq_len, a.steps
         );
         println!(
             "training: {tok_s:.1} tokens/s ({:.2} s/step)",

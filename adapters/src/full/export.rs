@@ -1,0 +1,270 @@
+//! A fully fine-tuned model back to a GGUF file.
+//!
+//! Each trained tensor is re-quantized to the type it has in the base file with the kernels'
+//! reference quantizers (`quantize_row_q4_1_ref`, ...), so the new file has the base's size,
+//! layout and speed; every other tensor and all metadata are copied as they are. The file is
+//! written to a temp file and renamed into place.
+//!
+//! Re-quantizing an untrained copy reproduces the base's blocks: a block's minimum and maximum
+//! are grid points of its own 4- or 8-bit grid, so the quantizer finds the same scale and the
+//! same codes (`tests/full.rs` measures it). Once trained, a weight lands on the nearest point
+//! of its block's grid: updates smaller than half a quantization step (`d/2`, ~1% of a Q4_1
+//! block's range) round away. [`ExportReport`] says how far the written weights are from the
+//! master weights and how many tensors came out byte-identical to the base.
+
+use std::path::{Path, PathBuf};
+
+use bytemuck::Zeroable;
+use engram_kernels::GgmlType;
+use engram_kernels::quant::{
+    BlockQ4_0, BlockQ4_1, BlockQ8_0, quantize_row_q4_0_ref, quantize_row_q4_1_ref,
+    quantize_row_q8_0_ref,
+};
+use engram_runtime::format::{GgufBuilder, MetaValue};
+use engram_runtime::io::write_bytes_atomic;
+use engram_runtime::model_file::ModelFile;
+use half::{bf16, f16};
+
+use super::FullFinetune;
+
+/// Exporting a fully fine-tuned model failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// The base file is not the one the weights were made from.
+    #[error("tensor `{tensor}`: {what} (export over the model file the weights came from)")]
+    Mismatch {
+        /// The tensor's name.
+        tensor: String,
+        /// What differs.
+        what: String,
+    },
+    /// engram has no quantizer for the tensor's type (the k-quants are read-only here).
+    #[error("tensor `{tensor}` is {}: engram can read it but has no quantizer for it", ty.name())]
+    NoQuantizer {
+        /// The tensor's name.
+        tensor: String,
+        /// Its type in the base file.
+        ty: GgmlType,
+    },
+    /// A trained weight is NaN or infinite.
+    #[error("tensor `{tensor}` has a non-finite weight: refusing to write it")]
+    NonFinite {
+        /// The tensor's name.
+        tensor: String,
+    },
+    /// The output path is the base file itself (still mapped and in use).
+    #[error("{} is the base model file: write the export elsewhere", path.display())]
+    OverwritesBase {
+        /// The path.
+        path: PathBuf,
+    },
+    /// Writing the file failed (the old file at that path, if any, is untouched).
+    #[error("cannot write {}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// What an export wrote.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ExportReport {
+    /// Tensors written from the master weights.
+    pub requantized: usize,
+    /// Tensors copied from the base unchanged (not trained).
+    pub copied: usize,
+    /// Re-quantized tensors whose bytes equal the base's (no update survived quantization).
+    pub unchanged: usize,
+    /// Largest `|written − master|` over all re-quantized weights.
+    pub max_abs_error: f32,
+    /// Root mean square of `written − master` over all re-quantized weights.
+    pub rms_error: f32,
+    /// Size of the file.
+    pub bytes: usize,
+}
+
+impl FullFinetune {
+    /// The model as GGUF bytes: `base`'s metadata and tensor table, with every trained tensor
+    /// re-quantized to its type in `base`.
+    ///
+    /// # Errors
+    /// [`ExportError::Mismatch`] when `base` lacks a trained tensor or has it in another shape,
+    /// [`ExportError::NoQuantizer`] for a type engram cannot write,
+    /// [`ExportError::NonFinite`] for a NaN or infinite weight.
+    pub fn to_gguf(&self, base: &ModelFile) -> Result<(Vec<u8>, ExportReport), ExportError> {
+        let gguf = base.gguf();
+        let params = self.params();
+        for id in params.ids() {
+            let name = params.name(id);
+            let info = gguf.tensor(name).ok_or_else(|| ExportError::Mismatch {
+                tensor: name.to_owned(),
+                what: "not in the base file".into(),
+            })?;
+            let [rows, cols] = params.value(id).dims();
+            if info.n_elements() != rows * cols || info.row_len() != cols {
+                return Err(ExportError::Mismatch {
+                    tensor: name.to_owned(),
+                    what: format!("dims {:?} in the file, ({rows}, {cols}) trained", info.dims),
+                });
+            }
+        }
+        let mut b = GgufBuilder::new();
+        for (key, value) in gguf.metadata() {
+            b = match (key.as_str(), value) {
+                // The builder lays data out by its own alignment and records it itself.
+                ("general.alignment", MetaValue::U32(a)) => b.alignment(*a),
+                _ => b.metadata(key.clone(), value.clone()),
+            };
+        }
+        let mut report = ExportReport {
+            requantized: 0,
+            copied: 0,
+            unchanged: 0,
+            max_abs_error: 0.0,
+            rms_error: 0.0,
+            bytes: 0,
+        };
+        let (mut sq, mut n) = (0f64, 0usize);
+        for info in gguf.tensors() {
+            let original = &base.bytes()[info.byte_range()];
+            let Some(id) = params.find(&info.name) else {
+                b = b.tensor(info.name.clone(), &info.dims, info.ty, original);
+                report.copied += 1;
+                continue;
+            };
+            let values = params
+                .value(id)
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .expect("float tensor");
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(ExportError::NonFinite {
+                    tensor: info.name.clone(),
+                });
+            }
+            let bytes = quantize(info.ty, &values).ok_or_else(|| ExportError::NoQuantizer {
+                tensor: info.name.clone(),
+                ty: info.ty,
+            })?;
+            let mut written = vec![0f32; values.len()];
+            engram_kernels::dequantize_row(info.ty, &bytes, &mut written);
+            for (w, m) in written.iter().zip(&values) {
+                let e = (w - m).abs();
+                report.max_abs_error = report.max_abs_error.max(e);
+                sq += (e as f64).powi(2);
+            }
+            n += values.len();
+            report.requantized += 1;
+            report.unchanged += usize::from(bytes == original);
+            b = b.tensor(info.name.clone(), &info.dims, info.ty, &bytes);
+        }
+        report.rms_error = (sq / n.max(1) as f64).sqrt() as f32;
+        let out = b.build();
+        report.bytes = out.len();
+        Ok((out, report))
+    }
+
+    /// Writes [`FullFinetune::to_gguf`] to `path` atomically; engram (and llama.cpp) load the
+    /// result as a model like the base.
+    ///
+    /// # Errors
+    /// Those of [`FullFinetune::to_gguf`], [`ExportError::OverwritesBase`] when `path` is the
+    /// base file, and [`ExportError::Io`].
+    pub fn save_gguf(&self, base: &ModelFile, path: &Path) -> Result<ExportReport, ExportError> {
+        let same = match (path.canonicalize(), base.path().canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if same {
+            return Err(ExportError::OverwritesBase {
+                path: path.to_owned(),
+            });
+        }
+        let (bytes, report) = self.to_gguf(base)?;
+        write_bytes_atomic(path, &bytes).map_err(|source| ExportError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Ok(report)
+    }
+}
+
+/// `values` encoded as `ty` (a whole number of blocks), or `None` when engram has no
+/// quantizer for `ty` (the k-quants, Q8_1, Q8_K).
+///
+/// # Panics
+/// When `values.len()` is not a multiple of `ty`'s block size.
+pub fn quantize(ty: GgmlType, values: &[f32]) -> Option<Vec<u8>> {
+    assert!(
+        values.len().is_multiple_of(ty.block_size()),
+        "{} values are not whole {} blocks",
+        values.len(),
+        ty.name()
+    );
+    let n_blocks = values.len() / ty.block_size();
+    Some(match ty {
+        GgmlType::F32 => bytemuck::cast_slice(values).to_vec(),
+        GgmlType::F16 => values
+            .iter()
+            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
+            .collect(),
+        GgmlType::BF16 => values
+            .iter()
+            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
+            .collect(),
+        GgmlType::Q4_0 => {
+            let mut y = vec![BlockQ4_0::zeroed(); n_blocks];
+            quantize_row_q4_0_ref(values, &mut y);
+            bytemuck::cast_slice(&y).to_vec()
+        }
+        GgmlType::Q4_1 => {
+            let mut y = vec![BlockQ4_1::zeroed(); n_blocks];
+            quantize_row_q4_1_ref(values, &mut y);
+            bytemuck::cast_slice(&y).to_vec()
+        }
+        GgmlType::Q8_0 => {
+            let mut y = vec![BlockQ8_0::zeroed(); n_blocks];
+            quantize_row_q8_0_ref(values, &mut y);
+            bytemuck::cast_slice(&y).to_vec()
+        }
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every writable type round-trips its own dequantized values bit for bit.
+    #[test]
+    fn quantize_of_dequantized_blocks_is_the_identity() {
+        let values: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 70.0)
+            .collect();
+        for ty in [
+            GgmlType::F32,
+            GgmlType::F16,
+            GgmlType::BF16,
+            GgmlType::Q4_0,
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+        ] {
+            let once = quantize(ty, &values).unwrap();
+            let mut deq = vec![0f32; values.len()];
+            engram_kernels::dequantize_row(ty, &once, &mut deq);
+            let twice = quantize(ty, &deq).unwrap();
+            let same = once.iter().zip(&twice).filter(|(a, b)| a == b).count();
+            assert!(
+                same * 1000 >= once.len() * 999,
+                "{}: {same} of {} bytes equal",
+                ty.name(),
+                once.len()
+            );
+        }
+        assert!(quantize(GgmlType::Q6K, &values).is_none());
+    }
+}
