@@ -171,7 +171,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     );
     let mut adapter = match a.full {
         true => Trained::Full(FullFinetune::new(model)?),
-        false => Trained::Lora(Lora::new(model, lora_config)?),
+        false => Trained::Lora(Box::new(Lora::new(model, lora_config)?)),
     };
     let trainer = Trainer::new(
         model,
@@ -224,7 +224,6 @@ pub fn train(a: TrainArgs) -> Result<()> {
             ""
         }
     );
-    drop(trainer);
     save(adapter, &engine, &a.out, &path)?;
     println!("{}", a.out.display());
     Ok(())
@@ -233,14 +232,14 @@ pub fn train(a: TrainArgs) -> Result<()> {
 /// What `engram train` trains.
 enum Trained {
     Full(FullFinetune),
-    Lora(Lora),
+    Lora(Box<Lora>),
 }
 
 impl Trained {
     fn get(&mut self) -> &mut dyn Trainable {
         match self {
             Trained::Full(f) => f,
-            Trained::Lora(l) => l,
+            Trained::Lora(l) => l.as_mut(),
         }
     }
 }
@@ -325,7 +324,7 @@ pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
     };
     let mut adapter = match a.full {
         true => Trained::Full(FullFinetune::new(model)?),
-        false => Trained::Lora(Lora::new(model, lora_config)?),
+        false => Trained::Lora(Box::new(Lora::new(model, lora_config)?)),
     };
     let lora = adapter.get();
     let mut rng = ChaCha8Rng::seed_from_u64(0);
