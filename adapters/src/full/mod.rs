@@ -38,7 +38,7 @@ pub use export::{ExportError, ExportReport};
 pub use lowrank::LowRankReport;
 
 use crate::train::{AdamW, ParamId, ParamSet};
-use crate::trainer::plan::{MemoryPlan, OverBudget, TrainShape, plan};
+use crate::trainer::plan::{MemoryPlan, OverBudget, TrainShape, plan, shrink_activations_advice};
 use crate::trainer::{TrainError, Trainable};
 
 /// Every weight of a llama model as a trainable f32 tensor, plugged into the graph through the
@@ -242,13 +242,7 @@ pub fn plan_full_within(
             state >> 20
         )
     } else {
-        let room = budget - p.mapped_base - p.runtime - state;
-        let per_token = p.activations / (batch * seq_len).max(1) as u64;
-        format!(
-            "activations dominate: reduce batch × seq_len from {} to at most {} tokens",
-            batch * seq_len,
-            room / per_token.max(1)
-        )
+        shrink_activations_advice(&p, budget, batch * seq_len)
     };
     Err(OverBudget {
         plan: p,
@@ -260,22 +254,7 @@ pub fn plan_full_within(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn smollm() -> LlamaConfig {
-        LlamaConfig {
-            n_vocab: 49152,
-            n_ctx_train: 8192,
-            d_model: 576,
-            n_layer: 30,
-            n_head: 9,
-            n_head_kv: 3,
-            d_head: 64,
-            d_ff: 1536,
-            rope_base: 100_000.0,
-            rope_dim: 64,
-            rms_eps: 1e-5,
-        }
-    }
+    use crate::trainer::plan::tests::smollm;
 
     #[test]
     fn smollm_has_135m_weights_and_needs_2_gb_of_state() {

@@ -163,13 +163,7 @@ pub fn plan_within(
             fixed >> 20
         )
     } else if p.activations >= p.adapter + p.gradients + p.optimizer {
-        let room = budget - fixed - (p.adapter + p.gradients + p.optimizer);
-        let per_token = p.activations / (shape.batch * shape.seq_len).max(1) as u64;
-        format!(
-            "activations dominate: reduce batch × seq_len from {} to at most {} tokens",
-            shape.batch * shape.seq_len,
-            room / per_token.max(1)
-        )
+        shrink_activations_advice(&p, budget, shape.batch * shape.seq_len)
     } else {
         "the adapter's state dominates: lower the LoRA rank or adapt fewer projections".to_owned()
     };
@@ -180,11 +174,24 @@ pub fn plan_within(
     })
 }
 
+/// The advice when activations are what exceeds `budget`: how many tokens per step still fit
+/// beside the fixed part and the trainable state (`tokens`: the plan's batch × seq_len).
+/// Callers check first that the fixed part and the state alone fit.
+pub(crate) fn shrink_activations_advice(p: &MemoryPlan, budget: u64, tokens: usize) -> String {
+    let room = budget - p.mapped_base - p.runtime - (p.adapter + p.gradients + p.optimizer);
+    let per_token = p.activations / tokens.max(1) as u64;
+    format!(
+        "activations dominate: reduce batch × seq_len from {tokens} to at most {} tokens",
+        room / per_token.max(1)
+    )
+}
+
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn smollm() -> LlamaConfig {
+    /// SmolLM2-135M's configuration, for the planners' tests.
+    pub(crate) fn smollm() -> LlamaConfig {
         LlamaConfig {
             n_vocab: 49152,
             n_ctx_train: 8192,
