@@ -3,7 +3,9 @@
 //! adapter, and alternating between two registered adapters every step (lookup + forward), so
 //! swap latency = alternating − same. Plus the registry lookup alone.
 //!
-//! `cargo bench --bench adapters`
+//! `cargo bench --bench adapters`; `ENGRAM_BENCH_DEVICE` picks the device (benches/common).
+
+mod common;
 
 use std::hint::black_box;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use criterion::{Criterion, criterion_main};
 use engram::adapters::lora::{Lora, LoraConfig};
 use engram::adapters::registry::{AdapterRegistry, SharedAdapter};
 use engram::runtime::model::llama::{Llama, Proj};
-use engram::{Engine, backend, resolve_model};
+use engram::{Engine, resolve_model};
 
 /// A LoRA adapter with non-zero B (a fresh one would be the identity).
 fn adapter(model: &Llama, seed: u64) -> Lora {
@@ -40,7 +42,9 @@ fn adapter(model: &Llama, seed: u64) -> Lora {
 
 fn swap(c: &mut Criterion) {
     let path = resolve_model(None).expect("resolve the model");
-    let engine = Engine::load(&path, &backend::cpu(), 2).expect("load");
+    let (name, device) = common::device();
+    let threads = common::threads(&name, &[2])[0];
+    let engine = Engine::load(&path, &device, threads).expect("load");
     let model = engine.model();
     let registry = AdapterRegistry::new();
     let a: SharedAdapter = Arc::new(adapter(model, 1));
@@ -77,7 +81,7 @@ fn swap(c: &mut Criterion) {
         cache.truncate(prompt.len());
         black_box(logits.into_data())
     };
-    let mut group = c.benchmark_group("adapter_swap_t2");
+    let mut group = c.benchmark_group(format!("{name}_adapter_swap_t{threads}"));
     group.bench_function("decode_step_base", |bch| bch.iter(|| step(None)));
     group.bench_function("decode_step_same_adapter", |bch| {
         bch.iter(|| step(Some("a")))

@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench edit`. The 100-edit MEMIT figure and the quality runs come from
 //! `engram edit` (commands in docs/BENCHMARKS.md): a criterion sample of them would take hours.
+//! `ENGRAM_BENCH_DEVICE` picks the device (benches/common).
+
+mod common;
 
 use std::hint::black_box;
 use std::path::Path;
@@ -10,7 +13,7 @@ use std::path::Path;
 use criterion::{BatchSize, Criterion, criterion_main};
 use engram::adapters::edit::stats::layer_stats;
 use engram::adapters::edit::{Editor, EditorConfig, Method, load_jsonl, parse_jsonl};
-use engram::{Engine, backend, resolve_model};
+use engram::{Engine, resolve_model};
 
 const FRANCE: &str = r#"{"subject":"France","prompt":"The capital of France is","target_new":"Rome","ground_truth":"Paris"}"#;
 
@@ -22,11 +25,13 @@ fn corpus() -> String {
 
 fn edit(c: &mut Criterion) {
     let path = resolve_model(None).expect("resolve the model");
-    let engine = Engine::load(&path, &backend::cpu().autodiff(), 2).expect("load");
+    let (name, device) = common::device();
+    let threads = common::threads(&name, &[2])[0];
+    let engine = Engine::load(&path, &device.autodiff(), threads).expect("load");
     let (model, tok) = (engine.model(), engine.tokenizer());
     let text = corpus();
     let stats_dir = tempfile::tempdir().expect("tempdir");
-    let mut group = c.benchmark_group("cpu_edit_t2");
+    let mut group = c.benchmark_group(format!("{name}_edit_t{threads}"));
     group.sample_size(10);
 
     group.bench_function("key_stats_2048_tokens_4_layers", |b| {

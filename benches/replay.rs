@@ -2,12 +2,14 @@
 //! strategy over naive training, on Fashion-MNIST-sized rows (784 inputs, 10 classes) with
 //! synthetic values, so the bench needs no data files.
 //!
-//! `cargo bench --bench replay`; figures in docs/BENCHMARKS.md.
+//! `cargo bench --bench replay`; figures in docs/BENCHMARKS.md. The buffer is host memory;
+//! `ENGRAM_BENCH_DEVICE` picks the device of the strategy steps (benches/common).
+
+mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_main};
 use engram::adapters::cl::protocol::{self, HParams, Mode, RunConfig, StrategyKind};
 use engram::adapters::cl::{Policy, ReplayBuffer, Retention, Sampling};
-use engram::backend;
 
 const DIM: usize = 784;
 
@@ -69,10 +71,11 @@ fn sample(c: &mut Criterion) {
 }
 
 fn strategy_step(c: &mut Criterion) {
-    let device = backend::cpu().autodiff();
+    let (name, device) = common::device();
+    let device = device.autodiff();
     let x = rows(10);
     let y: Vec<u32> = (0..10).map(|i| i % 2).collect();
-    let mut g = c.benchmark_group("cpu_cl_step_mlp784x100x100x10_b10");
+    let mut g = c.benchmark_group(format!("{name}_cl_step_mlp784x100x100x10_b10"));
     for kind in StrategyKind::ALL {
         if kind == StrategyKind::Joint {
             continue; // the same step as naive

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use engram_adapters::full::FullFinetune;
+use engram_adapters::full::{Compute, FullFinetune};
 use engram_adapters::train::causal_lm_loss;
 use engram_adapters::trainer::{Encoded, TrainConfig, Trainable, Trainer};
 use engram_kernels::GgmlType;
 use engram_runtime::backend;
-use engram_runtime::burn::tensor::{Int, Tensor, TensorData};
+use engram_runtime::burn::tensor::{DType, Int, Tensor, TensorData};
 use engram_runtime::cpu::CpuContext;
 use engram_runtime::generate::Adaptation;
 use engram_runtime::model::llama::{Llama, Logits};
@@ -27,6 +27,11 @@ const DENSE_VS_FILE_TOL: f32 = 1e-4;
 const FD_REL_TOL: f32 = 5e-3;
 /// Central-difference step along a unit direction.
 const FD_STEP: f32 = 3e-2;
+/// |bf16 − f32| of the logits relative to their largest magnitude: bf16 rounds the products'
+/// inputs and results to 8 significant bits (relative error up to 2⁻⁹), through two blocks.
+const BF16_LOGITS_REL_TOL: f32 = 3e-2;
+/// Smallest cosine similarity of the bf16 run's gradient (all weights) with the f32 one.
+const BF16_GRAD_COS_MIN: f32 = 0.99;
 
 const TOKENS: [u32; 12] = [3, 17, 42, 8, 8, 61, 0, 25, 33, 2, 50, 9];
 
@@ -235,4 +240,76 @@ fn full_training_lowers_the_loss_and_leaves_the_file_alone() {
         file_before
     );
     assert!(full.param_sets()[0].len() == now.names.len());
+}
+
+/// Every parameter's gradient, flattened in set order; asserts each is f32 (the masters' type).
+fn flat_grads(model: &Llama, full: &FullFinetune) -> Vec<f32> {
+    let grads = loss(model, full).backward();
+    let set = full.params();
+    let g = set.grads(&grads);
+    set.ids()
+        .flat_map(|id| {
+            let t = g.get(id).expect("every weight has a gradient").clone();
+            assert_eq!(t.dtype(), DType::F32, "{}: gradient type", set.name(id));
+            t.into_data().try_to_vec::<f32>().unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn bf16_mixed_precision_tracks_f32_and_trains() {
+    let (_d, model) = load(GgmlType::Q4_1);
+    let f32_run = FullFinetune::new(&model).unwrap();
+    let bf16_run = FullFinetune::new(&model)
+        .unwrap()
+        .with_compute(Compute::Bf16);
+    assert_eq!(bf16_run.compute(), Compute::Bf16);
+    let (a, b) = (
+        logits(&model, Some(&f32_run)),
+        logits(&model, Some(&bf16_run)),
+    );
+    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let logits_err = max_diff(&a, &b) / scale;
+    assert!(logits_err > 0.0, "the bf16 run computes in bf16");
+    assert!(
+        logits_err <= BF16_LOGITS_REL_TOL,
+        "logits rel err {logits_err}"
+    );
+
+    let (ga, gb) = (flat_grads(&model, &f32_run), flat_grads(&model, &bf16_run));
+    let dot: f32 = ga.iter().zip(&gb).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let cos = dot / (norm(&ga) * norm(&gb));
+    eprintln!("bf16 vs f32: logits rel err {logits_err:.2e}, gradient cosine {cos:.5}");
+    assert!(cos >= BF16_GRAD_COS_MIN, "gradient cosine {cos}");
+
+    let config = TrainConfig {
+        epochs: 10,
+        batch_size: 2,
+        lr: 3e-3,
+        min_lr: 3e-4,
+        warmup_steps: 2,
+        max_seq_len: 16,
+        seed: 4,
+        ..Default::default()
+    };
+    let trainer = Trainer::for_tokens(&model, 0, config);
+    let mut full = bf16_run;
+    let before = trainer.evaluate_encoded(&full, &data());
+    let report = trainer
+        .fit_encoded(&mut full, &data(), &[], |_| {})
+        .unwrap();
+    let after = trainer.evaluate_encoded(&full, &data());
+    eprintln!(
+        "bf16 training: loss {:.3} -> {:.3}",
+        before.loss, after.loss
+    );
+    assert_eq!(report.skipped_steps, 0);
+    assert!(after.loss < 0.5 * before.loss, "{before:?} -> {after:?}");
+    let masters = full.params();
+    assert!(
+        masters
+            .ids()
+            .all(|id| masters.value(id).dtype() == DType::F32)
+    );
 }

@@ -20,15 +20,20 @@
 //! Memory: four f32 copies of every parameter (value, gradient, two AdamW moments), 16 bytes a
 //! weight: 2.15 GB for SmolLM2-135M, before activations ([`plan_full`]).
 //!
-//! Precision: master weights, activations, gradients and moments are all f32. Mixed precision
-//! (bf16/f16 compute over f32 masters) is not offered: the graph's attention, norms and loss
-//! are written for f32 tensors, and without a GPU to measure on, a half-precision path could be
-//! neither checked against the f32 gradients nor shown to be faster.
+//! Precision: master weights, gradients and AdamW moments are f32. The seven projections of
+//! every block can compute in bf16 ([`FullFinetune::with_compute`], [`Compute::Bf16`], mixed
+//! precision): each step casts the f32 master to bf16 and the product's input with it, runs the
+//! product in bf16 and returns its result as f32; the gradient comes back through the casts to
+//! the f32 master, where AdamW updates it. Norms, attention, the embedding and vocabulary
+//! projection and the loss stay f32 (their reductions are where bf16's 8-bit mantissa hurts).
+//! This is the mode for a GPU with bf16 units (CUDA on Ampere and later, Jetson Orin); on the CPU
+//! backends bf16 products are emulated through f32 and are slower, which is useful only to check
+//! the numerics (`adapters/tests/full_train.rs`).
 
 pub mod export;
 pub mod lowrank;
 
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 use engram_runtime::backend::QWeight;
 use engram_runtime::burn;
 use engram_runtime::model::config::LlamaConfig;
@@ -41,10 +46,34 @@ use crate::train::{AdamW, ParamId, ParamSet};
 use crate::trainer::plan::{MemoryPlan, OverBudget, TrainShape, plan, shrink_activations_advice};
 use crate::trainer::{TrainError, Trainable};
 
+/// The float type the block projections compute in during full fine-tuning (the masters are
+/// f32 either way; module docs, "Precision").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Compute {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// The projections' products in bf16 over f32 masters (mixed precision).
+    Bf16,
+}
+
+impl Compute {
+    /// Parses `f32` or `bf16` (the CLI's `--precision`).
+    pub fn parse(s: &str) -> Option<Compute> {
+        match s {
+            "f32" => Some(Compute::F32),
+            "bf16" => Some(Compute::Bf16),
+            _ => None,
+        }
+    }
+}
+
 /// Every weight of a llama model as a trainable f32 tensor, plugged into the graph through the
 /// dense-weight hooks of [`LinearAdapter`].
 #[derive(Clone, Debug)]
 pub struct FullFinetune {
+    compute: Compute,
     params: ParamSet,
     proj: Vec<[ParamId; 7]>, // per block, in `Proj::ALL` order; each (n_out, n_in)
     attn_norm: Vec<ParamId>, // per block, (1, d_model)
@@ -87,6 +116,7 @@ impl FullFinetune {
         let embedding = push_q(&mut params, model.embedding_weight());
         let output = (!model.output_tied()).then(|| push_q(&mut params, model.output_weight()));
         Ok(Self {
+            compute: Compute::F32,
             params,
             proj,
             attn_norm,
@@ -95,6 +125,18 @@ impl FullFinetune {
             embedding,
             output,
         })
+    }
+
+    /// The same weights computing the block projections in `compute` (mixed precision with
+    /// [`Compute::Bf16`]); the masters stay f32.
+    pub fn with_compute(mut self, compute: Compute) -> Self {
+        self.compute = compute;
+        self
+    }
+
+    /// The float type of the block projections' products.
+    pub fn compute(&self) -> Compute {
+        self.compute
     }
 
     /// The master weights (names are the GGUF tensor names).
@@ -148,7 +190,11 @@ impl LinearAdapter for FullFinetune {
     }
 
     fn dense_weight(&self, layer: usize, proj: Proj) -> Option<Tensor<2>> {
-        (layer < self.proj.len()).then(|| self.params.get(self.proj_id(layer, proj)))
+        let w = (layer < self.proj.len()).then(|| self.params.get(self.proj_id(layer, proj)))?;
+        Some(match self.compute {
+            Compute::F32 => w,
+            Compute::Bf16 => w.cast(FloatDType::BF16),
+        })
     }
 
     fn norm_weight(&self, norm: Norm) -> Option<Tensor<1>> {
@@ -197,8 +243,9 @@ pub fn full_scalars(config: &LlamaConfig, tied: bool) -> u64 {
 const ADAMW_TEMPORARIES: u64 = 5;
 
 /// The memory a full fine-tuning run of `batch × seq_len` tokens needs: master weights,
-/// gradients and AdamW moments (4 bytes each per weight), the activations of the graph (as for
-/// an adapter), the optimizer step's temporaries, and the mapped file.
+/// gradients and AdamW moments (4 bytes each per weight), the larger of the graph's activations
+/// (as for an adapter) and the optimizer step's temporaries (the step runs after the backward
+/// pass has released the activations), and the mapped file.
 pub fn plan_full(
     config: &LlamaConfig,
     tied: bool,
@@ -217,7 +264,8 @@ pub fn plan_full(
     let largest = (config.n_vocab * config.d_model) as u64;
     p.adapter = 4 * n;
     p.gradients = 4 * n;
-    p.optimizer = AdamW::STATE_BYTES_PER_SCALAR as u64 * n + 4 * ADAMW_TEMPORARIES * largest;
+    p.optimizer = AdamW::STATE_BYTES_PER_SCALAR as u64 * n;
+    p.step_temporaries = 4 * ADAMW_TEMPORARIES * largest;
     p
 }
 
@@ -235,11 +283,13 @@ pub fn plan_full_within(
         return Ok(p);
     }
     let state = p.adapter + p.gradients + p.optimizer;
-    let advice = if p.mapped_base + p.runtime + state >= budget {
+    let advice = if p.mapped_base + p.runtime + state + p.step_temporaries >= budget {
         format!(
-            "full training keeps {} MiB of weights, gradients and AdamW moments whatever the \
-             batch: train a LoRA adapter instead, or use a device with more memory",
-            state >> 20
+            "full training keeps {} MiB of weights, gradients and AdamW moments (and {} MiB \
+             for the optimizer step) whatever the batch: train a LoRA adapter instead, or use \
+             a device with more memory",
+            state >> 20,
+            p.step_temporaries >> 20
         )
     } else {
         shrink_activations_advice(&p, budget, batch * seq_len)
@@ -271,6 +321,10 @@ mod tests {
         let err = plan_full_within(&smollm(), true, 100 << 20, 8, 512, 1 << 30).unwrap_err();
         assert!(err.advice.contains("LoRA"), "{err}");
         let state = p.adapter + p.gradients + p.optimizer;
+        assert!(
+            p.activations > p.step_temporaries,
+            "8 × 512 tokens: activations dominate"
+        );
         let budget = p.mapped_base + p.runtime + state + p.activations / 2;
         let err = plan_full_within(&smollm(), true, 100 << 20, 8, 512, budget).unwrap_err();
         assert!(err.advice.contains("batch × seq_len"), "{err}");

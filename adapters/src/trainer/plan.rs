@@ -39,6 +39,10 @@ pub struct MemoryPlan {
     pub optimizer: u64,
     /// Activations kept for the backward pass, at the peak of a step.
     pub activations: u64,
+    /// Temporaries of the optimizer step (clipped gradient, new moments, update). They live
+    /// after the backward pass has released the activations, so the peak holds the larger of
+    /// the two, not both.
+    pub step_temporaries: u64,
     /// Process baseline: code, thread pool, RoPE tables, norms, allocator slack.
     pub runtime: u64,
 }
@@ -50,7 +54,7 @@ impl MemoryPlan {
             + self.adapter
             + self.gradients
             + self.optimizer
-            + self.activations
+            + self.activations.max(self.step_temporaries)
             + self.runtime
     }
 }
@@ -69,9 +73,11 @@ pub struct OverBudget {
 
 fn breakdown(p: &MemoryPlan) -> String {
     format!(
-        "base {} MiB, activations {} MiB, adapter+grads+optimizer {} MiB, runtime {} MiB",
+        "base {} MiB, activations {} MiB, optimizer-step temporaries {} MiB, \
+         adapter+grads+optimizer {} MiB, runtime {} MiB",
         p.mapped_base >> 20,
         p.activations >> 20,
+        p.step_temporaries >> 20,
         (p.adapter + p.gradients + p.optimizer) >> 20,
         p.runtime >> 20
     )
@@ -121,6 +127,8 @@ pub fn plan(config: &LlamaConfig, file_bytes: u64, shape: &TrainShape) -> Memory
         gradients: 4 * adapter_scalars,
         optimizer: 8 * adapter_scalars,
         activations,
+        // One adapter matrix's worth at a time: small next to the activations.
+        step_temporaries: 0,
         runtime: RUNTIME_BASELINE_BYTES,
     }
 }

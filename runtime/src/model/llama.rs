@@ -12,127 +12,13 @@ use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 
 use super::attention::{AttentionPrecision, grouped_attention};
 use super::config::{ConfigError, LlamaConfig};
+use super::hooks::dense_linear;
 use super::kv_cache::{ContextFull, KvCache};
 use crate::backend::{QWeight, quant_linear};
 use crate::cpu::CpuContext;
 use crate::model_file::{LoadError, ModelFile};
 
-/// The linear projections of a block, as named by adapters.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Proj {
-    /// Attention query (`attn_q`).
-    Q,
-    /// Attention key (`attn_k`).
-    K,
-    /// Attention value (`attn_v`).
-    V,
-    /// Attention output (`attn_output`).
-    O,
-    /// Feed-forward gate (`ffn_gate`).
-    Gate,
-    /// Feed-forward up (`ffn_up`).
-    Up,
-    /// Feed-forward down (`ffn_down`).
-    Down,
-}
-
-impl Proj {
-    /// All projections of a block, in graph order.
-    pub const ALL: [Proj; 7] = [
-        Proj::Q,
-        Proj::K,
-        Proj::V,
-        Proj::O,
-        Proj::Gate,
-        Proj::Up,
-        Proj::Down,
-    ];
-
-    /// The GGUF tensor stem (`attn_q`, ...).
-    pub fn gguf_name(self) -> &'static str {
-        match self {
-            Proj::Q => "attn_q",
-            Proj::K => "attn_k",
-            Proj::V => "attn_v",
-            Proj::O => "attn_output",
-            Proj::Gate => "ffn_gate",
-            Proj::Up => "ffn_up",
-            Proj::Down => "ffn_down",
-        }
-    }
-
-    /// The Hugging Face / PEFT module name (`q_proj`, ...).
-    pub fn hf_name(self) -> &'static str {
-        match self {
-            Proj::Q => "q_proj",
-            Proj::K => "k_proj",
-            Proj::V => "v_proj",
-            Proj::O => "o_proj",
-            Proj::Gate => "gate_proj",
-            Proj::Up => "up_proj",
-            Proj::Down => "down_proj",
-        }
-    }
-}
-
-/// An RMSNorm weight of the graph, as named by full fine-tuning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Norm {
-    /// The norm before attention in block `i` (`blk.{i}.attn_norm`).
-    Attn(usize),
-    /// The norm before the feed-forward in block `i` (`blk.{i}.ffn_norm`).
-    Ffn(usize),
-    /// The final norm before the vocabulary projection (`output_norm`).
-    Output,
-}
-
-impl Norm {
-    /// The GGUF tensor name (`blk.3.attn_norm.weight`, `output_norm.weight`).
-    pub fn gguf_name(self) -> String {
-        match self {
-            Norm::Attn(i) => format!("blk.{i}.attn_norm.weight"),
-            Norm::Ffn(i) => format!("blk.{i}.ffn_norm.weight"),
-            Norm::Output => "output_norm.weight".to_owned(),
-        }
-    }
-}
-
-/// Something that adds a trainable delta to the frozen projections (LoRA, edits, ...), or
-/// replaces frozen weights with dense trainable ones (full fine-tuning).
-///
-/// `delta(layer, proj, x)` returns the term added to `x · Wᵀ` for that projection, or `None`
-/// when it leaves the layer alone. It is called with the layer's input, `(batch, t, n_in)`.
-///
-/// The other methods default to `None` (the file's weights): an adapter that returns a dense
-/// weight from them makes the graph use that tensor (and differentiate through it) in place of
-/// the mapped one. The inference path without such an adapter is unchanged.
-pub trait LinearAdapter {
-    /// The additive delta for `proj` of block `layer` on input `x`, shaped `(batch, t, n_out)`.
-    fn delta(&self, layer: usize, proj: Proj, x: &Tensor<3>) -> Option<Tensor<3>>;
-
-    /// A dense weight `(n_out, n_in)` used instead of the frozen quantized `proj` of block
-    /// `layer` (`x · Wᵀ` as a dense product); [`LinearAdapter::delta`] is still added on top.
-    fn dense_weight(&self, _layer: usize, _proj: Proj) -> Option<Tensor<2>> {
-        None
-    }
-
-    /// An RMSNorm weight `(d_model)` used instead of the file's `norm`.
-    fn norm_weight(&self, _norm: Norm) -> Option<Tensor<1>> {
-        None
-    }
-
-    /// A dense token embedding `(n_vocab, d_model)` used instead of the file's for the input
-    /// lookup, and for the vocabulary projection too when the model ties them.
-    fn embedding(&self) -> Option<Tensor<2>> {
-        None
-    }
-
-    /// A dense output projection `(n_vocab, d_model)` of an untied model.
-    fn output_weight(&self) -> Option<Tensor<2>> {
-        None
-    }
-}
+pub use super::hooks::{LinearAdapter, Norm, Proj};
 
 /// Which positions get logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -603,22 +489,6 @@ impl Llama {
         let r1 = x0 * sin + x1 * cos;
         Tensor::cat(vec![r0, r1], 4).reshape([b, t, nh, dh])
     }
-}
-
-/// `x · Wᵀ` for a dense `w` `(n_out, n_in)` over the last dimension of `x` `(b, t, n_in)`.
-///
-/// # Panics
-/// When the widths do not match (an adapter built for another model).
-fn dense_linear(x: Tensor<3>, w: Tensor<2>) -> Tensor<3> {
-    let [b, t, n_in] = x.dims();
-    let [n_out, w_in] = w.dims();
-    assert_eq!(
-        n_in, w_in,
-        "dense weight ({n_out}, {w_in}) on input width {n_in}"
-    );
-    x.reshape([b * t, n_in])
-        .matmul(w.transpose())
-        .reshape([b, t, n_out])
 }
 
 /// `x · rsqrt(mean(x²) + eps) · w` over the last dimension.

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod chat;
 pub mod config;
+pub mod hooks;
 pub mod kv_cache;
 pub mod llama;
 mod pretokenize;

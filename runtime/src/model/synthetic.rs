@@ -10,6 +10,33 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::format::{GgufBuilder, MetaValue};
+use crate::model::pretokenize::{ByteMap, PreTokenizer};
+use crate::model::tokenizer::{SpecialTokens, Tokenizer};
+
+/// Vocabulary size of [`byte_tokenizer`]: `<|endoftext|>` and the 256 bytes.
+pub const BYTE_VOCAB: usize = 257;
+
+/// A byte-level tokenizer for synthetic models: `<|endoftext|>` (id 0, end of sequence) and one
+/// token per byte (id `1 + byte`), no merges, so any text encodes to one token a byte. Pair it
+/// with a [`TinyLlamaSpec`] whose `n_vocab` is at least [`BYTE_VOCAB`]; the tests that need text
+/// (model editing, prompts) use it on the tiny models.
+pub fn byte_tokenizer() -> Tokenizer {
+    let map = ByteMap::new();
+    let mut tokens = vec!["<|endoftext|>".to_string()];
+    tokens.extend((0..=255u8).map(|b| map.char_of(b).to_string()));
+    let mut types = vec![3]; // control
+    types.extend([1; 256]); // normal
+    let special = SpecialTokens {
+        bos: None,
+        eos: 0,
+        unk: None,
+        pad: Some(0),
+        add_bos: false,
+        add_eos: false,
+    };
+    Tokenizer::from_parts(tokens, types, Vec::new(), special, PreTokenizer::Gpt2)
+        .expect("a well-formed byte vocabulary")
+}
 
 /// The shape of a synthetic llama model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,3 +162,25 @@ fn encode(x: &[f32], ty: GgmlType) -> Vec<u8> {
 }
 
 use bytemuck::Zeroable;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_tokenizer_is_one_token_a_byte_and_round_trips() {
+        let tok = byte_tokenizer();
+        assert_eq!(tok.vocab_size(), BYTE_VOCAB);
+        let text = "The capital of Éire is\n Dublin.";
+        let ids = tok.encode(text, false);
+        assert_eq!(ids.len(), text.len());
+        assert!(
+            ids.iter()
+                .zip(text.bytes())
+                .all(|(&id, b)| id == 1 + u32::from(b))
+        );
+        assert_eq!(tok.decode(&ids), text);
+        assert_eq!(tok.eos(), 0);
+        assert_eq!(tok.encode("<|endoftext|>", true), [0]);
+    }
+}

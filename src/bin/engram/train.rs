@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::Args;
-use engram::adapters::full::{FullFinetune, plan_full, plan_full_within};
+use engram::adapters::full::{Compute, FullFinetune, plan_full, plan_full_within};
 use engram::adapters::lora::{Lora, LoraConfig};
 use engram::adapters::train::AdamWConfig;
 use engram::adapters::trainer::plan::{TrainShape, plan, plan_within};
@@ -86,6 +86,10 @@ pub struct TrainArgs {
     /// OUT as a GGUF model re-quantized to the base's types. The LoRA options are ignored.
     #[arg(long)]
     full: bool,
+    /// With `--full`: the block projections' compute type, `f32` or `bf16` (mixed precision
+    /// over f32 masters; for GPUs with bf16 units, emulated and slower on the CPU).
+    #[arg(long, default_value = "f32", value_parser = parse_compute)]
+    precision: Compute,
     /// Passes over the data.
     #[arg(long, default_value_t = 3)]
     epochs: u32,
@@ -170,7 +174,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         p.mapped_base >> 20
     );
     let mut adapter = match a.full {
-        true => Trained::Full(FullFinetune::new(model)?),
+        true => Trained::Full(FullFinetune::new(model)?.with_compute(a.precision)),
         false => Trained::Lora(Box::new(Lora::new(model, lora_config)?)),
     };
     let trainer = Trainer::new(
@@ -289,6 +293,13 @@ pub struct TrainBenchArgs {
     /// Train every weight instead of a LoRA adapter (the LoRA options are ignored).
     #[arg(long)]
     full: bool,
+    /// With `--full`: `f32` or `bf16` block projections (as for `engram train`).
+    #[arg(long, default_value = "f32", value_parser = parse_compute)]
+    precision: Compute,
+}
+
+fn parse_compute(s: &str) -> std::result::Result<Compute, String> {
+    Compute::parse(s).ok_or_else(|| format!("unknown precision {s:?}: expected f32 or bf16"))
 }
 
 /// Peak resident set of this process (Linux `VmHWM`), in bytes.
@@ -323,7 +334,7 @@ pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
         false => plan(model.config(), file_len(&engine), &shape),
     };
     let mut adapter = match a.full {
-        true => Trained::Full(FullFinetune::new(model)?),
+        true => Trained::Full(FullFinetune::new(model)?.with_compute(a.precision)),
         false => Trained::Lora(Box::new(Lora::new(model, lora_config)?)),
     };
     let lora = adapter.get();
@@ -358,7 +369,7 @@ pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
     let rss = peak_rss().unwrap_or(0);
     let trainable: usize = lora.param_sets().iter().map(|p| p.num_scalars()).sum();
     let what = match a.full {
-        true => "full".to_owned(),
+        true => format!("full ({:?})", a.precision).to_lowercase(),
         false => format!("LoRA r={} on {}", a.lora.rank, a.lora.targets),
     };
     if a.json {
@@ -376,6 +387,7 @@ pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
                 "rank": a.lora.rank,
                 "targets": a.lora.targets,
                 "full": a.full,
+                "precision": a.precision,
                 "trainable_params": trainable,
                 "threads": engine.threads(),
             })
