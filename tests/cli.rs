@@ -131,3 +131,94 @@ fn a_missing_model_file_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+/// `engram train --full` on a tiny synthetic model whose file carries a byte tokenizer: a GGUF
+/// model out (bf16 mixed precision), and with `--as-lora` an adapter the other commands load.
+#[test]
+fn train_full_writes_a_model_and_as_lora_an_adapter() {
+    use engram::kernels::GgmlType;
+    use engram::runtime::model::synthetic::{
+        BYTE_VOCAB, TinyLlamaSpec, tiny_llama_gguf_with_bytes,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinyLlamaSpec {
+        n_vocab: BYTE_VOCAB,
+        n_ctx: 128,
+        ..TinyLlamaSpec::default()
+    };
+    let base = dir.path().join("tiny.gguf");
+    std::fs::write(&base, tiny_llama_gguf_with_bytes(&spec, GgmlType::Q8_0, 5)).unwrap();
+    let data = dir.path().join("facts.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\":\"Zorbia:\",\"completion\":\" Qel\"}\n{\"prompt\":\"Vantor:\",\"completion\":\" Ixa\"}\n",
+    )
+    .unwrap();
+    let train = |extra: &[&str], out: &std::path::Path| {
+        let mut cmd = engram();
+        cmd.args([
+            "train",
+            "--full",
+            "--threads",
+            "1",
+            "--epochs",
+            "2",
+            "--batch",
+            "2",
+        ])
+        .arg("--model")
+        .arg(&base)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
+        cmd.output().unwrap()
+    };
+
+    let model_out = dir.path().join("trained.gguf");
+    let out = train(&["--precision", "bf16"], &model_out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("re-quantized"), "{stderr}");
+    let info = engram().arg("info").arg(&model_out).output().unwrap();
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+
+    let lora_out = dir.path().join("lora");
+    let out = train(
+        &["--as-lora", "--rank", "4", "--targets", "all-linear"],
+        &lora_out,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("factored the trained change"), "{stderr}");
+    for f in [
+        "adapter_model.safetensors",
+        "adapter_config.json",
+        "adapter.gguf",
+    ] {
+        assert!(lora_out.join(f).is_file(), "{f} written");
+    }
+    let logits = engram()
+        .args(["logits", "--prompt", "Zorbia:", "--threads", "1"])
+        .arg("--model")
+        .arg(&base)
+        .arg("--lora")
+        .arg(lora_out.join("adapter.gguf"))
+        .output()
+        .unwrap();
+    assert!(
+        logits.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logits.stderr)
+    );
+
+    let bad = train(&["--precision", "fp8"], &model_out);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected f32 or bf16"));
+}

@@ -15,7 +15,7 @@ use engram_adapters::edit::{EditDelta, Editor, EditorConfig, Method, parse_jsonl
 use engram_adapters::full::FullFinetune;
 use engram_adapters::lora::{Lora, LoraConfig};
 use engram_adapters::train::HostParams;
-use engram_adapters::trainer::{Encoded, TrainConfig, TrainReport, Trainable, Trainer};
+use engram_adapters::trainer::{Encoded, TrainConfig, TrainReport, Trainer};
 use engram_kernels::GgmlType;
 use engram_runtime::backend::{self, device_by_name};
 use engram_runtime::burn::tensor::Device;
@@ -188,7 +188,10 @@ fn full_finetune_on_wgpu_matches_cpu() {
     assert_same_run("full", (&gpu_report, &gpu_w), (&cpu_report, &cpu_w));
 }
 
-const FACT: &str = r#"{"case_id":"capital:FR","subject":"France","prompt":"The capital of France is","target_new":"Rome","ground_truth":"Paris"}"#;
+/// The subject ends the prompt, so `δ` (written at the subject's last token) sits at the
+/// position that predicts the answer: a random 2-block model has no learned attention to carry
+/// it from an earlier position, as a trained model's does.
+const FACT: &str = r#"{"case_id":"capital:FR","subject":"France","prompt":"The capital of France","target_new":"Rome","ground_truth":"Paris"}"#;
 
 /// Text for the key statistics: the project's README (every clone has it).
 fn corpus() -> String {

@@ -315,6 +315,16 @@ mod tests {
         assert!((2_150_000_000..2_800_000_000).contains(&state), "{state}");
     }
 
+    /// `engram train-bench --full --seq-len 64 --batch 4` measured a peak RSS of 2556–2680 MiB
+    /// on SmolLM2-135M Q4_1 (98,362,432-byte file; docs/BENCHMARKS.md, "Full fine-tuning").
+    /// The plan may err high, as a budget check should, but by little.
+    #[test]
+    fn smollm_plan_is_close_above_the_measured_peak() {
+        let p = plan_full(&smollm(), true, 98_362_432, 4, 64);
+        let mib = p.total() >> 20;
+        assert!((2680..=2680 * 11 / 10).contains(&mib), "planned {mib} MiB: {p:?}");
+    }
+
     #[test]
     fn over_budget_points_at_the_state_or_the_activations() {
         let p = plan_full(&smollm(), true, 100 << 20, 8, 512);

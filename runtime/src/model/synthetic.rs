@@ -16,16 +16,23 @@ use crate::model::tokenizer::{SpecialTokens, Tokenizer};
 /// Vocabulary size of [`byte_tokenizer`]: `<|endoftext|>` and the 256 bytes.
 pub const BYTE_VOCAB: usize = 257;
 
-/// A byte-level tokenizer for synthetic models: `<|endoftext|>` (id 0, end of sequence) and one
-/// token per byte (id `1 + byte`), no merges, so any text encodes to one token a byte. Pair it
-/// with a [`TinyLlamaSpec`] whose `n_vocab` is at least [`BYTE_VOCAB`]; the tests that need text
-/// (model editing, prompts) use it on the tiny models.
-pub fn byte_tokenizer() -> Tokenizer {
+/// The byte vocabulary's tokens (GPT-2 byte characters) and token types.
+fn byte_vocab() -> (Vec<String>, Vec<i32>) {
     let map = ByteMap::new();
     let mut tokens = vec!["<|endoftext|>".to_string()];
     tokens.extend((0..=255u8).map(|b| map.char_of(b).to_string()));
     let mut types = vec![3]; // control
     types.extend([1; 256]); // normal
+    (tokens, types)
+}
+
+/// A byte-level tokenizer for synthetic models: `<|endoftext|>` (id 0, end of sequence) and one
+/// token per byte (id `1 + byte`), no merges, so any text encodes to one token a byte. Pair it
+/// with a [`TinyLlamaSpec`] whose `n_vocab` is at least [`BYTE_VOCAB`]; the tests that need text
+/// (model editing, prompts) use it on the tiny models. [`tiny_llama_gguf_with_bytes`] writes the
+/// same tokenizer into the file, for code that loads the tokenizer from it (the CLI).
+pub fn byte_tokenizer() -> Tokenizer {
+    let (tokens, types) = byte_vocab();
     let special = SpecialTokens {
         bos: None,
         eos: 0,
@@ -77,6 +84,35 @@ impl Default for TinyLlamaSpec {
 /// # Panics
 /// On another `ty`, or widths that are not multiples of 32.
 pub fn tiny_llama_gguf(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64) -> Vec<u8> {
+    tiny_llama(spec, ty, seed, GgufBuilder::new()).build()
+}
+
+/// [`tiny_llama_gguf`] with [`byte_tokenizer`]'s vocabulary in the file's `tokenizer.ggml.*`
+/// metadata, so [`Engine`](crate::engine::Engine) and the CLI load it like a real model.
+///
+/// # Panics
+/// When `spec.n_vocab` is not [`BYTE_VOCAB`], and as [`tiny_llama_gguf`].
+pub fn tiny_llama_gguf_with_bytes(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64) -> Vec<u8> {
+    assert_eq!(spec.n_vocab, BYTE_VOCAB, "the byte tokenizer's vocabulary");
+    let (tokens, types) = byte_vocab();
+    let b = GgufBuilder::new()
+        .metadata("tokenizer.ggml.model", MetaValue::Str("gpt2".into()))
+        .metadata("tokenizer.ggml.pre", MetaValue::Str("gpt-2".into()))
+        .metadata(
+            "tokenizer.ggml.tokens",
+            MetaValue::Array(tokens.into_iter().map(MetaValue::Str).collect()),
+        )
+        .metadata(
+            "tokenizer.ggml.token_type",
+            MetaValue::Array(types.into_iter().map(MetaValue::I32).collect()),
+        )
+        .metadata("tokenizer.ggml.merges", MetaValue::Array(Vec::new()))
+        .metadata("tokenizer.ggml.eos_token_id", MetaValue::U32(0))
+        .metadata("tokenizer.ggml.padding_token_id", MetaValue::U32(0));
+    tiny_llama(spec, ty, seed, b).build()
+}
+
+fn tiny_llama(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64, b: GgufBuilder) -> GgufBuilder {
     let s = spec;
     assert!(
         s.d_model.is_multiple_of(32) && s.d_ff.is_multiple_of(32),
@@ -86,7 +122,7 @@ pub fn tiny_llama_gguf(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64) -> Vec<u8>
     let d_kv = s.d_model / s.n_head * s.n_head_kv;
     let arch = |k: &str| format!("llama.{k}");
     let u = |v: usize| MetaValue::U32(v as u32);
-    let mut b = GgufBuilder::new()
+    let mut b = b
         .metadata("general.architecture", MetaValue::Str("llama".into()))
         .metadata(arch("vocab_size"), u(s.n_vocab))
         .metadata(arch("context_length"), u(s.n_ctx))
@@ -132,7 +168,7 @@ pub fn tiny_llama_gguf(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64) -> Vec<u8>
         GgmlType::F32,
         &ones(s.d_model),
     );
-    b.build()
+    b
 }
 
 /// `x` encoded as `ty` rows (reference quantizers).
@@ -182,5 +218,22 @@ mod tests {
         assert_eq!(tok.decode(&ids), text);
         assert_eq!(tok.eos(), 0);
         assert_eq!(tok.encode("<|endoftext|>", true), [0]);
+    }
+
+    #[test]
+    fn the_byte_tokenizer_in_the_file_is_the_same_tokenizer() {
+        let spec = TinyLlamaSpec {
+            n_vocab: BYTE_VOCAB,
+            ..TinyLlamaSpec::default()
+        };
+        let bytes = tiny_llama_gguf_with_bytes(&spec, GgmlType::Q8_0, 3);
+        let gguf = crate::format::Gguf::parse(&bytes).unwrap();
+        let from_file = Tokenizer::from_gguf(&gguf).unwrap();
+        let text = "Paris, 2 × 3\n";
+        assert_eq!(
+            from_file.encode(text, false),
+            byte_tokenizer().encode(text, false)
+        );
+        assert_eq!(from_file.eos(), 0);
     }
 }

@@ -1,6 +1,6 @@
 //! The `engram` command-line tool: inspect a GGUF model, generate, chat, print logits, bench.
 //!
-//! The binary picks the device (library code never does): `--device cpu|flex|ndarray`.
+//! The binary picks the device (library code never does): `--device cpu|flex|ndarray|wgpu|cuda`.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -136,7 +136,8 @@ pub(crate) struct RunArgs {
     /// CPU threads for the kernels (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub(crate) threads: usize,
-    /// Backend device: cpu (default CPU backend), flex, ndarray.
+    /// Backend device: cpu (default CPU backend), flex, ndarray; wgpu or cuda in a build with
+    /// that feature (otherwise a clear error naming the feature).
     #[arg(long, default_value = "cpu")]
     pub(crate) device: String,
 }

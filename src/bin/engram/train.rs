@@ -83,9 +83,16 @@ pub struct TrainArgs {
     #[arg(long)]
     out: PathBuf,
     /// Train every weight (dense f32 master copies; ~16 bytes a weight with AdamW) and write
-    /// OUT as a GGUF model re-quantized to the base's types. The LoRA options are ignored.
+    /// OUT as a GGUF model re-quantized to the base's types. The LoRA options are ignored
+    /// unless `--as-lora`.
     #[arg(long)]
     full: bool,
+    /// With `--full`: write OUT/ as a LoRA adapter (PEFT files and OUT/adapter.gguf) holding
+    /// the best rank-`--rank` approximation of each `--targets` projection's trained change,
+    /// instead of a GGUF model. Keeps updates too small for the base's quantization grid; norm
+    /// and embedding changes are dropped (the report says how much).
+    #[arg(long, requires = "full")]
+    as_lora: bool,
     /// With `--full`: the block projections' compute type, `f32` or `bf16` (mixed precision
     /// over f32 masters; for GPUs with bf16 units, emulated and slower on the CPU).
     #[arg(long, default_value = "f32", value_parser = parse_compute)]
@@ -175,7 +182,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
     );
     let mut adapter = match a.full {
         true => Trained::Full(FullFinetune::new(model)?.with_compute(a.precision)),
-        false => Trained::Lora(Box::new(Lora::new(model, lora_config)?)),
+        false => Trained::Lora(Box::new(Lora::new(model, lora_config.clone())?)),
     };
     let trainer = Trainer::new(
         model,
@@ -228,7 +235,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
             ""
         }
     );
-    save(adapter, &engine, &a.out, &path)?;
+    let as_lora = a.as_lora.then_some(lora_config);
+    save(adapter, &engine, &a.out, &path, as_lora)?;
     println!("{}", a.out.display());
     Ok(())
 }
@@ -248,10 +256,27 @@ impl Trained {
     }
 }
 
-/// Writes what `engram train` trained: the model GGUF (`--full`) or the adapter files.
-fn save(adapter: Trained, engine: &Engine, out: &Path, base: &Path) -> Result<()> {
-    match adapter {
-        Trained::Full(full) => {
+/// Writes what `engram train` trained: the model GGUF (`--full`), the adapter files, or with
+/// `as_lora` the full run's change factored into that LoRA shape (`--full --as-lora`).
+fn save(
+    adapter: Trained,
+    engine: &Engine,
+    out: &Path,
+    base: &Path,
+    as_lora: Option<LoraConfig>,
+) -> Result<()> {
+    match (adapter, as_lora) {
+        (Trained::Full(full), Some(config)) => {
+            let (lora, r) = full.to_lora(engine.model(), config)?;
+            eprintln!(
+                "factored the trained change: relative error {:.3} (worst projection {:.3}); \
+                 change LoRA cannot carry (norms, embedding, other projections): {:.3} of {:.3}",
+                r.relative_error, r.worst_relative_error, r.dropped_norm, r.total_norm
+            );
+            lora.save_peft(engine.model(), out, &base.display().to_string())?;
+            lora.save_llama_cpp(&out.join("adapter.gguf"))?;
+        }
+        (Trained::Full(full), None) => {
             let r = full.save_gguf(engine.file(), out)?;
             eprintln!(
                 "wrote {} MiB: {} tensors re-quantized ({} unchanged by training), max |written − \
@@ -263,7 +288,7 @@ fn save(adapter: Trained, engine: &Engine, out: &Path, base: &Path) -> Result<()
                 r.rms_error
             );
         }
-        Trained::Lora(lora) => {
+        (Trained::Lora(lora), _) => {
             lora.save_peft(engine.model(), out, &base.display().to_string())?;
             lora.save_llama_cpp(&out.join("adapter.gguf"))?;
         }
