@@ -322,7 +322,10 @@ mod tests {
     fn smollm_plan_is_close_above_the_measured_peak() {
         let p = plan_full(&smollm(), true, 98_362_432, 4, 64);
         let mib = p.total() >> 20;
-        assert!((2680..=2680 * 11 / 10).contains(&mib), "planned {mib} MiB: {p:?}");
+        assert!(
+            (2680..=2680 * 11 / 10).contains(&mib),
+            "planned {mib} MiB: {p:?}"
+        );
     }
 
     #[test]
