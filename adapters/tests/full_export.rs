@@ -3,12 +3,16 @@
 //! the quantization error of the format, and generates what the trained model generates; bad
 //! exports fail with typed errors and leave nothing behind.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 
+use common::{facts as data, max_diff, train_config};
+
 use engram_adapters::full::export::quantize;
 use engram_adapters::full::{ExportError, FullFinetune};
-use engram_adapters::trainer::{Encoded, TrainConfig, Trainer};
+use engram_adapters::trainer::Trainer;
 use engram_kernels::GgmlType;
 use engram_runtime::backend;
 use engram_runtime::cpu::CpuContext;
@@ -54,13 +58,6 @@ fn logits(model: &Llama, a: Adaptation<'_>) -> Vec<f32> {
         .unwrap()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
-
 /// How far rounding to `ty` may move a weight of the block `block` (master values): half a
 /// grid step, plus the f16 rounding of the block's scale (and minimum) times the largest code.
 fn rounding_bound(ty: GgmlType, block: &[f32]) -> f32 {
@@ -77,26 +74,8 @@ fn rounding_bound(ty: GgmlType, block: &[f32]) -> f32 {
     }
 }
 
-fn data() -> Vec<Encoded> {
-    (0..4u32)
-        .map(|i| Encoded {
-            tokens: vec![1, 10 + i, 2, 40 + i, 50 - i, 20 + 2 * i],
-            n_prompt: 3,
-        })
-        .collect()
-}
-
 fn train(model: &Llama, epochs: u32) -> FullFinetune {
-    let config = TrainConfig {
-        epochs,
-        batch_size: 2,
-        lr: 1e-2,
-        min_lr: 1e-3,
-        warmup_steps: 2,
-        max_seq_len: 16,
-        seed: 4,
-        ..Default::default()
-    };
+    let config = train_config(epochs, 1e-2);
     let mut full = FullFinetune::new(model).unwrap();
     Trainer::for_tokens(model, 0, config)
         .fit_encoded(&mut full, &data(), &[], |_| {})

@@ -3,11 +3,15 @@
 //! and the norms, the tied embedding and the projections on their own), and the trainer lowers
 //! the loss with it.
 
+mod common;
+
 use std::sync::Arc;
+
+use common::{facts as data, max_diff, train_config};
 
 use engram_adapters::full::{Compute, FullFinetune};
 use engram_adapters::train::causal_lm_loss;
-use engram_adapters::trainer::{Encoded, TrainConfig, Trainable, Trainer};
+use engram_adapters::trainer::{Trainable, Trainer};
 use engram_kernels::GgmlType;
 use engram_runtime::backend;
 use engram_runtime::burn::tensor::{DType, Int, Tensor, TensorData};
@@ -56,13 +60,6 @@ fn logits(model: &Llama, full: Option<&FullFinetune>) -> Vec<f32> {
         .into_data()
         .try_to_vec::<f32>()
         .unwrap()
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 /// Loss of predicting TOKENS[1..] from TOKENS[..n-1], every position trained.
@@ -184,31 +181,12 @@ fn full_gradient_matches_finite_differences() {
     );
 }
 
-/// Four "facts": a 3-token prompt and a 3-token answer the random model does not produce.
-fn data() -> Vec<Encoded> {
-    (0..4u32)
-        .map(|i| Encoded {
-            tokens: vec![1, 10 + i, 2, 40 + i, 50 - i, 20 + 2 * i],
-            n_prompt: 3,
-        })
-        .collect()
-}
-
 #[test]
 fn full_training_lowers_the_loss_and_leaves_the_file_alone() {
     let (dir, model) = load(GgmlType::Q4_1);
     let file_before = std::fs::read(dir.path().join("tiny.gguf")).unwrap();
     let logits_before = logits(&model, None);
-    let config = TrainConfig {
-        epochs: 10,
-        batch_size: 2,
-        lr: 3e-3,
-        min_lr: 3e-4,
-        warmup_steps: 2,
-        max_seq_len: 16,
-        seed: 4,
-        ..Default::default()
-    };
+    let config = train_config(10, 3e-3);
     let trainer = Trainer::for_tokens(&model, 0, config);
     let mut full = FullFinetune::new(&model).unwrap();
     let before = trainer.evaluate_encoded(&full, &data());
@@ -283,16 +261,7 @@ fn bf16_mixed_precision_tracks_f32_and_trains() {
     eprintln!("bf16 vs f32: logits rel err {logits_err:.2e}, gradient cosine {cos:.5}");
     assert!(cos >= BF16_GRAD_COS_MIN, "gradient cosine {cos}");
 
-    let config = TrainConfig {
-        epochs: 10,
-        batch_size: 2,
-        lr: 3e-3,
-        min_lr: 3e-4,
-        warmup_steps: 2,
-        max_seq_len: 16,
-        seed: 4,
-        ..Default::default()
-    };
+    let config = train_config(10, 3e-3);
     let trainer = Trainer::for_tokens(&model, 0, config);
     let mut full = bf16_run;
     let before = trainer.evaluate_encoded(&full, &data());

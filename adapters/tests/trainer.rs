@@ -1,6 +1,10 @@
 //! The trainer, adapter files and registry on a small synthetic llama (fast, no model download).
 
+mod common;
+
 use std::sync::Arc;
+
+use common::{facts as data, train_config};
 
 use engram_adapters::lora::{Lora, LoraConfig, peft::AdapterIoError};
 use engram_adapters::prompt::{PromptTuning, SubspacePrompt};
@@ -28,27 +32,8 @@ fn load() -> (tempfile::TempDir, Llama) {
     (dir, model)
 }
 
-/// Four "facts": a 3-token prompt and a 3-token answer the random model does not produce.
-fn data() -> Vec<Encoded> {
-    (0..4u32)
-        .map(|i| Encoded {
-            tokens: vec![1, 10 + i, 2, 40 + i, 50 - i, 20 + 2 * i],
-            n_prompt: 3,
-        })
-        .collect()
-}
-
 fn config(epochs: u32) -> TrainConfig {
-    TrainConfig {
-        epochs,
-        batch_size: 2,
-        lr: 1e-2,
-        min_lr: 1e-3,
-        warmup_steps: 2,
-        max_seq_len: 16,
-        seed: 4,
-        ..Default::default()
-    }
+    train_config(epochs, 1e-2)
 }
 
 fn lora(model: &Llama, seed: u64) -> Lora {

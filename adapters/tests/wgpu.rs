@@ -9,13 +9,17 @@
 //! and differ only in summation order.
 #![cfg(feature = "wgpu")]
 
+mod common;
+
 use std::sync::Arc;
+
+use common::{facts, rel_err, train_config};
 
 use engram_adapters::edit::{EditDelta, Editor, EditorConfig, Method, parse_jsonl};
 use engram_adapters::full::FullFinetune;
 use engram_adapters::lora::{Lora, LoraConfig};
 use engram_adapters::train::HostParams;
-use engram_adapters::trainer::{Encoded, TrainConfig, TrainReport, Trainer};
+use engram_adapters::trainer::{TrainConfig, TrainReport, Trainer};
 use engram_kernels::GgmlType;
 use engram_runtime::backend::{self, device_by_name};
 use engram_runtime::burn::tensor::Device;
@@ -56,38 +60,8 @@ fn write_tiny(dir: &std::path::Path, spec: &TinyLlamaSpec) -> std::path::PathBuf
     path
 }
 
-/// Four "facts": a 3-token prompt and a 3-token answer the random model does not produce.
-fn facts() -> Vec<Encoded> {
-    (0..4u32)
-        .map(|i| Encoded {
-            tokens: vec![1, 10 + i, 2, 40 + i, 50 - i, 20 + 2 * i],
-            n_prompt: 3,
-        })
-        .collect()
-}
-
 fn config(epochs: u32) -> TrainConfig {
-    TrainConfig {
-        epochs,
-        batch_size: 2,
-        lr: 1e-2,
-        min_lr: 1e-3,
-        warmup_steps: 2,
-        max_seq_len: 16,
-        seed: 4,
-        ..Default::default()
-    }
-}
-
-fn max_abs(a: &[f32]) -> f32 {
-    a.iter().fold(0f32, |m, v| m.max(v.abs()))
-}
-
-/// Largest |a − b| relative to b's largest magnitude.
-fn rel_err(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    let d = a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()));
-    d / max_abs(b).max(f32::MIN_POSITIVE)
+    train_config(epochs, 1e-2)
 }
 
 /// Per-step losses of the two runs agree, and every parameter agrees.
