@@ -44,7 +44,7 @@ fn wgpu() -> Device {
     device_by_name("wgpu").expect("built with --features wgpu")
 }
 
-/// The tiny model (`spec`, Q4_1 projections) on `device` under autodiff, on the f32 paths.
+/// The tiny model at `path` on `device` under autodiff, on the f32 paths.
 fn load(path: &std::path::Path, device: &Device) -> Llama {
     let file = ModelFile::open(path).unwrap();
     let cpu = Arc::new(CpuContext::new(2).unwrap());
