@@ -11,7 +11,7 @@ use common::{facts as data, max_diff, train_config};
 
 use engram_adapters::full::{Compute, FullFinetune};
 use engram_adapters::train::causal_lm_loss;
-use engram_adapters::trainer::{Trainable, Trainer};
+use engram_adapters::trainer::{EvalReport, TrainReport, Trainable, Trainer};
 use engram_kernels::GgmlType;
 use engram_runtime::backend;
 use engram_runtime::burn::tensor::{DType, Int, Tensor, TensorData};
@@ -181,19 +181,22 @@ fn full_gradient_matches_finite_differences() {
     );
 }
 
+/// Ten epochs over the facts: the evaluation before, the training report, the evaluation after.
+fn fit(model: &Llama, full: &mut FullFinetune) -> (EvalReport, TrainReport, EvalReport) {
+    let trainer = Trainer::for_tokens(model, 0, train_config(10, 3e-3));
+    let before = trainer.evaluate_encoded(full, &data());
+    let report = trainer.fit_encoded(full, &data(), &[], |_| {}).unwrap();
+    let after = trainer.evaluate_encoded(full, &data());
+    (before, report, after)
+}
+
 #[test]
 fn full_training_lowers_the_loss_and_leaves_the_file_alone() {
     let (dir, model) = load(GgmlType::Q4_1);
     let file_before = std::fs::read(dir.path().join("tiny.gguf")).unwrap();
     let logits_before = logits(&model, None);
-    let config = train_config(10, 3e-3);
-    let trainer = Trainer::for_tokens(&model, 0, config);
     let mut full = FullFinetune::new(&model).unwrap();
-    let before = trainer.evaluate_encoded(&full, &data());
-    let report = trainer
-        .fit_encoded(&mut full, &data(), &[], |_| {})
-        .unwrap();
-    let after = trainer.evaluate_encoded(&full, &data());
+    let (before, report, after) = fit(&model, &mut full);
     eprintln!(
         "full training: loss {:.3} -> {:.3}, token accuracy {:.2} -> {:.2}, {} steps",
         before.loss,
@@ -261,14 +264,8 @@ fn bf16_mixed_precision_tracks_f32_and_trains() {
     eprintln!("bf16 vs f32: logits rel err {logits_err:.2e}, gradient cosine {cos:.5}");
     assert!(cos >= BF16_GRAD_COS_MIN, "gradient cosine {cos}");
 
-    let config = train_config(10, 3e-3);
-    let trainer = Trainer::for_tokens(&model, 0, config);
     let mut full = bf16_run;
-    let before = trainer.evaluate_encoded(&full, &data());
-    let report = trainer
-        .fit_encoded(&mut full, &data(), &[], |_| {})
-        .unwrap();
-    let after = trainer.evaluate_encoded(&full, &data());
+    let (before, report, after) = fit(&model, &mut full);
     eprintln!(
         "bf16 training: loss {:.3} -> {:.3}",
         before.loss, after.loss
