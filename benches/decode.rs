@@ -68,9 +68,7 @@ fn projections(c: &mut Criterion, name: &str, threads: usize, model: &Llama) {
     let mut group = c.benchmark_group(format!("{name}_projection_q4_1_t{threads}"));
     for proj in [Proj::Up, Proj::Down] {
         let w = model.weight(0, proj);
-        let x: Vec<f32> = (0..w.n_in())
-            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-            .collect();
+        let x = common::x_vec(w.n_in());
         let x = Tensor::<2>::from_data(TensorData::new(x, [1, w.n_in()]), model.device());
         group.throughput(Throughput::Bytes(w.bytes().len() as u64));
         group.bench_function(format!("{}x{}_m1", w.n_out(), w.n_in()), |b| {

@@ -5,8 +5,11 @@
 //! "Cold" benches cycle through a 256 MiB arena so every matrix comes from DRAM, as in decode
 //! (the model's ~110 MB of weights are streamed once per token); "hot" ones reuse one matrix.
 
+mod common;
+
 use std::hint::black_box;
 
+use common::x_vec;
 use criterion::{Criterion, Throughput, criterion_main};
 use engram_kernels::{GgmlType, activation_bytes, dequantize_row, quantize_activations};
 use engram_runtime::cpu::CpuContext;
@@ -53,12 +56,6 @@ impl<'a> Matrices<'a> {
         self.next = (self.next + 1) % count;
         w
     }
-}
-
-fn x_vec(len: usize) -> Vec<f32> {
-    (0..len)
-        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
-        .collect()
 }
 
 fn matvec(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize, cold: bool) {

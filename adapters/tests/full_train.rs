@@ -7,7 +7,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{facts as data, max_diff, train_config};
+use common::{facts as data, max_diff, rel_err, train_config};
 
 use engram_adapters::full::{Compute, FullFinetune};
 use engram_adapters::train::causal_lm_loss;
@@ -249,8 +249,7 @@ fn bf16_mixed_precision_tracks_f32_and_trains() {
         logits(&model, Some(&f32_run)),
         logits(&model, Some(&bf16_run)),
     );
-    let scale = a.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let logits_err = max_diff(&a, &b) / scale;
+    let logits_err = rel_err(&b, &a);
     assert!(logits_err > 0.0, "the bf16 run computes in bf16");
     assert!(
         logits_err <= BF16_LOGITS_REL_TOL,

@@ -1,4 +1,5 @@
-//! What the model benches share: the device they run on, chosen at run time.
+//! What the benches share: the device the model benches run on, chosen at run time, and the
+//! deterministic input vectors the kernel and projection benches multiply.
 //!
 //! `ENGRAM_BENCH_DEVICE` names it like the CLI's `--device`: `cpu` (the default), `flex`,
 //! `ndarray`, or `wgpu` / `cuda` in a build with that feature
@@ -26,6 +27,13 @@ pub fn device() -> (String, Device) {
         Ok(device) => (name, device),
         Err(e) => panic!("{DEVICE_VAR}={name}: {e}"),
     }
+}
+
+/// `len` deterministic values in [-1, 1): the activations the product benches feed.
+pub fn x_vec(len: usize) -> Vec<f32> {
+    (0..len)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect()
 }
 
 /// CPU thread counts to measure: `wanted` on a CPU device; one on a GPU device, where the

@@ -33,17 +33,19 @@ fn byte_vocab() -> (Vec<String>, Vec<i32>) {
 /// same tokenizer into the file, for code that loads the tokenizer from it (the CLI).
 pub fn byte_tokenizer() -> Tokenizer {
     let (tokens, types) = byte_vocab();
-    let special = SpecialTokens {
-        bos: None,
-        eos: 0,
-        unk: None,
-        pad: Some(0),
-        add_bos: false,
-        add_eos: false,
-    };
-    Tokenizer::from_parts(tokens, types, Vec::new(), special, PreTokenizer::Gpt2)
+    Tokenizer::from_parts(tokens, types, Vec::new(), BYTE_SPECIAL, PreTokenizer::Gpt2)
         .expect("a well-formed byte vocabulary")
 }
+
+/// The byte vocabulary's special tokens: `<|endoftext|>` ends sequences and pads them.
+const BYTE_SPECIAL: SpecialTokens = SpecialTokens {
+    bos: None,
+    eos: 0,
+    unk: None,
+    pad: Some(0),
+    add_bos: false,
+    add_eos: false,
+};
 
 /// The shape of a synthetic llama model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -107,8 +109,14 @@ pub fn tiny_llama_gguf_with_bytes(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64)
             MetaValue::Array(types.into_iter().map(MetaValue::I32).collect()),
         )
         .metadata("tokenizer.ggml.merges", MetaValue::Array(Vec::new()))
-        .metadata("tokenizer.ggml.eos_token_id", MetaValue::U32(0))
-        .metadata("tokenizer.ggml.padding_token_id", MetaValue::U32(0));
+        .metadata(
+            "tokenizer.ggml.eos_token_id",
+            MetaValue::U32(BYTE_SPECIAL.eos),
+        )
+        .metadata(
+            "tokenizer.ggml.padding_token_id",
+            MetaValue::U32(BYTE_SPECIAL.pad.expect("the byte vocabulary pads")),
+        );
     tiny_llama(spec, ty, seed, b).build()
 }
 

@@ -265,7 +265,7 @@ fn save(
     base: &Path,
     as_lora: Option<LoraConfig>,
 ) -> Result<()> {
-    match (adapter, as_lora) {
+    let adapter = match (adapter, as_lora) {
         (Trained::Full(full), Some(config)) => {
             let (lora, r) = full.to_lora(engine.model(), config)?;
             eprintln!(
@@ -273,10 +273,12 @@ fn save(
                  change LoRA cannot carry (norms, embedding, other projections): {:.3} of {:.3}",
                 r.relative_error, r.worst_relative_error, r.dropped_norm, r.total_norm
             );
-            lora.save_peft(engine.model(), out, &base.display().to_string())?;
-            lora.save_llama_cpp(&out.join("adapter.gguf"))?;
+            Trained::Lora(Box::new(lora))
         }
-        (Trained::Full(full), None) => {
+        (adapter, _) => adapter,
+    };
+    match adapter {
+        Trained::Full(full) => {
             let r = full.save_gguf(engine.file(), out)?;
             eprintln!(
                 "wrote {} MiB: {} tensors re-quantized ({} unchanged by training), max |written − \
@@ -288,7 +290,7 @@ fn save(
                 r.rms_error
             );
         }
-        (Trained::Lora(lora), _) => {
+        Trained::Lora(lora) => {
             lora.save_peft(engine.model(), out, &base.display().to_string())?;
             lora.save_llama_cpp(&out.join("adapter.gguf"))?;
         }
