@@ -11,8 +11,8 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{BatchSize, Criterion, criterion_main};
-use engram::adapters::edit::stats::layer_stats;
-use engram::adapters::edit::{Editor, EditorConfig, Method, load_jsonl, parse_jsonl};
+use engram::edit::stats::layer_stats;
+use engram::edit::{Editor, EditorConfig, Method, load_jsonl, parse_jsonl};
 use engram::{Engine, resolve_model};
 
 const FRANCE: &str = r#"{"subject":"France","prompt":"The capital of France is","target_new":"Rome","ground_truth":"Paris"}"#;

@@ -8,8 +8,8 @@
 mod common;
 
 use criterion::{BenchmarkId, Criterion, Throughput, black_box, criterion_main};
-use engram::adapters::cl::protocol::{self, HParams, Mode, RunConfig, StrategyKind};
-use engram::adapters::cl::{Policy, ReplayBuffer, Retention, Sampling};
+use engram::learn::protocol::{self, HParams, Mode, RunConfig, StrategyKind};
+use engram::learn::{Policy, ReplayBuffer, Retention, Sampling};
 
 const DIM: usize = 784;
 
@@ -90,7 +90,7 @@ fn strategy_step(c: &mut Criterion) {
         };
         let mut l = protocol::build_learner(&cfg, DIM, 10, &device);
         // Fill the buffer and give the regularizers their first-task state.
-        let warm = engram::adapters::cl::data::Dataset {
+        let warm = engram::learn::data::Dataset {
             x: rows(200),
             y: (0..200).map(|i| i % 2).collect(),
             dim: DIM,

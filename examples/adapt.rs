@@ -11,11 +11,11 @@
 use std::time::Instant;
 
 use engram::adapters::lora::{Lora, LoraConfig};
-use engram::adapters::train::AdamWConfig;
+use engram::adapters::optim::AdamWConfig;
 use engram::adapters::trainer::{Example, TrainConfig, TrainEvent, Trainable, Trainer};
+use engram::harness::fetch::resolve_model;
 use engram::runtime::backend;
 use engram::runtime::engine::Engine;
-use engram::runtime::fetch::resolve_model;
 use engram::runtime::generate::{Adaptation, GenerateOptions, argmax};
 use engram::runtime::model::llama::Proj;
 

@@ -8,13 +8,14 @@
 //! cargo run --release --example continual [digits|fashion]
 //! ```
 
-use engram::adapters::cl::data;
-use engram::adapters::cl::persist;
-use engram::adapters::cl::protocol::{self, Mode, RunConfig, StrategyKind};
-use engram::adapters::cl::{checkpoint, learner::Learner};
 use engram::backend;
+use engram::harness::datasets as data;
+use engram::learn::data::Stream;
+use engram::learn::persist;
+use engram::learn::protocol::{self, Mode, RunConfig, StrategyKind};
+use engram::learn::{checkpoint, learner::Learner};
 
-fn print_row(task: usize, l: &Learner, stream: &data::Stream) {
+fn print_row(task: usize, l: &Learner, stream: &Stream) {
     let cells: Vec<String> = stream
         .tasks
         .iter()

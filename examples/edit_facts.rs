@@ -8,9 +8,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use engram::adapters::edit::metrics::{self, Probes};
-use engram::adapters::edit::stats::generated_corpus;
-use engram::adapters::edit::{EditRequest, Editor, EditorConfig, Method, load_jsonl};
+use engram::edit::metrics::{self, Probes};
+use engram::edit::stats::generated_corpus;
+use engram::edit::{EditRequest, Editor, EditorConfig, Method, load_jsonl};
 use engram::runtime::model::llama::{LinearAdapter, Llama};
 use engram::runtime::model::tokenizer::Tokenizer;
 use engram::{Engine, backend, resolve_model};

@@ -136,10 +136,8 @@ fn a_missing_model_file_is_a_clear_error() {
 /// model out (bf16 mixed precision), and with `--as-lora` an adapter the other commands load.
 #[test]
 fn train_full_writes_a_model_and_as_lora_an_adapter() {
+    use engram::harness::synthetic::{BYTE_VOCAB, TinyLlamaSpec, tiny_llama_gguf_with_bytes};
     use engram::kernels::GgmlType;
-    use engram::runtime::model::synthetic::{
-        BYTE_VOCAB, TinyLlamaSpec, tiny_llama_gguf_with_bytes,
-    };
 
     let dir = tempfile::tempdir().unwrap();
     let spec = TinyLlamaSpec {

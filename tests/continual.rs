@@ -5,11 +5,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use engram::adapters::cl::checkpoint;
-use engram::adapters::cl::data::{self, Stream};
-use engram::adapters::cl::metrics::iqm;
-use engram::adapters::cl::protocol::{self, HParams, Mode, RunConfig, StrategyKind};
 use engram::backend;
+use engram::harness::datasets as data;
+use engram::learn::checkpoint;
+use engram::learn::data::Stream;
+use engram::learn::metrics::iqm;
+use engram::learn::protocol::{self, HParams, Mode, RunConfig, StrategyKind};
 
 /// The Split-Digits stream, fetching the file once if the cache lacks it.
 fn split_digits() -> Stream {

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
-use engram::adapters::edit::log::{self, LogContents, LogError};
-use engram::adapters::edit::store::Edit;
-use engram::adapters::edit::{
+use engram::edit::log::{self, LogContents, LogError};
+use engram::edit::store::Edit;
+use engram::edit::{
     EditDelta, EditRequest, Editor, EditorConfig, Method, RankOne, RequestError, load_jsonl,
     parse_jsonl,
 };
@@ -89,9 +89,7 @@ fn rome_flips_france_and_undo_restores_logits_exactly() {
     );
     assert!(matches!(
         Editor::new(engine.model(), tok, "other-model", small_config()).open_log(&log_path),
-        Err(engram::adapters::edit::EditError::Log(
-            LogError::OtherModel { .. }
-        ))
+        Err(engram::edit::EditError::Log(LogError::OtherModel { .. }))
     ));
 
     editor.undo(applied[0].id).unwrap();
@@ -208,7 +206,7 @@ fn every_method_undoes_individually_and_exactly() {
     );
     assert!(matches!(
         editor.undo(ids[0]),
-        Err(engram::adapters::edit::EditError::UnknownEdit(_))
+        Err(engram::edit::EditError::UnknownEdit(_))
     ));
 }
 

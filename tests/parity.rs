@@ -6,9 +6,9 @@
 
 use std::path::PathBuf;
 
+use engram::harness::fetch::resolve_model;
 use engram::runtime::backend;
 use engram::runtime::engine::Engine;
-use engram::runtime::fetch::resolve_model;
 use engram::runtime::generate::{GenerateOptions, generate};
 use serde::Deserialize;
 

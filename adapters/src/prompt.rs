@@ -13,7 +13,8 @@ use engram_runtime::model::llama::Llama;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::train::{ParamId, ParamSet};
+use crate::optim::{ParamId, ParamSet};
+use crate::trainer::Trainable;
 
 /// A soft prompt cannot be built.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -246,6 +247,30 @@ fn orthonormalize(q: &mut [f64], d: usize) {
                 q[i * d + t] /= norm;
             }
         }
+    }
+}
+
+impl Trainable for PromptTuning {
+    fn param_sets(&self) -> Vec<&ParamSet> {
+        vec![self.params()]
+    }
+    fn param_sets_mut(&mut self) -> Vec<&mut ParamSet> {
+        vec![self.params_mut()]
+    }
+    fn prefix(&self) -> Option<Tensor<2>> {
+        Some(PromptTuning::prefix(self))
+    }
+}
+
+impl Trainable for SubspacePrompt {
+    fn param_sets(&self) -> Vec<&ParamSet> {
+        vec![self.params()]
+    }
+    fn param_sets_mut(&mut self) -> Vec<&mut ParamSet> {
+        vec![self.params_mut()]
+    }
+    fn prefix(&self) -> Option<Tensor<2>> {
+        Some(SubspacePrompt::prefix(self))
     }
 }
 

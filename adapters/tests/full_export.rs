@@ -13,13 +13,13 @@ use common::{facts as data, max_diff, train_config};
 use engram_adapters::full::export::quantize;
 use engram_adapters::full::{ExportError, FullFinetune};
 use engram_adapters::trainer::Trainer;
+use engram_harness::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_kernels::GgmlType;
 use engram_runtime::backend;
 use engram_runtime::cpu::CpuContext;
 use engram_runtime::format::{Gguf, GgufBuilder};
 use engram_runtime::generate::{Adaptation, GenerateOptions, generate, generate_with};
 use engram_runtime::model::llama::{Llama, Logits};
-use engram_runtime::model::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_runtime::model_file::ModelFile;
 
 /// Logits of the same weights through the dense graph and the quantized kernels on f32

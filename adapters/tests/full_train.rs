@@ -10,15 +10,15 @@ use std::sync::Arc;
 use common::{facts as data, max_diff, rel_err, train_config};
 
 use engram_adapters::full::{Compute, FullFinetune};
-use engram_adapters::train::causal_lm_loss;
+use engram_adapters::optim::causal_lm_loss;
 use engram_adapters::trainer::{EvalReport, TrainReport, Trainable, Trainer};
+use engram_harness::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_kernels::GgmlType;
 use engram_runtime::backend;
 use engram_runtime::burn::tensor::{DType, Int, Tensor, TensorData};
 use engram_runtime::cpu::CpuContext;
 use engram_runtime::generate::Adaptation;
 use engram_runtime::model::llama::{Llama, Logits};
-use engram_runtime::model::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_runtime::model_file::ModelFile;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

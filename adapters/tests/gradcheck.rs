@@ -13,16 +13,16 @@
 use std::sync::Arc;
 
 use engram_adapters::lora::{Lora, LoraConfig};
+use engram_adapters::optim::{ParamSet, causal_lm_loss};
 use engram_adapters::prompt::PromptTuning;
-use engram_adapters::train::{ParamSet, causal_lm_loss};
 use engram_adapters::trainer::Trainable;
+use engram_harness::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_kernels::GgmlType;
 use engram_runtime::backend;
 use engram_runtime::burn::tensor::{Int, Tensor, TensorData};
 use engram_runtime::cpu::CpuContext;
 use engram_runtime::generate::Adaptation;
 use engram_runtime::model::llama::{Llama, Logits, Proj};
-use engram_runtime::model::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_runtime::model_file::ModelFile;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -10,12 +10,12 @@ use engram_adapters::lora::{Lora, LoraConfig, peft::AdapterIoError};
 use engram_adapters::prompt::{PromptTuning, SubspacePrompt};
 use engram_adapters::registry::{AdapterRegistry, RegistryError, SharedAdapter};
 use engram_adapters::trainer::{Encoded, TrainConfig, Trainable, Trainer};
+use engram_harness::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_kernels::GgmlType;
 use engram_runtime::backend;
 use engram_runtime::cpu::CpuContext;
 use engram_runtime::generate::Adaptation;
 use engram_runtime::model::llama::{Llama, Logits, Proj};
-use engram_runtime::model::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_runtime::model_file::ModelFile;
 
 fn load() -> (tempfile::TempDir, Llama) {

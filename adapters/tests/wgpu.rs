@@ -15,20 +15,18 @@ use std::sync::Arc;
 
 use common::{facts, rel_err, train_config};
 
-use engram_adapters::edit::{EditDelta, Editor, EditorConfig, Method, parse_jsonl};
 use engram_adapters::full::FullFinetune;
 use engram_adapters::lora::{Lora, LoraConfig};
-use engram_adapters::train::HostParams;
+use engram_adapters::optim::HostParams;
 use engram_adapters::trainer::{TrainConfig, TrainReport, Trainer};
+use engram_edit::{EditDelta, Editor, EditorConfig, Method, parse_jsonl};
+use engram_harness::synthetic::{BYTE_VOCAB, TinyLlamaSpec, byte_tokenizer, tiny_llama_gguf};
 use engram_kernels::GgmlType;
 use engram_runtime::backend::{self, device_by_name};
 use engram_runtime::burn::tensor::Device;
 use engram_runtime::cpu::CpuContext;
 use engram_runtime::model::attention::AttentionPrecision;
 use engram_runtime::model::llama::{LinearAdapter, Llama, Logits, Proj};
-use engram_runtime::model::synthetic::{
-    BYTE_VOCAB, TinyLlamaSpec, byte_tokenizer, tiny_llama_gguf,
-};
 use engram_runtime::model_file::ModelFile;
 
 /// |wgpu − CPU| of each step's training loss, relative to the CPU's: the same function, the

@@ -7,7 +7,6 @@ pub use burn;
 pub mod backend;
 pub mod cpu;
 pub mod engine;
-pub mod fetch;
 pub mod format;
 pub mod generate;
 pub mod io;

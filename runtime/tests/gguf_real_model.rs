@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
+use engram_harness::fetch::{self, MODEL_SIZE};
 use engram_kernels::GgmlType;
-use engram_runtime::fetch::{self, MODEL_SIZE};
 use engram_runtime::format::Gguf;
 use engram_runtime::model_file::ModelFile;
 

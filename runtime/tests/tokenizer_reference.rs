@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use engram_runtime::fetch;
+use engram_harness::fetch;
 use engram_runtime::model::chat::{ChatMessage, ChatTemplate};
 use engram_runtime::model::tokenizer::{PreTokenizer, StreamDecoder, Tokenizer};
 use engram_runtime::model_file::ModelFile;

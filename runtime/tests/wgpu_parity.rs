@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use engram_harness::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_kernels::quant::{
     BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, dequantize_row, quantize_row_q4_0_ref,
     quantize_row_q4_1_ref, quantize_row_q8_0_ref,
@@ -19,7 +20,6 @@ use engram_runtime::cpu::CpuContext;
 use engram_runtime::format::GgufBuilder;
 use engram_runtime::model::attention::AttentionPrecision;
 use engram_runtime::model::llama::{LinearAdapter, Llama, Logits, Proj};
-use engram_runtime::model::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_runtime::model_file::ModelFile;
 
 /// |wgpu − CPU| on the forward, relative to the output's largest magnitude: the CPU quantizes
@@ -213,7 +213,7 @@ fn q4_0_and_q8_0_products_match_reference() {
 #[ignore = "whole real model on the GPU; run with -- --ignored"]
 fn real_model_top1_matches_cpu() {
     let path =
-        engram_runtime::fetch::resolve_model(None).unwrap_or_else(|e| panic!("no model: {e}"));
+        engram_harness::fetch::resolve_model(None).unwrap_or_else(|e| panic!("no model: {e}"));
     let prompt = "The capital of France is";
     let top1 = |device: &Device| {
         let engine = engram_runtime::engine::Engine::load(&path, device, 0).unwrap();

@@ -42,7 +42,7 @@ use engram_runtime::model::llama::{LinearAdapter, Llama, Norm, Proj};
 pub use export::{ExportError, ExportReport};
 pub use lowrank::LowRankReport;
 
-use crate::train::{AdamW, ParamId, ParamSet};
+use crate::optim::{AdamW, ParamId, ParamSet};
 use crate::trainer::plan::{MemoryPlan, OverBudget, TrainShape, plan, shrink_activations_advice};
 use crate::trainer::{TrainError, Trainable};
 

@@ -21,7 +21,8 @@ use rand_chacha::ChaCha8Rng;
 
 pub use config::{BadTarget, LoraConfig};
 
-use crate::train::{ParamId, ParamSet};
+use crate::optim::{ParamId, ParamSet};
+use crate::trainer::Trainable;
 
 /// A LoRA adapter: its configuration and the `A`/`B` matrices of every adapted projection.
 pub struct Lora {
@@ -201,5 +202,20 @@ impl LinearAdapter for Lora {
         let x = self.dropout(x).reshape([bs * t, n_in]);
         let h = x.matmul(a.transpose()).matmul(b.transpose()) * self.config.scale();
         Some(h.reshape([bs, t, slot.n_out]))
+    }
+}
+
+impl Trainable for Lora {
+    fn param_sets(&self) -> Vec<&ParamSet> {
+        vec![self.params()]
+    }
+    fn param_sets_mut(&mut self) -> Vec<&mut ParamSet> {
+        vec![self.params_mut()]
+    }
+    fn linear(&self) -> Option<&dyn LinearAdapter> {
+        Some(self)
+    }
+    fn set_training(&mut self, on: bool) {
+        Lora::set_training(self, on);
     }
 }

@@ -16,7 +16,7 @@ use engram_runtime::model::llama::{Llama, Proj};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use super::{Lora, LoraConfig, LoraError};
-use crate::train::HostParams;
+use crate::optim::HostParams;
 
 /// File names inside an adapter directory.
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";

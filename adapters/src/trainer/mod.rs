@@ -21,7 +21,7 @@ use rand_chacha::ChaCha8Rng;
 pub use data::{Batch, Encoded, Example};
 pub use trainable::Trainable;
 
-use crate::train::{AdamW, AdamWConfig, Grads, HostParams, Schedule, causal_lm_loss};
+use crate::optim::{AdamW, AdamWConfig, Grads, HostParams, Schedule, causal_lm_loss};
 
 /// Training hyper-parameters.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

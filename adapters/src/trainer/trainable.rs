@@ -6,8 +6,7 @@ use engram_runtime::burn;
 use engram_runtime::model::llama::LinearAdapter;
 
 use crate::lora::Lora;
-use crate::prompt::{PromptTuning, SubspacePrompt};
-use crate::train::ParamSet;
+use crate::optim::ParamSet;
 
 /// A trainable adaptation of the frozen base.
 pub trait Trainable {
@@ -25,45 +24,6 @@ pub trait Trainable {
     }
     /// Dropout and similar train-only behaviour on or off.
     fn set_training(&mut self, _on: bool) {}
-}
-
-impl Trainable for Lora {
-    fn param_sets(&self) -> Vec<&ParamSet> {
-        vec![self.params()]
-    }
-    fn param_sets_mut(&mut self) -> Vec<&mut ParamSet> {
-        vec![self.params_mut()]
-    }
-    fn linear(&self) -> Option<&dyn LinearAdapter> {
-        Some(self)
-    }
-    fn set_training(&mut self, on: bool) {
-        Lora::set_training(self, on);
-    }
-}
-
-impl Trainable for PromptTuning {
-    fn param_sets(&self) -> Vec<&ParamSet> {
-        vec![self.params()]
-    }
-    fn param_sets_mut(&mut self) -> Vec<&mut ParamSet> {
-        vec![self.params_mut()]
-    }
-    fn prefix(&self) -> Option<Tensor<2>> {
-        Some(PromptTuning::prefix(self))
-    }
-}
-
-impl Trainable for SubspacePrompt {
-    fn param_sets(&self) -> Vec<&ParamSet> {
-        vec![self.params()]
-    }
-    fn param_sets_mut(&mut self) -> Vec<&mut ParamSet> {
-        vec![self.params_mut()]
-    }
-    fn prefix(&self) -> Option<Tensor<2>> {
-        Some(SubspacePrompt::prefix(self))
-    }
 }
 
 /// LoRA and a soft prompt trained together (e.g. SPARC's subspace prompt with LoRA).

@@ -6,6 +6,5 @@ pub mod config;
 pub mod hooks;
 pub mod kv_cache;
 pub mod llama;
-mod pretokenize;
-pub mod synthetic;
+pub mod pretokenize;
 pub mod tokenizer;

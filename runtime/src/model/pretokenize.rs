@@ -198,14 +198,21 @@ fn in_ranges(ranges: &[(u32, u32)], cp: u32) -> bool {
 /// themselves, the other 68 bytes to U+0100.. in byte order. Vocabulary strings are written
 /// in these characters.
 #[derive(Debug, Clone)]
-pub(crate) struct ByteMap {
+pub struct ByteMap {
     to_char: [char; 256],
     /// Indexed by code point; every mapped character is below U+0144.
     to_byte: [Option<u8>; 0x144],
 }
 
+impl Default for ByteMap {
+    fn default() -> ByteMap {
+        ByteMap::new()
+    }
+}
+
 impl ByteMap {
-    pub(crate) fn new() -> ByteMap {
+    /// Builds the map.
+    pub fn new() -> ByteMap {
         let mut to_char = ['\0'; 256];
         let mut to_byte = [None; 0x144];
         let mut next = 256u32;
@@ -224,7 +231,7 @@ impl ByteMap {
     }
 
     /// The character standing for byte `b`.
-    pub(crate) fn char_of(&self, b: u8) -> char {
+    pub fn char_of(&self, b: u8) -> char {
         self.to_char[usize::from(b)]
     }
 

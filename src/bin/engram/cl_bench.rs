@@ -9,12 +9,11 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use clap::Args;
-use engram::adapters::cl::data::{self, Stream};
-use engram::adapters::cl::metrics::{AccuracyMatrix, iqm, summarize};
-use engram::adapters::cl::protocol::{
-    self, HParams, Mode, RunConfig, RunResult, StrategyKind, Tuned,
-};
 use engram::backend;
+use engram::harness::datasets as data;
+use engram::learn::data::Stream;
+use engram::learn::metrics::{AccuracyMatrix, bootstrap_iqm_ci, iqm};
+use engram::learn::protocol::{self, HParams, Mode, RunConfig, RunResult, StrategyKind, Tuned};
 
 /// Options of `engram cl-bench`.
 #[derive(Args)]
@@ -273,7 +272,7 @@ fn tables(
 
 /// The LM track: naive fine-tuning vs ER at the same compute, `--seeds` seeds each.
 fn lm_track(args: &ClBenchArgs) -> Result<()> {
-    use engram::adapters::cl::lm::{self, LmConfig, LmResult, LmStrategy};
+    use engram::harness::lm_track::{self as lm, LmConfig, LmResult, LmStrategy};
     let path = engram::resolve_model(args.model.as_deref())?;
     let engine = engram::Engine::load(path, &backend::cpu().autodiff(), 0)?;
     let refs: Vec<(String, u32)> = {
@@ -402,4 +401,13 @@ fn lm_track(args: &ClBenchArgs) -> Result<()> {
         std::fs::write(out, &md)?;
     }
     Ok(())
+}
+
+/// IQM and its 95% bootstrap interval, formatted `iqm [low, high]` with `scale` applied and
+/// `decimals` digits.
+fn summarize(values: &[f64], scale: f64, decimals: usize) -> String {
+    let m = iqm(values) * scale;
+    let (lo, hi) = bootstrap_iqm_ci(values, 2000, 0.05, 0);
+    let d = decimals;
+    format!("{m:.d$} [{:.d$}, {:.d$}]", lo * scale, hi * scale)
 }

@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use engram::adapters::edit::metrics::{self, Probes};
-use engram::adapters::edit::stats::generated_corpus;
-use engram::adapters::edit::trace;
-use engram::adapters::edit::{EditRequest, Editor, EditorConfig, Method, load_jsonl};
+use engram::edit::metrics::{self, Probes};
+use engram::edit::stats::generated_corpus;
+use engram::edit::trace;
+use engram::edit::{EditRequest, Editor, EditorConfig, Method, load_jsonl};
+use engram::harness::fetch::resolve_model;
 use engram::runtime::backend;
 use engram::runtime::engine::Engine;
-use engram::runtime::fetch::resolve_model;
 use engram::runtime::model::llama::LinearAdapter;
 
 /// The editing algorithm.

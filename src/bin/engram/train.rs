@@ -8,12 +8,12 @@ use std::time::Instant;
 use clap::Args;
 use engram::adapters::full::{Compute, FullFinetune, plan_full, plan_full_within};
 use engram::adapters::lora::{Lora, LoraConfig};
-use engram::adapters::train::AdamWConfig;
+use engram::adapters::optim::AdamWConfig;
 use engram::adapters::trainer::plan::{TrainShape, plan, plan_within};
 use engram::adapters::trainer::{Encoded, Example, TrainConfig, TrainEvent, Trainable, Trainer};
+use engram::harness::fetch::resolve_model;
 use engram::runtime::backend;
 use engram::runtime::engine::Engine;
-use engram::runtime::fetch::resolve_model;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 

@@ -3,8 +3,8 @@
 use burn::tensor::Tensor;
 use engram_runtime::burn;
 
-use crate::cl::learner::{Piece, StepCtx};
-use crate::train::cross_entropy;
+use crate::learner::{Piece, StepCtx};
+use engram_adapters::optim::cross_entropy;
 
 /// Experience replay (ER; Chaudhry et al. 2019, "On Tiny Episodic Memories in Continual
 /// Learning"): cross-entropy on a replay batch beside the current one. The learner's reservoir

@@ -3,7 +3,7 @@
 use burn::tensor::Tensor;
 use engram_runtime::burn;
 
-use crate::cl::learner::{AfterStep, Piece, StepCtx, TaskEnd, distillation};
+use crate::learner::{AfterStep, Piece, StepCtx, TaskEnd, distillation};
 
 /// Learning without Forgetting (Li & Hoiem 2016), class-incremental form: the model frozen at
 /// the end of the previous task is the teacher, and `alpha`·KD at temperature `t` keeps the

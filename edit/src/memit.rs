@@ -20,15 +20,14 @@
 
 use super::linalg;
 use engram_runtime::burn::tensor::Device;
-use engram_runtime::model::llama::{LinearAdapter, Llama};
-use engram_runtime::model::tokenizer::Tokenizer;
 
+use super::context::EditContext;
 use super::probe;
 use super::request::EditRequest;
 use super::rome::subject_key;
 use super::store::{EditDelta, EditSet, Method, RankOne};
-use super::target::{self, TargetHparams};
-use crate::compose::Stack;
+use super::target;
+use engram_adapters::compose::Stack;
 
 /// How the per-layer update is solved.
 pub enum Solver<'a> {
@@ -51,29 +50,24 @@ pub enum Solver<'a> {
 }
 
 /// The rank-one terms for each request (outer: requests, inner: layers).
-#[allow(clippy::too_many_arguments)]
 pub fn batch_terms(
-    model: &Llama,
-    tok: &Tokenizer,
+    cx: &EditContext,
     reqs: &[EditRequest],
     layers: &[usize],
-    contexts: &[String],
     solver: &Solver,
-    inner: Option<&dyn LinearAdapter>,
-    hp: &TargetHparams,
 ) -> Result<Vec<Vec<RankOne>>, linalg::NotPositiveDefinite> {
     let z_layer = *layers.last().expect("a layer range");
     let deltas: Vec<Vec<f32>> = reqs
         .iter()
         .map(|r| {
-            let p = target::rome_problem(tok, r, contexts);
-            target::optimize(model, z_layer, &p, inner, hp).delta
+            let p = target::rome_problem(cx.tok, r, cx.contexts);
+            target::optimize(cx.model, z_layer, &p, cx.inner, cx.target).delta
         })
         .collect();
     let n = reqs.len();
     let mut missing = deltas;
     let mut out: Vec<Vec<RankOne>> = vec![Vec::new(); n];
-    let device: Device = model.device().clone();
+    let device: Device = cx.model.device().clone();
     for (i, &layer) in layers.iter().enumerate() {
         // Keys with this batch's updates of the lower layers applied.
         let mut tmp = EditSet::new(&device, Vec::new());
@@ -87,16 +81,18 @@ pub fn batch_terms(
             }
         }
         let mut stack = Stack::default();
-        if let Some(a) = inner {
+        if let Some(a) = cx.inner {
             stack.0.push(a);
         }
         stack.0.push(&tmp);
         let keys: Vec<Vec<f32>> = reqs
             .iter()
             .map(|r| {
-                subject_key(model, tok, r, contexts, &[layer], Some(&stack))
-                    .pop()
-                    .expect("one layer")
+                let cx = EditContext {
+                    inner: Some(&stack),
+                    ..*cx
+                };
+                subject_key(&cx, r, &[layer]).pop().expect("one layer")
             })
             .collect();
         let share = (layers.len() - i) as f32;

@@ -7,13 +7,13 @@
 //! replaces the layer's output. A new key too close to an entry with a different answer halves
 //! both radii (GRACE's conflict rule), so neither captures the other's prompts.
 
-use engram_runtime::model::llama::{LinearAdapter, Llama};
 use engram_runtime::model::tokenizer::Tokenizer;
 
+use super::context::EditContext;
 use super::probe::{self, Batch};
 use super::request::EditRequest;
 use super::store::{EditSet, GraceEntry, distance};
-use super::target::{self, TargetHparams, TargetProblem, TargetResult};
+use super::target::{self, TargetProblem, TargetResult};
 
 /// The problem: the plain prompt then the target's tokens, `δ` at the prompt's last token.
 pub fn last_token_problem(tok: &Tokenizer, req: &EditRequest) -> TargetProblem {
@@ -35,40 +35,38 @@ pub fn last_token_problem(tok: &Tokenizer, req: &EditRequest) -> TargetProblem {
     }
 }
 
-/// Trains the entry for `req` at `layer` with initial deferral radius `radius`, and resolves
-/// conflicts with the entries already in `edits`.
+/// Trains the entry for `req` at `layer` with initial deferral radius `radius`, against the
+/// model as `cx` gives it (GRACE trains through its own codebook: pass the edit set as
+/// `cx.inner`). `cx.contexts` is not used: GRACE's objective has no context templates.
 pub fn grace_entry(
-    model: &Llama,
-    tok: &Tokenizer,
+    cx: &EditContext,
     req: &EditRequest,
     layer: usize,
     radius: f32,
-    edits: &mut EditSet,
-    hp: &TargetHparams,
 ) -> (GraceEntry, TargetResult) {
-    let problem = last_token_problem(tok, req);
-    // GRACE trains against the model as it is, its own codebook included.
-    let res = target::optimize(
-        model,
-        layer,
-        &problem,
-        Some(&*edits as &dyn LinearAdapter),
-        hp,
-    );
+    let problem = last_token_problem(cx.tok, req);
+    let res = target::optimize(cx.model, layer, &problem, cx.inner, cx.target);
     let value: Vec<f32> = res
         .init
         .iter()
         .zip(&res.delta)
         .map(|(v, d)| v + d)
         .collect();
-    let mut entry = GraceEntry {
+    let entry = GraceEntry {
         layer,
         key: res.key.clone(),
         value,
         radius,
     };
+    (entry, res)
+}
+
+/// GRACE's conflict rule: an entry for `req` whose ball overlaps an entry of `edits` at the
+/// same layer with a different answer halves both radii, so neither captures the other's
+/// prompts.
+pub fn resolve_conflicts(entry: &mut GraceEntry, req: &EditRequest, edits: &mut EditSet) {
     for (other_req, other) in edits.grace_entries_mut() {
-        if other.layer != layer {
+        if other.layer != entry.layer {
             continue;
         }
         let dist = distance(&entry.key, &other.key);
@@ -77,5 +75,4 @@ pub fn grace_entry(
             entry.radius = entry.radius.min(dist / 2.0);
         }
     }
-    (entry, res)
 }

@@ -1,13 +1,13 @@
 //! Parameter-importance penalties: online EWC and Synaptic Intelligence. Both keep one state
-//! tensor per parameter of the [`ParamSet`](crate::train::ParamSet) and add
+//! tensor per parameter of the [`ParamSet`](engram_adapters::optim::ParamSet) and add
 //! `strength · Σ importance · (θ − θ*)²`.
 
 use burn::tensor::Tensor;
 use engram_runtime::burn;
 
-use crate::cl::learner::{AfterStep, Piece, StepCtx, TaskEnd};
-use crate::cl::model::rows_tensor;
-use crate::train::{ParamSet, cross_entropy};
+use crate::learner::{AfterStep, Piece, StepCtx, TaskEnd};
+use crate::model::rows_tensor;
+use engram_adapters::optim::{ParamSet, cross_entropy};
 
 fn penalty(params: &ParamSet, importance: &[Tensor<2>], anchor: &[Tensor<2>]) -> Tensor<1> {
     let mut total: Option<Tensor<1>> = None;

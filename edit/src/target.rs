@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::probe::{self, Batch};
 use super::request::EditRequest;
-use crate::train::{AdamW, AdamWConfig, ParamSet};
+use engram_adapters::optim::{AdamW, AdamWConfig, ParamSet};
 
 /// Hyper-parameters of the `δ` optimization (ROME's names in brackets).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -207,12 +207,14 @@ pub fn optimize(
         loss = loss + wd;
         let loss_value = loss.clone().into_scalar::<f32>();
         prob = picked.exp().mean().into_scalar::<f32>();
-        if std::env::var_os("ENGRAM_EDIT_DEBUG").is_some() {
-            eprintln!(
-                "  step {step}: loss {loss_value:.4} p(target) {prob:.4} |v| {v_norm:.3} |delta| {:.3}",
-                params.value(id).square().sum().sqrt().into_scalar::<f32>()
-            );
-        }
+        tracing::debug!(
+            step,
+            loss = loss_value,
+            p_target = prob,
+            v_norm,
+            delta_norm = params.value(id).square().sum().sqrt().into_scalar::<f32>(),
+            "edit target step"
+        );
         if loss_value < hp.stop_loss || step + 1 == hp.steps {
             break;
         }

@@ -9,7 +9,8 @@ use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
 use engram_runtime::model::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
-use super::grace::grace_entry;
+use super::context::EditContext;
+use super::grace::{grace_entry, resolve_conflicts};
 use super::linalg::{self, NotPositiveDefinite};
 use super::log::{self, LogContents, LogError};
 use super::memit::{Solver, batch_terms};
@@ -273,16 +274,14 @@ impl<'m> Editor<'m> {
                 self.inv_cov(layer)?;
                 for r in reqs {
                     let t0 = Instant::now();
-                    let (term, _) = rome_term(
-                        self.model,
-                        self.tok,
-                        r,
-                        layer,
-                        &self.contexts,
-                        &self.inv_cov[&layer],
-                        Some(&self.edits as &dyn LinearAdapter),
-                        &self.config.target,
-                    );
+                    let cx = EditContext {
+                        model: self.model,
+                        tok: self.tok,
+                        contexts: &self.contexts,
+                        inner: Some(&self.edits as &dyn LinearAdapter),
+                        target: &self.config.target,
+                    };
+                    let (term, _) = rome_term(&cx, r, layer, &self.inv_cov[&layer]);
                     let id = self
                         .edits
                         .push(method, r.clone(), EditDelta::Weights(vec![term]));
@@ -292,15 +291,16 @@ impl<'m> Editor<'m> {
             Method::Grace => {
                 for r in reqs {
                     let t0 = Instant::now();
-                    let (entry, _) = grace_entry(
-                        self.model,
-                        self.tok,
-                        r,
-                        self.config.grace_layer,
-                        self.config.grace_radius,
-                        &mut self.edits,
-                        &self.config.grace_target,
-                    );
+                    let cx = EditContext {
+                        model: self.model,
+                        tok: self.tok,
+                        contexts: &self.contexts,
+                        inner: Some(&self.edits as &dyn LinearAdapter),
+                        target: &self.config.grace_target,
+                    };
+                    let layer = self.config.grace_layer;
+                    let (mut entry, _) = grace_entry(&cx, r, layer, self.config.grace_radius);
+                    resolve_conflicts(&mut entry, r, &mut self.edits);
                     let id = self.edits.push(method, r.clone(), EditDelta::Grace(entry));
                     out.push(applied(id, r, t0.elapsed().as_secs_f64()));
                 }
@@ -328,16 +328,14 @@ impl<'m> Editor<'m> {
                         ridge: self.config.alpha_ridge,
                     }
                 };
-                let terms = batch_terms(
-                    self.model,
-                    self.tok,
-                    reqs,
-                    &layers,
-                    &self.contexts,
-                    &solver,
-                    Some(&self.edits as &dyn LinearAdapter),
-                    &self.config.target,
-                )?;
+                let cx = EditContext {
+                    model: self.model,
+                    tok: self.tok,
+                    contexts: &self.contexts,
+                    inner: Some(&self.edits as &dyn LinearAdapter),
+                    target: &self.config.target,
+                };
+                let terms = batch_terms(&cx, reqs, &layers, &solver)?;
                 let each = start.elapsed().as_secs_f64() / reqs.len().max(1) as f64;
                 for (r, t) in reqs.iter().zip(terms) {
                     let id = self.edits.push(method, r.clone(), EditDelta::Weights(t));

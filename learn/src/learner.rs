@@ -14,7 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use super::buffer::ReplayBuffer;
 use super::data::Dataset;
 use super::model::{Mlp, rows_tensor, to_vec};
-use crate::train::{Grads, ParamSet, cross_entropy};
+use engram_adapters::optim::{Grads, ParamSet, cross_entropy};
 
 /// A training step that could not be applied; parameters are unchanged.
 #[derive(Debug, thiserror::Error, PartialEq)]

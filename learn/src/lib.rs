@@ -1,13 +1,15 @@
-//! Continual learning: a fixed-capacity replay buffer with crash-safe snapshots, strategies
-//! over a [`ParamSet`](crate::train::ParamSet), metrics and the benchmark streams.
+//! engram-learn: continual learning. A fixed-capacity replay buffer with crash-safe snapshots,
+//! strategies over a [`ParamSet`](engram_adapters::optim::ParamSet), metrics and the
+//! class-incremental protocol (the data-set files are read by the harness, not here).
 //!
 //! See docs/CONTINUAL.md for the design and docs/BENCHMARKS.md for the figures.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod buffer;
 pub mod checkpoint;
 pub mod data;
 pub mod learner;
-pub mod lm;
 pub mod metrics;
 pub mod model;
 pub mod persist;

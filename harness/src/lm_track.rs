@@ -17,11 +17,11 @@ use engram_runtime::engine::Engine;
 use engram_runtime::generate::Adaptation;
 use engram_runtime::model::llama::{Llama, Logits, Proj};
 
-use super::buffer::ReplayBuffer;
-use super::data::DataError;
-use crate::lora::{Lora, LoraConfig};
-use crate::train::{AdamW, AdamWConfig, causal_lm_loss};
-use crate::trainer::{Batch, Encoded, Example, TrainConfig, Trainer};
+use crate::datasets::DataError;
+use engram_adapters::lora::{Lora, LoraConfig};
+use engram_adapters::optim::{AdamW, AdamWConfig, causal_lm_loss};
+use engram_adapters::trainer::{Batch, Encoded, Example, TrainConfig, Trainer};
+use engram_learn::ReplayBuffer;
 
 /// Prompt every fortune is a completion of.
 pub const PROMPT: &str = "A fortune cookie says:\n";
@@ -320,10 +320,10 @@ fn lora_config(cfg: &LmConfig) -> LoraConfig {
 mod tests {
     use std::sync::Arc;
 
+    use crate::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
     use engram_kernels::GgmlType;
     use engram_runtime::backend;
     use engram_runtime::cpu::CpuContext;
-    use engram_runtime::model::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
     use engram_runtime::model_file::ModelFile;
 
     use super::*;

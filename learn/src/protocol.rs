@@ -290,7 +290,7 @@ pub fn grid(kind: StrategyKind) -> Vec<HParams> {
 /// Frozen hyper-parameters per strategy, as `cl-bench tune` writes them.
 pub type Tuned = BTreeMap<String, HParams>;
 
-/// The hyper-parameters tuned on Split-Digits and committed (`adapters/src/cl/tuned.json`).
+/// The hyper-parameters tuned on Split-Digits and committed (`learn/src/tuned.json`).
 pub fn committed_hparams() -> Tuned {
     serde_json::from_str(include_str!("tuned.json")).expect("committed tuned.json parses")
 }

@@ -5,26 +5,18 @@
 //! common. The output direction makes the plain prompt's key map to `v* = v + δ` exactly:
 //! `r = δ / (k · u)`, giving `W' k = W k + (k · u) r = v + δ`.
 
-use engram_runtime::model::llama::{LinearAdapter, Llama};
-use engram_runtime::model::tokenizer::Tokenizer;
-
+use super::context::EditContext;
 use super::probe::{self, Batch};
 use super::request::EditRequest;
 use super::store::RankOne;
-use super::target::{self, TargetHparams, TargetResult};
+use super::target::{self, TargetResult};
 
 /// The subject's MLP key at `layer`, averaged over `contexts` (ROME's `k*`).
-pub fn subject_key(
-    model: &Llama,
-    tok: &Tokenizer,
-    req: &EditRequest,
-    contexts: &[String],
-    layers: &[usize],
-    inner: Option<&dyn LinearAdapter>,
-) -> Vec<Vec<f32>> {
+pub fn subject_key(cx: &EditContext, req: &EditRequest, layers: &[usize]) -> Vec<Vec<f32>> {
+    let (model, tok) = (cx.model, cx.tok);
     let mut rows = Vec::new();
     let mut idx = Vec::new();
-    for ctx in contexts {
+    for ctx in cx.contexts {
         let (prompt, start) = target::in_context(ctx, req);
         let (ids, i) = probe::subject_last_at(tok, &prompt, start, req.subject.len());
         idx.push(i);
@@ -36,26 +28,19 @@ pub fn subject_key(
         .enumerate()
         .map(|(r, &i)| batch.flat(r, i))
         .collect();
-    let keys = probe::keys_at(model, &batch, &flat, layers, inner);
+    let keys = probe::keys_at(model, &batch, &flat, layers, cx.inner);
     layers.iter().map(|l| probe::mean(&keys[l])).collect()
 }
 
 /// Computes ROME's rank-one term for `req` at `layer`, with `inv_cov` = `C⁻¹` `(d_ff, d_ff)`
-/// row-major, on top of the edits in `inner`.
-#[allow(clippy::too_many_arguments)]
+/// row-major, on top of the edits in `cx.inner`.
 pub fn rome_term(
-    model: &Llama,
-    tok: &Tokenizer,
+    cx: &EditContext,
     req: &EditRequest,
     layer: usize,
-    contexts: &[String],
     inv_cov: &[f32],
-    inner: Option<&dyn LinearAdapter>,
-    hp: &TargetHparams,
 ) -> (RankOne, TargetResult) {
-    let k_star = subject_key(model, tok, req, contexts, &[layer], inner)
-        .pop()
-        .expect("one layer");
+    let k_star = subject_key(cx, req, &[layer]).pop().expect("one layer");
     let dff = k_star.len();
     let mut u: Vec<f32> = inv_cov
         .chunks(dff)
@@ -63,8 +48,8 @@ pub fn rome_term(
         .collect();
     let n = probe::norm(&u).max(f32::MIN_POSITIVE);
     u.iter_mut().for_each(|x| *x /= n);
-    let problem = target::rome_problem(tok, req, contexts);
-    let res = target::optimize(model, layer, &problem, inner, hp);
+    let problem = target::rome_problem(cx.tok, req, cx.contexts);
+    let res = target::optimize(cx.model, layer, &problem, cx.inner, cx.target);
     // res.key is the plain prompt's key (the first context is "{}").
     let scale = probe::dot(&res.key, &u);
     let r = res.delta.iter().map(|d| d / scale).collect();

@@ -4,9 +4,9 @@
 use burn::tensor::{Tensor, TensorData};
 use engram_runtime::burn;
 
-use crate::cl::learner::{Piece, StepCtx, TaskEnd, distillation};
-use crate::cl::model::{Mlp, rows_tensor, to_vec};
-use crate::train::cross_entropy;
+use crate::learner::{Piece, StepCtx, TaskEnd, distillation};
+use crate::model::{Mlp, rows_tensor, to_vec};
+use engram_adapters::optim::cross_entropy;
 
 /// iCaRL. The learner's buffer (capacity = the memory) holds the exemplars; this piece fills
 /// it at each task's end: `capacity / classes` exemplars per class, chosen by herding and kept

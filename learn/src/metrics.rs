@@ -100,15 +100,6 @@ pub fn bootstrap_iqm_ci(values: &[f64], reps: usize, alpha: f64, seed: u64) -> (
     (at(alpha / 2.0), at(1.0 - alpha / 2.0))
 }
 
-/// IQM and its 95% bootstrap interval, formatted `iqm [low, high]` with `scale` applied and
-/// `decimals` digits.
-pub fn summarize(values: &[f64], scale: f64, decimals: usize) -> String {
-    let m = iqm(values) * scale;
-    let (lo, hi) = bootstrap_iqm_ci(values, 2000, 0.05, 0);
-    let d = decimals;
-    format!("{m:.d$} [{:.d$}, {:.d$}]", lo * scale, hi * scale)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,9 +9,9 @@ use engram_kernels::quant::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::format::{GgufBuilder, MetaValue};
-use crate::model::pretokenize::{ByteMap, PreTokenizer};
-use crate::model::tokenizer::{SpecialTokens, Tokenizer};
+use engram_runtime::format::{GgufBuilder, MetaValue};
+use engram_runtime::model::pretokenize::{ByteMap, PreTokenizer};
+use engram_runtime::model::tokenizer::{SpecialTokens, Tokenizer};
 
 /// Vocabulary size of [`byte_tokenizer`]: `<|endoftext|>` and the 256 bytes.
 pub const BYTE_VOCAB: usize = 257;
@@ -90,7 +90,7 @@ pub fn tiny_llama_gguf(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64) -> Vec<u8>
 }
 
 /// [`tiny_llama_gguf`] with [`byte_tokenizer`]'s vocabulary in the file's `tokenizer.ggml.*`
-/// metadata, so [`Engine`](crate::engine::Engine) and the CLI load it like a real model.
+/// metadata, so [`Engine`](engram_runtime::engine::Engine) and the CLI load it like a real model.
 ///
 /// # Panics
 /// When `spec.n_vocab` is not [`BYTE_VOCAB`], and as [`tiny_llama_gguf`].
@@ -235,7 +235,7 @@ mod tests {
             ..TinyLlamaSpec::default()
         };
         let bytes = tiny_llama_gguf_with_bytes(&spec, GgmlType::Q8_0, 3);
-        let gguf = crate::format::Gguf::parse(&bytes).unwrap();
+        let gguf = engram_runtime::format::Gguf::parse(&bytes).unwrap();
         let from_file = Tokenizer::from_gguf(&gguf).unwrap();
         let text = "Paris, 2 × 3\n";
         assert_eq!(

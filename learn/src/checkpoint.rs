@@ -13,7 +13,7 @@ use engram_runtime::io::write_bytes_atomic;
 
 use super::learner::{Learner, LearnerState};
 use super::persist::{self, SnapshotError};
-use crate::train::{HostParams, ParamMismatch};
+use engram_adapters::optim::{HostParams, ParamMismatch};
 
 /// Why a checkpoint could not be written or read; a failed restore leaves the learner as it
 /// was.

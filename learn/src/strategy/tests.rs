@@ -4,10 +4,10 @@
 use burn::tensor::{Tensor, TensorData};
 use engram_runtime::burn;
 
-use crate::cl::data::Dataset;
-use crate::cl::learner::{Learner, TrainConfig, distillation};
-use crate::cl::model::Mlp;
-use crate::cl::strategy::{OnlineEwc, Si};
+use crate::data::Dataset;
+use crate::learner::{Learner, TrainConfig, distillation};
+use crate::model::Mlp;
+use crate::strategy::{OnlineEwc, Si};
 
 fn task(classes: [u32; 2], seed: u32) -> Dataset {
     // Two Gaussian-ish blobs per task in 4-D, deterministic.
@@ -24,7 +24,7 @@ fn task(classes: [u32; 2], seed: u32) -> Dataset {
     Dataset { x, y, dim: 4 }
 }
 
-fn learner(pieces: Vec<Box<dyn crate::cl::learner::Piece>>) -> Learner {
+fn learner(pieces: Vec<Box<dyn crate::learner::Piece>>) -> Learner {
     let device = engram_runtime::backend::cpu().autodiff();
     let (model, params) = Mlp::new(&[4, 16, 4], &device, 3);
     let config = TrainConfig {
@@ -54,7 +54,7 @@ fn distillation_is_zero_between_equal_logits_and_positive_otherwise() {
 }
 
 /// Trains task A then task B; returns how far the weights moved during task B.
-fn drift(pieces: Vec<Box<dyn crate::cl::learner::Piece>>) -> f32 {
+fn drift(pieces: Vec<Box<dyn crate::learner::Piece>>) -> f32 {
     let mut l = learner(pieces);
     l.train_task(0, &task([0, 1], 1), &[0, 1]);
     let before = l.params.to_host();

@@ -1,4 +1,4 @@
-//! Model editing: write, evaluate and undo single facts in the frozen model.
+//! engram-edit: write, evaluate and undo single facts in the frozen model.
 //!
 //! Every method leaves the mapped base untouched. ROME, MEMIT and AlphaEdit store rank-one
 //! deltas on MLP down-projections; GRACE keeps a codebook beside one layer. [`Editor`] applies
@@ -6,8 +6,8 @@
 //! EasyEdit does.
 //!
 //! ```no_run
-//! use engram_adapters::edit::{Editor, EditorConfig, Method, parse_jsonl};
-//! use engram_adapters::runtime::{backend, engine::Engine};
+//! use engram_edit::{Editor, EditorConfig, Method, parse_jsonl};
+//! use engram_runtime::{backend, engine::Engine};
 //!
 //! let engine = Engine::load("model.gguf", &backend::cpu().autodiff(), 0)?;
 //! let mut editor = Editor::new(engine.model(), engine.tokenizer(), "smollm2", EditorConfig::default());
@@ -17,7 +17,12 @@
 //! editor.undo(applied[0].id)?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
+pub use engram_runtime as runtime;
+
+pub mod context;
 pub mod editor;
 pub mod grace;
 pub mod linalg;
@@ -32,6 +37,7 @@ pub mod store;
 pub mod target;
 pub mod trace;
 
+pub use context::EditContext;
 pub use editor::{Applied, EditError, Editor, EditorConfig};
 pub use request::{EditRequest, RequestError, load_jsonl, parse_jsonl};
 pub use store::{Edit, EditDelta, EditSet, GraceEntry, Method, RankOne};

@@ -6,7 +6,7 @@ use engram_runtime::burn;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::train::{ParamId, ParamSet};
+use engram_adapters::optim::{ParamId, ParamSet};
 
 /// A multi-layer perceptron `dims[0] → dims[1] → … → dims[last]` with ReLU between layers.
 /// The architecture only: the weights live in a [`ParamSet`] (or a teacher's copy of them).
