@@ -1,6 +1,9 @@
 //! Small random llama models written as GGUF files, for tests that need a model whose every
 //! number they control (gradient checks, error paths) without the real 135M file.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
 use engram_kernels::GgmlType;
 use engram_kernels::quant::{
     BlockQ4_0, BlockQ4_1, BlockQ8_0, quantize_row_q4_0_ref, quantize_row_q4_1_ref,
@@ -9,9 +12,14 @@ use engram_kernels::quant::{
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use engram_runtime::burn::tensor::Device;
+use engram_runtime::cpu::CpuContext;
 use engram_runtime::format::{GgufBuilder, MetaValue};
+use engram_runtime::model::attention::AttentionPrecision;
+use engram_runtime::model::llama::Llama;
 use engram_runtime::model::pretokenize::{ByteMap, PreTokenizer};
 use engram_runtime::model::tokenizer::{SpecialTokens, Tokenizer};
+use engram_runtime::model_file::ModelFile;
 
 /// Vocabulary size of [`byte_tokenizer`]: `<|endoftext|>` and the 256 bytes.
 pub const BYTE_VOCAB: usize = 257;
@@ -35,6 +43,27 @@ pub fn byte_tokenizer() -> Tokenizer {
     let (tokens, types) = byte_vocab();
     Tokenizer::from_parts(tokens, types, Vec::new(), BYTE_SPECIAL, PreTokenizer::Gpt2)
         .expect("a well-formed byte vocabulary")
+}
+
+/// Writes [`tiny_llama_gguf`] of `spec` to `dir/tiny.gguf` and returns the path.
+pub fn write_tiny_llama(dir: &Path, spec: &TinyLlamaSpec, ty: GgmlType, seed: u64) -> PathBuf {
+    let path = dir.join("tiny.gguf");
+    std::fs::write(&path, tiny_llama_gguf(spec, ty, seed))
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    path
+}
+
+/// The model at `path` on `device` under autodiff, with f32 activations into the quantized
+/// layers and f32 attention: the function the GPU kernels compute, so a CPU run and a GPU run
+/// of it differ only in summation order (the cross-device tests compare them).
+pub fn load_f32_paths(path: &Path, device: &Device) -> Llama {
+    let file = ModelFile::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let cpu = Arc::new(CpuContext::new(2).expect("a CPU context"));
+    let mut model = Llama::load(&file, &device.clone().autodiff(), cpu)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    model.set_f32_activations(true);
+    model.set_attention_precision(AttentionPrecision::F32);
+    model
 }
 
 /// The byte vocabulary's special tokens: `<|endoftext|>` ends sequences and pads them.
