@@ -35,4 +35,4 @@ mod tests;
 
 pub use arch::{Isa, isa};
 pub use matmul::*;
-pub use quant::{GgmlType, dequantize_row};
+pub use quant::{GgmlType, QuantizeError, dequantize_row, quantize_row};

@@ -55,20 +55,6 @@ pub fn quantize_activations(w: GgmlType, x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// Quantizes in place when `out` is aligned for `B`, else one block at a time through the stack.
-fn quantize_into<B: Pod>(x: &[f32], out: &mut [u8], bs: usize, f: fn(&[f32], &mut [B])) {
-    match bytemuck::try_cast_slice_mut::<u8, B>(out) {
-        Ok(blocks) => f(x, blocks),
-        Err(_) => {
-            for (x, raw) in x.chunks_exact(bs).zip(out.chunks_exact_mut(size_of::<B>())) {
-                let mut b = B::zeroed();
-                f(x, core::slice::from_mut(&mut b));
-                raw.copy_from_slice(bytemuck::bytes_of(&b));
-            }
-        }
-    }
-}
-
 /// Dot product of one weight row (`w_row`, type `w_ty`) with one activation row quantized by
 /// [`quantize_activations`].
 pub fn vec_dot(w_ty: GgmlType, w_row: &[u8], xq_row: &[u8]) -> f32 {

@@ -81,38 +81,16 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         .sum::<f64>() as f32
 }
 
-/// Quantizes `x` to `ty` with the `_ref` quantizer, as raw bytes.
+/// Quantizes `x` to `ty` with [`quantize_row`], as raw bytes; k-quants (which have no
+/// quantizer) get random blocks with sane scales instead.
 pub(crate) fn quantize_weights(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     let nb = x.len() / ty.block_size();
-    match ty {
-        GgmlType::Q4_0 => {
-            let mut b = vec![BlockQ4_0::zeroed(); nb];
-            quantize_row_q4_0_ref(x, &mut b);
-            bytemuck::cast_slice(&b).to_vec()
-        }
-        GgmlType::Q4_1 => {
-            let mut b = vec![BlockQ4_1::zeroed(); nb];
-            quantize_row_q4_1_ref(x, &mut b);
-            bytemuck::cast_slice(&b).to_vec()
-        }
-        GgmlType::Q8_0 => {
-            let mut b = vec![BlockQ8_0::zeroed(); nb];
-            quantize_row_q8_0_ref(x, &mut b);
-            bytemuck::cast_slice(&b).to_vec()
-        }
-        GgmlType::F32 => bytemuck::cast_slice(x).to_vec(),
-        GgmlType::F16 => {
-            let h: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
-            bytemuck::cast_slice(&h).to_vec()
-        }
-        GgmlType::BF16 => {
-            let h: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
-            bytemuck::cast_slice(&h).to_vec()
-        }
-        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+    let mut out = vec![0u8; nb * ty.type_size()];
+    match quantize_row(ty, x, &mut out) {
+        Ok(()) => out,
+        Err(QuantizeError::Unsupported(_)) => {
             random_kquant_row(ty, nb, &mut Rng::new(x.len() as u64))
         }
-        _ => panic!("not a weight type"),
     }
 }
 
@@ -358,6 +336,50 @@ fn dequantize_misaligned_bytes_matches_aligned() {
 fn dequantize_row_length_mismatch_panics() {
     let mut y = [0.0f32; 32];
     dequantize_row(GgmlType::Q4_1, &[0u8; 19], &mut y);
+}
+
+/// `quantize_row` writes exactly the bytes of the typed `_ref` quantizer, at any byte offset,
+/// and refuses the k-quants without touching `dst`.
+#[test]
+fn quantize_row_matches_typed_ref_quantizers() {
+    fn typed<B: bytemuck::Pod>(x: &[f32], bs: usize, f: fn(&[f32], &mut [B])) -> Vec<u8> {
+        let mut b = vec![B::zeroed(); x.len() / bs];
+        f(x, &mut b);
+        bytemuck::cast_slice(&b).to_vec()
+    }
+    let x = Rng::new(31).vec(512);
+    let want = [
+        (GgmlType::F32, bytemuck::cast_slice::<f32, u8>(&x).to_vec()),
+        (GgmlType::F16, typed(&x, 1, quantize_row_f16)),
+        (GgmlType::BF16, typed(&x, 1, quantize_row_bf16)),
+        (GgmlType::Q4_0, typed(&x, QK4_0, quantize_row_q4_0_ref)),
+        (GgmlType::Q4_1, typed(&x, QK4_1, quantize_row_q4_1_ref)),
+        (GgmlType::Q8_0, typed(&x, QK8_0, quantize_row_q8_0_ref)),
+        (GgmlType::Q8_1, typed(&x, QK8_1, quantize_row_q8_1_ref)),
+        (GgmlType::Q8K, typed(&x, QK_K, quantize_row_q8_k_ref)),
+    ];
+    for (ty, want) in want {
+        let mut buf = vec![0u8; want.len() + 1];
+        for off in [0, 1] {
+            let dst = &mut buf[off..off + want.len()];
+            quantize_row(ty, &x, dst).unwrap();
+            assert_eq!(dst, &want[..], "{} at offset {off}", ty.name());
+        }
+    }
+    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+        let mut dst = vec![7u8; ty.row_bytes(512).unwrap()];
+        assert_eq!(
+            quantize_row(ty, &x, &mut dst),
+            Err(QuantizeError::Unsupported(ty))
+        );
+        assert!(dst.iter().all(|&b| b == 7), "{}", ty.name());
+    }
+}
+
+#[test]
+#[should_panic(expected = "quantize_row(q8_0)")]
+fn quantize_row_length_mismatch_panics() {
+    quantize_row(GgmlType::Q8_0, &[0.0; 32], &mut [0u8; 33]).unwrap();
 }
 
 /// Every table's activation quantizers give exactly the `_ref` blocks (ties, zeros, NaN).
