@@ -10,7 +10,7 @@
 use std::time::Instant;
 
 use engram_kernels::GgmlType;
-use engram_kernels::{matmul_t_cols, quantize_row};
+use engram_kernels::{QMatrix, matmul_t_cols, quantize_row};
 
 fn main() {
     let reps: usize = std::env::args()
@@ -30,11 +30,12 @@ fn main() {
         let dy: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
         for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
             let w = quantize(ty, &wf);
+            let w = QMatrix::new(ty, &w, n, k).expect("n whole rows");
             let mut dx = vec![0.0f32; m * k];
             let (mut wall, mut cpu) = (vec![], vec![]);
             for _ in 0..reps {
                 let (t, c) = (Instant::now(), on_cpu());
-                matmul_t_cols(ty, &w, n, k, 0..k, &dy, m, &mut dx);
+                matmul_t_cols(&w, 0..k, &dy, m, &mut dx);
                 wall.push(t.elapsed().as_secs_f64());
                 cpu.push(on_cpu() - c);
             }

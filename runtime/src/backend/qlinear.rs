@@ -21,7 +21,7 @@ use burn::backend::autodiff::{
 };
 use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
 use burn::tensor::Tensor;
-use engram_kernels::GgmlType;
+use engram_kernels::{GgmlType, QMatrix};
 
 use crate::cpu::CpuContext;
 use crate::model_file::TensorView;
@@ -59,7 +59,8 @@ impl QWeight {
     /// Wraps a 2-D tensor of the model file; `cpu` runs its kernels.
     ///
     /// # Panics
-    /// When the view is not 2-D (the model loader checks shapes before).
+    /// When the view is not a 2-D matrix of whole rows of a weight type (the model loader checks
+    /// shapes before).
     pub fn new(view: TensorView, cpu: Arc<CpuContext>) -> Self {
         let dims = view.dims();
         assert_eq!(
@@ -69,6 +70,9 @@ impl QWeight {
             view.name()
         );
         let (n_in, n_out) = (dims[0], dims[1]);
+        if let Err(e) = QMatrix::new(view.ty(), view.bytes(), n_out, n_in) {
+            panic!("QWeight {}: {e}", view.name());
+        }
         Self {
             inner: Arc::new(Inner {
                 view,
@@ -132,6 +136,12 @@ impl QWeight {
         self.inner.view.bytes()
     }
 
+    /// W as the kernels' checked matrix view (`n_out × n_in`).
+    pub fn matrix(&self) -> QMatrix<'_> {
+        let i = &*self.inner;
+        QMatrix::new(i.view.ty(), i.view.bytes(), i.n_out, i.n_in).expect("checked in QWeight::new")
+    }
+
     /// The copies of W's blocks on GPU devices.
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     pub(crate) fn device_blocks(&self) -> &super::cube::DeviceBlocks {
@@ -179,9 +189,9 @@ impl QWeight {
             view.name()
         );
         if *f32_activations {
-            cpu.qmatmul_f32(view.ty(), view.bytes(), *n_out, *n_in, x, m, y);
+            cpu.qmatmul_f32(&self.matrix(), x, m, y);
         } else {
-            cpu.qmatmul(view.ty(), view.bytes(), *n_out, *n_in, x, m, y);
+            cpu.qmatmul(&self.matrix(), x, m, y);
         }
     }
 
@@ -206,7 +216,7 @@ impl QWeight {
             "{}: input gradient is not m × {n_in}",
             view.name()
         );
-        cpu.qmatmul_t(view.ty(), view.bytes(), *n_out, *n_in, dy, m, dx);
+        cpu.qmatmul_t(&self.matrix(), dy, m, dx);
     }
 
     /// Dequantizes the rows `ids` of W into `out` (`ids.len() × n_in`): an embedding lookup.
@@ -223,11 +233,7 @@ impl QWeight {
             "{}: output is not ids × {n_in}",
             view.name()
         );
-        let row_bytes = view
-            .ty()
-            .row_bytes(*n_in)
-            .expect("loader checked block multiples");
-        let bytes = view.bytes();
+        let w = self.matrix();
         for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(*n_in)) {
             let id = id as usize;
             assert!(
@@ -235,8 +241,7 @@ impl QWeight {
                 "{}: row {id} out of range ({n_out} rows)",
                 view.name()
             );
-            let src = &bytes[id * row_bytes..(id + 1) * row_bytes];
-            engram_kernels::dequantize_row(view.ty(), src, dst);
+            engram_kernels::dequantize_row(w.ty(), w.row(id), dst);
         }
     }
 }
