@@ -8,7 +8,7 @@ use core::ops::Range;
 
 use bytemuck::Pod;
 
-use crate::arch::{self, Kernels, PANEL_COLS, PANEL_ROWS, Panel, PanelShape, Tile4x1, Tile4x4};
+use crate::arch::{self, Kernels, PANEL_COLS, PANEL_ROWS, Panel, PanelShape, Tiles};
 use crate::qmatrix::QMatrix;
 use crate::quant::*;
 
@@ -107,21 +107,13 @@ pub(crate) fn matmul_rows_with(
     };
     let w = w.row_range(rows);
     let xq = &xq[..m * x_rb];
-    let q4_1_tiles = Tiles {
-        x1: kt.q4_1_q8_1_4x1,
-        x4: kt.q4_1_q8_1_4x4,
-    };
-    let q8_0_tiles = Tiles {
-        x1: kt.q8_0_q8_0_4x1,
-        x4: kt.q8_0_q8_0_4x4,
-    };
     match w_ty {
         GgmlType::F32 => rows_typed(w, xq, shape, out, kt.f32_f32, None),
         GgmlType::F16 => rows_typed(w, xq, shape, out, kt.f16_f32, None),
         GgmlType::BF16 => rows_typed(w, xq, shape, out, kt.bf16_f32, None),
         GgmlType::Q4_0 => rows_typed(w, xq, shape, out, kt.q4_0_q8_0, None),
-        GgmlType::Q4_1 => rows_typed(w, xq, shape, out, kt.q4_1_q8_1, Some(q4_1_tiles)),
-        GgmlType::Q8_0 => rows_typed(w, xq, shape, out, kt.q8_0_q8_0, Some(q8_0_tiles)),
+        GgmlType::Q4_1 => rows_typed(w, xq, shape, out, kt.q4_1_q8_1, kt.q4_1_q8_1_tiles),
+        GgmlType::Q8_0 => rows_typed(w, xq, shape, out, kt.q8_0_q8_0, kt.q8_0_q8_0_tiles),
         GgmlType::Q4K => rows_typed(w, xq, shape, out, kt.q4_k_q8_k, None),
         GgmlType::Q5K => rows_typed(w, xq, shape, out, kt.q5_k_q8_k, None),
         GgmlType::Q6K => rows_typed(w, xq, shape, out, kt.q6_k_q8_k, None),
@@ -135,12 +127,6 @@ struct Shape {
     x_rb: usize,
     nr: usize,
     m: usize,
-}
-
-/// The 4-row tiles of one pairing, for tables that have them.
-struct Tiles<W: 'static, A: 'static> {
-    x1: Tile4x1<W, A>,
-    x4: Tile4x4<W, A>,
 }
 
 fn rows_typed<W: Pod, A: Pod>(
