@@ -41,7 +41,7 @@ struct Inner {
     f32_activations: bool,
     /// The blocks uploaded to each GPU device this weight has run on (uploaded once, kept).
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    device_blocks: super::cube::DeviceBlocks,
+    device_blocks: super::device_blocks::DeviceBlocks,
 }
 
 impl fmt::Debug for QWeight {
@@ -144,7 +144,7 @@ impl QWeight {
 
     /// The copies of W's blocks on GPU devices.
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    pub(crate) fn device_blocks(&self) -> &super::cube::DeviceBlocks {
+    pub(crate) fn device_blocks(&self) -> &super::device_blocks::DeviceBlocks {
         &self.inner.device_blocks
     }
 
@@ -304,15 +304,12 @@ pub fn quant_linear_t<const D: usize>(dy: Tensor<D>, weight: &QWeight) -> Tensor
     Tensor::from_dispatch(out)
 }
 
-/// Runs `f(x, m, y)` on an f32 host copy of `x`'s last dimension of size `k_in`, producing a
-/// tensor whose last dimension is `k_out`. Works on any backend through `TensorData`.
+/// Runs `product` on the CPU kernels over an f32 host copy of `x` (last dimension `k_in`),
+/// producing a tensor whose last dimension is `k_out` (see [`Product::dims`]). Works on any
+/// backend through `TensorData`.
 #[allow(dead_code)]
-fn host_apply<B: Backend>(
-    x: FloatTensor<B>,
-    k_in: usize,
-    k_out: usize,
-    f: impl FnOnce(&[f32], usize, &mut [f32]),
-) -> FloatTensor<B> {
+fn host_apply<B: Backend>(x: FloatTensor<B>, product: Product, weight: &QWeight) -> FloatTensor<B> {
+    let (k_in, k_out) = product.dims(weight);
     let device = burn::backend::TensorMetadata::device(&x);
     let data = block_on(B::float_into_data(x)).expect("reading a CPU tensor cannot fail");
     let mut shape = data.shape().clone();
@@ -321,7 +318,7 @@ fn host_apply<B: Backend>(
         .expect("float tensor converts to f32");
     let m = xs.len() / k_in;
     let mut y = vec![0f32; m * k_out];
-    f(&xs, m, &mut y);
+    product.run_cpu(weight, &xs, m, &mut y);
     *shape.last_mut().expect("at least 1-D") = k_out;
     B::float_from_data(burn::tensor::TensorData::new(y, shape), &device)
 }
@@ -341,38 +338,32 @@ fn block_on<F: Future>(fut: F) -> F::Output {
 #[cfg(feature = "flex")]
 impl QuantLinearOps for Flex {
     fn quant_linear(x: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
-        let (k_in, k_out) = (weight.n_in(), weight.n_out());
-        flex_apply(x, k_in, k_out, |x, m, y| weight.matmul_f32(x, m, y))
+        flex_apply(x, Product::Forward, &weight)
     }
 
     fn quant_linear_t(dy: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
-        let (k_in, k_out) = (weight.n_out(), weight.n_in());
-        flex_apply(dy, k_in, k_out, |dy, m, dx| weight.matmul_t_f32(dy, m, dx))
+        flex_apply(dy, Product::Transposed, &weight)
     }
 }
 
 /// Flex: reads the input in place when it is a contiguous f32 tensor (the common case), and
 /// hands the output buffer to the tensor without a copy.
 #[cfg(feature = "flex")]
-fn flex_apply(
-    x: FloatTensor<Flex>,
-    k_in: usize,
-    k_out: usize,
-    f: impl FnOnce(&[f32], usize, &mut [f32]),
-) -> FloatTensor<Flex> {
+fn flex_apply(x: FloatTensor<Flex>, product: Product, weight: &QWeight) -> FloatTensor<Flex> {
     use burn::backend::flex::FlexTensor;
+    let (k_in, k_out) = product.dims(weight);
     let x = if x.is_contiguous() {
         x
     } else {
         x.to_contiguous()
     };
     let Some(xs) = x.as_slice::<f32>() else {
-        return host_apply::<Flex>(x, k_in, k_out, f);
+        return host_apply::<Flex>(x, product, weight);
     };
     let mut shape = x.layout().shape().clone();
     let m = xs.len() / k_in;
     let mut y = vec![0f32; m * k_out];
-    f(xs, m, &mut y);
+    product.run_cpu(weight, xs, m, &mut y);
     let last = shape.num_dims() - 1;
     shape[last] = k_out;
     FlexTensor::from_data(burn::tensor::TensorData::new(y, shape))
@@ -381,19 +372,18 @@ fn flex_apply(
 #[cfg(feature = "ndarray")]
 impl QuantLinearOps for NdArray {
     fn quant_linear(x: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
-        let (k_in, k_out) = (weight.n_in(), weight.n_out());
-        host_apply::<Self>(x, k_in, k_out, |x, m, y| weight.matmul_f32(x, m, y))
+        host_apply::<Self>(x, Product::Forward, &weight)
     }
 
     fn quant_linear_t(dy: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
-        let (k_in, k_out) = (weight.n_out(), weight.n_in());
-        host_apply::<Self>(dy, k_in, k_out, |dy, m, dx| weight.matmul_t_f32(dy, m, dx))
+        host_apply::<Self>(dy, Product::Transposed, &weight)
     }
 }
 
-/// Which of the two products a node computed; its backward is the other one.
+/// Which of the two products a node computed (or a GPU kernel launches); its backward is the
+/// other one.
 #[derive(Debug, Clone, Copy)]
-enum Product {
+pub(crate) enum Product {
     /// `y = x · Wᵀ`, whose input gradient is `dy · W`.
     Forward,
     /// `dx = dy · W`, whose input gradient is `d(dx) · Wᵀ` (second-order terms).
@@ -405,6 +395,23 @@ impl Product {
         match self {
             Product::Forward => B::quant_linear(x, weight),
             Product::Transposed => B::quant_linear_t(x, weight),
+        }
+    }
+
+    /// `(k_in, k_out)`: the features of this product's input and output with `weight`.
+    pub(crate) fn dims(self, weight: &QWeight) -> (usize, usize) {
+        match self {
+            Product::Forward => (weight.n_in(), weight.n_out()),
+            Product::Transposed => (weight.n_out(), weight.n_in()),
+        }
+    }
+
+    /// This product on the CPU kernels: `x` is `m × k_in`, `y` is `m × k_out`.
+    #[allow(dead_code)] // without a CPU backend only the GPU path runs
+    fn run_cpu(self, weight: &QWeight, x: &[f32], m: usize, y: &mut [f32]) {
+        match self {
+            Product::Forward => weight.matmul_f32(x, m, y),
+            Product::Transposed => weight.matmul_t_f32(x, m, y),
         }
     }
 
