@@ -267,20 +267,7 @@ pub trait QuantLinearOps: Backend {
 /// # Panics
 /// When the last dimension of `x` is not `weight.n_in()`.
 pub fn quant_linear<const D: usize>(x: Tensor<D>, weight: &QWeight) -> Tensor<D> {
-    let dims = x.dims();
-    assert_eq!(
-        dims[D - 1],
-        weight.n_in(),
-        "quant_linear {}: input has {} features, W has {}",
-        weight.name(),
-        dims[D - 1],
-        weight.n_in()
-    );
-    let out = <burn::backend::Dispatch as QuantLinearOps>::quant_linear(
-        x.into_dispatch(),
-        weight.clone(),
-    );
-    Tensor::from_dispatch(out)
+    Product::Forward.on_tensor(x, weight)
 }
 
 /// The transposed product `dy · W` over the last dimension of `dy`.
@@ -288,20 +275,7 @@ pub fn quant_linear<const D: usize>(x: Tensor<D>, weight: &QWeight) -> Tensor<D>
 /// # Panics
 /// When the last dimension of `dy` is not `weight.n_out()`.
 pub fn quant_linear_t<const D: usize>(dy: Tensor<D>, weight: &QWeight) -> Tensor<D> {
-    let dims = dy.dims();
-    assert_eq!(
-        dims[D - 1],
-        weight.n_out(),
-        "quant_linear_t {}: input has {} features, W has {} rows",
-        weight.name(),
-        dims[D - 1],
-        weight.n_out()
-    );
-    let out = <burn::backend::Dispatch as QuantLinearOps>::quant_linear_t(
-        dy.into_dispatch(),
-        weight.clone(),
-    );
-    Tensor::from_dispatch(out)
+    Product::Transposed.on_tensor(dy, weight)
 }
 
 /// Runs `product` on the CPU kernels over an f32 host copy of `x` (last dimension `k_in`),
@@ -396,6 +370,23 @@ impl Product {
             Product::Forward => B::quant_linear(x, weight),
             Product::Transposed => B::quant_linear_t(x, weight),
         }
+    }
+
+    /// This product over the last dimension of a tensor on any device.
+    ///
+    /// # Panics
+    /// When that dimension is not `k_in` (see [`Product::dims`]).
+    fn on_tensor<const D: usize>(self, x: Tensor<D>, weight: &QWeight) -> Tensor<D> {
+        let (k_in, _) = self.dims(weight);
+        let features = x.dims()[D - 1];
+        assert_eq!(
+            features,
+            k_in,
+            "{self:?} product with {}: input has {features} features, W takes {k_in}",
+            weight.name()
+        );
+        let out = self.apply::<burn::backend::Dispatch>(x.into_dispatch(), weight.clone());
+        Tensor::from_dispatch(out)
     }
 
     /// `(k_in, k_out)`: the features of this product's input and output with `weight`.
