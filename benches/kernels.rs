@@ -11,7 +11,7 @@ use std::hint::black_box;
 
 use common::x_vec;
 use criterion::{Criterion, Throughput, criterion_main};
-use engram_kernels::{GgmlType, activation_bytes, dequantize_row, quantize_activations};
+use engram_kernels::{GgmlType, QMatrix, activation_bytes, dequantize_row, quantize_activations};
 use engram_runtime::cpu::CpuContext;
 
 const ARENA_BYTES: usize = 256 << 20;
@@ -73,10 +73,15 @@ fn matvec(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize, col
         g.throughput(Throughput::Bytes(bytes as u64));
         let mut mats = Matrices::new(arena, bytes, cold);
         g.bench_function(&name, |b| {
-            b.iter(|| ctx.qmatmul(ty, mats.next(), n, k, black_box(&x), 1, &mut y))
+            b.iter(|| ctx.qmatmul(&matrix(ty, mats.next(), n, k), black_box(&x), 1, &mut y))
         });
         g.finish();
     }
+}
+
+/// One `n × k` matrix of the arena (a few comparisons: negligible against a product).
+fn matrix(ty: GgmlType, bytes: &[u8], n: usize, k: usize) -> QMatrix<'_> {
+    QMatrix::new(ty, bytes, n, k).expect("the arena holds whole matrices")
 }
 
 fn matmul_t(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize, m: usize) {
@@ -93,7 +98,7 @@ fn matmul_t(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize, m
         g.throughput(Throughput::Bytes(bytes as u64));
         let mut mats = Matrices::new(arena, bytes, true);
         g.bench_function(&name, |b| {
-            b.iter(|| ctx.qmatmul_t(ty, mats.next(), n, k, black_box(&dy), m, &mut dx))
+            b.iter(|| ctx.qmatmul_t(&matrix(ty, mats.next(), n, k), black_box(&dy), m, &mut dx))
         });
         g.finish();
     }

@@ -5,10 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use engram_kernels::GgmlType;
-use engram_kernels::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ8_0, quantize_row_q4_0_ref, quantize_row_q4_1_ref,
-    quantize_row_q8_0_ref,
-};
+use engram_kernels::quantize_row;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -208,33 +205,15 @@ fn tiny_llama(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64, b: GgufBuilder) -> 
     b
 }
 
-/// `x` encoded as `ty` rows (reference quantizers).
+/// `x` encoded as `ty` rows (the kernels' reference quantizers).
 fn encode(x: &[f32], ty: GgmlType) -> Vec<u8> {
-    match ty {
-        GgmlType::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        GgmlType::Q8_0 => {
-            let mut y = vec![BlockQ8_0::zeroed(); x.len() / 32];
-            quantize_row_q8_0_ref(x, &mut y);
-            bytemuck::cast_slice(&y).to_vec()
-        }
-        GgmlType::Q4_0 => {
-            let mut y = vec![BlockQ4_0::zeroed(); x.len() / 32];
-            quantize_row_q4_0_ref(x, &mut y);
-            bytemuck::cast_slice(&y).to_vec()
-        }
-        GgmlType::Q4_1 => {
-            let mut y = vec![BlockQ4_1::zeroed(); x.len() / 32];
-            quantize_row_q4_1_ref(x, &mut y);
-            bytemuck::cast_slice(&y).to_vec()
-        }
-        other => panic!(
-            "synthetic models support F32, Q8_0, Q4_0, Q4_1; not {}",
-            other.name()
-        ),
-    }
+    let len = ty
+        .row_bytes(x.len())
+        .unwrap_or_else(|| panic!("{} values are not whole {} blocks", x.len(), ty.name()));
+    let mut y = vec![0u8; len];
+    quantize_row(ty, x, &mut y).unwrap_or_else(|e| panic!("synthetic models: {e}"));
+    y
 }
-
-use bytemuck::Zeroable;
 
 #[cfg(test)]
 mod tests {

@@ -10,8 +10,7 @@
 use std::time::Instant;
 
 use engram_kernels::GgmlType;
-use engram_kernels::matmul_t_cols;
-use engram_kernels::quant::{BlockQ4_1, BlockQ8_0, quantize_row_q4_1_ref, quantize_row_q8_0_ref};
+use engram_kernels::{QMatrix, matmul_t_cols, quantize_row};
 
 fn main() {
     let reps: usize = std::env::args()
@@ -31,11 +30,12 @@ fn main() {
         let dy: Vec<f32> = (0..m * n).map(|_| rnd()).collect();
         for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
             let w = quantize(ty, &wf);
+            let w = QMatrix::new(ty, &w, n, k).expect("n whole rows");
             let mut dx = vec![0.0f32; m * k];
             let (mut wall, mut cpu) = (vec![], vec![]);
             for _ in 0..reps {
                 let (t, c) = (Instant::now(), on_cpu());
-                matmul_t_cols(ty, &w, n, k, 0..k, &dy, m, &mut dx);
+                matmul_t_cols(&w, 0..k, &dy, m, &mut dx);
                 wall.push(t.elapsed().as_secs_f64());
                 cpu.push(on_cpu() - c);
             }
@@ -57,20 +57,9 @@ fn main() {
 }
 
 fn quantize(ty: GgmlType, wf: &[f32]) -> Vec<u8> {
-    let nb = wf.len() / 32;
-    match ty {
-        GgmlType::Q4_1 => {
-            let mut b = vec![bytemuck::Zeroable::zeroed(); nb];
-            quantize_row_q4_1_ref(wf, &mut b);
-            bytemuck::cast_slice::<BlockQ4_1, u8>(&b).to_vec()
-        }
-        GgmlType::Q8_0 => {
-            let mut b = vec![bytemuck::Zeroable::zeroed(); nb];
-            quantize_row_q8_0_ref(wf, &mut b);
-            bytemuck::cast_slice::<BlockQ8_0, u8>(&b).to_vec()
-        }
-        _ => unreachable!(),
-    }
+    let mut w = vec![0u8; ty.row_bytes(wf.len()).expect("whole blocks")];
+    quantize_row(ty, wf, &mut w).expect("Q4_1 and Q8_0 have quantizers");
+    w
 }
 
 /// (min, median).

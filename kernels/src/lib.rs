@@ -4,21 +4,22 @@
 //! feature detection and the threaded matrix drivers.
 //!
 //! ```
-//! use engram_kernels::{GgmlType, activation_bytes, matmul_rows, quantize_activations};
-//! use engram_kernels::quant::{BlockQ4_1, quantize_row_q4_1_ref};
+//! use engram_kernels::{
+//!     GgmlType, QMatrix, activation_bytes, matmul_rows, quantize_activations, quantize_row,
+//! };
 //!
 //! // Two rows of 64 weights, quantized to Q4_1 (what a GGUF tensor holds).
 //! let w: Vec<f32> = (0..128).map(|i| (i as f32 * 0.1).sin()).collect();
-//! let mut blocks = [BlockQ4_1 { d: half::f16::ZERO, m: half::f16::ZERO, qs: [0; 16] }; 4];
-//! quantize_row_q4_1_ref(&w, &mut blocks);
-//! let w_bytes: &[u8] = bytemuck::cast_slice(&blocks);
+//! let mut w_bytes = [0u8; 4 * 20]; // four 32-value blocks of 20 bytes
+//! quantize_row(GgmlType::Q4_1, &w, &mut w_bytes).unwrap();
+//! let wq = QMatrix::new(GgmlType::Q4_1, &w_bytes, 2, 64).unwrap();
 //!
 //! // One activation row, quantized once to Q8_1, dotted with both weight rows.
 //! let x = vec![0.5f32; 64];
 //! let mut xq = vec![0u8; activation_bytes(GgmlType::Q4_1, 64)];
 //! quantize_activations(GgmlType::Q4_1, &x, &mut xq);
 //! let mut y = [0.0f32; 2];
-//! matmul_rows(GgmlType::Q4_1, w_bytes, 64, 0..2, &xq, 1, &mut y);
+//! matmul_rows(&wq, 0..2, &xq, 1, &mut y);
 //! let exact: f32 = w[..64].iter().map(|v| v * 0.5).sum();
 //! assert!((y[0] - exact).abs() < 0.1);
 //! ```
@@ -27,6 +28,7 @@
 
 pub mod arch;
 mod matmul;
+mod qmatrix;
 pub mod quant;
 pub mod replay;
 
@@ -35,4 +37,5 @@ mod tests;
 
 pub use arch::{Isa, isa};
 pub use matmul::*;
-pub use quant::{GgmlType, dequantize_row};
+pub use qmatrix::{QMatrix, QMatrixError};
+pub use quant::{GgmlType, QuantizeError, dequantize_row, quantize_row};

@@ -1,14 +1,15 @@
 //! Row-range matrix kernels over raw tensor bytes: what a threaded driver hands each thread.
 //!
-//! Weights are `n` rows of `k` values of a [`GgmlType`], row-major, as in a GGUF tensor (ggml's
-//! `ne0 = k`). Activations are quantized once per row to [`activation_type`] (llama.cpp's
-//! `vec_dot_type`), then dotted with integer kernels.
+//! Weights are a [`QMatrix`]: `n` rows of `k` values of a [`GgmlType`], row-major, as in a GGUF
+//! tensor (ggml's `ne0 = k`), checked once when the view is made. Activations are quantized once
+//! per row to [`activation_type`] (llama.cpp's `vec_dot_type`), then dotted with integer kernels.
 
 use core::ops::Range;
 
 use bytemuck::Pod;
 
-use crate::arch::{self, Kernels, PANEL_COLS, PANEL_ROWS, Panel, PanelShape, Tile4x1, Tile4x4};
+use crate::arch::{self, Kernels, PANEL_COLS, PANEL_ROWS, Panel, PanelShape, Tiles};
+use crate::qmatrix::QMatrix;
 use crate::quant::*;
 
 /// The activation format paired with weights of type `w` (llama.cpp's `vec_dot_type`).
@@ -55,26 +56,14 @@ pub fn quantize_activations(w: GgmlType, x: &[f32], out: &mut [u8]) {
     }
 }
 
-/// Quantizes in place when `out` is aligned for `B`, else one block at a time through the stack.
-fn quantize_into<B: Pod>(x: &[f32], out: &mut [u8], bs: usize, f: fn(&[f32], &mut [B])) {
-    match bytemuck::try_cast_slice_mut::<u8, B>(out) {
-        Ok(blocks) => f(x, blocks),
-        Err(_) => {
-            for (x, raw) in x.chunks_exact(bs).zip(out.chunks_exact_mut(size_of::<B>())) {
-                let mut b = B::zeroed();
-                f(x, core::slice::from_mut(&mut b));
-                raw.copy_from_slice(bytemuck::bytes_of(&b));
-            }
-        }
-    }
-}
-
 /// Dot product of one weight row (`w_row`, type `w_ty`) with one activation row quantized by
 /// [`quantize_activations`].
 pub fn vec_dot(w_ty: GgmlType, w_row: &[u8], xq_row: &[u8]) -> f32 {
     let k = w_row.len() / w_ty.type_size() * w_ty.block_size();
+    let w = QMatrix::new(w_ty, w_row, 1, k)
+        .unwrap_or_else(|e| panic!("vec_dot: the weight row is not one row: {e}"));
     let mut out = [0.0f32];
-    matmul_rows(w_ty, w_row, k, 0..1, xq_row, 1, &mut out);
+    matmul_rows(&w, 0..1, xq_row, 1, &mut out);
     out[0]
 }
 
@@ -86,36 +75,21 @@ pub fn vec_dot(w_ty: GgmlType, w_row: &[u8], xq_row: &[u8]) -> f32 {
 ///
 /// # Panics
 /// On inconsistent sizes (an internal contract).
-pub fn matmul_rows(
-    w_ty: GgmlType,
-    w: &[u8],
-    k: usize,
-    rows: Range<usize>,
-    xq: &[u8],
-    m: usize,
-    out: &mut [f32],
-) {
-    matmul_rows_with(arch::kernels(), w_ty, w, k, rows, xq, m, out);
+pub fn matmul_rows(w: &QMatrix<'_>, rows: Range<usize>, xq: &[u8], m: usize, out: &mut [f32]) {
+    matmul_rows_with(arch::kernels(), w, rows, xq, m, out);
 }
 
 /// [`matmul_rows`] with an explicit kernel table (tests compare tables).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_rows_with(
     kt: &Kernels,
-    w_ty: GgmlType,
-    w: &[u8],
-    k: usize,
+    w: &QMatrix<'_>,
     rows: Range<usize>,
     xq: &[u8],
     m: usize,
     out: &mut [f32],
 ) {
-    let w_rb = row_bytes(w_ty, k);
-    let x_rb = activation_bytes(w_ty, k);
-    assert!(
-        w.len() >= rows.end * w_rb,
-        "matmul_rows: weights too short for rows {rows:?}"
-    );
+    let w_ty = w.ty();
+    let x_rb = activation_bytes(w_ty, w.cols());
     assert!(
         xq.len() >= m * x_rb,
         "matmul_rows: activations too short for m = {m}"
@@ -125,39 +99,26 @@ pub(crate) fn matmul_rows_with(
         m * rows.len(),
         "matmul_rows: out must be m × rows.len()"
     );
-    let w = &w[rows.start * w_rb..rows.end * w_rb];
-    let xq = &xq[..m * x_rb];
     let shape = Shape {
-        w_rb,
+        w_rb: w.row_bytes(),
         x_rb,
         nr: rows.len(),
         m,
     };
-    let q4_1_tiles = Tiles {
-        x1: kt.q4_1_q8_1_4x1,
-        x4: kt.q4_1_q8_1_4x4,
-    };
-    let q8_0_tiles = Tiles {
-        x1: kt.q8_0_q8_0_4x1,
-        x4: kt.q8_0_q8_0_4x4,
-    };
+    let w = w.row_range(rows);
+    let xq = &xq[..m * x_rb];
     match w_ty {
         GgmlType::F32 => rows_typed(w, xq, shape, out, kt.f32_f32, None),
         GgmlType::F16 => rows_typed(w, xq, shape, out, kt.f16_f32, None),
         GgmlType::BF16 => rows_typed(w, xq, shape, out, kt.bf16_f32, None),
         GgmlType::Q4_0 => rows_typed(w, xq, shape, out, kt.q4_0_q8_0, None),
-        GgmlType::Q4_1 => rows_typed(w, xq, shape, out, kt.q4_1_q8_1, Some(q4_1_tiles)),
-        GgmlType::Q8_0 => rows_typed(w, xq, shape, out, kt.q8_0_q8_0, Some(q8_0_tiles)),
+        GgmlType::Q4_1 => rows_typed(w, xq, shape, out, kt.q4_1_q8_1, kt.q4_1_q8_1_tiles),
+        GgmlType::Q8_0 => rows_typed(w, xq, shape, out, kt.q8_0_q8_0, kt.q8_0_q8_0_tiles),
         GgmlType::Q4K => rows_typed(w, xq, shape, out, kt.q4_k_q8_k, None),
         GgmlType::Q5K => rows_typed(w, xq, shape, out, kt.q5_k_q8_k, None),
         GgmlType::Q6K => rows_typed(w, xq, shape, out, kt.q6_k_q8_k, None),
-        GgmlType::Q8_1 | GgmlType::Q8K => panic!("{} is not a weight type", w_ty.name()),
+        GgmlType::Q8_1 | GgmlType::Q8K => unreachable!("QMatrix::new refuses activation types"),
     }
-}
-
-fn row_bytes(ty: GgmlType, k: usize) -> usize {
-    ty.row_bytes(k)
-        .unwrap_or_else(|| panic!("k = {k} is not a whole number of {} blocks", ty.name()))
 }
 
 #[derive(Clone, Copy)]
@@ -166,12 +127,6 @@ struct Shape {
     x_rb: usize,
     nr: usize,
     m: usize,
-}
-
-/// The 4-row tiles of one pairing, for tables that have them.
-struct Tiles<W: 'static, A: 'static> {
-    x1: Tile4x1<W, A>,
-    x4: Tile4x4<W, A>,
 }
 
 fn rows_typed<W: Pod, A: Pod>(
@@ -246,23 +201,14 @@ fn dot_unaligned<W: Pod, A: Pod>(w: &[u8], x: &[u8], dot: fn(&[W], &[A]) -> f32)
 /// Values dequantized at a time into a stack buffer (one k-quant super-block, eight 32-blocks).
 const DEQUANT_CHUNK: usize = 256;
 
-/// Like [`matmul_rows`] with f32 activations `x` (`m × k`): each weight row is dequantized on the
-/// fly and dotted in f32. Slower; for parity checks against the quantized-activation path.
-pub fn matmul_rows_f32(
-    w_ty: GgmlType,
-    w: &[u8],
-    k: usize,
-    rows: Range<usize>,
-    x: &[f32],
-    m: usize,
-    out: &mut [f32],
-) {
+/// Like [`matmul_rows`] with f32 activations `x` (`m × cols`): each weight row is dequantized
+/// on the fly and dotted in f32. Slower; for parity checks against the quantized-activation path.
+///
+/// # Panics
+/// On inconsistent sizes (an internal contract).
+pub fn matmul_rows_f32(w: &QMatrix<'_>, rows: Range<usize>, x: &[f32], m: usize, out: &mut [f32]) {
     let kt = arch::kernels();
-    let w_rb = row_bytes(w_ty, k);
-    assert!(
-        w.len() >= rows.end * w_rb,
-        "matmul_rows_f32: weights too short for rows {rows:?}"
-    );
+    let (w_ty, k) = (w.ty(), w.cols());
     assert_eq!(x.len(), m * k, "matmul_rows_f32: x must be m × k");
     let nr = rows.len();
     assert_eq!(
@@ -275,8 +221,7 @@ pub fn matmul_rows_f32(
     let chunk_blocks = (DEQUANT_CHUNK / bs).max(1);
     let mut tmp = [0.0f32; DEQUANT_CHUNK];
     for (ri, r) in rows.enumerate() {
-        let row = &w[r * w_rb..(r + 1) * w_rb];
-        for (c, raw) in row.chunks(chunk_blocks * ts).enumerate() {
+        for (c, raw) in w.row(r).chunks(chunk_blocks * ts).enumerate() {
             let len = raw.len() / ts * bs;
             let col0 = c * chunk_blocks * bs;
             dequantize_row(w_ty, raw, &mut tmp[..len]);
@@ -300,34 +245,23 @@ const COEF_ROWS: usize = 64;
 /// so each `dx` load and store serves eight FMAs instead of one (the old row-at-a-time axpy
 /// streamed the whole `m × 256` tile through L2 per weight row). Each `dx[i][c]` is still summed
 /// in row order `r = 0, 1, …`.
-#[allow(clippy::too_many_arguments)]
-pub fn matmul_t_cols(
-    w_ty: GgmlType,
-    w: &[u8],
-    n: usize,
-    k: usize,
-    cols: Range<usize>,
-    dy: &[f32],
-    m: usize,
-    dx: &mut [f32],
-) {
-    matmul_t_cols_with(arch::kernels(), w_ty, w, n, k, cols, dy, m, dx);
+///
+/// # Panics
+/// On inconsistent sizes (an internal contract).
+pub fn matmul_t_cols(w: &QMatrix<'_>, cols: Range<usize>, dy: &[f32], m: usize, dx: &mut [f32]) {
+    matmul_t_cols_with(arch::kernels(), w, cols, dy, m, dx);
 }
 
 /// [`matmul_t_cols`] with an explicit kernel table (tests compare tables).
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn matmul_t_cols_with(
     kt: &Kernels,
-    w_ty: GgmlType,
-    w: &[u8],
-    n: usize,
-    k: usize,
+    w: &QMatrix<'_>,
     cols: Range<usize>,
     dy: &[f32],
     m: usize,
     dx: &mut [f32],
 ) {
-    let w_rb = row_bytes(w_ty, k);
+    let (w_ty, n, k) = (w.ty(), w.rows(), w.cols());
     let (bs, ts) = (w_ty.block_size(), w_ty.type_size());
     assert!(
         cols.start.is_multiple_of(bs)
@@ -335,10 +269,6 @@ pub(crate) fn matmul_t_cols_with(
             && cols.end <= k
             && cols.start <= cols.end,
         "matmul_t_cols: columns {cols:?} not block-aligned within k = {k}"
-    );
-    assert!(
-        w.len() >= n * w_rb,
-        "matmul_t_cols: weights too short for n = {n}"
     );
     assert_eq!(dy.len(), m * n, "matmul_t_cols: dy must be m × n");
     let nc = cols.len();
@@ -362,7 +292,7 @@ pub(crate) fn matmul_t_cols_with(
         while r0 < n {
             let rows = (n - r0).min(PANEL_ROWS);
             for (p, out) in panel.0[..rows].iter_mut().enumerate() {
-                let raw = &w[(r0 + p) * w_rb + byte0..][..nbytes];
+                let raw = &w.row(r0 + p)[byte0..][..nbytes];
                 dequantize_row(w_ty, raw, &mut out[..len]);
             }
             // The panel's coefficients, `COEF_ROWS` rows of `dy` at a time, gathered first: the

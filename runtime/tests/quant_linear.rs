@@ -5,9 +5,7 @@
 use std::sync::Arc;
 
 use burn::tensor::{Device, Tensor, TensorData};
-use engram_kernels::quant::{
-    BlockQ4_1, BlockQ8_0, GgmlType, dequantize_row, quantize_row_q4_1_ref, quantize_row_q8_0_ref,
-};
+use engram_kernels::{GgmlType, dequantize_row, quantize_row};
 use engram_runtime::backend::{QWeight, quant_linear, quant_linear_t};
 use engram_runtime::cpu::CpuContext;
 use engram_runtime::format::GgufBuilder;
@@ -34,19 +32,8 @@ fn lcg(seed: &mut u64) -> f32 {
 fn weight_file(ty: GgmlType, dir: &std::path::Path) -> (std::path::PathBuf, Vec<f32>) {
     let mut seed = 7;
     let w: Vec<f32> = (0..N_OUT * N_IN).map(|_| lcg(&mut seed) * 0.5).collect();
-    let bytes: Vec<u8> = match ty {
-        GgmlType::Q4_1 => {
-            let mut blocks = vec![bytemuck::Zeroable::zeroed(); N_OUT * N_IN / 32];
-            quantize_row_q4_1_ref(&w, &mut blocks);
-            bytemuck::cast_slice::<BlockQ4_1, u8>(&blocks).to_vec()
-        }
-        GgmlType::Q8_0 => {
-            let mut blocks = vec![bytemuck::Zeroable::zeroed(); N_OUT * N_IN / 32];
-            quantize_row_q8_0_ref(&w, &mut blocks);
-            bytemuck::cast_slice::<BlockQ8_0, u8>(&blocks).to_vec()
-        }
-        other => panic!("no quantizer for {other:?} in this test"),
-    };
+    let mut bytes = vec![0u8; ty.row_bytes(w.len()).expect("whole blocks")];
+    quantize_row(ty, &w, &mut bytes).expect("a type engram can quantize");
     let mut deq = vec![0f32; N_OUT * N_IN];
     dequantize_row(ty, &bytes, &mut deq);
     let file = GgufBuilder::new()

@@ -1,7 +1,7 @@
 //! A fully fine-tuned model back to a GGUF file.
 //!
 //! Each trained tensor is re-quantized to the type it has in the base file with the kernels'
-//! reference quantizers (`quantize_row_q4_1_ref`, ...), so the new file has the base's size,
+//! reference quantizers (`quantize_row`), so the new file has the base's size,
 //! layout and speed; every other tensor and all metadata are copied as they are. The file is
 //! written to a temp file and renamed into place.
 //!
@@ -14,16 +14,10 @@
 
 use std::path::{Path, PathBuf};
 
-use bytemuck::Zeroable;
-use engram_kernels::GgmlType;
-use engram_kernels::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ8_0, quantize_row_q4_0_ref, quantize_row_q4_1_ref,
-    quantize_row_q8_0_ref,
-};
+use engram_kernels::{GgmlType, quantize_row};
 use engram_runtime::format::{GgufBuilder, MetaValue};
 use engram_runtime::io::write_bytes_atomic;
 use engram_runtime::model_file::ModelFile;
-use half::{bf16, f16};
 
 use super::FullFinetune;
 
@@ -205,34 +199,13 @@ pub fn quantize(ty: GgmlType, values: &[f32]) -> Option<Vec<u8>> {
         values.len(),
         ty.name()
     );
-    let n_blocks = values.len() / ty.block_size();
-    Some(match ty {
-        GgmlType::F32 => bytemuck::cast_slice(values).to_vec(),
-        GgmlType::F16 => values
-            .iter()
-            .flat_map(|&v| f16::from_f32(v).to_le_bytes())
-            .collect(),
-        GgmlType::BF16 => values
-            .iter()
-            .flat_map(|&v| bf16::from_f32(v).to_le_bytes())
-            .collect(),
-        GgmlType::Q4_0 => {
-            let mut y = vec![BlockQ4_0::zeroed(); n_blocks];
-            quantize_row_q4_0_ref(values, &mut y);
-            bytemuck::cast_slice(&y).to_vec()
-        }
-        GgmlType::Q4_1 => {
-            let mut y = vec![BlockQ4_1::zeroed(); n_blocks];
-            quantize_row_q4_1_ref(values, &mut y);
-            bytemuck::cast_slice(&y).to_vec()
-        }
-        GgmlType::Q8_0 => {
-            let mut y = vec![BlockQ8_0::zeroed(); n_blocks];
-            quantize_row_q8_0_ref(values, &mut y);
-            bytemuck::cast_slice(&y).to_vec()
-        }
-        _ => return None,
-    })
+    // Q8_1 and Q8_K are activation formats: a weight file never holds them.
+    if matches!(ty, GgmlType::Q8_1 | GgmlType::Q8K) {
+        return None;
+    }
+    let mut out = vec![0u8; ty.row_bytes(values.len())?];
+    quantize_row(ty, values, &mut out).ok()?;
+    Some(out)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use super::{Kernels, Panel, PanelShape};
 use crate::quant::*;
 
-/// Portable kernels.
+/// Portable kernels; the SIMD tables start from it and replace what they speed up.
 pub(crate) static GENERIC: Kernels = Kernels {
     q4_0_q8_0: vec_dot_q4_0_q8_0_ref,
     q4_1_q8_1: vec_dot_q4_1_q8_1_ref,
@@ -15,10 +15,8 @@ pub(crate) static GENERIC: Kernels = Kernels {
     f16_f32: vec_dot_f16_f32_ref,
     bf16_f32: vec_dot_bf16_f32_ref,
     axpy_panel: axpy_panel_ref,
-    q4_1_q8_1_4x1: |x, y| x.map(|r| vec_dot_q4_1_q8_1_ref(r, y)),
-    q4_1_q8_1_4x4: |x, y| y.map(|a| x.map(|r| vec_dot_q4_1_q8_1_ref(r, a))),
-    q8_0_q8_0_4x1: |x, y| x.map(|r| vec_dot_q8_0_q8_0_ref(r, y)),
-    q8_0_q8_0_4x4: |x, y| y.map(|a| x.map(|r| vec_dot_q8_0_q8_0_ref(r, a))),
+    q4_1_q8_1_tiles: None,
+    q8_0_q8_0_tiles: None,
     quantize_q8_0: quantize_row_q8_0_ref,
     quantize_q8_1: quantize_row_q8_1_ref,
 };

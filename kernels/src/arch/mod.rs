@@ -12,6 +12,8 @@ use crate::quant::{
 #[cfg(target_arch = "aarch64")]
 pub(crate) mod aarch64;
 pub(crate) mod generic;
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+mod panel;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86_64;
 
@@ -58,14 +60,11 @@ pub(crate) struct Kernels {
     /// `dx[i][c] += Σ_p dy[i][p] · panel[p][c]` over a panel of dequantized weight rows (the
     /// transposed product's inner loop; see [`PanelShape`]).
     pub axpy_panel: AxpyPanel,
-    /// Four Q4_1 rows · one Q8_1 row; each result bit-identical to `q4_1_q8_1`'s.
-    pub q4_1_q8_1_4x1: Tile4x1<BlockQ4_1, BlockQ8_1>,
-    /// Four Q4_1 rows × four Q8_1 rows (`out[m][r]`); each bit-identical to `q4_1_q8_1`'s.
-    pub q4_1_q8_1_4x4: Tile4x4<BlockQ4_1, BlockQ8_1>,
-    /// Four Q8_0 rows · one Q8_0 row; each result bit-identical to `q8_0_q8_0`'s.
-    pub q8_0_q8_0_4x1: Tile4x1<BlockQ8_0, BlockQ8_0>,
-    /// Four Q8_0 rows × four Q8_0 rows (`out[m][r]`); each bit-identical to `q8_0_q8_0`'s.
-    pub q8_0_q8_0_4x4: Tile4x4<BlockQ8_0, BlockQ8_0>,
+    /// Multi-row Q4_1 · Q8_1 tiles, each result bit-identical to `q4_1_q8_1`'s; `None` where
+    /// the table has none (the driver then calls `q4_1_q8_1` per row pair).
+    pub q4_1_q8_1_tiles: Option<Tiles<BlockQ4_1, BlockQ8_1>>,
+    /// Multi-row Q8_0 · Q8_0 tiles, each result bit-identical to `q8_0_q8_0`'s (see above).
+    pub q8_0_q8_0_tiles: Option<Tiles<BlockQ8_0, BlockQ8_0>>,
     /// Activation quantizers, bit-identical to `quantize_row_q8_0_ref` / `_q8_1_ref`.
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
     /// See `quantize_q8_0`.
@@ -76,6 +75,15 @@ pub(crate) struct Kernels {
 pub(crate) type Tile4x1<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];
 /// Four weight rows dotted with four activation rows: `out[m][r] = w[r] · x[m]`.
 pub(crate) type Tile4x4<W, A> = fn([&[W]; 4], [&[A]; 4]) -> [[f32; 4]; 4];
+
+/// The 4-row tiles of one (weight, activation) pairing.
+#[derive(Clone, Copy)]
+pub(crate) struct Tiles<W: 'static, A: 'static> {
+    /// Four weight rows · one activation row.
+    pub x1: Tile4x1<W, A>,
+    /// Four weight rows × four activation rows.
+    pub x4: Tile4x4<W, A>,
+}
 
 /// Weight rows per panel of the transposed product.
 pub(crate) const PANEL_ROWS: usize = 8;

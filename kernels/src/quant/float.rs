@@ -23,6 +23,22 @@ pub fn dequantize_row_bf16(x: &[bf16], y: &mut [f32]) {
     }
 }
 
+/// Narrows an f32 row to f16 (round to nearest even): the inverse of [`dequantize_row_f16`].
+pub fn quantize_row_f16(x: &[f32], y: &mut [f16]) {
+    assert_eq!(x.len(), y.len(), "quantize_row_f16: length mismatch");
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = f16::from_f32(*x);
+    }
+}
+
+/// Narrows an f32 row to bf16 (round to nearest even): the inverse of [`dequantize_row_bf16`].
+pub fn quantize_row_bf16(x: &[f32], y: &mut [bf16]) {
+    assert_eq!(x.len(), y.len(), "quantize_row_bf16: length mismatch");
+    for (y, x) in y.iter_mut().zip(x) {
+        *y = bf16::from_f32(*x);
+    }
+}
+
 /// Scalar f32 · f32 dot product, eight partial sums (so it vectorizes without fast-math).
 pub fn vec_dot_f32_ref(x: &[f32], y: &[f32]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_f32: length mismatch");

@@ -186,6 +186,84 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
     }
 }
 
+/// A type [`quantize_row`] has no quantizer for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum QuantizeError {
+    /// The k-quant weight formats (Q4_K, Q5_K, Q6_K): engram reads them but cannot write them.
+    Unsupported(GgmlType),
+}
+
+impl core::fmt::Display for QuantizeError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::Unsupported(ty) => write!(f, "engram has no quantizer for {}", ty.name()),
+        }
+    }
+}
+
+impl core::error::Error for QuantizeError {}
+
+/// Quantizes one row of `src.len()` values to `ty` into its raw bytes `dst` with the scalar
+/// `_ref` quantizers: the inverse of [`dequantize_row`]. Float types are stored as native-endian
+/// values (little-endian on every target engram runs on, as GGUF stores them).
+///
+/// # Errors
+/// [`QuantizeError::Unsupported`] for the k-quant weight formats (`dst` is left untouched).
+///
+/// # Panics
+/// When `src.len()` is not a whole number of `ty` blocks or `dst.len()` is not their byte size:
+/// an internal contract, as for [`dequantize_row`].
+pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), QuantizeError> {
+    let expect = ty.row_bytes(src.len());
+    assert!(
+        expect == Some(dst.len()),
+        "quantize_row({}): {} bytes for {} values, expected {:?}",
+        ty.name(),
+        dst.len(),
+        src.len(),
+        expect
+    );
+    let bs = ty.block_size();
+    match ty {
+        GgmlType::F32 => dst.copy_from_slice(bytemuck::cast_slice(src)),
+        GgmlType::F16 => quantize_into(src, dst, bs, quantize_row_f16),
+        GgmlType::BF16 => quantize_into(src, dst, bs, quantize_row_bf16),
+        GgmlType::Q4_0 => quantize_into(src, dst, bs, quantize_row_q4_0_ref),
+        GgmlType::Q4_1 => quantize_into(src, dst, bs, quantize_row_q4_1_ref),
+        GgmlType::Q8_0 => quantize_into(src, dst, bs, quantize_row_q8_0_ref),
+        GgmlType::Q8_1 => quantize_into(src, dst, bs, quantize_row_q8_1_ref),
+        GgmlType::Q8K => quantize_into(src, dst, bs, quantize_row_q8_k_ref),
+        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+            return Err(QuantizeError::Unsupported(ty));
+        }
+    }
+    Ok(())
+}
+
+/// [`with_blocks`] the other way: quantizes in place when `dst` is aligned for `B`, else one
+/// block at a time through the stack.
+pub(crate) fn quantize_into<B: Pod>(
+    src: &[f32],
+    dst: &mut [u8],
+    bs: usize,
+    f: fn(&[f32], &mut [B]),
+) {
+    match bytemuck::try_cast_slice_mut::<u8, B>(dst) {
+        Ok(blocks) => f(src, blocks),
+        Err(_) => {
+            for (x, raw) in src
+                .chunks_exact(bs)
+                .zip(dst.chunks_exact_mut(size_of::<B>()))
+            {
+                let mut b = B::zeroed();
+                f(x, core::slice::from_mut(&mut b));
+                raw.copy_from_slice(bytemuck::bytes_of(&b));
+            }
+        }
+    }
+}
+
 /// Runs a block-slice kernel over raw bytes: casts in place when `src` is aligned for `B`, else
 /// copies one block at a time with `pod_read_unaligned`.
 fn with_blocks<B: Pod>(src: &[u8], dst: &mut [f32], bs: usize, f: fn(&[B], &mut [f32])) {

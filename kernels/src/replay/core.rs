@@ -5,6 +5,7 @@ use heapless::Vec;
 
 use super::rng::SplitMix64;
 use super::sample::{self, Sampling};
+use super::slot::SlotMeta;
 
 /// Most distinct labels one buffer tracks (class-balanced retention keeps a count per label).
 pub const MAX_CLASSES: usize = 256;
@@ -37,21 +38,6 @@ impl Default for Policy {
             sampling: Sampling::Uniform,
         }
     }
-}
-
-/// Bookkeeping of one stored item.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct SlotMeta {
-    /// Class label (for a language model: the domain or category).
-    pub label: u32,
-    /// Task the item arrived in.
-    pub task: u32,
-    /// Stream position at insertion (`seen` after counting it, so the first item has 1).
-    pub seen_at: u64,
-    /// Replay clock (number of `sample` calls) at its last replay; 0 with `replays == 0`.
-    pub last_replay: u64,
-    /// How many replay batches drew it.
-    pub replays: u32,
 }
 
 /// Per-label counts (offered so far, stored now).

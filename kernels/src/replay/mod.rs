@@ -25,12 +25,14 @@
 mod core;
 mod rng;
 mod sample;
+mod slot;
 #[cfg(test)]
 mod tests;
 
 pub use self::core::{
     Admission, ClassCount, CoreState, InsertError, MAX_CLASSES, Policy, ReplayCore, RestoreError,
-    Retention, SlotMeta,
+    Retention,
 };
 pub use self::rng::SplitMix64;
 pub use self::sample::Sampling;
+pub use self::slot::SlotMeta;

@@ -1,8 +1,8 @@
 //! Which stored items a replay batch draws: uniform, power-law recency, or recall-interval
 //! scheduling. Every scheme draws distinct slots, so a batch never repeats an item.
 
-use super::core::SlotMeta;
 use super::rng::SplitMix64;
+use super::slot::SlotMeta;
 
 /// How a replay batch is drawn from the stored slots.
 #[derive(Clone, Copy, Debug, PartialEq)]

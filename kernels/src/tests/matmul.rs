@@ -6,7 +6,7 @@ use std::vec::Vec;
 
 use proptest::prelude::*;
 
-use super::{Rng, dequant, quantize_weights};
+use super::{Rng, dequant, qm, quantize_weights};
 use crate::{
     GgmlType, activation_bytes, matmul_rows, matmul_rows_f32, matmul_t_cols, quantize_activations,
 };
@@ -46,7 +46,7 @@ fn check_shapes(ty: GgmlType, n: usize, kb: usize, m: usize, r0: usize, r1: usiz
     quantize_activations(ty, &x, &mut xq);
     let xrb = activation_bytes(ty, k);
     let mut out = vec![0.0; m * nr];
-    matmul_rows(ty, &w, k, r0..r1, &xq, m, &mut out);
+    matmul_rows(&qm(ty, &w, k), r0..r1, &xq, m, &mut out);
     let wrb = ty.row_bytes(k).unwrap();
     for i in 0..m {
         for r in r0..r1 {
@@ -58,7 +58,7 @@ fn check_shapes(ty: GgmlType, n: usize, kb: usize, m: usize, r0: usize, r1: usiz
 
     // f32 activations against the naive product.
     let mut outf = vec![0.0; m * nr];
-    matmul_rows_f32(ty, &w, k, r0..r1, &x, m, &mut outf);
+    matmul_rows_f32(&qm(ty, &w, k), r0..r1, &x, m, &mut outf);
     for i in 0..m {
         for r in r0..r1 {
             let want: f32 = (0..k).map(|c| wf[r * k + c] * x[i * k + c]).sum();
@@ -72,7 +72,7 @@ fn check_shapes(ty: GgmlType, n: usize, kb: usize, m: usize, r0: usize, r1: usiz
     let (c0, c1) = ((r0 % kb) * bs, kb * bs);
     let dy = rng.vec(m * n);
     let mut dx = vec![0.0; m * (c1 - c0)];
-    matmul_t_cols(ty, &w, n, k, c0..c1, &dy, m, &mut dx);
+    matmul_t_cols(&qm(ty, &w, k), c0..c1, &dy, m, &mut dx);
     for i in 0..m {
         for c in c0..c1 {
             let want: f32 = (0..n).map(|r| dy[i * n + r] * wf[r * k + c]).sum();
@@ -106,8 +106,8 @@ fn matmul_misaligned_weights_match_aligned() {
         let mut xq = vec![0u8; activation_bytes(ty, 2 * k)];
         quantize_activations(ty, &x, &mut xq);
         let (mut a, mut b) = (vec![0.0; 6], vec![0.0; 6]);
-        matmul_rows(ty, &w, k, 0..3, &xq, 2, &mut a);
-        matmul_rows(ty, &shifted[1..], k, 0..3, &xq, 2, &mut b);
+        matmul_rows(&qm(ty, &w, k), 0..3, &xq, 2, &mut a);
+        matmul_rows(&qm(ty, &shifted[1..], k), 0..3, &xq, 2, &mut b);
         for (a, b) in a.iter().zip(&b) {
             assert!(
                 (a - b).abs() <= 1e-4 * (1.0 + a.abs()),
@@ -150,17 +150,17 @@ fn tiled_rows_match_single_row_kernels() {
         quantize_activations(ty, &x, &mut xq);
         let (wrb, xrb) = (ty.row_bytes(k).unwrap(), activation_bytes(ty, k));
         let mut want = vec![0.0; m * n];
-        matmul_rows_with(&GENERIC, ty, &w, k, 0..n, &xq, m, &mut want);
+        matmul_rows_with(&GENERIC, &qm(ty, &w, k), 0..n, &xq, m, &mut want);
         for (isa, kt) in tables() {
             for rows in [0..n, 1..n, 3..10] {
                 let nr = rows.len();
                 let mut out = vec![f32::NAN; m * nr];
-                matmul_rows_with(kt, ty, &w, k, rows.clone(), &xq, m, &mut out);
+                matmul_rows_with(kt, &qm(ty, &w, k), rows.clone(), &xq, m, &mut out);
                 for i in 0..m {
                     for r in rows.clone() {
                         let mut single = [0.0f32];
                         let (wr, xr) = (&w[r * wrb..][..wrb], &xq[i * xrb..][..xrb]);
-                        matmul_rows_with(kt, ty, wr, k, 0..1, xr, 1, &mut single);
+                        matmul_rows_with(kt, &qm(ty, wr, k), 0..1, xr, 1, &mut single);
                         let got = out[i * nr + r - rows.start];
                         assert_eq!(got.to_bits(), single[0].to_bits(), "{isa:?} {r} {i}");
                         let err = (got - want[i * n + r]).abs() / k as f32;

@@ -8,9 +8,9 @@ use std::vec::Vec;
 use bytemuck::Zeroable;
 use half::f16;
 
-use crate::GgmlType;
 use crate::arch::{Isa, Kernels, generic, kernels_for};
 use crate::quant::*;
+use crate::{GgmlType, QMatrix, QMatrixError};
 
 mod matmul;
 mod panel;
@@ -81,39 +81,23 @@ fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         .sum::<f64>() as f32
 }
 
-/// Quantizes `x` to `ty` with the `_ref` quantizer, as raw bytes.
+/// Quantizes `x` to `ty` with [`quantize_row`], as raw bytes; k-quants (which have no
+/// quantizer) get random blocks with sane scales instead.
 pub(crate) fn quantize_weights(ty: GgmlType, x: &[f32]) -> Vec<u8> {
     let nb = x.len() / ty.block_size();
-    match ty {
-        GgmlType::Q4_0 => {
-            let mut b = vec![BlockQ4_0::zeroed(); nb];
-            quantize_row_q4_0_ref(x, &mut b);
-            bytemuck::cast_slice(&b).to_vec()
-        }
-        GgmlType::Q4_1 => {
-            let mut b = vec![BlockQ4_1::zeroed(); nb];
-            quantize_row_q4_1_ref(x, &mut b);
-            bytemuck::cast_slice(&b).to_vec()
-        }
-        GgmlType::Q8_0 => {
-            let mut b = vec![BlockQ8_0::zeroed(); nb];
-            quantize_row_q8_0_ref(x, &mut b);
-            bytemuck::cast_slice(&b).to_vec()
-        }
-        GgmlType::F32 => bytemuck::cast_slice(x).to_vec(),
-        GgmlType::F16 => {
-            let h: Vec<f16> = x.iter().map(|&v| f16::from_f32(v)).collect();
-            bytemuck::cast_slice(&h).to_vec()
-        }
-        GgmlType::BF16 => {
-            let h: Vec<half::bf16> = x.iter().map(|&v| half::bf16::from_f32(v)).collect();
-            bytemuck::cast_slice(&h).to_vec()
-        }
-        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+    let mut out = vec![0u8; nb * ty.type_size()];
+    match quantize_row(ty, x, &mut out) {
+        Ok(()) => out,
+        Err(QuantizeError::Unsupported(_)) => {
             random_kquant_row(ty, nb, &mut Rng::new(x.len() as u64))
         }
-        _ => panic!("not a weight type"),
     }
+}
+
+/// `w` as a matrix of rows of `k` values of `ty` (as many rows as it holds).
+pub(crate) fn qm(ty: GgmlType, w: &[u8], k: usize) -> QMatrix<'_> {
+    let rows = w.len() / ty.row_bytes(k).expect("whole blocks");
+    QMatrix::new(ty, w, rows, k).expect("whole rows")
 }
 
 /// K-quant blocks from random bytes with sane f16 scales (no k-quant quantizer yet).
@@ -272,7 +256,7 @@ fn kquant_integer_dot_matches_dequantized_dot() {
         let want = dot_f32(&dequant(ty, &w), &dequant(GgmlType::Q8K, &xq));
         for (isa, kt) in tables() {
             let mut out = [0.0f32];
-            crate::matmul::matmul_rows_with(kt, ty, &w, k, 0..1, &xq, 1, &mut out);
+            crate::matmul::matmul_rows_with(kt, &qm(ty, &w, k), 0..1, &xq, 1, &mut out);
             let err = (out[0] - want).abs() / k as f32;
             assert!(
                 err < MAX_KQUANT_DOT_VS_DEQUANT_ERROR,
@@ -321,10 +305,10 @@ fn optimized_kernels_match_ref_twins() {
             let mut xq = vec![0u8; crate::activation_bytes(ty, k)];
             crate::quantize_activations(ty, &x, &mut xq);
             let mut want = [0.0f32];
-            crate::matmul::matmul_rows_with(gen_tbl, ty, &w, k, 0..1, &xq, 1, &mut want);
+            crate::matmul::matmul_rows_with(gen_tbl, &qm(ty, &w, k), 0..1, &xq, 1, &mut want);
             for (isa, kt) in tables() {
                 let mut got = [0.0f32];
-                crate::matmul::matmul_rows_with(kt, ty, &w, k, 0..1, &xq, 1, &mut got);
+                crate::matmul::matmul_rows_with(kt, &qm(ty, &w, k), 0..1, &xq, 1, &mut got);
                 let err = (got[0] - want[0]).abs() / k as f32;
                 assert!(
                     err < MAX_KERNEL_VS_REF_ERROR,
@@ -358,6 +342,103 @@ fn dequantize_misaligned_bytes_matches_aligned() {
 fn dequantize_row_length_mismatch_panics() {
     let mut y = [0.0f32; 32];
     dequantize_row(GgmlType::Q4_1, &[0u8; 19], &mut y);
+}
+
+/// `quantize_row` writes exactly the bytes of the typed `_ref` quantizer, at any byte offset,
+/// and refuses the k-quants without touching `dst`.
+#[test]
+fn quantize_row_matches_typed_ref_quantizers() {
+    fn typed<B: bytemuck::Pod>(x: &[f32], bs: usize, f: fn(&[f32], &mut [B])) -> Vec<u8> {
+        let mut b = vec![B::zeroed(); x.len() / bs];
+        f(x, &mut b);
+        bytemuck::cast_slice(&b).to_vec()
+    }
+    let x = Rng::new(31).vec(512);
+    let want = [
+        (GgmlType::F32, bytemuck::cast_slice::<f32, u8>(&x).to_vec()),
+        (GgmlType::F16, typed(&x, 1, quantize_row_f16)),
+        (GgmlType::BF16, typed(&x, 1, quantize_row_bf16)),
+        (GgmlType::Q4_0, typed(&x, QK4_0, quantize_row_q4_0_ref)),
+        (GgmlType::Q4_1, typed(&x, QK4_1, quantize_row_q4_1_ref)),
+        (GgmlType::Q8_0, typed(&x, QK8_0, quantize_row_q8_0_ref)),
+        (GgmlType::Q8_1, typed(&x, QK8_1, quantize_row_q8_1_ref)),
+        (GgmlType::Q8K, typed(&x, QK_K, quantize_row_q8_k_ref)),
+    ];
+    for (ty, want) in want {
+        let mut buf = vec![0u8; want.len() + 1];
+        for off in [0, 1] {
+            let dst = &mut buf[off..off + want.len()];
+            quantize_row(ty, &x, dst).unwrap();
+            assert_eq!(dst, &want[..], "{} at offset {off}", ty.name());
+        }
+    }
+    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+        let mut dst = vec![7u8; ty.row_bytes(512).unwrap()];
+        assert_eq!(
+            quantize_row(ty, &x, &mut dst),
+            Err(QuantizeError::Unsupported(ty))
+        );
+        assert!(dst.iter().all(|&b| b == 7), "{}", ty.name());
+    }
+}
+
+#[test]
+#[should_panic(expected = "quantize_row(q8_0)")]
+fn quantize_row_length_mismatch_panics() {
+    quantize_row(GgmlType::Q8_0, &[0.0; 32], &mut [0u8; 33]).unwrap();
+}
+
+/// `QMatrix::new` accepts exactly `rows` whole rows and names what is wrong otherwise.
+#[test]
+fn qmatrix_checks_its_bytes() {
+    let bytes = [0u8; 3 * 20];
+    let w = QMatrix::new(GgmlType::Q4_1, &bytes, 3, 32).unwrap();
+    assert_eq!((w.rows(), w.cols(), w.row_bytes()), (3, 32, 20));
+    assert_eq!(w.row(2).as_ptr(), bytes[40..].as_ptr());
+    assert_eq!(w.row_range(1..3).len(), 40);
+    assert_eq!(
+        QMatrix::new(GgmlType::Q4_1, &bytes[1..], 3, 32).unwrap_err(),
+        QMatrixError::Length {
+            ty: GgmlType::Q4_1,
+            rows: 3,
+            cols: 32,
+            expected: 60,
+            actual: 59
+        }
+    );
+    assert_eq!(
+        QMatrix::new(GgmlType::Q4_1, &bytes, 2, 48).unwrap_err(),
+        QMatrixError::PartialBlock {
+            ty: GgmlType::Q4_1,
+            cols: 48
+        }
+    );
+    let huge = usize::MAX / 32 * 32;
+    assert!(matches!(
+        QMatrix::new(GgmlType::F32, &bytes, 1, huge),
+        Err(QMatrixError::TooLarge { .. })
+    ));
+    assert!(matches!(
+        QMatrix::new(GgmlType::Q4_1, &bytes, usize::MAX / 2, 32),
+        Err(QMatrixError::TooLarge { .. })
+    ));
+    for ty in [GgmlType::Q8_1, GgmlType::Q8K] {
+        assert_eq!(
+            QMatrix::new(ty, &[], 0, 0).unwrap_err(),
+            QMatrixError::NotAWeightType(ty)
+        );
+    }
+    // An empty matrix is a matrix.
+    assert_eq!(QMatrix::new(GgmlType::Q8_0, &[], 0, 64).unwrap().rows(), 0);
+}
+
+#[test]
+#[should_panic(expected = "QMatrix: rows 2..4 out of 0..3")]
+fn qmatrix_row_range_past_the_end_panics() {
+    let bytes = [0u8; 3 * 34];
+    QMatrix::new(GgmlType::Q8_0, &bytes, 3, 32)
+        .unwrap()
+        .row_range(2..4);
 }
 
 /// Every table's activation quantizers give exactly the `_ref` blocks (ties, zeros, NaN).

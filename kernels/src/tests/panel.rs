@@ -5,7 +5,7 @@ use std::vec;
 use std::vec::Vec;
 
 use super::matmul::MAX_F32_MATMUL_ERROR;
-use super::{MAX_KERNEL_VS_REF_ERROR, Rng, dequant, quantize_weights, tables};
+use super::{MAX_KERNEL_VS_REF_ERROR, Rng, dequant, qm, quantize_weights, tables};
 use crate::GgmlType;
 use crate::arch::generic::axpy_panel_ref;
 use crate::arch::{PANEL_COLS, PANEL_ROWS, Panel, PanelShape};
@@ -129,7 +129,7 @@ fn matmul_t_cols_matches_f64_reference_on_every_table() {
                 let want = matmul_t_f64(&wf, n, k, &cols, &dy);
                 for (isa, kt) in tables() {
                     let mut dx = vec![f32::NAN; m * cols.len()];
-                    matmul_t_cols_with(kt, ty, &w, n, k, cols.clone(), &dy, m, &mut dx);
+                    matmul_t_cols_with(kt, &qm(ty, &w, k), cols.clone(), &dy, m, &mut dx);
                     for (j, (g, w)) in dx.iter().zip(&want).enumerate() {
                         let err = (*g as f64 - w).abs() / n as f64;
                         assert!(

@@ -2,7 +2,7 @@
 //!
 //! Each weight's ggml blocks are uploaded once per device, exactly as they are stored in the
 //! model file (padded to whole 32-bit words), and kept there for the life of the [`QWeight`]
-//! ([`DeviceBlocks`]); no call uploads them again and nothing is dequantized whole. Two CubeCL
+//! (`device_blocks.rs`); no call uploads them again and nothing is dequantized whole. Two CubeCL
 //! kernels decode the blocks while they multiply: `y = x · Wᵀ` (one thread per output element,
 //! a dot product over its weight row) and the transposed `dx = dy · W` for the backward pass
 //! (one thread per input element, a column walk over the rows).
@@ -14,69 +14,21 @@
 //! Formats: Q4_0, Q4_1 and Q8_0 (what the model's projections use). Any other type panics with
 //! the weight's name: the loader would have to dequantize such a weight for this backend.
 
-use std::sync::Mutex;
-
 use burn::backend::Cube;
 use burn::backend::tensor::FloatTensor;
 use burn::tensor::{DType, Shape};
-use burn_cubecl::CubeDevice;
 use burn_cubecl::kernel::into_contiguous;
 use burn_cubecl::tensor::CubeTensor;
 use cubecl::calculate_cube_count_elemwise;
 use cubecl::prelude::*;
-use cubecl::server::Handle;
 use engram_kernels::GgmlType;
 
-use super::qlinear::{QWeight, QuantLinearOps};
+use super::qlinear::{Product, QWeight, QuantLinearOps};
 
 /// Block formats the kernels decode, as comptime tags.
 const FMT_Q4_0: u32 = 0;
 const FMT_Q4_1: u32 = 1;
 const FMT_Q8_0: u32 = 2;
-
-/// A weight's blocks on each device it has been used on, uploaded at first use.
-///
-/// A model normally runs on one device, so this is a short list searched linearly. The handles
-/// keep the device memory alive; dropping the [`QWeight`] frees it.
-#[derive(Default)]
-pub(crate) struct DeviceBlocks {
-    uploads: Mutex<Vec<(CubeDevice, Handle)>>,
-}
-
-impl DeviceBlocks {
-    /// The weight's blocks on `tensor`'s device, uploading them the first time.
-    fn handle_for(&self, weight: &QWeight, tensor: &CubeTensor) -> Handle {
-        let mut uploads = self
-            .uploads
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some((_, handle)) = uploads.iter().find(|(dev, _)| *dev == tensor.device) {
-            return handle.clone();
-        }
-        let handle = tensor
-            .client
-            .create_from_slice(&padded_words(weight.bytes()));
-        uploads.push((tensor.device.clone(), handle.clone()));
-        handle
-    }
-
-    /// How many devices hold this weight's blocks (for tests: an upload happens once).
-    pub(crate) fn uploads(&self) -> usize {
-        self.uploads
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .len()
-    }
-}
-
-/// The bytes rounded up to whole 32-bit words: the kernels read `u32`s (WGSL has no byte loads),
-/// and Q4_0/Q8_0 blocks (18 and 34 bytes) do not end on a word boundary.
-fn padded_words(bytes: &[u8]) -> Vec<u8> {
-    let mut words = Vec::with_capacity(bytes.len().next_multiple_of(4));
-    words.extend_from_slice(bytes);
-    words.resize(bytes.len().next_multiple_of(4), 0);
-    words
-}
 
 /// The comptime format tag and block size in bytes of a weight type the kernels decode.
 fn format_of(weight: &QWeight) -> (u32, usize) {
@@ -215,18 +167,8 @@ fn quant_linear_t_kernel(
     dx[pos] = acc;
 }
 
-/// Which product to launch.
-#[derive(Clone, Copy)]
-enum Direction {
-    Forward,
-    Transposed,
-}
-
-fn launch(x: CubeTensor, weight: &QWeight, direction: Direction) -> CubeTensor {
-    let (k_in, k_out) = match direction {
-        Direction::Forward => (weight.n_in(), weight.n_out()),
-        Direction::Transposed => (weight.n_out(), weight.n_in()),
-    };
+fn launch(x: CubeTensor, weight: &QWeight, product: Product) -> CubeTensor {
+    let (k_in, k_out) = product.dims(weight);
     assert_eq!(
         x.dtype,
         DType::F32,
@@ -235,7 +177,7 @@ fn launch(x: CubeTensor, weight: &QWeight, direction: Direction) -> CubeTensor {
     );
     let (fmt, block_bytes) = format_of(weight);
     let x = into_contiguous(x);
-    let blocks = weight.device_blocks().handle_for(weight, &x);
+    let blocks = weight.device_blocks().handle_for(weight.bytes(), &x);
 
     let mut shape: Shape = x.meta.shape().clone();
     let m = shape.num_elements() / k_in;
@@ -269,8 +211,8 @@ fn launch(x: CubeTensor, weight: &QWeight, direction: Direction) -> CubeTensor {
         )
     };
     let (n_in, n_out) = (weight.n_in() as u32, weight.n_out() as u32);
-    match direction {
-        Direction::Forward => quant_linear_kernel::launch(
+    match product {
+        Product::Forward => quant_linear_kernel::launch(
             &client,
             cube_count,
             cube_dim,
@@ -283,7 +225,7 @@ fn launch(x: CubeTensor, weight: &QWeight, direction: Direction) -> CubeTensor {
             fmt,
             block_bytes,
         ),
-        Direction::Transposed => quant_linear_t_kernel::launch(
+        Product::Transposed => quant_linear_t_kernel::launch(
             &client,
             cube_count,
             cube_dim,
@@ -302,10 +244,10 @@ fn launch(x: CubeTensor, weight: &QWeight, direction: Direction) -> CubeTensor {
 
 impl QuantLinearOps for Cube {
     fn quant_linear(x: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
-        launch(x, &weight, Direction::Forward)
+        launch(x, &weight, Product::Forward)
     }
 
     fn quant_linear_t(dy: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
-        launch(dy, &weight, Direction::Transposed)
+        launch(dy, &weight, Product::Transposed)
     }
 }

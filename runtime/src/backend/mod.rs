@@ -8,6 +8,8 @@
 
 #[cfg(any(feature = "wgpu", feature = "cuda"))]
 mod cube;
+#[cfg(any(feature = "wgpu", feature = "cuda"))]
+mod device_blocks;
 mod qlinear;
 
 pub use burn::tensor::Device;

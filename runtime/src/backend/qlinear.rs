@@ -21,7 +21,7 @@ use burn::backend::autodiff::{
 };
 use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
 use burn::tensor::Tensor;
-use engram_kernels::GgmlType;
+use engram_kernels::{GgmlType, QMatrix};
 
 use crate::cpu::CpuContext;
 use crate::model_file::TensorView;
@@ -41,7 +41,7 @@ struct Inner {
     f32_activations: bool,
     /// The blocks uploaded to each GPU device this weight has run on (uploaded once, kept).
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    device_blocks: super::cube::DeviceBlocks,
+    device_blocks: super::device_blocks::DeviceBlocks,
 }
 
 impl fmt::Debug for QWeight {
@@ -59,7 +59,8 @@ impl QWeight {
     /// Wraps a 2-D tensor of the model file; `cpu` runs its kernels.
     ///
     /// # Panics
-    /// When the view is not 2-D (the model loader checks shapes before).
+    /// When the view is not a 2-D matrix of whole rows of a weight type (the model loader checks
+    /// shapes before).
     pub fn new(view: TensorView, cpu: Arc<CpuContext>) -> Self {
         let dims = view.dims();
         assert_eq!(
@@ -69,6 +70,9 @@ impl QWeight {
             view.name()
         );
         let (n_in, n_out) = (dims[0], dims[1]);
+        if let Err(e) = QMatrix::new(view.ty(), view.bytes(), n_out, n_in) {
+            panic!("QWeight {}: {e}", view.name());
+        }
         Self {
             inner: Arc::new(Inner {
                 view,
@@ -132,9 +136,15 @@ impl QWeight {
         self.inner.view.bytes()
     }
 
+    /// W as the kernels' checked matrix view (`n_out × n_in`).
+    pub fn matrix(&self) -> QMatrix<'_> {
+        let i = &*self.inner;
+        QMatrix::new(i.view.ty(), i.view.bytes(), i.n_out, i.n_in).expect("checked in QWeight::new")
+    }
+
     /// The copies of W's blocks on GPU devices.
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
-    pub(crate) fn device_blocks(&self) -> &super::cube::DeviceBlocks {
+    pub(crate) fn device_blocks(&self) -> &super::device_blocks::DeviceBlocks {
         &self.inner.device_blocks
     }
 
@@ -179,9 +189,9 @@ impl QWeight {
             view.name()
         );
         if *f32_activations {
-            cpu.qmatmul_f32(view.ty(), view.bytes(), *n_out, *n_in, x, m, y);
+            cpu.qmatmul_f32(&self.matrix(), x, m, y);
         } else {
-            cpu.qmatmul(view.ty(), view.bytes(), *n_out, *n_in, x, m, y);
+            cpu.qmatmul(&self.matrix(), x, m, y);
         }
     }
 
@@ -206,7 +216,7 @@ impl QWeight {
             "{}: input gradient is not m × {n_in}",
             view.name()
         );
-        cpu.qmatmul_t(view.ty(), view.bytes(), *n_out, *n_in, dy, m, dx);
+        cpu.qmatmul_t(&self.matrix(), dy, m, dx);
     }
 
     /// Dequantizes the rows `ids` of W into `out` (`ids.len() × n_in`): an embedding lookup.
@@ -223,11 +233,7 @@ impl QWeight {
             "{}: output is not ids × {n_in}",
             view.name()
         );
-        let row_bytes = view
-            .ty()
-            .row_bytes(*n_in)
-            .expect("loader checked block multiples");
-        let bytes = view.bytes();
+        let w = self.matrix();
         for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(*n_in)) {
             let id = id as usize;
             assert!(
@@ -235,8 +241,7 @@ impl QWeight {
                 "{}: row {id} out of range ({n_out} rows)",
                 view.name()
             );
-            let src = &bytes[id * row_bytes..(id + 1) * row_bytes];
-            engram_kernels::dequantize_row(view.ty(), src, dst);
+            engram_kernels::dequantize_row(w.ty(), w.row(id), dst);
         }
     }
 }
@@ -262,20 +267,7 @@ pub trait QuantLinearOps: Backend {
 /// # Panics
 /// When the last dimension of `x` is not `weight.n_in()`.
 pub fn quant_linear<const D: usize>(x: Tensor<D>, weight: &QWeight) -> Tensor<D> {
-    let dims = x.dims();
-    assert_eq!(
-        dims[D - 1],
-        weight.n_in(),
-        "quant_linear {}: input has {} features, W has {}",
-        weight.name(),
-        dims[D - 1],
-        weight.n_in()
-    );
-    let out = <burn::backend::Dispatch as QuantLinearOps>::quant_linear(
-        x.into_dispatch(),
-        weight.clone(),
-    );
-    Tensor::from_dispatch(out)
+    Product::Forward.on_tensor(x, weight)
 }
 
 /// The transposed product `dy · W` over the last dimension of `dy`.
@@ -283,31 +275,15 @@ pub fn quant_linear<const D: usize>(x: Tensor<D>, weight: &QWeight) -> Tensor<D>
 /// # Panics
 /// When the last dimension of `dy` is not `weight.n_out()`.
 pub fn quant_linear_t<const D: usize>(dy: Tensor<D>, weight: &QWeight) -> Tensor<D> {
-    let dims = dy.dims();
-    assert_eq!(
-        dims[D - 1],
-        weight.n_out(),
-        "quant_linear_t {}: input has {} features, W has {} rows",
-        weight.name(),
-        dims[D - 1],
-        weight.n_out()
-    );
-    let out = <burn::backend::Dispatch as QuantLinearOps>::quant_linear_t(
-        dy.into_dispatch(),
-        weight.clone(),
-    );
-    Tensor::from_dispatch(out)
+    Product::Transposed.on_tensor(dy, weight)
 }
 
-/// Runs `f(x, m, y)` on an f32 host copy of `x`'s last dimension of size `k_in`, producing a
-/// tensor whose last dimension is `k_out`. Works on any backend through `TensorData`.
+/// Runs `product` on the CPU kernels over an f32 host copy of `x` (last dimension `k_in`),
+/// producing a tensor whose last dimension is `k_out` (see [`Product::dims`]). Works on any
+/// backend through `TensorData`.
 #[allow(dead_code)]
-fn host_apply<B: Backend>(
-    x: FloatTensor<B>,
-    k_in: usize,
-    k_out: usize,
-    f: impl FnOnce(&[f32], usize, &mut [f32]),
-) -> FloatTensor<B> {
+fn host_apply<B: Backend>(x: FloatTensor<B>, product: Product, weight: &QWeight) -> FloatTensor<B> {
+    let (k_in, k_out) = product.dims(weight);
     let device = burn::backend::TensorMetadata::device(&x);
     let data = block_on(B::float_into_data(x)).expect("reading a CPU tensor cannot fail");
     let mut shape = data.shape().clone();
@@ -316,7 +292,7 @@ fn host_apply<B: Backend>(
         .expect("float tensor converts to f32");
     let m = xs.len() / k_in;
     let mut y = vec![0f32; m * k_out];
-    f(&xs, m, &mut y);
+    product.run_cpu(weight, &xs, m, &mut y);
     *shape.last_mut().expect("at least 1-D") = k_out;
     B::float_from_data(burn::tensor::TensorData::new(y, shape), &device)
 }
@@ -336,38 +312,32 @@ fn block_on<F: Future>(fut: F) -> F::Output {
 #[cfg(feature = "flex")]
 impl QuantLinearOps for Flex {
     fn quant_linear(x: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
-        let (k_in, k_out) = (weight.n_in(), weight.n_out());
-        flex_apply(x, k_in, k_out, |x, m, y| weight.matmul_f32(x, m, y))
+        flex_apply(x, Product::Forward, &weight)
     }
 
     fn quant_linear_t(dy: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
-        let (k_in, k_out) = (weight.n_out(), weight.n_in());
-        flex_apply(dy, k_in, k_out, |dy, m, dx| weight.matmul_t_f32(dy, m, dx))
+        flex_apply(dy, Product::Transposed, &weight)
     }
 }
 
 /// Flex: reads the input in place when it is a contiguous f32 tensor (the common case), and
 /// hands the output buffer to the tensor without a copy.
 #[cfg(feature = "flex")]
-fn flex_apply(
-    x: FloatTensor<Flex>,
-    k_in: usize,
-    k_out: usize,
-    f: impl FnOnce(&[f32], usize, &mut [f32]),
-) -> FloatTensor<Flex> {
+fn flex_apply(x: FloatTensor<Flex>, product: Product, weight: &QWeight) -> FloatTensor<Flex> {
     use burn::backend::flex::FlexTensor;
+    let (k_in, k_out) = product.dims(weight);
     let x = if x.is_contiguous() {
         x
     } else {
         x.to_contiguous()
     };
     let Some(xs) = x.as_slice::<f32>() else {
-        return host_apply::<Flex>(x, k_in, k_out, f);
+        return host_apply::<Flex>(x, product, weight);
     };
     let mut shape = x.layout().shape().clone();
     let m = xs.len() / k_in;
     let mut y = vec![0f32; m * k_out];
-    f(xs, m, &mut y);
+    product.run_cpu(weight, xs, m, &mut y);
     let last = shape.num_dims() - 1;
     shape[last] = k_out;
     FlexTensor::from_data(burn::tensor::TensorData::new(y, shape))
@@ -376,19 +346,18 @@ fn flex_apply(
 #[cfg(feature = "ndarray")]
 impl QuantLinearOps for NdArray {
     fn quant_linear(x: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
-        let (k_in, k_out) = (weight.n_in(), weight.n_out());
-        host_apply::<Self>(x, k_in, k_out, |x, m, y| weight.matmul_f32(x, m, y))
+        host_apply::<Self>(x, Product::Forward, &weight)
     }
 
     fn quant_linear_t(dy: FloatTensor<Self>, weight: QWeight) -> FloatTensor<Self> {
-        let (k_in, k_out) = (weight.n_out(), weight.n_in());
-        host_apply::<Self>(dy, k_in, k_out, |dy, m, dx| weight.matmul_t_f32(dy, m, dx))
+        host_apply::<Self>(dy, Product::Transposed, &weight)
     }
 }
 
-/// Which of the two products a node computed; its backward is the other one.
+/// Which of the two products a node computed (or a GPU kernel launches); its backward is the
+/// other one.
 #[derive(Debug, Clone, Copy)]
-enum Product {
+pub(crate) enum Product {
     /// `y = x · Wᵀ`, whose input gradient is `dy · W`.
     Forward,
     /// `dx = dy · W`, whose input gradient is `d(dx) · Wᵀ` (second-order terms).
@@ -400,6 +369,40 @@ impl Product {
         match self {
             Product::Forward => B::quant_linear(x, weight),
             Product::Transposed => B::quant_linear_t(x, weight),
+        }
+    }
+
+    /// This product over the last dimension of a tensor on any device.
+    ///
+    /// # Panics
+    /// When that dimension is not `k_in` (see [`Product::dims`]).
+    fn on_tensor<const D: usize>(self, x: Tensor<D>, weight: &QWeight) -> Tensor<D> {
+        let (k_in, _) = self.dims(weight);
+        let features = x.dims()[D - 1];
+        assert_eq!(
+            features,
+            k_in,
+            "{self:?} product with {}: input has {features} features, W takes {k_in}",
+            weight.name()
+        );
+        let out = self.apply::<burn::backend::Dispatch>(x.into_dispatch(), weight.clone());
+        Tensor::from_dispatch(out)
+    }
+
+    /// `(k_in, k_out)`: the features of this product's input and output with `weight`.
+    pub(crate) fn dims(self, weight: &QWeight) -> (usize, usize) {
+        match self {
+            Product::Forward => (weight.n_in(), weight.n_out()),
+            Product::Transposed => (weight.n_out(), weight.n_in()),
+        }
+    }
+
+    /// This product on the CPU kernels: `x` is `m × k_in`, `y` is `m × k_out`.
+    #[allow(dead_code)] // without a CPU backend only the GPU path runs
+    fn run_cpu(self, weight: &QWeight, x: &[f32], m: usize, y: &mut [f32]) {
+        match self {
+            Product::Forward => weight.matmul_f32(x, m, y),
+            Product::Transposed => weight.matmul_t_f32(x, m, y),
         }
     }
 

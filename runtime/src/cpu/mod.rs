@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use engram_kernels::{
-    GgmlType, activation_bytes, matmul_rows, matmul_rows_f32, matmul_t_cols, quantize_activations,
+    QMatrix, activation_bytes, matmul_rows, matmul_rows_f32, matmul_t_cols, quantize_activations,
 };
 
 mod pool;
@@ -47,27 +47,18 @@ impl CpuContext {
         self.pool.threads()
     }
 
-    /// `y = x · Wᵀ`: `W` is `n × k` of type `ty` (`w` its raw bytes, e.g. a mapped GGUF tensor),
-    /// `x` is `m × k`, `y` is `m × n`, all row-major. Activations are quantized once per row to
-    /// [`engram_kernels::activation_type`]`(ty)`; `W`'s rows are split across the threads.
+    /// `y = x · Wᵀ`: `W` is `n × k` (`w.rows() × w.cols()`, e.g. a mapped GGUF tensor), `x`
+    /// is `m × k`, `y` is `m × n`, all row-major. Activations are quantized once per row to
+    /// [`engram_kernels::activation_type`]`(w.ty())`; `W`'s rows are split across the threads.
     ///
     /// # Panics
     /// On inconsistent sizes (an internal contract).
-    #[allow(clippy::too_many_arguments)]
-    pub fn qmatmul(
-        &self,
-        ty: GgmlType,
-        w: &[u8],
-        n: usize,
-        k: usize,
-        x: &[f32],
-        m: usize,
-        y: &mut [f32],
-    ) {
+    pub fn qmatmul(&self, w: &QMatrix<'_>, x: &[f32], m: usize, y: &mut [f32]) {
+        let (n, k) = (w.rows(), w.cols());
         assert_eq!(x.len(), m * k, "qmatmul: x must be m × k");
         assert_eq!(y.len(), m * n, "qmatmul: y must be m × n");
-        let mut xq = vec![0u8; activation_bytes(ty, m * k)];
-        quantize_activations(ty, x, &mut xq);
+        let mut xq = vec![0u8; activation_bytes(w.ty(), m * k)];
+        quantize_activations(w.ty(), x, &mut xq);
         let threads = self.threads_for(n * k, n);
         self.pool.split_columns(
             threads,
@@ -75,23 +66,17 @@ impl CpuContext {
             n,
             1,
             y,
-            &|rows: Range<usize>, out: &mut [f32]| matmul_rows(ty, w, k, rows, &xq, m, out),
+            &|rows: Range<usize>, out: &mut [f32]| matmul_rows(w, rows, &xq, m, out),
         );
     }
 
     /// [`qmatmul`](Self::qmatmul) with f32 activations (weights dequantized on the fly): slower,
     /// for parity checks of the quantized-activation path.
-    #[allow(clippy::too_many_arguments)]
-    pub fn qmatmul_f32(
-        &self,
-        ty: GgmlType,
-        w: &[u8],
-        n: usize,
-        k: usize,
-        x: &[f32],
-        m: usize,
-        y: &mut [f32],
-    ) {
+    ///
+    /// # Panics
+    /// On inconsistent sizes (an internal contract).
+    pub fn qmatmul_f32(&self, w: &QMatrix<'_>, x: &[f32], m: usize, y: &mut [f32]) {
+        let (n, k) = (w.rows(), w.cols());
         assert_eq!(x.len(), m * k, "qmatmul_f32: x must be m × k");
         assert_eq!(y.len(), m * n, "qmatmul_f32: y must be m × n");
         let threads = self.threads_for(n * k, n);
@@ -101,7 +86,7 @@ impl CpuContext {
             n,
             1,
             y,
-            &|rows: Range<usize>, out: &mut [f32]| matmul_rows_f32(ty, w, k, rows, x, m, out),
+            &|rows: Range<usize>, out: &mut [f32]| matmul_rows_f32(w, rows, x, m, out),
         );
     }
 
@@ -111,20 +96,11 @@ impl CpuContext {
     ///
     /// # Panics
     /// On inconsistent sizes (an internal contract).
-    #[allow(clippy::too_many_arguments)]
-    pub fn qmatmul_t(
-        &self,
-        ty: GgmlType,
-        w: &[u8],
-        n: usize,
-        k: usize,
-        dy: &[f32],
-        m: usize,
-        dx: &mut [f32],
-    ) {
+    pub fn qmatmul_t(&self, w: &QMatrix<'_>, dy: &[f32], m: usize, dx: &mut [f32]) {
+        let (n, k) = (w.rows(), w.cols());
         assert_eq!(dy.len(), m * n, "qmatmul_t: dy must be m × n");
         assert_eq!(dx.len(), m * k, "qmatmul_t: dx must be m × k");
-        let bs = ty.block_size();
+        let bs = w.ty().block_size();
         let threads = self.threads_for(n * k, k / bs);
         self.pool.split_columns(
             threads,
@@ -132,7 +108,7 @@ impl CpuContext {
             k,
             bs,
             dx,
-            &|cols: Range<usize>, out: &mut [f32]| matmul_t_cols(ty, w, n, k, cols, dy, m, out),
+            &|cols: Range<usize>, out: &mut [f32]| matmul_t_cols(w, cols, dy, m, out),
         );
     }
 

@@ -1,7 +1,7 @@
 //! The threaded driver against the single-threaded kernels.
 
 use engram_kernels::{
-    GgmlType, activation_bytes, dequantize_row, matmul_rows, quantize_activations,
+    GgmlType, QMatrix, activation_bytes, dequantize_row, matmul_rows, quantize_activations,
 };
 
 use super::CpuContext;
@@ -38,15 +38,16 @@ fn threaded_products_match_serial() {
     let mut seed = 1u64;
     for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
         for (n, k, m) in [(576, 576, 1), (192, 576, 3), (1536, 576, 2), (64, 1536, 5)] {
-            let w = weights(ty, n, k, &mut seed);
+            let w_bytes = weights(ty, n, k, &mut seed);
+            let w = QMatrix::new(ty, &w_bytes, n, k).unwrap();
             let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
             let mut xq = vec![0u8; activation_bytes(ty, m * k)];
             quantize_activations(ty, &x, &mut xq);
             let mut serial = vec![0.0; m * n];
-            matmul_rows(ty, &w, k, 0..n, &xq, m, &mut serial);
+            matmul_rows(&w, 0..n, &xq, m, &mut serial);
 
             let mut wf = vec![0.0; n * k];
-            dequantize_row(ty, &w, &mut wf);
+            dequantize_row(ty, &w_bytes, &mut wf);
             let dy: Vec<f32> = (0..m * n).map(|_| lcg(&mut seed)).collect();
             let mut dx_want = vec![0.0f32; m * k];
             for i in 0..m {
@@ -59,11 +60,11 @@ fn threaded_products_match_serial() {
             for threads in [1, 2, 3] {
                 let ctx = CpuContext::new(threads).unwrap();
                 let mut y = vec![f32::NAN; m * n];
-                ctx.qmatmul(ty, &w, n, k, &x, m, &mut y);
+                ctx.qmatmul(&w, &x, m, &mut y);
                 assert_eq!(y, serial, "{} {n}x{k} m={m} t={threads}", ty.name());
 
                 let mut yf = vec![f32::NAN; m * n];
-                ctx.qmatmul_f32(ty, &w, n, k, &x, m, &mut yf);
+                ctx.qmatmul_f32(&w, &x, m, &mut yf);
                 for i in 0..m {
                     for r in 0..n {
                         let want: f32 = (0..k).map(|c| wf[r * k + c] * x[i * k + c]).sum();
@@ -73,7 +74,7 @@ fn threaded_products_match_serial() {
                 }
 
                 let mut dx = vec![f32::NAN; m * k];
-                ctx.qmatmul_t(ty, &w, n, k, &dy, m, &mut dx);
+                ctx.qmatmul_t(&w, &dy, m, &mut dx);
                 for (a, b) in dx.iter().zip(&dx_want) {
                     assert!(
                         (a - b).abs() / n as f32 <= MAX_THREADED_VS_SERIAL_ERROR,

@@ -7,6 +7,7 @@
 
 use half::f16;
 
+use super::generic::GENERIC;
 use super::{Kernels, Panel, PanelShape};
 use crate::quant::*;
 
@@ -17,19 +18,10 @@ pub(crate) static NEON: Kernels = Kernels {
     q4_0_q8_0: q4_0_q8_0_neon,
     q4_1_q8_1: q4_1_q8_1_neon,
     q8_0_q8_0: q8_0_q8_0_neon,
-    q4_k_q8_k: vec_dot_q4_k_q8_k_ref,
-    q5_k_q8_k: vec_dot_q5_k_q8_k_ref,
-    q6_k_q8_k: vec_dot_q6_k_q8_k_ref,
     f32_f32: f32_f32_neon,
     f16_f32: f16_f32_neon,
-    bf16_f32: vec_dot_bf16_f32_ref,
     axpy_panel: axpy_panel_neon,
-    q4_1_q8_1_4x1: |x, y| x.map(|r| q4_1_q8_1_neon(r, y)),
-    q4_1_q8_1_4x4: |x, y| y.map(|a| x.map(|r| q4_1_q8_1_neon(r, a))),
-    q8_0_q8_0_4x1: |x, y| x.map(|r| q8_0_q8_0_neon(r, y)),
-    q8_0_q8_0_4x4: |x, y| y.map(|a| x.map(|r| q8_0_q8_0_neon(r, a))),
-    quantize_q8_0: quantize_row_q8_0_ref,
-    quantize_q8_1: quantize_row_q8_1_ref,
+    ..GENERIC
 };
 
 /// The NEON table with the ARMv8.2 `sdot` integer dots.
@@ -37,10 +29,6 @@ pub(crate) static NEON_DOTPROD: Kernels = Kernels {
     q4_0_q8_0: q4_0_q8_0_sdot,
     q4_1_q8_1: q4_1_q8_1_sdot,
     q8_0_q8_0: q8_0_q8_0_sdot,
-    q4_1_q8_1_4x1: |x, y| x.map(|r| q4_1_q8_1_sdot(r, y)),
-    q4_1_q8_1_4x4: |x, y| y.map(|a| x.map(|r| q4_1_q8_1_sdot(r, a))),
-    q8_0_q8_0_4x1: |x, y| x.map(|r| q8_0_q8_0_sdot(r, y)),
-    q8_0_q8_0_4x4: |x, y| y.map(|a| x.map(|r| q8_0_q8_0_sdot(r, a))),
     ..NEON
 };
 

@@ -15,6 +15,7 @@ use core::arch::asm;
 
 use half::f16;
 
+use crate::arch::panel::{self, PanelTile};
 use crate::arch::{Panel, PanelShape};
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
@@ -252,128 +253,89 @@ pub(crate) unsafe fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
     vaddvq_f32(s) + tail
 }
 
-/// [`crate::arch::Kernels::axpy_panel`] with 4-float vectors: two `dx` rows at a time share each
-/// panel load (2 × `rows` coefficients live in registers: 32 v-registers allow it), four column
-/// vectors per row in flight, each column summed in `p` order.
+/// [`crate::arch::Kernels::axpy_panel`]: the shared driver ([`panel::axpy_panel`]) over
+/// [`NeonTile`], two `dx` rows at a time.
 ///
 /// # Safety
 /// The CPU must have neon.
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn axpy_panel(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {
-    s.check(dy, dx);
-    match s.rows {
-        1 => panel_rows::<1>(x, dy, dx, s),
-        2 => panel_rows::<2>(x, dy, dx, s),
-        3 => panel_rows::<3>(x, dy, dx, s),
-        4 => panel_rows::<4>(x, dy, dx, s),
-        5 => panel_rows::<5>(x, dy, dx, s),
-        6 => panel_rows::<6>(x, dy, dx, s),
-        7 => panel_rows::<7>(x, dy, dx, s),
-        8 => panel_rows::<8>(x, dy, dx, s),
-        _ => {}
-    }
+    // SAFETY: the CPU has neon (this function's contract).
+    unsafe { panel::axpy_panel::<NeonTile>(x, dy, dx, s) }
 }
 
-// Register tiles index several arrays by the same p / r / u: index loops show the shape.
-#[allow(clippy::needless_range_loop)]
-#[inline]
-#[target_feature(enable = "neon")]
-fn panel_rows<const P: usize>(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {
-    let coefs = |i: usize| -> [f32; P] { dy[i * s.ldy..][..P].try_into().expect("P coefficients") };
-    let zero = |a: &[f32; P]| a.iter().all(|&a| a == 0.0);
-    let mut i = 0;
-    while i + 2 <= s.m {
-        let a = [coefs(i), coefs(i + 1)];
-        if !(zero(&a[0]) && zero(&a[1])) {
-            let (lo, hi) = dx.split_at_mut((i + 1) * s.ldx);
-            let y = [
-                lo[i * s.ldx..][..s.len].as_mut_ptr(),
-                hi[..s.len].as_mut_ptr(),
-            ];
-            // SAFETY: both rows are `len` values of `dx` (disjoint: split above), `len <=
-            // PANEL_COLS` (checked by `s.check`).
-            unsafe { panel_tile::<P, 2>(x, a, y, s.len) };
-        }
-        i += 2;
-    }
-    if i < s.m {
-        let a = coefs(i);
-        if !zero(&a) {
-            let y = dx[i * s.ldx..][..s.len].as_mut_ptr();
-            // SAFETY: the row is `len` values of `dx`, `len <= PANEL_COLS` (`s.check`).
-            unsafe { panel_tile::<P, 1>(x, [a], [y], s.len) };
-        }
-    }
-}
+/// The register tile of [`axpy_panel`], with 4-float vectors: two `dx` rows at a time share each
+/// panel load (2 × `rows` coefficients live in registers: 32 v-registers allow it), four column
+/// vectors per row in flight, each column summed in `p` order.
+pub(crate) struct NeonTile;
 
-/// `y[r][c] += Σ_p a[r][p] · x[p][c]` for `c < len`.
-///
-/// # Safety
-/// The CPU has neon; each `y[r]` is valid for `len` reads and writes and overlaps no other;
-/// `len <= PANEL_COLS`.
-// Register tiles index several arrays by the same p / r / u: index loops show the shape.
-#[allow(clippy::needless_range_loop)]
-#[inline]
-#[target_feature(enable = "neon")]
-unsafe fn panel_tile<const P: usize, const R: usize>(
-    x: &Panel,
-    a: [[f32; P]; R],
-    y: [*mut f32; R],
-    len: usize,
-) {
-    const U: usize = 4;
-    let mut va = [[vdupq_n_f32(0.0); P]; R];
-    for r in 0..R {
-        for p in 0..P {
-            va[r][p] = vdupq_n_f32(a[r][p]);
-        }
-    }
-    let mut c = 0;
-    while c + 4 * U <= len {
-        // SAFETY: `c + 16 <= len`: every 4-float access is inside `y[r]` (the caller's
-        // contract) and inside the panel row (`len <= PANEL_COLS`); no alignment needed.
-        unsafe {
-            let mut acc = [[vdupq_n_f32(0.0); U]; R];
-            for r in 0..R {
-                for u in 0..U {
-                    acc[r][u] = vld1q_f32(y[r].add(c + 4 * u));
-                }
-            }
+impl PanelTile for NeonTile {
+    const ROWS: usize = 2;
+
+    // Register tiles index several arrays by the same p / r / u: index loops show the shape.
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "neon")]
+    unsafe fn tile<const P: usize, const R: usize>(
+        x: &Panel,
+        a: [[f32; P]; R],
+        y: [*mut f32; R],
+        len: usize,
+    ) {
+        const U: usize = 4;
+        let mut va = [[vdupq_n_f32(0.0); P]; R];
+        for r in 0..R {
             for p in 0..P {
-                for u in 0..U {
-                    let xv = vld1q_f32(x.0[p].as_ptr().add(c + 4 * u));
-                    for r in 0..R {
-                        acc[r][u] = vfmaq_f32(acc[r][u], va[r][p], xv);
+                va[r][p] = vdupq_n_f32(a[r][p]);
+            }
+        }
+        let mut c = 0;
+        while c + 4 * U <= len {
+            // SAFETY: `c + 16 <= len`: every 4-float access is inside `y[r]` (the caller's
+            // contract) and inside the panel row (`len <= PANEL_COLS`); no alignment needed.
+            unsafe {
+                let mut acc = [[vdupq_n_f32(0.0); U]; R];
+                for r in 0..R {
+                    for u in 0..U {
+                        acc[r][u] = vld1q_f32(y[r].add(c + 4 * u));
+                    }
+                }
+                for p in 0..P {
+                    for u in 0..U {
+                        let xv = vld1q_f32(x.0[p].as_ptr().add(c + 4 * u));
+                        for r in 0..R {
+                            acc[r][u] = vfmaq_f32(acc[r][u], va[r][p], xv);
+                        }
+                    }
+                }
+                for r in 0..R {
+                    for u in 0..U {
+                        vst1q_f32(y[r].add(c + 4 * u), acc[r][u]);
                     }
                 }
             }
-            for r in 0..R {
-                for u in 0..U {
-                    vst1q_f32(y[r].add(c + 4 * u), acc[r][u]);
+            c += 4 * U;
+        }
+        while c + 4 <= len {
+            // SAFETY: as above with `c + 4 <= len`.
+            unsafe {
+                for r in 0..R {
+                    let mut acc = vld1q_f32(y[r].add(c));
+                    for p in 0..P {
+                        acc = vfmaq_f32(acc, va[r][p], vld1q_f32(x.0[p].as_ptr().add(c)));
+                    }
+                    vst1q_f32(y[r].add(c), acc);
                 }
             }
+            c += 4;
         }
-        c += 4 * U;
-    }
-    while c + 4 <= len {
-        // SAFETY: as above with `c + 4 <= len`.
-        unsafe {
+        for c in c..len {
             for r in 0..R {
-                let mut acc = vld1q_f32(y[r].add(c));
+                // SAFETY: `c < len`: inside `y[r]` (the caller's contract).
+                let y = unsafe { &mut *y[r].add(c) };
                 for p in 0..P {
-                    acc = vfmaq_f32(acc, va[r][p], vld1q_f32(x.0[p].as_ptr().add(c)));
+                    *y += a[r][p] * x.0[p][c];
                 }
-                vst1q_f32(y[r].add(c), acc);
-            }
-        }
-        c += 4;
-    }
-    for c in c..len {
-        for r in 0..R {
-            // SAFETY: `c < len`: inside `y[r]` (the caller's contract).
-            let y = unsafe { &mut *y[r].add(c) };
-            for p in 0..P {
-                *y += a[r][p] * x.0[p][c];
             }
         }
     }

@@ -7,6 +7,7 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
+use crate::arch::panel::{self, PanelTile};
 use crate::arch::{Panel, PanelShape};
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK4_0};
 
@@ -168,77 +169,84 @@ pub(crate) unsafe fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
     hsum_ps(_mm256_add_ps(acc[0], acc[1])) + tail
 }
 
-/// [`crate::arch::Kernels::axpy_panel`]: one `dx` row at a time, the panel's coefficients
-/// broadcast once per row, four 8-float column vectors in flight (so the `rows` dependent FMAs of
-/// one column interleave with three others), each column summed in `p` order.
+/// [`crate::arch::Kernels::axpy_panel`]: the shared driver ([`panel::axpy_panel`]) over
+/// [`Avx2Tile`], one `dx` row at a time.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn axpy_panel(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {
-    s.check(dy, dx);
-    match s.rows {
-        1 => panel_rows::<1>(x, dy, dx, s),
-        2 => panel_rows::<2>(x, dy, dx, s),
-        3 => panel_rows::<3>(x, dy, dx, s),
-        4 => panel_rows::<4>(x, dy, dx, s),
-        5 => panel_rows::<5>(x, dy, dx, s),
-        6 => panel_rows::<6>(x, dy, dx, s),
-        7 => panel_rows::<7>(x, dy, dx, s),
-        8 => panel_rows::<8>(x, dy, dx, s),
-        _ => {}
-    }
+    // SAFETY: the CPU has avx2, fma and f16c (this function's contract).
+    unsafe { panel::axpy_panel::<Avx2Tile>(x, dy, dx, s) }
 }
 
-// Register tiles index several arrays by the same p / r / u: index loops show the shape.
-#[allow(clippy::needless_range_loop)]
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn panel_rows<const P: usize>(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {
-    const U: usize = 4;
-    for i in 0..s.m {
-        let a: &[f32; P] = dy[i * s.ldy..][..P].try_into().expect("P coefficients");
-        if a.iter().all(|&a| a == 0.0) {
-            continue;
+/// The AVX2 register tile: the panel's coefficients broadcast once per row, four 8-float column
+/// vectors in flight (so the `P` dependent FMAs of one column interleave with three others),
+/// each column summed in `p` order. One row per call: 16 ymm registers hold `P` broadcasts and
+/// four accumulators, not twice that.
+pub(crate) struct Avx2Tile;
+
+impl PanelTile for Avx2Tile {
+    const ROWS: usize = 1;
+
+    // Register tiles index several arrays by the same p / r / u: index loops show the shape.
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn tile<const P: usize, const R: usize>(
+        x: &Panel,
+        a: [[f32; P]; R],
+        y: [*mut f32; R],
+        len: usize,
+    ) {
+        const U: usize = 4;
+        let mut va = [[_mm256_setzero_ps(); P]; R];
+        for r in 0..R {
+            for p in 0..P {
+                va[r][p] = _mm256_set1_ps(a[r][p]);
+            }
         }
-        let mut va = [_mm256_setzero_ps(); P];
-        for p in 0..P {
-            va[p] = _mm256_set1_ps(a[p]);
-        }
-        let y = &mut dx[i * s.ldx..][..s.len];
-        let yp = y.as_mut_ptr();
         let mut c = 0;
-        while c + 8 * U <= s.len {
-            // SAFETY: `c + 32 <= len <= y.len()` and `len <= PANEL_COLS` (checked by `s.check`),
-            // so every 8-float load and store below is inside `y` or the panel row; unaligned.
+        while c + 8 * U <= len {
+            // SAFETY: `c + 32 <= len`: every 8-float access is inside `y[r]` (the caller's
+            // contract) and inside the panel row (`len <= PANEL_COLS`); unaligned forms.
             unsafe {
-                let mut acc = [_mm256_setzero_ps(); U];
-                for (u, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm256_loadu_ps(yp.add(c + 8 * u));
-                }
-                for p in 0..P {
-                    let xp = x.0[p].as_ptr().add(c);
+                for r in 0..R {
+                    let mut acc = [_mm256_setzero_ps(); U];
                     for (u, acc) in acc.iter_mut().enumerate() {
-                        *acc = _mm256_fmadd_ps(va[p], _mm256_loadu_ps(xp.add(8 * u)), *acc);
+                        *acc = _mm256_loadu_ps(y[r].add(c + 8 * u));
                     }
-                }
-                for (u, acc) in acc.iter().enumerate() {
-                    _mm256_storeu_ps(yp.add(c + 8 * u), *acc);
+                    for p in 0..P {
+                        let xp = x.0[p].as_ptr().add(c);
+                        for (u, acc) in acc.iter_mut().enumerate() {
+                            *acc = _mm256_fmadd_ps(va[r][p], _mm256_loadu_ps(xp.add(8 * u)), *acc);
+                        }
+                    }
+                    for (u, acc) in acc.iter().enumerate() {
+                        _mm256_storeu_ps(y[r].add(c + 8 * u), *acc);
+                    }
                 }
             }
             c += 8 * U;
         }
-        while c + 8 <= s.len {
+        while c + 8 <= len {
             // SAFETY: as above with `c + 8 <= len`.
             unsafe {
-                let mut acc = _mm256_loadu_ps(yp.add(c));
-                for p in 0..P {
-                    acc = _mm256_fmadd_ps(va[p], _mm256_loadu_ps(x.0[p].as_ptr().add(c)), acc);
+                for r in 0..R {
+                    let mut acc = _mm256_loadu_ps(y[r].add(c));
+                    for p in 0..P {
+                        let xv = _mm256_loadu_ps(x.0[p].as_ptr().add(c));
+                        acc = _mm256_fmadd_ps(va[r][p], xv, acc);
+                    }
+                    _mm256_storeu_ps(y[r].add(c), acc);
                 }
-                _mm256_storeu_ps(yp.add(c), acc);
             }
             c += 8;
         }
-        for c in c..s.len {
-            for p in 0..P {
-                y[c] += a[p] * x.0[p][c];
+        for c in c..len {
+            for r in 0..R {
+                // SAFETY: `c < len`: inside `y[r]` (the caller's contract).
+                let y = unsafe { &mut *y[r].add(c) };
+                for p in 0..P {
+                    *y += a[r][p] * x.0[p][c];
+                }
             }
         }
     }

@@ -15,6 +15,7 @@ use core::arch::x86_64::*;
 
 use half::f16;
 
+use crate::arch::panel::{self, PanelTile};
 use crate::arch::{Panel, PanelShape};
 use crate::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
@@ -216,125 +217,87 @@ pub(crate) unsafe fn quantize_row_q8_1(x: &[f32], y: &mut [BlockQ8_1]) {
     }
 }
 
-/// [`crate::arch::Kernels::axpy_panel`] with 16-float vectors: two `dx` rows at a time share
-/// each panel load (2 × `rows` broadcast coefficients live in registers: 32 zmm allow it), four
-/// column vectors per row in flight, each column summed in `p` order; masked tails.
+/// [`crate::arch::Kernels::axpy_panel`]: the shared driver ([`panel::axpy_panel`]) over
+/// [`Avx512Tile`], two `dx` rows at a time.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
 pub(crate) unsafe fn axpy_panel(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {
-    s.check(dy, dx);
-    match s.rows {
-        1 => panel_rows::<1>(x, dy, dx, s),
-        2 => panel_rows::<2>(x, dy, dx, s),
-        3 => panel_rows::<3>(x, dy, dx, s),
-        4 => panel_rows::<4>(x, dy, dx, s),
-        5 => panel_rows::<5>(x, dy, dx, s),
-        6 => panel_rows::<6>(x, dy, dx, s),
-        7 => panel_rows::<7>(x, dy, dx, s),
-        8 => panel_rows::<8>(x, dy, dx, s),
-        _ => {}
-    }
+    // SAFETY: the CPU has avx2, fma, f16c, avx512f, avx512bw, avx512vl and avx512vnni (this
+    // function's contract).
+    unsafe { panel::axpy_panel::<Avx512Tile>(x, dy, dx, s) }
 }
 
-// Register tiles index several arrays by the same p / r / u: index loops show the shape.
-#[allow(clippy::needless_range_loop)]
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn panel_rows<const P: usize>(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {
-    let coefs = |i: usize| -> [f32; P] { dy[i * s.ldy..][..P].try_into().expect("P coefficients") };
-    let zero = |a: &[f32; P]| a.iter().all(|&a| a == 0.0);
-    let mut i = 0;
-    while i + 2 <= s.m {
-        let a = [coefs(i), coefs(i + 1)];
-        if !(zero(&a[0]) && zero(&a[1])) {
-            let (lo, hi) = dx.split_at_mut((i + 1) * s.ldx);
-            let y = [
-                lo[i * s.ldx..][..s.len].as_mut_ptr(),
-                hi[..s.len].as_mut_ptr(),
-            ];
-            // SAFETY: both rows are `len` values of `dx` (disjoint: split above), `len <=
-            // PANEL_COLS` (checked by `s.check`).
-            unsafe { panel_tile::<P, 2>(x, a, y, s.len) };
-        }
-        i += 2;
-    }
-    if i < s.m {
-        let a = coefs(i);
-        if !zero(&a) {
-            let y = dx[i * s.ldx..][..s.len].as_mut_ptr();
-            // SAFETY: the row is `len` values of `dx`, `len <= PANEL_COLS` (`s.check`).
-            unsafe { panel_tile::<P, 1>(x, [a], [y], s.len) };
-        }
-    }
-}
+/// The register tile of [`axpy_panel`], with 16-float vectors: two `dx` rows at a time share
+/// each panel load (2 × `rows` broadcast coefficients live in registers: 32 zmm allow it), four
+/// column vectors per row in flight, each column summed in `p` order; masked tails.
+pub(crate) struct Avx512Tile;
 
-/// `y[r][c] += Σ_p a[r][p] · x[p][c]` for `c < len`.
-///
-/// # Safety
-/// The CPU has the features enabled here; each `y[r]` is valid for `len` reads and writes and
-/// overlaps no other; `len <= PANEL_COLS`.
-// Register tiles index several arrays by the same p / r / u: index loops show the shape.
-#[allow(clippy::needless_range_loop)]
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-unsafe fn panel_tile<const P: usize, const R: usize>(
-    x: &Panel,
-    a: [[f32; P]; R],
-    y: [*mut f32; R],
-    len: usize,
-) {
-    const U: usize = 4;
-    let mut va = [[_mm512_setzero_ps(); P]; R];
-    for r in 0..R {
-        for p in 0..P {
-            va[r][p] = _mm512_set1_ps(a[r][p]);
-        }
-    }
-    let mut c = 0;
-    while c + 16 * U <= len {
-        // SAFETY: `c + 64 <= len`: every 16-float access is inside `y[r]` (the caller's
-        // contract) and inside the panel row (`len <= PANEL_COLS`); unaligned forms.
-        unsafe {
-            let mut acc = [[_mm512_setzero_ps(); U]; R];
-            for r in 0..R {
-                for u in 0..U {
-                    acc[r][u] = _mm512_loadu_ps(y[r].add(c + 16 * u));
-                }
-            }
+impl PanelTile for Avx512Tile {
+    const ROWS: usize = 2;
+
+    // Register tiles index several arrays by the same p / r / u: index loops show the shape.
+    #[allow(clippy::needless_range_loop)]
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn tile<const P: usize, const R: usize>(
+        x: &Panel,
+        a: [[f32; P]; R],
+        y: [*mut f32; R],
+        len: usize,
+    ) {
+        const U: usize = 4;
+        let mut va = [[_mm512_setzero_ps(); P]; R];
+        for r in 0..R {
             for p in 0..P {
-                for u in 0..U {
-                    let xv = _mm512_loadu_ps(x.0[p].as_ptr().add(c + 16 * u));
-                    for r in 0..R {
-                        acc[r][u] = _mm512_fmadd_ps(va[r][p], xv, acc[r][u]);
+                va[r][p] = _mm512_set1_ps(a[r][p]);
+            }
+        }
+        let mut c = 0;
+        while c + 16 * U <= len {
+            // SAFETY: `c + 64 <= len`: every 16-float access is inside `y[r]` (the caller's
+            // contract) and inside the panel row (`len <= PANEL_COLS`); unaligned forms.
+            unsafe {
+                let mut acc = [[_mm512_setzero_ps(); U]; R];
+                for r in 0..R {
+                    for u in 0..U {
+                        acc[r][u] = _mm512_loadu_ps(y[r].add(c + 16 * u));
+                    }
+                }
+                for p in 0..P {
+                    for u in 0..U {
+                        let xv = _mm512_loadu_ps(x.0[p].as_ptr().add(c + 16 * u));
+                        for r in 0..R {
+                            acc[r][u] = _mm512_fmadd_ps(va[r][p], xv, acc[r][u]);
+                        }
+                    }
+                }
+                for r in 0..R {
+                    for u in 0..U {
+                        _mm512_storeu_ps(y[r].add(c + 16 * u), acc[r][u]);
                     }
                 }
             }
-            for r in 0..R {
-                for u in 0..U {
-                    _mm512_storeu_ps(y[r].add(c + 16 * u), acc[r][u]);
-                }
-            }
+            c += 16 * U;
         }
-        c += 16 * U;
-    }
-    while c < len {
-        let mask: __mmask16 = (0xFFFF_u32 >> (16 - (len - c).min(16))) as u16;
-        // SAFETY: masked-off lanes are not accessed; the enabled ones are below `len`, inside
-        // `y[r]` (the caller's contract) and the panel row.
-        unsafe {
-            let mut acc = [_mm512_setzero_ps(); R];
-            for r in 0..R {
-                acc[r] = _mm512_maskz_loadu_ps(mask, y[r].add(c));
-            }
-            for p in 0..P {
-                let xv = _mm512_maskz_loadu_ps(mask, x.0[p].as_ptr().add(c));
+        while c < len {
+            let mask: __mmask16 = (0xFFFF_u32 >> (16 - (len - c).min(16))) as u16;
+            // SAFETY: masked-off lanes are not accessed; the enabled ones are below `len`, inside
+            // `y[r]` (the caller's contract) and the panel row.
+            unsafe {
+                let mut acc = [_mm512_setzero_ps(); R];
                 for r in 0..R {
-                    acc[r] = _mm512_fmadd_ps(va[r][p], xv, acc[r]);
+                    acc[r] = _mm512_maskz_loadu_ps(mask, y[r].add(c));
+                }
+                for p in 0..P {
+                    let xv = _mm512_maskz_loadu_ps(mask, x.0[p].as_ptr().add(c));
+                    for r in 0..R {
+                        acc[r] = _mm512_fmadd_ps(va[r][p], xv, acc[r]);
+                    }
+                }
+                for r in 0..R {
+                    _mm512_mask_storeu_ps(y[r].add(c), mask, acc[r]);
                 }
             }
-            for r in 0..R {
-                _mm512_mask_storeu_ps(y[r].add(c), mask, acc[r]);
-            }
+            c += 16;
         }
-        c += 16;
     }
 }

@@ -3,40 +3,37 @@
 
 use half::f16;
 
-use super::{Kernels, Panel, PanelShape};
+use super::generic::GENERIC;
+use super::{Kernels, Panel, PanelShape, Tiles};
 use crate::quant::*;
 
 mod avx2;
 mod avx512;
 
-/// AVX2 + FMA + F16C kernels (k-quants still use the portable ones).
+/// AVX2 + FMA + F16C kernels (k-quants, bf16 and the activation quantizers still use the
+/// portable ones).
 pub(crate) static AVX2: Kernels = Kernels {
     q4_0_q8_0: q4_0_q8_0_avx2,
     q4_1_q8_1: q4_1_q8_1_avx2,
     q8_0_q8_0: q8_0_q8_0_avx2,
-    q4_k_q8_k: vec_dot_q4_k_q8_k_ref,
-    q5_k_q8_k: vec_dot_q5_k_q8_k_ref,
-    q6_k_q8_k: vec_dot_q6_k_q8_k_ref,
     f32_f32: f32_f32_avx2,
     f16_f32: f16_f32_avx2,
-    bf16_f32: vec_dot_bf16_f32_ref,
     axpy_panel: axpy_panel_avx2,
-    q4_1_q8_1_4x1: |x, y| x.map(|r| q4_1_q8_1_avx2(r, y)),
-    q4_1_q8_1_4x4: |x, y| y.map(|a| x.map(|r| q4_1_q8_1_avx2(r, a))),
-    q8_0_q8_0_4x1: |x, y| x.map(|r| q8_0_q8_0_avx2(r, y)),
-    q8_0_q8_0_4x4: |x, y| y.map(|a| x.map(|r| q8_0_q8_0_avx2(r, a))),
-    quantize_q8_0: quantize_row_q8_0_ref,
-    quantize_q8_1: quantize_row_q8_1_ref,
+    ..GENERIC
 };
 
 /// The AVX2 table with VNNI tiles for Q4_1 and Q8_0 weights (the formats engram ships).
 pub(crate) static AVX512_VNNI: Kernels = Kernels {
     q4_1_q8_1: |x, y| q4_1_q8_1_vnni::<1, 1>([x], [y])[0][0],
     q8_0_q8_0: |x, y| q8_0_q8_0_vnni::<1, 1>([x], [y])[0][0],
-    q4_1_q8_1_4x1: |x, y| x.map(|r| q4_1_q8_1_vnni::<1, 1>([r], [y])[0][0]),
-    q4_1_q8_1_4x4: q4_1_q8_1_vnni::<4, 4>,
-    q8_0_q8_0_4x1: |x, y| x.map(|r| q8_0_q8_0_vnni::<1, 1>([r], [y])[0][0]),
-    q8_0_q8_0_4x4: q8_0_q8_0_vnni::<4, 4>,
+    q4_1_q8_1_tiles: Some(Tiles {
+        x1: |x, y| x.map(|r| q4_1_q8_1_vnni::<1, 1>([r], [y])[0][0]),
+        x4: q4_1_q8_1_vnni::<4, 4>,
+    }),
+    q8_0_q8_0_tiles: Some(Tiles {
+        x1: |x, y| x.map(|r| q8_0_q8_0_vnni::<1, 1>([r], [y])[0][0]),
+        x4: q8_0_q8_0_vnni::<4, 4>,
+    }),
     quantize_q8_0: |x, y| {
         // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
         unsafe { avx512::quantize_row_q8_0(x, y) }
