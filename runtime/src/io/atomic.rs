@@ -34,10 +34,20 @@ where
     }
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
-    // Make the rename durable; not every platform can open a directory, so best effort.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+    sync_dir(dir)
+}
+
+/// Makes the creations, renames and removals of entries in `dir` durable (fsync of the
+/// directory). Unix only: elsewhere a directory cannot be opened as a file, and this is a no-op;
+/// a file system that cannot sync directories (`EINVAL`) is taken at its word.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    match File::open(dir)?.sync_all() {
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
+        other => other?,
     }
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
 }
 
