@@ -448,6 +448,10 @@ impl Siblings {
 /// that `target` is one complete generation and no staging, old or lock sibling remains.
 /// Every opener and writer of a directory written by [`DirWriter`] runs it first.
 pub fn recover(target: &Path) -> Result<Recovery, DirError> {
+    if target.file_name().is_none() {
+        // No writer can have used it (`DirWriter::create` refuses it): nothing to recover.
+        return Ok(Recovery::Clean);
+    }
     let s = Siblings::of(target)?;
     if !(exists(&s.staging)? || exists(&s.old)? || exists(&s.lock)?) {
         return Ok(Recovery::Clean);
