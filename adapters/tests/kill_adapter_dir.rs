@@ -28,7 +28,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// Kills (each a fresh child).
-const TRIALS: usize = 100;
+const TRIALS: usize = 64;
 /// The child's cue that it is about to start saving.
 const READY: &str = "KILL-CHILD-READY";
 

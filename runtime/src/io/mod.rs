@@ -12,7 +12,7 @@ pub mod lock;
 pub mod mmap;
 pub mod state;
 
-pub use atomic::{sync_dir, write_atomic, write_bytes_atomic};
+pub use atomic::{remove_stale_temps, sync_dir, write_atomic, write_bytes_atomic};
 pub use dir::{DirError, DirWriter, Recovery, recover};
 pub use envelope::{Corruption, EnvelopeError};
 pub use lock::{LockError, WriterLock};

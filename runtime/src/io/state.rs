@@ -424,7 +424,7 @@ mod tests {
         assert_eq!(read_state(r).unwrap().get("a"), Some(&b"1"[..]));
         // What a killed writer leaves: files of a generation that never committed, a temp file.
         fs::write(r.join("g2-a"), b"2").unwrap();
-        fs::write(r.join(".engram-tmp-xyz"), b"").unwrap();
+        fs::write(r.join(".MANIFEST.engram-tmp-xyz"), b"").unwrap();
         fs::create_dir(r.join("junk")).unwrap();
         assert!(
             matches!(StateDir::open(r), Err(DirError::Lock(_))),
