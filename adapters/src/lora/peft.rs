@@ -125,7 +125,7 @@ impl Lora {
     /// Writes the adapter directory `engram train --out DIR` makes: PEFT's
     /// `adapter_model.safetensors` + `adapter_config.json` and llama.cpp's `adapter.gguf`
     /// ([`Lora::to_llama_cpp_gguf`]), committed as one generation with
-    /// [`DirWriter`](engram_runtime::io::DirWriter): a kill at any moment leaves the previous
+    /// [`engram_runtime::io::DirWriter`]: a kill at any moment leaves the previous
     /// adapter or this one, never a mix, and the next save or load cleans up. The directory
     /// also holds engram's `.engram-manifest` (PEFT and llama.cpp ignore it). An existing `dir`
     /// is replaced only if it holds nothing but adapter files; a second writer of the same

@@ -10,7 +10,7 @@
 //!
 //! 1. Lock, then [`recover`] whatever an earlier writer left.
 //! 2. Write every file into `.NAME.engram-new`, fsync each.
-//! 3. Write the manifest `.engram-manifest` last (an [envelope](super::envelope) listing each
+//! 3. Write the manifest `.engram-manifest` last (an envelope ([`super::envelope`]) listing each
 //!    file's name, size and CRC-32), fsync it and the staging directory. The new generation
 //!    is now *complete*: from here on recovery rolls forward.
 //! 4. Rename `NAME` → `.NAME.engram-old` (if there is an old generation).

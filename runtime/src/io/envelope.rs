@@ -18,7 +18,7 @@
 //! [`open`] is the one reader: it checks length, magic, version, declared length and checksum,
 //! in that order, before it hands out the payload; it works on a borrowed slice (a mapped
 //! file, a read buffer, a test vector), never panics and never allocates from a length it read.
-//! [`write_file`] seals and writes with [`write_atomic`](super::write_atomic) (temp file, fsync,
+//! [`write_file`] seals and writes with [`super::write_atomic`] (temp file, fsync,
 //! rename, fsync directory); [`read_file`] reads and opens, naming the path in its error.
 
 use std::fmt;

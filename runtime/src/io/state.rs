@@ -1,7 +1,7 @@
 //! State directories owned by engram (the learning runtime's home): files are committed in
 //! generations, named by one manifest that is replaced with one atomic rename.
 //!
-//! `ROOT/MANIFEST` (an [envelope](super::envelope), magic `ENGSTATE`) names the current
+//! `ROOT/MANIFEST` (a [`super::envelope`] file, magic `ENGSTATE`) names the current
 //! generation and, for each logical file (`params`, `replay.bin`, …), the on-disk file that
 //! holds it (`g7-replay.bin`), its size and CRC-32. A new generation writes new files under
 //! new names beside the current ones (or [`Generation::keep`]s a file unchanged), then commits
