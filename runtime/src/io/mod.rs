@@ -8,6 +8,7 @@
 pub mod atomic;
 pub mod dir;
 pub mod envelope;
+pub mod generation;
 pub mod lock;
 pub mod mmap;
 pub mod state;

@@ -21,10 +21,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::atomic::sync_dir;
-use super::dir::{
+use super::envelope;
+use super::generation::{
     DirError, MAX_FILES, check_name, file_matches, io_err, read_manifest_payload, write_entry,
 };
-use super::envelope;
 use super::lock::{LOCK_FILE, WriterLock};
 
 /// The manifest file of a state directory.
