@@ -7,7 +7,7 @@ use std::path::Path;
 
 use engram_kernels::GgmlType;
 use engram_runtime::format::{Gguf, GgufBuilder, MetaValue};
-use engram_runtime::io::write_bytes_atomic;
+use engram_runtime::io::{recover, write_bytes_atomic};
 use engram_runtime::model::llama::{Llama, Proj};
 
 use super::peft::AdapterIoError;
@@ -46,7 +46,9 @@ impl Lora {
         b.build()
     }
 
-    /// Writes [`Lora::to_llama_cpp_gguf`] to `path` atomically.
+    /// Writes [`Lora::to_llama_cpp_gguf`] to the single file `path` atomically. For the
+    /// `adapter.gguf` inside an adapter directory use [`Lora::save_adapter_dir`], which commits
+    /// it with the PEFT files as one generation.
     pub fn save_llama_cpp(&self, path: &Path) -> Result<(), AdapterIoError> {
         write_bytes_atomic(path, &self.to_llama_cpp_gguf()).map_err(|source| AdapterIoError::Io {
             path: path.to_owned(),
@@ -170,8 +172,11 @@ impl Lora {
         Ok(lora)
     }
 
-    /// Loads an adapter from a PEFT directory or a llama.cpp `.gguf` file.
+    /// Loads an adapter from a PEFT directory or a llama.cpp `.gguf` file, after
+    /// [`recover`]ing whatever an interrupted [`Lora::save_adapter_dir`] left (so a directory
+    /// caught between its two renames is found).
     pub fn load(model: &Llama, path: &Path) -> Result<Lora, AdapterIoError> {
+        recover(path)?;
         if path.is_dir() {
             Lora::load_peft(model, path)
         } else {

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use engram_runtime::io::write_bytes_atomic;
+use engram_runtime::io::{DirError, DirWriter, recover};
 use engram_runtime::model::config::LlamaConfig;
 use engram_runtime::model::llama::{Llama, Proj};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -22,6 +22,17 @@ use crate::optim::HostParams;
 pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 /// The PEFT configuration file.
 pub const CONFIG_FILE: &str = "adapter_config.json";
+/// llama.cpp's LoRA file inside an adapter directory written by [`Lora::save_adapter_dir`].
+pub const LLAMA_CPP_FILE: &str = "adapter.gguf";
+/// Files an existing adapter directory may hold that a save replaces: ours, and what PEFT's
+/// `save_pretrained` writes (its pickle weights, its model card).
+pub const ADAPTER_FILES: &[&str] = &[
+    WEIGHTS_FILE,
+    CONFIG_FILE,
+    LLAMA_CPP_FILE,
+    "adapter_model.bin",
+    "README.md",
+];
 
 /// Reading or writing adapter files failed.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +65,10 @@ pub enum AdapterIoError {
     /// The adapter does not fit the model.
     #[error(transparent)]
     Lora(#[from] LoraError),
+    /// The adapter directory could not be committed or recovered (another writer holds it, it
+    /// holds files that are not an adapter's, the file system failed); names the path.
+    #[error(transparent)]
+    Dir(#[from] DirError),
 }
 
 /// PEFT's module path of a projection.
@@ -96,18 +111,56 @@ fn permute_rows(b: &[f32], r: usize, heads: usize, to_hf: bool) -> Vec<f32> {
 }
 
 impl Lora {
-    /// Writes `dir/adapter_model.safetensors` and `dir/adapter_config.json` (each atomically).
+    /// Writes the PEFT adapter directory `dir`: `adapter_model.safetensors` and
+    /// `adapter_config.json`, committed as one generation (see [`Lora::save_adapter_dir`]).
     pub fn save_peft(
         &self,
         model: &Llama,
         dir: &Path,
         base_model: &str,
     ) -> Result<(), AdapterIoError> {
-        let io_err = |path: &Path| {
-            let path = path.to_owned();
-            move |source| AdapterIoError::Io { path, source }
-        };
-        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        self.save_dir(model, dir, base_model, false)
+    }
+
+    /// Writes the adapter directory `engram train --out DIR` makes: PEFT's
+    /// `adapter_model.safetensors` + `adapter_config.json` and llama.cpp's `adapter.gguf`
+    /// ([`Lora::to_llama_cpp_gguf`]), committed as one generation with
+    /// [`engram_runtime::io::DirWriter`]: a kill at any moment leaves the previous
+    /// adapter or this one, never a mix, and the next save or load cleans up. The directory
+    /// also holds engram's `.engram-manifest` (PEFT and llama.cpp ignore it). An existing `dir`
+    /// is replaced only if it holds nothing but adapter files; a second writer of the same
+    /// directory gets [`AdapterIoError::Dir`] naming its lock.
+    pub fn save_adapter_dir(
+        &self,
+        model: &Llama,
+        dir: &Path,
+        base_model: &str,
+    ) -> Result<(), AdapterIoError> {
+        self.save_dir(model, dir, base_model, true)
+    }
+
+    fn save_dir(
+        &self,
+        model: &Llama,
+        dir: &Path,
+        base_model: &str,
+        with_gguf: bool,
+    ) -> Result<(), AdapterIoError> {
+        let weights = self.peft_weights(model, &dir.join(WEIGHTS_FILE))?;
+        let config = self.peft_config(base_model);
+        let gguf = with_gguf.then(|| self.to_llama_cpp_gguf());
+        let mut w = DirWriter::create(dir)?.replacing(ADAPTER_FILES);
+        w.add(WEIGHTS_FILE, &weights)?;
+        w.add(CONFIG_FILE, &config)?;
+        if let Some(gguf) = gguf {
+            w.add(LLAMA_CPP_FILE, &gguf)?;
+        }
+        w.commit()?;
+        Ok(())
+    }
+
+    /// `adapter_model.safetensors` bytes (`path` names the file in errors).
+    fn peft_weights(&self, model: &Llama, path: &Path) -> Result<Vec<u8>, AdapterIoError> {
         let host = self.params.to_host();
         let mut tensors: Vec<(String, Vec<u8>, Vec<usize>)> = Vec::new();
         for (layer, proj, slot) in self.slots() {
@@ -133,14 +186,14 @@ impl Lora {
             (name.clone(), view)
         });
         let meta = HashMap::from([("format".to_owned(), "pt".to_owned())]);
-        let wpath = dir.join(WEIGHTS_FILE);
-        let bytes =
-            safetensors::serialize(views, Some(meta)).map_err(|e| AdapterIoError::Weights {
-                path: wpath.clone(),
-                what: e.to_string(),
-            })?;
-        write_bytes_atomic(&wpath, &bytes).map_err(io_err(&wpath))?;
+        safetensors::serialize(views, Some(meta)).map_err(|e| AdapterIoError::Weights {
+            path: path.to_owned(),
+            what: e.to_string(),
+        })
+    }
 
+    /// `adapter_config.json` bytes, as PEFT writes them for a LoRA adapter.
+    fn peft_config(&self, base_model: &str) -> Vec<u8> {
         let c = &self.config;
         let config = serde_json::json!({
             "peft_type": "LORA",
@@ -158,14 +211,15 @@ impl Lora {
             "inference_mode": true,
             "modules_to_save": null,
         });
-        let cpath = dir.join(CONFIG_FILE);
-        let text = serde_json::to_string_pretty(&config).expect("json");
-        write_bytes_atomic(&cpath, text.as_bytes()).map_err(io_err(&cpath))?;
-        Ok(())
+        serde_json::to_string_pretty(&config)
+            .expect("json")
+            .into_bytes()
     }
 
-    /// Loads a PEFT LoRA adapter directory for `model`.
+    /// Loads a PEFT LoRA adapter directory for `model`, after [`recover`]ing whatever an
+    /// interrupted save left beside it.
     pub fn load_peft(model: &Llama, dir: &Path) -> Result<Lora, AdapterIoError> {
+        recover(dir)?;
         let config = read_config(&dir.join(CONFIG_FILE), model.config().n_layer)?;
         let wpath = dir.join(WEIGHTS_FILE);
         let bytes = std::fs::read(&wpath).map_err(|source| AdapterIoError::Io {

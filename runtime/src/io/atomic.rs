@@ -19,7 +19,7 @@ where
         _ => Path::new("."),
     };
     let tmp = tempfile::Builder::new()
-        .prefix(".engram-tmp-")
+        .prefix(&temp_prefix(path))
         .tempfile_in(dir)?;
     {
         let mut w = BufWriter::new(tmp.as_file());
@@ -34,11 +34,59 @@ where
     }
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
-    // Make the rename durable; not every platform can open a directory, so best effort.
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
+    sync_dir(dir)
+}
+
+/// Makes the creations, renames and removals of entries in `dir` durable (fsync of the
+/// directory). Unix only: elsewhere a directory cannot be opened as a file, and this is a no-op;
+/// a file system that cannot sync directories (`EINVAL`) is taken at its word.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    #[cfg(unix)]
+    match File::open(dir)?.sync_all() {
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => {}
+        other => other?,
     }
+    #[cfg(not(unix))]
+    let _ = dir;
     Ok(())
+}
+
+/// `.NAME.engram-tmp-`: the temp files of `dir/NAME` name their target, so the next writer can
+/// tell them from the temp files of other files in the same directory.
+fn temp_prefix(path: &Path) -> String {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    format!(".{name}.engram-tmp-")
+}
+
+/// Removes the temp files a killed [`write_atomic`] of `path` left beside it; returns how many.
+/// Call it holding `path`'s writer lock ([`WriterLock::beside`](super::WriterLock::beside)):
+/// without it, it may remove a live writer's temp file (whose rename then fails, leaving
+/// `path` as it was).
+pub fn remove_stale_temps(path: &Path) -> io::Result<usize> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let prefix = temp_prefix(path);
+    let mut removed = 0;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for e in entries {
+        let e = e?;
+        if e.file_name().to_string_lossy().starts_with(&prefix) && e.file_type()?.is_file() {
+            match std::fs::remove_file(e.path()) {
+                Err(err) if err.kind() != io::ErrorKind::NotFound => return Err(err),
+                _ => removed += 1,
+            }
+        }
+    }
+    if removed > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(removed)
 }
 
 /// [`write_atomic`] for bytes already in memory.
@@ -66,5 +114,16 @@ mod tests {
         // No temp file is left behind.
         let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
+    }
+
+    #[test]
+    fn stale_temps_of_one_file_are_removed_and_no_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log.bin");
+        std::fs::write(dir.path().join(".log.bin.engram-tmp-a1"), b"torn").unwrap();
+        std::fs::write(dir.path().join(".other.engram-tmp-b2"), b"x").unwrap();
+        assert_eq!(remove_stale_temps(&p).unwrap(), 1);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(remove_stale_temps(&dir.path().join("gone/x")).unwrap(), 0);
     }
 }

@@ -291,8 +291,7 @@ fn save(
             );
         }
         Trained::Lora(lora) => {
-            lora.save_peft(engine.model(), out, &base.display().to_string())?;
-            lora.save_llama_cpp(&out.join("adapter.gguf"))?;
+            lora.save_adapter_dir(engine.model(), out, &base.display().to_string())?;
         }
     }
     Ok(())
