@@ -100,7 +100,12 @@ fn a_restart_from_a_checkpoint_resumes_with_the_same_buffer_and_weights() {
 
     // A corrupt snapshot is refused and leaves the learner untouched.
     let before = b.params.to_host();
-    let snap = dir.path().join("replay.bin");
+    // The checkpoint is one generation of a state directory: the snapshot is `g<N>-replay.bin`.
+    let snap = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with("-replay.bin"))
+        .expect("the checkpoint holds a replay snapshot");
     let mut bytes = std::fs::read(&snap).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0xff;

@@ -10,6 +10,7 @@ use engram::edit::{
     EditDelta, EditRequest, Editor, EditorConfig, Method, RankOne, RequestError, load_jsonl,
     parse_jsonl,
 };
+use engram::runtime::io::{Corruption, EnvelopeError};
 use engram::runtime::model::llama::{LinearAdapter, Logits};
 use engram::{Engine, backend, resolve_model};
 
@@ -80,17 +81,24 @@ fn rome_flips_france_and_undo_restores_logits_exactly() {
         "an unrelated prompt keeps its answer"
     );
 
-    // A restart with the same log sees the same edit and the same logits.
-    let mut reopened = Editor::new(engine.model(), tok, "test-model", small_config());
-    assert_eq!(reopened.open_log(&log_path).unwrap(), 1);
-    assert_eq!(
-        last_logits(&engine, FRANCE_PROMPT, Some(reopened.adapter())),
-        edited
-    );
+    // A second writer of the same log is refused while this editor holds it.
+    assert!(matches!(
+        Editor::new(engine.model(), tok, "test-model", small_config()).open_log(&log_path),
+        Err(engram::edit::EditError::Log(LogError::Lock(_)))
+    ));
+    // A restart (this editor gone) with the same log sees the same edit and the same logits;
+    // a log written for another model is refused.
+    drop(editor);
     assert!(matches!(
         Editor::new(engine.model(), tok, "other-model", small_config()).open_log(&log_path),
         Err(engram::edit::EditError::Log(LogError::OtherModel { .. }))
     ));
+    let mut editor = Editor::new(engine.model(), tok, "test-model", small_config());
+    assert_eq!(editor.open_log(&log_path).unwrap(), 1);
+    assert_eq!(
+        last_logits(&engine, FRANCE_PROMPT, Some(editor.adapter())),
+        edited
+    );
 
     editor.undo(applied[0].id).unwrap();
     let undone = last_logits(&engine, FRANCE_PROMPT, Some(editor.adapter()));
@@ -234,14 +242,15 @@ fn edit_log_survives_a_crash_and_refuses_damage() {
     };
     log::save(&path, &one).unwrap();
     // A crash in the middle of the next save leaves a partial temp file beside the log (what
-    // write_atomic writes before its rename); the log itself still holds the last state.
+    // write_atomic writes before its rename); the log itself still holds the last state, and
+    // the next writer to open the log removes the temp file.
     let two = LogContents {
         model: "m".into(),
         edits: vec![synthetic_edit(0), synthetic_edit(1)],
     };
     let bytes = log::encode(&two);
     std::fs::write(
-        dir.path().join(".engram-tmp-crashed"),
+        dir.path().join(".edits.log.engram-tmp-crashed"),
         &bytes[..bytes.len() / 2],
     )
     .unwrap();
@@ -250,22 +259,41 @@ fn edit_log_survives_a_crash_and_refuses_damage() {
     assert_eq!(log::load(&path).unwrap(), Some(two));
 
     // A torn file (as a non-atomic writer would leave) or a flipped byte is refused, typed.
+    let corrupt = |r: Result<Option<LogContents>, LogError>| match r {
+        Err(LogError::Envelope(EnvelopeError::Corrupt {
+            corruption,
+            path: p,
+        })) => {
+            assert_eq!(p, path, "the error names the log");
+            corruption
+        }
+        other => panic!("expected a corrupt-envelope error, got {other:?}"),
+    };
     std::fs::write(&path, &bytes[..bytes.len() - 7]).unwrap();
-    assert!(matches!(log::load(&path), Err(LogError::Damaged { .. })));
+    assert!(matches!(
+        corrupt(log::load(&path)),
+        Corruption::Truncated { .. } | Corruption::LengthMismatch { .. }
+    ));
     let mut flipped = bytes.clone();
     let last = flipped.len() - 3;
     flipped[last] ^= 0x20;
     std::fs::write(&path, &flipped).unwrap();
-    assert!(matches!(log::load(&path), Err(LogError::Damaged { .. })));
+    assert!(matches!(
+        corrupt(log::load(&path)),
+        Corruption::ChecksumMismatch { .. }
+    ));
     let mut future = bytes.clone();
     future[8] = 99;
     std::fs::write(&path, &future).unwrap();
     assert!(matches!(
-        log::load(&path),
-        Err(LogError::UnknownVersion { found: 99, .. })
+        corrupt(log::load(&path)),
+        Corruption::UnknownVersion { found: 99, .. }
     ));
-    std::fs::write(&path, b"not a log").unwrap();
-    assert!(matches!(log::load(&path), Err(LogError::BadMagic { .. })));
+    std::fs::write(&path, b"not a log, but long enough for a header").unwrap();
+    assert!(matches!(
+        corrupt(log::load(&path)),
+        Corruption::BadMagic { .. }
+    ));
     assert_eq!(log::load(&dir.path().join("absent")).unwrap(), None);
 }
 

@@ -17,12 +17,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engram_adapters::lora::{Lora, LoraConfig};
+use engram_harness::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_kernels::GgmlType;
 use engram_runtime::backend;
 use engram_runtime::cpu::CpuContext;
 use engram_runtime::io::{Recovery, recover};
 use engram_runtime::model::llama::{Llama, Proj};
-use engram_runtime::model::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_runtime::model_file::ModelFile;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use engram_runtime::io::{EnvelopeError, WriterLock, remove_stale_temps};
 use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
 use engram_runtime::model::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
@@ -131,6 +132,8 @@ pub struct Editor<'m> {
     inv_cov: HashMap<usize, Vec<f32>>,
     projector: HashMap<usize, (Vec<f32>, usize)>,
     log_path: Option<PathBuf>,
+    /// Held while the log is open: a second writer of the same log is refused.
+    log_lock: Option<WriterLock>,
 }
 
 impl<'m> Editor<'m> {
@@ -159,6 +162,7 @@ impl<'m> Editor<'m> {
             inv_cov: HashMap::new(),
             projector: HashMap::new(),
             log_path: None,
+            log_lock: None,
         }
     }
 
@@ -372,7 +376,18 @@ impl<'m> Editor<'m> {
 
     /// Keeps the edit log at `path` from now on, first restoring the edits it holds.
     /// Returns how many were restored.
+    ///
+    /// Takes the log's writer lock for the editor's lifetime (a second editor of the same log,
+    /// in this process or another, gets [`LogError::Lock`]) and removes temp files a killed
+    /// writer left beside it.
     pub fn open_log(&mut self, path: &Path) -> Result<usize, EditError> {
+        let lock = WriterLock::beside(path).map_err(LogError::from)?;
+        remove_stale_temps(path).map_err(|source| {
+            LogError::from(EnvelopeError::Io {
+                path: path.to_path_buf(),
+                source,
+            })
+        })?;
         let restored = match log::load(path)? {
             Some(c) if c.model != self.model_id => {
                 return Err(LogError::OtherModel {
@@ -390,6 +405,7 @@ impl<'m> Editor<'m> {
             None => 0,
         };
         self.log_path = Some(path.to_path_buf());
+        self.log_lock = Some(lock);
         self.save_log()?;
         Ok(restored)
     }

@@ -11,18 +11,17 @@ use std::time::Instant;
 
 use burn::tensor::Tensor;
 use engram_runtime::burn;
-use engram_runtime::io::write_bytes_atomic;
+use engram_runtime::io::envelope::{self, EnvelopeError};
 use engram_runtime::model::llama::Llama;
 use engram_runtime::model::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
-use super::log::fnv1a64;
 use super::probe::{Batch, capture_keys};
 
-/// First bytes of a statistics file.
+/// The statistics cache's envelope magic.
 pub const MAGIC: &[u8; 8] = b"ENGKCOV\0";
-/// Format version written and read.
-pub const VERSION: u32 = 1;
+/// Format version written and read (1 was the pre-envelope layout).
+pub const VERSION: u32 = 2;
 
 /// Tokens per corpus row (the covariance is over all positions of every row).
 pub const ROW_TOKENS: usize = 128;
@@ -77,14 +76,17 @@ pub enum StatsError {
     /// The corpus has too little text.
     #[error("corpus gives {0} tokens; at least {ROW_TOKENS} are needed")]
     CorpusTooSmall(usize),
-    /// Writing the cache failed.
+    /// The cache directory could not be created.
     #[error("{path}: {source}")]
     Io {
-        /// The file.
+        /// The directory.
         path: PathBuf,
         /// The OS error.
         source: std::io::Error,
     },
+    /// Writing a cache file failed (the error names it).
+    #[error(transparent)]
+    Write(#[from] EnvelopeError),
 }
 
 fn cache_path(dir: &Path, key: &StatsKey) -> PathBuf {
@@ -92,34 +94,30 @@ fn cache_path(dir: &Path, key: &StatsKey) -> PathBuf {
     dir.join(format!("kcov-L{}-{tag:016x}.bin", key.layer))
 }
 
-fn encode(key: &StatsKey, s: &LayerStats) -> Vec<u8> {
+/// Writes `s` to `path` in the envelope: a `u32` header length, the JSON header (key, `d_ff`,
+/// tokens), then `E[k kᵀ]` as little-endian f32, streamed (the matrix is ~9 MB per layer).
+fn write_cache(path: &Path, key: &StatsKey, s: &LayerStats) -> Result<(), EnvelopeError> {
     let header = serde_json::to_vec(&(key, s.dim, s.tokens)).expect("header");
-    let mut out = Vec::with_capacity(24 + header.len() + s.mom2.len() * 4);
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
-    out.extend_from_slice(&(header.len() as u32).to_le_bytes());
-    out.extend_from_slice(&header);
-    for v in &s.mom2 {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    let sum = fnv1a64(&out);
-    out.extend_from_slice(&sum.to_le_bytes());
-    out
+    let len = 4 + header.len() as u64 + 4 * s.mom2.len() as u64;
+    envelope::write_file_with(path, MAGIC, VERSION, len, |w| {
+        w.write_all(&(header.len() as u32).to_le_bytes())?;
+        w.write_all(&header)?;
+        for v in &s.mom2 {
+            w.write_all(&v.to_le_bytes())?;
+        }
+        Ok(())
+    })
 }
 
-/// Reads a cache file; `None` when absent, of another version, damaged or for another key.
-fn decode(bytes: &[u8], key: &StatsKey) -> Option<LayerStats> {
-    let (body, sum) = bytes.split_at_checked(bytes.len().checked_sub(8)?)?;
-    if fnv1a64(body) != u64::from_le_bytes(sum.try_into().ok()?) || body.get(..8)? != MAGIC {
-        return None;
-    }
-    if u32::from_le_bytes(body.get(8..12)?.try_into().ok()?) != VERSION {
-        return None;
-    }
-    let hlen = u32::from_le_bytes(body.get(12..16)?.try_into().ok()?) as usize;
-    let header = body.get(16..16 + hlen)?;
+/// Reads a cache file; `None` when absent, of another version, damaged or for another key
+/// (a cache: any doubt means compute again).
+fn read_cache(path: &Path, key: &StatsKey) -> Option<LayerStats> {
+    let sealed = envelope::read_file(path, MAGIC, &[VERSION]).ok()?;
+    let body = sealed.payload();
+    let hlen = u32::from_le_bytes(body.get(..4)?.try_into().ok()?) as usize;
+    let header = body.get(4..4usize.checked_add(hlen)?)?;
     let (k, dim, tokens): (StatsKey, usize, usize) = serde_json::from_slice(header).ok()?;
-    let data = body.get(16 + hlen..)?;
+    let data = body.get(4 + hlen..)?;
     if k != *key || data.len() != dim.checked_mul(dim)?.checked_mul(4)? {
         return None;
     }
@@ -133,6 +131,16 @@ fn decode(bytes: &[u8], key: &StatsKey) -> Option<LayerStats> {
         dim,
         tokens,
     })
+}
+
+/// 64-bit FNV-1a: names a cache file after what it was computed from.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// `E[k kᵀ]` at each of `layers` over the first `max_tokens` tokens of `corpus`, from the cache
@@ -156,10 +164,7 @@ pub fn layer_stats(
     let mut have = Vec::new();
     let mut missing = Vec::new();
     for &l in layers {
-        match std::fs::read(cache_path(cache_dir, &key(l)))
-            .ok()
-            .and_then(|b| decode(&b, &key(l)))
-        {
+        match read_cache(&cache_path(cache_dir, &key(l)), &key(l)) {
             Some(s) => {
                 report.cached_layers.push(l);
                 have.push(s);
@@ -178,8 +183,7 @@ pub fn layer_stats(
         })?;
         for s in computed {
             let path = cache_path(cache_dir, &key(s.layer));
-            write_bytes_atomic(&path, &encode(&key(s.layer), &s))
-                .map_err(|source| StatsError::Io { path, source })?;
+            write_cache(&path, &key(s.layer), &s)?;
             have.push(s);
         }
     }

@@ -1,15 +1,16 @@
 //! Checkpoints at task boundaries: the parameters, the replay buffer and the learner's
-//! counters, each written atomically into one directory, so a device that restarts mid-stream
-//! resumes with exactly the buffer it had.
+//! counters, committed together as one generation of a state directory
+//! ([`engram_runtime::io::state`]), so a device that restarts mid-stream resumes with exactly
+//! the buffer it had, never with the parameters of one checkpoint and the buffer of another.
 //!
-//! Files: `params.json` (names, shapes, values), `replay.bin` (see [`super::persist`]),
+//! Logical files: `params.json` (names, shapes, values), `replay.bin` (see [`super::persist`]),
 //! `learner.json` (counters). Strategy state beyond the buffer (EWC's Fisher, SI's importance,
 //! distillation teachers) is not saved: a restart resumes ER exactly, the others with that
 //! state rebuilt from the next task on.
 
 use std::path::{Path, PathBuf};
 
-use engram_runtime::io::write_bytes_atomic;
+use engram_runtime::io::{DirError, StateDir, read_state};
 
 use super::learner::{Learner, LearnerState};
 use super::persist::{self, SnapshotError};
@@ -20,16 +21,20 @@ use engram_adapters::optim::{HostParams, ParamMismatch};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CheckpointError {
-    /// Reading or writing a file failed.
-    #[error("checkpoint file {}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
+    /// The checkpoint directory could not be read or written (locked by another writer,
+    /// damaged, or not a checkpoint directory); the error names the path.
+    #[error(transparent)]
+    Dir(#[from] DirError),
+    /// The directory holds no checkpoint, or it lacks one of the files.
+    #[error("{}: no checkpoint file {name}", dir.display())]
+    Missing {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// The logical file.
+        name: &'static str,
     },
     /// A JSON file does not parse.
-    #[error("checkpoint file {}: {source}", path.display())]
+    #[error("checkpoint file {} (logical name): {source}", path.display())]
     Json {
         /// The file.
         path: PathBuf,
@@ -47,46 +52,41 @@ pub enum CheckpointError {
     Buffer(String),
 }
 
-/// Writes the learner's checkpoint into `dir` (created if missing).
+/// Writes the learner's checkpoint into `dir` (created if missing) as one generation.
 pub fn save(learner: &Learner, dir: &Path) -> Result<(), CheckpointError> {
-    std::fs::create_dir_all(dir).map_err(|source| CheckpointError::Io {
-        path: dir.to_owned(),
-        source,
-    })?;
-    let write = |name: &str, bytes: &[u8]| {
-        let path = dir.join(name);
-        write_bytes_atomic(&path, bytes).map_err(|source| CheckpointError::Io { path, source })
-    };
+    let mut state_dir = StateDir::open(dir)?;
+    let mut g = state_dir.begin();
     let params = serde_json::to_vec(&learner.params.to_host()).expect("host params serialize");
-    write("params.json", &params)?;
+    g.write("params.json", &params)?;
     if let Some(buf) = &learner.buffer {
-        persist::save(buf, &dir.join("replay.bin"))?;
+        g.write("replay.bin", &persist::to_bytes(buf))?;
     }
     let state = serde_json::to_vec(learner.state()).expect("learner state serializes");
-    write("learner.json", &state)
+    g.write("learner.json", &state)?;
+    g.commit()?;
+    Ok(())
 }
 
 /// Restores a checkpoint written by [`save`] into a learner built with the same settings.
 pub fn restore(learner: &mut Learner, dir: &Path) -> Result<(), CheckpointError> {
-    let read_json = |name: &str| -> Result<serde_json::Value, CheckpointError> {
-        let path = dir.join(name);
-        let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        serde_json::from_slice(&bytes).map_err(|source| CheckpointError::Json { path, source })
+    let snapshot = read_state(dir)?;
+    let file = |name: &'static str| {
+        snapshot.get(name).ok_or_else(|| CheckpointError::Missing {
+            dir: dir.to_owned(),
+            name,
+        })
     };
-    let json = |name: &str, v| CheckpointError::Json {
+    let json = |name: &str, source| CheckpointError::Json {
         path: dir.join(name),
-        source: v,
+        source,
     };
     let params: HostParams =
-        serde_json::from_value(read_json("params.json")?).map_err(|e| json("params.json", e))?;
+        serde_json::from_slice(file("params.json")?).map_err(|e| json("params.json", e))?;
     let state: LearnerState =
-        serde_json::from_value(read_json("learner.json")?).map_err(|e| json("learner.json", e))?;
+        serde_json::from_slice(file("learner.json")?).map_err(|e| json("learner.json", e))?;
     let buffer = match &learner.buffer {
         Some(mine) => {
-            let b = persist::load(&dir.join("replay.bin"))?;
+            let b = persist::from_bytes(file("replay.bin")?)?;
             if (b.dim(), b.n_logits(), b.capacity())
                 != (mine.dim(), mine.n_logits(), mine.capacity())
             {

@@ -1,54 +1,46 @@
-//! Crash-safe replay-buffer snapshots: versioned, checksummed, written atomically.
+//! Crash-safe replay-buffer snapshots: one [envelope](engram_runtime::io::envelope) file
+//! (magic `ENGRAMRB`, version, length, CRC-32) written atomically.
 //!
-//! Layout (little-endian), version 1:
+//! Payload layout (little-endian), version 2:
 //!
 //! | bytes | field |
 //! |---|---|
-//! | 8 | magic `ENGRAMRB` |
-//! | 4 | version (1) |
 //! | 4 × 3 | capacity, dim, n_logits |
 //! | 1 + 1 + 4 | retention (0 reservoir, 1 class-balanced), sampling (0 uniform, 1 power-law, 2 recall-interval), sampling parameter (f32 alpha bits or u32 interval) |
 //! | 8 × 3 | rng state, items seen, replay clock |
 //! | 4 + n × 12 | label count, then (label u32, seen u64) |
 //! | 4 + n × (28 + 4·dim + 4·n_logits) | slot count, then per slot: label u32, task u32, seen_at u64, last_replay u64, replays u32, inputs, logits |
-//! | 4 | CRC-32 (IEEE) of every byte before it |
 //!
-//! A reader checks the length, magic, version and checksum before it trusts any field, then
-//! bounds every count by the capacity, so a truncated, corrupt or crafted file is a typed error.
+//! The envelope is checked (length, magic, version, checksum) before any field is trusted;
+//! then every count is bounded by the capacity, so a truncated, corrupt or crafted file is a
+//! typed error. Offsets in [`SnapshotError::Truncated`] are payload offsets (add
+//! [`envelope::HEADER_LEN`] for the file's).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use engram_kernels::replay::{CoreState, Policy, RestoreError, Retention, Sampling, SlotMeta};
-use engram_runtime::io::write_bytes_atomic;
+use engram_runtime::io::envelope::{self, Corruption, EnvelopeError};
 
 use super::buffer::{MAX_CAPACITY, Parts, ReplayBuffer, check_size};
 
-/// File magic.
+/// The envelope's magic.
 pub const MAGIC: &[u8; 8] = b"ENGRAMRB";
-/// The one version this build reads and writes.
-pub const VERSION: u32 = 1;
+/// The one version this build reads and writes (1 was the pre-envelope layout).
+pub const VERSION: u32 = 2;
 
 /// Why a snapshot could not be read or written; a failed save leaves the old file in place.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SnapshotError {
-    /// Reading or writing the file failed.
-    #[error("replay snapshot {}: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The OS error.
-        source: std::io::Error,
-    },
-    /// The file does not start with [`MAGIC`].
-    #[error("not a replay snapshot (bad magic)")]
-    BadMagic,
-    /// A version this build does not know.
-    #[error("replay snapshot version {0} is not supported (this build reads {VERSION})")]
-    UnsupportedVersion(u32),
-    /// The file ends before the field at `offset`.
+    /// Reading or writing the file failed, or its envelope is damaged (names the file).
+    #[error(transparent)]
+    File(#[from] EnvelopeError),
+    /// The bytes' envelope is damaged, foreign or of an unknown version.
+    #[error("replay snapshot: {0}")]
+    Envelope(#[from] Corruption),
+    /// The payload ends before the field at `offset`.
     #[error(
-        "replay snapshot truncated: {what} at byte {offset} needs {need} bytes, file has {len}"
+        "replay snapshot truncated: {what} at payload byte {offset} needs {need} bytes, payload has {len}"
     )]
     Truncated {
         /// The field being read.
@@ -60,26 +52,20 @@ pub enum SnapshotError {
         /// File length.
         len: usize,
     },
-    /// The stored checksum does not match the contents.
-    #[error("replay snapshot checksum mismatch: stored {stored:#010x}, computed {computed:#010x}")]
-    Checksum {
-        /// CRC stored in the file.
-        stored: u32,
-        /// CRC of the bytes read.
-        computed: u32,
-    },
     /// A field holds a value no writer produces.
     #[error("replay snapshot corrupt: {0}")]
     Corrupt(String),
 }
 
-/// Serializes `buf` to bytes (the format above).
+/// Serializes `buf` to a sealed snapshot (the format above).
 pub fn to_bytes(buf: &ReplayBuffer) -> Vec<u8> {
+    envelope::seal(MAGIC, VERSION, &payload(buf))
+}
+
+fn payload(buf: &ReplayBuffer) -> Vec<u8> {
     let mut w = Vec::with_capacity(
         64 + buf.len() * (28 + 4 * (buf.dim() + buf.n_logits())) + 12 * buf.classes().len(),
     );
-    w.extend_from_slice(MAGIC);
-    put_u32(&mut w, VERSION);
     for v in [buf.capacity(), buf.dim(), buf.n_logits()] {
         put_u32(&mut w, v as u32);
     }
@@ -115,33 +101,19 @@ pub fn to_bytes(buf: &ReplayBuffer) -> Vec<u8> {
             w.extend_from_slice(&v.to_le_bytes());
         }
     }
-    let crc = crc32fast::hash(&w);
-    put_u32(&mut w, crc);
     w
 }
 
-/// Parses a snapshot.
+/// Parses a sealed snapshot.
 pub fn from_bytes(bytes: &[u8]) -> Result<ReplayBuffer, SnapshotError> {
-    let mut r = Reader { bytes, pos: 0 };
-    if r.take("magic", 8)? != MAGIC {
-        return Err(SnapshotError::BadMagic);
-    }
-    let version = r.u32("version")?;
-    if version != VERSION {
-        return Err(SnapshotError::UnsupportedVersion(version));
-    }
-    if bytes.len() < r.pos + 4 {
-        return Err(r.truncated("checksum", 4));
-    }
-    let body = &bytes[..bytes.len() - 4];
-    let stored = u32::from_le_bytes(bytes[bytes.len() - 4..].try_into().expect("4 bytes"));
-    let computed = crc32fast::hash(body);
-    if stored != computed {
-        return Err(SnapshotError::Checksum { stored, computed });
-    }
+    let (_, body) = envelope::open(bytes, MAGIC, &[VERSION])?;
+    from_payload(body)
+}
+
+fn from_payload(body: &[u8]) -> Result<ReplayBuffer, SnapshotError> {
     let mut r = Reader {
         bytes: body,
-        pos: r.pos,
+        pos: 0,
     };
     let capacity = r.u32("capacity")? as usize;
     let dim = r.u32("dim")? as usize;
@@ -223,19 +195,12 @@ pub fn from_bytes(bytes: &[u8]) -> Result<ReplayBuffer, SnapshotError> {
 /// Writes `buf` to `path` atomically (temp file, fsync, rename): a crash leaves the old
 /// snapshot or the new one, never a torn file.
 pub fn save(buf: &ReplayBuffer, path: &Path) -> Result<(), SnapshotError> {
-    write_bytes_atomic(path, &to_bytes(buf)).map_err(|source| SnapshotError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    Ok(envelope::write_file(path, MAGIC, VERSION, &payload(buf))?)
 }
 
 /// Reads a snapshot written by [`save`].
 pub fn load(path: &Path) -> Result<ReplayBuffer, SnapshotError> {
-    let bytes = std::fs::read(path).map_err(|source| SnapshotError::Io {
-        path: path.to_owned(),
-        source,
-    })?;
-    from_bytes(&bytes)
+    from_payload(envelope::read_file(path, MAGIC, &[VERSION])?.payload())
 }
 
 fn put_u32(w: &mut Vec<u8>, v: u32) {

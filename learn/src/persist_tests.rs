@@ -4,6 +4,7 @@ use engram_kernels::replay::{Policy, Retention, Sampling};
 
 use super::buffer::ReplayBuffer;
 use super::persist::{self, SnapshotError};
+use engram_runtime::io::Corruption;
 
 fn buffer() -> ReplayBuffer {
     let policy = Policy {
@@ -49,22 +50,25 @@ fn every_truncation_and_every_flipped_byte_is_a_typed_error() {
     bad[20] ^= 1;
     assert!(matches!(
         persist::from_bytes(&bad),
-        Err(SnapshotError::Checksum { .. })
+        Err(SnapshotError::Envelope(Corruption::ChecksumMismatch { .. }))
     ));
 }
 
 #[test]
 fn magic_and_version_are_checked_first() {
     let mut bytes = persist::to_bytes(&buffer());
-    bytes[8] = 2;
+    bytes[8] = 3;
     assert!(matches!(
         persist::from_bytes(&bytes),
-        Err(SnapshotError::UnsupportedVersion(2))
+        Err(SnapshotError::Envelope(Corruption::UnknownVersion {
+            found: 3,
+            ..
+        }))
     ));
     bytes[0] = b'X';
     assert!(matches!(
         persist::from_bytes(&bytes),
-        Err(SnapshotError::BadMagic)
+        Err(SnapshotError::Envelope(Corruption::BadMagic { .. }))
     ));
 }
 

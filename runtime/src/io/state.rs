@@ -120,6 +120,15 @@ impl StateDir {
             {
                 continue;
             }
+            // Only what a writer of ours leaves is ever removed: a generation's file that never
+            // committed or was superseded (`g<N>-name`) or a manifest temp file. Anything else
+            // means `root` is not (only) a state directory: refuse rather than delete it.
+            if !is_ours(&name) {
+                return Err(DirError::Foreign {
+                    dir: self.root.clone(),
+                    entry: name.into_owned(),
+                });
+            }
             let path = e.path();
             let is_dir = e.file_type().map_err(io_err(&path))?.is_dir();
             let r = if is_dir {
@@ -170,6 +179,16 @@ impl StateDir {
             dir: self,
         }
     }
+}
+
+/// Whether `name` is a file a state-directory writer makes: `g<N>-<logical name>` or a
+/// temp file of the manifest's atomic write.
+fn is_ours(name: &str) -> bool {
+    let generation_file = name
+        .strip_prefix('g')
+        .and_then(|rest| rest.split_once('-'))
+        .is_some_and(|(n, _)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    generation_file || name.starts_with(&format!(".{MANIFEST}.engram-tmp-"))
 }
 
 fn read_checked(root: &Path, f: &StateFile) -> Result<Vec<u8>, DirError> {
@@ -373,6 +392,24 @@ pub fn verify(root: &Path, f: &StateFile) -> Result<bool, DirError> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_directory_with_files_of_its_own_is_refused_not_emptied() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path().join("state");
+        fs::create_dir(&r).unwrap();
+        fs::write(r.join("notes.txt"), b"the user's").unwrap();
+        assert!(matches!(
+            StateDir::open(&r),
+            Err(DirError::Foreign { entry, .. }) if entry == "notes.txt"
+        ));
+        assert_eq!(fs::read(r.join("notes.txt")).unwrap(), b"the user's");
+        // Leftovers of our own writers are still cleaned.
+        fs::remove_file(r.join("notes.txt")).unwrap();
+        fs::write(r.join("g3-params"), b"uncommitted").unwrap();
+        StateDir::open(&r).unwrap();
+        assert!(!r.join("g3-params").exists());
+    }
     use super::*;
 
     fn names(dir: &Path) -> Vec<String> {
@@ -425,7 +462,6 @@ mod tests {
         // What a killed writer leaves: files of a generation that never committed, a temp file.
         fs::write(r.join("g2-a"), b"2").unwrap();
         fs::write(r.join(".MANIFEST.engram-tmp-xyz"), b"").unwrap();
-        fs::create_dir(r.join("junk")).unwrap();
         assert!(
             matches!(StateDir::open(r), Err(DirError::Lock(_))),
             "one writer at a time"
