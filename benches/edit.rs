@@ -13,6 +13,7 @@ use std::path::Path;
 use criterion::{BatchSize, Criterion, criterion_main};
 use engram::edit::stats::layer_stats;
 use engram::edit::{Editor, EditorConfig, Method, load_jsonl, parse_jsonl};
+use engram::runtime::progress::Silent;
 use engram::{Engine, resolve_model};
 
 const FRANCE: &str = r#"{"subject":"France","prompt":"The capital of France is","target_new":"Rome","ground_truth":"Paris"}"#;
@@ -45,6 +46,7 @@ fn edit(c: &mut Criterion) {
                 2048,
                 &[1, 2, 3, 4],
                 dir.path(),
+                &Silent,
             ))
         })
     });

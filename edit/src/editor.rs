@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
 use engram_runtime::model::tokenizer::Tokenizer;
+use engram_runtime::progress::{Progress, Silent};
 use serde::{Deserialize, Serialize};
 
 use super::context::EditContext;
@@ -131,6 +132,7 @@ pub struct Editor<'m> {
     inv_cov: HashMap<usize, Vec<f32>>,
     projector: HashMap<usize, (Vec<f32>, usize)>,
     log_path: Option<PathBuf>,
+    progress: &'m dyn Progress,
 }
 
 impl<'m> Editor<'m> {
@@ -159,7 +161,14 @@ impl<'m> Editor<'m> {
             inv_cov: HashMap::new(),
             projector: HashMap::new(),
             log_path: None,
+            progress: &Silent,
         }
+    }
+
+    /// Reports the long passes (the key-statistics pass, each request's `δ` optimization) to
+    /// `progress` from now on; [`Silent`] until set.
+    pub fn set_progress(&mut self, progress: &'m dyn Progress) {
+        self.progress = progress;
     }
 
     /// The context templates ("{}" is the prompt).
@@ -216,6 +225,7 @@ impl<'m> Editor<'m> {
             self.config.stats_tokens,
             &layers,
             cache_dir,
+            self.progress,
         )?;
         for s in list {
             self.stats.insert(s.layer, s);
@@ -272,6 +282,7 @@ impl<'m> Editor<'m> {
             Method::Rome => {
                 let layer = self.config.rome_layer;
                 self.inv_cov(layer)?;
+                self.progress.start("rome edits", reqs.len() as u64);
                 for r in reqs {
                     let t0 = Instant::now();
                     let cx = EditContext {
@@ -280,15 +291,19 @@ impl<'m> Editor<'m> {
                         contexts: &self.contexts,
                         inner: Some(&self.edits as &dyn LinearAdapter),
                         target: &self.config.target,
+                        progress: self.progress,
                     };
                     let (term, _) = rome_term(&cx, r, layer, &self.inv_cov[&layer]);
                     let id = self
                         .edits
                         .push(method, r.clone(), EditDelta::Weights(vec![term]));
                     out.push(applied(id, r, t0.elapsed().as_secs_f64()));
+                    self.progress.advance(1);
                 }
+                self.progress.finish();
             }
             Method::Grace => {
+                self.progress.start("grace edits", reqs.len() as u64);
                 for r in reqs {
                     let t0 = Instant::now();
                     let cx = EditContext {
@@ -297,13 +312,16 @@ impl<'m> Editor<'m> {
                         contexts: &self.contexts,
                         inner: Some(&self.edits as &dyn LinearAdapter),
                         target: &self.config.grace_target,
+                        progress: self.progress,
                     };
                     let layer = self.config.grace_layer;
                     let (mut entry, _) = grace_entry(&cx, r, layer, self.config.grace_radius);
                     resolve_conflicts(&mut entry, r, &mut self.edits);
                     let id = self.edits.push(method, r.clone(), EditDelta::Grace(entry));
                     out.push(applied(id, r, t0.elapsed().as_secs_f64()));
+                    self.progress.advance(1);
                 }
+                self.progress.finish();
             }
             Method::Memit | Method::AlphaEdit => {
                 let layers = self.config.memit_layers.clone();
@@ -334,6 +352,7 @@ impl<'m> Editor<'m> {
                     contexts: &self.contexts,
                     inner: Some(&self.edits as &dyn LinearAdapter),
                     target: &self.config.target,
+                    progress: self.progress,
                 };
                 let terms = batch_terms(&cx, reqs, &layers, &solver)?;
                 let each = start.elapsed().as_secs_f64() / reqs.len().max(1) as f64;

@@ -14,6 +14,7 @@ use engram_runtime::burn;
 use engram_runtime::io::write_bytes_atomic;
 use engram_runtime::model::llama::Llama;
 use engram_runtime::model::tokenizer::Tokenizer;
+use engram_runtime::progress::Progress;
 use serde::{Deserialize, Serialize};
 
 use super::log::fnv1a64;
@@ -136,7 +137,9 @@ fn decode(bytes: &[u8], key: &StatsKey) -> Option<LayerStats> {
 }
 
 /// `E[k kᵀ]` at each of `layers` over the first `max_tokens` tokens of `corpus`, from the cache
-/// in `cache_dir` where present (computed and stored otherwise).
+/// in `cache_dir` where present (computed and stored otherwise). `progress` is told of the pass
+/// over the corpus (one unit per batch of rows) when one runs.
+#[allow(clippy::too_many_arguments)] // the pass's inputs; Editor::load_stats_for packs them
 pub fn layer_stats(
     model: &Llama,
     tok: &Tokenizer,
@@ -145,6 +148,7 @@ pub fn layer_stats(
     max_tokens: usize,
     layers: &[usize],
     cache_dir: &Path,
+    progress: &dyn Progress,
 ) -> Result<(Vec<LayerStats>, StatsReport), StatsError> {
     let key = |layer| StatsKey {
         model: model_id.to_string(),
@@ -169,7 +173,7 @@ pub fn layer_stats(
     }
     if !missing.is_empty() {
         let start = Instant::now();
-        let computed = collect(model, tok, corpus, max_tokens, &missing)?;
+        let computed = collect(model, tok, corpus, max_tokens, &missing, progress)?;
         report.seconds = start.elapsed().as_secs_f64();
         report.tokens = computed.first().map_or(0, |s| s.tokens);
         std::fs::create_dir_all(cache_dir).map_err(|source| StatsError::Io {
@@ -195,6 +199,7 @@ fn collect(
     corpus: &str,
     max_tokens: usize,
     layers: &[usize],
+    progress: &dyn Progress,
 ) -> Result<Vec<LayerStats>, StatsError> {
     let mut ids = tok.encode(corpus, false);
     ids.truncate(max_tokens);
@@ -207,6 +212,7 @@ fn collect(
         .iter()
         .map(|_| Tensor::zeros([dff, dff], model.device()))
         .collect();
+    progress.start("key statistics", rows.len().div_ceil(ROWS_PER_PASS) as u64);
     for chunk in rows.chunks(ROWS_PER_PASS) {
         let batch = Batch::new(chunk, tok.eos());
         let capture = capture_keys(model, &batch, layers, None);
@@ -215,7 +221,9 @@ fn collect(
             let k = k.reshape([batch.rows * batch.t, dff]);
             *sum = sum.clone() + k.clone().transpose().matmul(k);
         }
+        progress.advance(1);
     }
+    progress.finish();
     let n = rows.len() * ROW_TOKENS;
     Ok(sums
         .into_iter()

@@ -330,7 +330,8 @@ impl<'m> Trainer<'m> {
                                 .unwrap_or(0)
                     })
                     .sum::<usize>();
-                tracing::info!(
+                // Per step: debug (applications see each step through `on_event`).
+                tracing::debug!(
                     step = log.step,
                     loss = log.loss,
                     lr = log.lr,
@@ -345,7 +346,7 @@ impl<'m> Trainer<'m> {
                     || (c.eval_every == 0 && end_of_epoch);
                 if due && !eval.is_empty() {
                     let r = self.evaluate_encoded(adapter, eval);
-                    tracing::info!(step, loss = r.loss, exact_match = r.exact_match, "eval");
+                    tracing::debug!(step, loss = r.loss, exact_match = r.exact_match, "eval");
                     on_event(&TrainEvent::Eval { step, report: r });
                     report.evals.push((step, r));
                     if best.as_ref().is_none_or(|(l, _)| r.loss < *l) {
