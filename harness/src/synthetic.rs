@@ -6,8 +6,8 @@ use engram_kernels::quant::{
     BlockQ4_0, BlockQ4_1, BlockQ8_0, quantize_row_q4_0_ref, quantize_row_q4_1_ref,
     quantize_row_q8_0_ref,
 };
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
 use engram_runtime::format::{GgufBuilder, MetaValue};
 use engram_runtime::model::pretokenize::{ByteMap, PreTokenizer};

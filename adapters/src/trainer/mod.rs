@@ -15,8 +15,8 @@ use engram_runtime::generate::Adaptation;
 use engram_runtime::model::llama::{Llama, Logits};
 use engram_runtime::model::tokenizer::Tokenizer;
 use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 
 pub use data::{Batch, Encoded, Example};
 pub use trainable::Trainable;

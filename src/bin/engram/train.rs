@@ -13,8 +13,8 @@ use engram::adapters::trainer::plan::{TrainShape, plan, plan_within};
 use engram::adapters::trainer::{Encoded, Example, TrainConfig, TrainEvent, Trainable, Trainer};
 use engram::runtime::engine::Engine;
 use engram::runtime::progress::Progress;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
 use crate::shared::{Result, SharedArgs, in_file};
 use crate::ui::Bars;
