@@ -11,8 +11,9 @@ use std::hint::black_box;
 use std::path::Path;
 
 use criterion::{BatchSize, Criterion, criterion_main};
-use engram::edit::stats::layer_stats;
+use engram::edit::stats::{StatsSource, layer_stats};
 use engram::edit::{Editor, EditorConfig, Method, load_jsonl, parse_jsonl};
+use engram::runtime::progress::Silent;
 use engram::{Engine, resolve_model};
 
 const FRANCE: &str = r#"{"subject":"France","prompt":"The capital of France is","target_new":"Rome","ground_truth":"Paris"}"#;
@@ -37,15 +38,13 @@ fn edit(c: &mut Criterion) {
     group.bench_function("key_stats_2048_tokens_4_layers", |b| {
         b.iter(|| {
             let dir = tempfile::tempdir().expect("tempdir");
-            black_box(layer_stats(
-                model,
-                tok,
-                "bench",
-                &text,
-                2048,
-                &[1, 2, 3, 4],
-                dir.path(),
-            ))
+            let source = StatsSource {
+                model_id: "bench",
+                corpus: &text,
+                max_tokens: 2048,
+                cache_dir: dir.path(),
+            };
+            black_box(layer_stats(model, tok, &source, &[1, 2, 3, 4], &Silent))
         })
     });
 

@@ -218,5 +218,105 @@ fn train_full_writes_a_model_and_as_lora_an_adapter() {
 
     let bad = train(&["--precision", "fp8"], &model_out);
     assert!(!bad.status.success());
-    assert!(String::from_utf8_lossy(&bad.stderr).contains("expected f32 or bf16"));
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(stderr.contains("[possible values: f32, bf16]"), "{stderr}");
+}
+
+/// Every command takes the shared `--model --device --threads --json`.
+#[test]
+fn every_command_takes_the_shared_flags() {
+    for command in [
+        "info",
+        "generate",
+        "chat",
+        "logits",
+        "bench",
+        "model-path",
+        "edit",
+        "train",
+        "train-bench",
+        "cl-bench",
+    ] {
+        let out = engram().args([command, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{command} --help");
+        let help = String::from_utf8_lossy(&out.stdout);
+        for flag in ["--model <PATH>", "--device <DEVICE>", "--threads", "--json"] {
+            assert!(
+                help.contains(flag),
+                "{command} --help lacks {flag}:\n{help}"
+            );
+        }
+    }
+}
+
+/// Enumerations are checked by clap, which lists the accepted values.
+#[test]
+fn a_bad_choice_lists_the_choices() {
+    for (args, choices) in [
+        (
+            &["edit", "--facts", "f.jsonl", "--method", "romeo"][..],
+            "[possible values: rome, memit, alphaedit, grace]",
+        ),
+        (
+            &["bench", "--device", "tpu"][..],
+            "[possible values: cpu, flex, ndarray, wgpu, cuda]",
+        ),
+        (
+            &["cl-bench", "--stream", "mnist"][..],
+            "digits, fashion, fortunes",
+        ),
+        (
+            &["cl-bench", "--strategies", "er,gem"][..],
+            "der++, er+mkd, icarl",
+        ),
+        (
+            &["train-bench", "--targets", "q,w"][..],
+            "gate, up, down, attn, mlp, all-linear",
+        ),
+    ] {
+        let out = engram().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(choices), "{args:?}: {stderr}");
+    }
+}
+
+/// No default path outside the repository: the LM track asks for its reference file.
+#[test]
+fn the_fortunes_track_says_which_reference_to_pass() {
+    let out = engram()
+        .args(["cl-bench", "--stream", "fortunes"])
+        .env_remove("ENGRAM_REFERENCE_DIR")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("--reference") && stderr.contains("ENGRAM_REFERENCE_DIR"),
+        "{stderr}"
+    );
+}
+
+/// A file error names the file; `-q` leaves only the error on stderr.
+#[test]
+fn a_missing_facts_file_is_named() {
+    let out = engram()
+        .args([
+            "-q",
+            "edit",
+            "--facts",
+            "/nonexistent/facts.jsonl",
+            "--threads",
+            "1",
+        ])
+        .arg("--model")
+        .arg(model())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.starts_with("error: /nonexistent/facts.jsonl: "),
+        "{stderr}"
+    );
 }

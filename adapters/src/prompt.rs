@@ -10,8 +10,8 @@
 use burn::tensor::{Tensor, TensorData};
 use engram_runtime::burn;
 use engram_runtime::model::llama::Llama;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
 use crate::optim::{ParamId, ParamSet};
 use crate::trainer::Trainable;

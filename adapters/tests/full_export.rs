@@ -302,7 +302,7 @@ const LOW_RANK_EXACT_TOL: f32 = 1e-5;
 fn lora_export_carries_the_projection_changes() {
     use engram_adapters::lora::LoraConfig;
     use engram_runtime::model::llama::Proj;
-    use rand::{Rng, SeedableRng};
+    use rand::{RngExt, SeedableRng};
     let dir = tempfile::tempdir().unwrap();
     let file = write(
         dir.path(),
@@ -313,7 +313,7 @@ fn lora_export_carries_the_projection_changes() {
     // A known rank-2 change of every projection (norms and embedding untouched).
     let mut full = FullFinetune::new(&model).unwrap();
     let mut host = full.params().to_host();
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    let mut rng = rand::rngs::ChaCha8Rng::seed_from_u64(3);
     for ((name, shape), v) in host.names.iter().zip(&host.shapes).zip(&mut host.values) {
         if !name.starts_with("blk.") || name.contains("norm") {
             continue;

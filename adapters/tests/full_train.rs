@@ -20,8 +20,8 @@ use engram_runtime::cpu::CpuContext;
 use engram_runtime::generate::Adaptation;
 use engram_runtime::model::llama::{Llama, Logits};
 use engram_runtime::model_file::ModelFile;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
 /// Largest logit difference between the untrained dense master graph and the quantized graph
 /// on f32 activations: the same weights, summed in a different order.

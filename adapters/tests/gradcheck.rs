@@ -24,8 +24,8 @@ use engram_runtime::cpu::CpuContext;
 use engram_runtime::generate::Adaptation;
 use engram_runtime::model::llama::{Llama, Logits, Proj};
 use engram_runtime::model_file::ModelFile;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
 /// Relative error allowed between the directional derivative and its central difference when
 /// the base weights are F32 (only summation order differs).

@@ -24,8 +24,8 @@ use engram_runtime::cpu::CpuContext;
 use engram_runtime::io::{Recovery, recover};
 use engram_runtime::model::llama::{Llama, Proj};
 use engram_runtime::model_file::ModelFile;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
 /// Kills (each a fresh child).
 const TRIALS: usize = 64;

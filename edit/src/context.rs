@@ -2,6 +2,7 @@
 
 use engram_runtime::model::llama::{LinearAdapter, Llama};
 use engram_runtime::model::tokenizer::Tokenizer;
+use engram_runtime::progress::Progress;
 
 use super::target::TargetHparams;
 
@@ -21,4 +22,6 @@ pub struct EditContext<'a> {
     pub inner: Option<&'a dyn LinearAdapter>,
     /// The `δ` optimization's settings.
     pub target: &'a TargetHparams,
+    /// Told of each request's `δ` optimization in a batch.
+    pub progress: &'a dyn Progress,
 }

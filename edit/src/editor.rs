@@ -8,6 +8,7 @@ use std::time::Instant;
 use engram_runtime::io::{EnvelopeError, WriterLock, remove_stale_temps};
 use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
 use engram_runtime::model::tokenizer::Tokenizer;
+use engram_runtime::progress::{Progress, Silent};
 use serde::{Deserialize, Serialize};
 
 use super::context::EditContext;
@@ -18,7 +19,7 @@ use super::memit::{Solver, batch_terms};
 use super::metrics;
 use super::request::EditRequest;
 use super::rome::rome_term;
-use super::stats::{self, LayerStats, StatsError, StatsReport};
+use super::stats::{self, LayerStats, StatsError, StatsReport, StatsSource};
 use super::store::{Edit, EditDelta, EditSet, Method};
 use super::target::TargetHparams;
 
@@ -134,6 +135,7 @@ pub struct Editor<'m> {
     log_path: Option<PathBuf>,
     /// Held while the log is open: a second writer of the same log is refused.
     log_lock: Option<WriterLock>,
+    progress: &'m dyn Progress,
 }
 
 impl<'m> Editor<'m> {
@@ -163,7 +165,14 @@ impl<'m> Editor<'m> {
             projector: HashMap::new(),
             log_path: None,
             log_lock: None,
+            progress: &Silent,
         }
+    }
+
+    /// Reports the long passes (the key-statistics pass, each request's `δ` optimization) to
+    /// `progress` from now on; [`Silent`] until set.
+    pub fn set_progress(&mut self, progress: &'m dyn Progress) {
+        self.progress = progress;
     }
 
     /// The context templates ("{}" is the prompt).
@@ -212,15 +221,14 @@ impl<'m> Editor<'m> {
         if layers.is_empty() {
             return Ok(StatsReport::default());
         }
-        let (list, report) = stats::layer_stats(
-            self.model,
-            self.tok,
-            &self.model_id,
+        let source = StatsSource {
+            model_id: &self.model_id,
             corpus,
-            self.config.stats_tokens,
-            &layers,
+            max_tokens: self.config.stats_tokens,
             cache_dir,
-        )?;
+        };
+        let (list, report) =
+            stats::layer_stats(self.model, self.tok, &source, &layers, self.progress)?;
         for s in list {
             self.stats.insert(s.layer, s);
         }
@@ -276,6 +284,7 @@ impl<'m> Editor<'m> {
             Method::Rome => {
                 let layer = self.config.rome_layer;
                 self.inv_cov(layer)?;
+                self.progress.start("rome edits", reqs.len() as u64);
                 for r in reqs {
                     let t0 = Instant::now();
                     let cx = EditContext {
@@ -284,15 +293,19 @@ impl<'m> Editor<'m> {
                         contexts: &self.contexts,
                         inner: Some(&self.edits as &dyn LinearAdapter),
                         target: &self.config.target,
+                        progress: self.progress,
                     };
                     let (term, _) = rome_term(&cx, r, layer, &self.inv_cov[&layer]);
                     let id = self
                         .edits
                         .push(method, r.clone(), EditDelta::Weights(vec![term]));
                     out.push(applied(id, r, t0.elapsed().as_secs_f64()));
+                    self.progress.advance(1);
                 }
+                self.progress.finish();
             }
             Method::Grace => {
+                self.progress.start("grace edits", reqs.len() as u64);
                 for r in reqs {
                     let t0 = Instant::now();
                     let cx = EditContext {
@@ -301,13 +314,16 @@ impl<'m> Editor<'m> {
                         contexts: &self.contexts,
                         inner: Some(&self.edits as &dyn LinearAdapter),
                         target: &self.config.grace_target,
+                        progress: self.progress,
                     };
                     let layer = self.config.grace_layer;
                     let (mut entry, _) = grace_entry(&cx, r, layer, self.config.grace_radius);
                     resolve_conflicts(&mut entry, r, &mut self.edits);
                     let id = self.edits.push(method, r.clone(), EditDelta::Grace(entry));
                     out.push(applied(id, r, t0.elapsed().as_secs_f64()));
+                    self.progress.advance(1);
                 }
+                self.progress.finish();
             }
             Method::Memit | Method::AlphaEdit => {
                 let layers = self.config.memit_layers.clone();
@@ -338,6 +354,7 @@ impl<'m> Editor<'m> {
                     contexts: &self.contexts,
                     inner: Some(&self.edits as &dyn LinearAdapter),
                     target: &self.config.target,
+                    progress: self.progress,
                 };
                 let terms = batch_terms(&cx, reqs, &layers, &solver)?;
                 let each = start.elapsed().as_secs_f64() / reqs.len().max(1) as f64;

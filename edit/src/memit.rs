@@ -57,13 +57,17 @@ pub fn batch_terms(
     solver: &Solver,
 ) -> Result<Vec<Vec<RankOne>>, linalg::NotPositiveDefinite> {
     let z_layer = *layers.last().expect("a layer range");
+    cx.progress.start("batch δ optimization", reqs.len() as u64);
     let deltas: Vec<Vec<f32>> = reqs
         .iter()
         .map(|r| {
             let p = target::rome_problem(cx.tok, r, cx.contexts);
-            target::optimize(cx.model, z_layer, &p, cx.inner, cx.target).delta
+            let delta = target::optimize(cx.model, z_layer, &p, cx.inner, cx.target).delta;
+            cx.progress.advance(1);
+            delta
         })
         .collect();
+    cx.progress.finish();
     let n = reqs.len();
     let mut missing = deltas;
     let mut out: Vec<Vec<RankOne>> = vec![Vec::new(); n];

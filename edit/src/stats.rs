@@ -14,6 +14,7 @@ use engram_runtime::burn;
 use engram_runtime::io::envelope::{self, EnvelopeError};
 use engram_runtime::model::llama::Llama;
 use engram_runtime::model::tokenizer::Tokenizer;
+use engram_runtime::progress::Progress;
 use serde::{Deserialize, Serialize};
 
 use super::probe::{Batch, capture_keys};
@@ -143,17 +144,35 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
     h
 }
 
-/// `E[k kᵀ]` at each of `layers` over the first `max_tokens` tokens of `corpus`, from the cache
-/// in `cache_dir` where present (computed and stored otherwise).
+/// What key statistics are computed from, and where they are cached.
+#[derive(Clone, Copy, Debug)]
+pub struct StatsSource<'a> {
+    /// Base model identity (part of the cache key).
+    pub model_id: &'a str,
+    /// The text run through the model.
+    pub corpus: &'a str,
+    /// At most this many of its tokens are used.
+    pub max_tokens: usize,
+    /// Where per-layer results are cached.
+    pub cache_dir: &'a Path,
+}
+
+/// `E[k kᵀ]` at each of `layers` over the first `max_tokens` tokens of the source's corpus, from
+/// its cache where present (computed and stored otherwise). `progress` is told of the pass over
+/// the corpus (one unit per batch of rows) when one runs.
 pub fn layer_stats(
     model: &Llama,
     tok: &Tokenizer,
-    model_id: &str,
-    corpus: &str,
-    max_tokens: usize,
+    source: &StatsSource,
     layers: &[usize],
-    cache_dir: &Path,
+    progress: &dyn Progress,
 ) -> Result<(Vec<LayerStats>, StatsReport), StatsError> {
+    let StatsSource {
+        model_id,
+        corpus,
+        max_tokens,
+        cache_dir,
+    } = *source;
     let key = |layer| StatsKey {
         model: model_id.to_string(),
         corpus: fnv1a64(corpus.as_bytes()),
@@ -174,7 +193,7 @@ pub fn layer_stats(
     }
     if !missing.is_empty() {
         let start = Instant::now();
-        let computed = collect(model, tok, corpus, max_tokens, &missing)?;
+        let computed = collect(model, tok, corpus, max_tokens, &missing, progress)?;
         report.seconds = start.elapsed().as_secs_f64();
         report.tokens = computed.first().map_or(0, |s| s.tokens);
         std::fs::create_dir_all(cache_dir).map_err(|source| StatsError::Io {
@@ -199,6 +218,7 @@ fn collect(
     corpus: &str,
     max_tokens: usize,
     layers: &[usize],
+    progress: &dyn Progress,
 ) -> Result<Vec<LayerStats>, StatsError> {
     let mut ids = tok.encode(corpus, false);
     ids.truncate(max_tokens);
@@ -211,6 +231,7 @@ fn collect(
         .iter()
         .map(|_| Tensor::zeros([dff, dff], model.device()))
         .collect();
+    progress.start("key statistics", rows.len().div_ceil(ROWS_PER_PASS) as u64);
     for chunk in rows.chunks(ROWS_PER_PASS) {
         let batch = Batch::new(chunk, tok.eos());
         let capture = capture_keys(model, &batch, layers, None);
@@ -219,7 +240,9 @@ fn collect(
             let k = k.reshape([batch.rows * batch.t, dff]);
             *sum = sum.clone() + k.clone().transpose().matmul(k);
         }
+        progress.advance(1);
     }
+    progress.finish();
     let n = rows.len() * ROW_TOKENS;
     Ok(sums
         .into_iter()

@@ -14,8 +14,8 @@ use engram_runtime::backend::quant_linear;
 use engram_runtime::burn;
 use engram_runtime::model::llama::{LinearAdapter, Llama, Logits, Proj};
 use engram_runtime::model::tokenizer::Tokenizer;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::probe::{self, Batch};

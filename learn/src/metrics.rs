@@ -4,8 +4,8 @@
 //! (Lopez-Paz & Ranzato 2017, "Gradient Episodic Memory"); `b[j]` is the accuracy on task `j`
 //! before any training (for forward transfer).
 
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
 /// Accuracies as training proceeds.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]

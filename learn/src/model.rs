@@ -3,8 +3,8 @@
 
 use burn::tensor::{Device, Tensor, TensorData, activation};
 use engram_runtime::burn;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
 use engram_adapters::optim::{ParamId, ParamSet};
 

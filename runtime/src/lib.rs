@@ -12,3 +12,4 @@ pub mod generate;
 pub mod io;
 pub mod model;
 pub mod model_file;
+pub mod progress;

@@ -12,8 +12,8 @@
 use engram_runtime::burn;
 use engram_runtime::model::llama::{Llama, Norm, Proj};
 use nalgebra::DMatrix;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
 use super::{FullFinetune, dequantize};
 use crate::lora::{Lora, LoraConfig, LoraError};

@@ -16,8 +16,8 @@ use std::sync::Mutex;
 use burn::tensor::{Tensor, TensorData};
 use engram_runtime::burn;
 use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
 pub use config::{BadTarget, LoraConfig};
 

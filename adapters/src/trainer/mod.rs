@@ -15,13 +15,21 @@ use engram_runtime::generate::Adaptation;
 use engram_runtime::model::llama::{Llama, Logits};
 use engram_runtime::model::tokenizer::Tokenizer;
 use rand::SeedableRng;
+use rand::rngs::ChaCha8Rng;
 use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 
 pub use data::{Batch, Encoded, Example};
 pub use trainable::Trainable;
 
 use crate::optim::{AdamW, AdamWConfig, Grads, HostParams, Schedule, causal_lm_loss};
+
+/// Where one optimizer step stands: the padding id, the schedule, the step and the epoch.
+struct StepAt<'a> {
+    pad: u32,
+    schedule: &'a Schedule,
+    step: u32,
+    epoch: u32,
+}
 
 /// Training hyper-parameters.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -305,16 +313,13 @@ impl<'m> Trainer<'m> {
             for chunk in order.chunks(c.batch_size * c.grad_accum) {
                 let start = Instant::now();
                 adapter.set_training(true);
-                let log = self.step(
-                    adapter,
-                    &mut optims,
-                    train,
-                    chunk,
+                let at = StepAt {
                     pad,
-                    &schedule,
+                    schedule: &schedule,
                     step,
                     epoch,
-                );
+                };
+                let log = self.step(adapter, &mut optims, train, chunk, &at);
                 adapter.set_training(false);
                 report.train_seconds += start.elapsed().as_secs_f64();
                 step += 1;
@@ -330,7 +335,8 @@ impl<'m> Trainer<'m> {
                                 .unwrap_or(0)
                     })
                     .sum::<usize>();
-                tracing::info!(
+                // Per step: debug (applications see each step through `on_event`).
+                tracing::debug!(
                     step = log.step,
                     loss = log.loss,
                     lr = log.lr,
@@ -345,7 +351,7 @@ impl<'m> Trainer<'m> {
                     || (c.eval_every == 0 && end_of_epoch);
                 if due && !eval.is_empty() {
                     let r = self.evaluate_encoded(adapter, eval);
-                    tracing::info!(step, loss = r.loss, exact_match = r.exact_match, "eval");
+                    tracing::debug!(step, loss = r.loss, exact_match = r.exact_match, "eval");
                     on_event(&TrainEvent::Eval { step, report: r });
                     report.evals.push((step, r));
                     if best.as_ref().is_none_or(|(l, _)| r.loss < *l) {
@@ -374,18 +380,20 @@ impl<'m> Trainer<'m> {
         Ok(report)
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn step(
         &self,
         adapter: &mut dyn Trainable,
         optims: &mut [AdamW],
         train: &[Encoded],
         chunk: &[usize],
-        pad: u32,
-        schedule: &Schedule,
-        step: u32,
-        epoch: u32,
+        at: &StepAt,
     ) -> StepLog {
+        let &StepAt {
+            pad,
+            schedule,
+            step,
+            epoch,
+        } = at;
         let batches: Vec<Batch> = chunk
             .chunks(self.config.batch_size)
             .map(|mb| Batch::new(&mb.iter().map(|&i| &train[i]).collect::<Vec<_>>(), pad))

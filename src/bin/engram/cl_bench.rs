@@ -8,36 +8,95 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use clap::Args;
-use engram::backend;
+use clap::{Args, ValueEnum};
 use engram::harness::datasets as data;
 use engram::learn::data::Stream;
 use engram::learn::metrics::{AccuracyMatrix, bootstrap_iqm_ci, iqm};
 use engram::learn::protocol::{self, HParams, Mode, RunConfig, RunResult, StrategyKind, Tuned};
+use engram::runtime::progress::Progress;
+use serde_json::json;
+
+use crate::shared::{self, Result, SharedArgs};
+use crate::ui::Bars;
+
+/// A benchmark stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StreamArg {
+    /// Split-Digits (an MLP, 5 tasks of 2 classes).
+    Digits,
+    /// Split-Fashion-MNIST (an MLP, 5 tasks of 2 classes).
+    Fashion,
+    /// The language-model track: LoRA on the model over fortune categories (naive, er, lwf).
+    Fortunes,
+}
+
+/// The training regime of the MLP streams.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// One pass, batch 10.
+    Online,
+    /// `--epochs` passes, batch 32.
+    Offline,
+}
+
+/// A continual-learning strategy (`StrategyKind`; the fortunes track runs naive, er, lwf).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// Fine-tuning on each task in turn (lower bound).
+    Naive,
+    /// All tasks at once (upper bound).
+    Joint,
+    /// Online elastic weight consolidation.
+    #[value(name = "ewc-online")]
+    OnlineEwc,
+    /// Synaptic intelligence.
+    Si,
+    /// Learning without forgetting.
+    Lwf,
+    /// Experience replay.
+    Er,
+    /// Dark experience replay++.
+    #[value(name = "der++")]
+    DerPlusPlus,
+    /// Experience replay with momentum knowledge distillation.
+    #[value(name = "er+mkd")]
+    ErMkd,
+    /// iCaRL.
+    Icarl,
+}
+
+impl StrategyArg {
+    fn name(self) -> String {
+        let v = self.to_possible_value().expect("no skipped strategies");
+        v.get_name().to_owned()
+    }
+
+    fn kind(self) -> StrategyKind {
+        StrategyKind::parse(&self.name()).expect("the CLI's names are StrategyKind's")
+    }
+}
 
 /// Options of `engram cl-bench`.
 #[derive(Args)]
 pub struct ClBenchArgs {
-    /// Stream: `digits` (Split-Digits), `fashion` (Split-Fashion-MNIST) or `fortunes` (the
-    /// language-model track: LoRA on SmolLM2 over fortune categories; strategies naive, er,
-    /// lwf).
-    #[arg(long, default_value = "digits")]
-    stream: String,
+    /// The stream.
+    #[arg(long, value_enum, default_value_t = StreamArg::Digits)]
+    stream: StreamArg,
     /// Seeds per configuration (0..N).
     #[arg(long, default_value_t = 5)]
     seeds: u64,
-    /// `online` (one pass, batch 10) or `offline` (`--epochs` passes, batch 32).
-    #[arg(long, default_value = "online")]
-    mode: String,
+    /// The training regime (MLP streams).
+    #[arg(long, value_enum, default_value_t = ModeArg::Online)]
+    mode: ModeArg,
     /// Passes per task in offline mode.
     #[arg(long, default_value_t = 3)]
     epochs: usize,
     /// Replay memory sizes for the replay strategies.
     #[arg(long, value_delimiter = ',', default_value = "200,500")]
     buffers: Vec<usize>,
-    /// Strategies (default: all): naive, joint, ewc-online, si, lwf, er, der++, er+mkd, icarl.
-    #[arg(long, value_delimiter = ',')]
-    strategies: Vec<String>,
+    /// Strategies (default: all; the fortunes track: naive, er, lwf).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    strategies: Vec<StrategyArg>,
     /// Hidden widths of the MLP.
     #[arg(long, value_delimiter = ',', default_value = "100,100")]
     hidden: Vec<usize>,
@@ -48,9 +107,6 @@ pub struct ClBenchArgs {
     /// the best hyper-parameters per strategy (by final class-IL accuracy) to this file.
     #[arg(long)]
     tune: Option<PathBuf>,
-    /// Print each run's class-IL accuracy matrix as it grows.
-    #[arg(long)]
-    verbose: bool,
     /// Also write the markdown tables to this file.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -60,50 +116,64 @@ pub struct ClBenchArgs {
     /// LM track: optimizer steps per category.
     #[arg(long, default_value_t = 24)]
     lm_steps: usize,
-    /// LM track: llama.cpp reference logits (top-1 retention).
-    #[arg(long, default_value = "../shared/reference/logits_public.json")]
-    reference: PathBuf,
-    /// LM track: the GGUF model (default: $ENGRAM_MODEL, the cache, or a pip fetch).
-    #[arg(long)]
-    model: Option<PathBuf>,
+    /// LM track: llama.cpp's reference logits (`logits_public.json`), for top-1 retention
+    /// (default: `$ENGRAM_REFERENCE_DIR/logits_public.json`).
+    #[arg(long, value_name = "FILE")]
+    reference: Option<PathBuf>,
+    #[command(flatten)]
+    pub shared: SharedArgs,
 }
 
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+/// Environment variable naming the directory of llama.cpp's reference outputs (as the parity
+/// tests read it).
+const REFERENCE_ENV_VAR: &str = "ENGRAM_REFERENCE_DIR";
 
-fn load_stream(name: &str) -> Result<Stream> {
+/// The reference logits file: `--reference`, else `$ENGRAM_REFERENCE_DIR/logits_public.json`.
+fn reference_path(args: &ClBenchArgs) -> Result<PathBuf> {
+    if let Some(p) = &args.reference {
+        return Ok(p.clone());
+    }
+    match std::env::var_os(REFERENCE_ENV_VAR).filter(|v| !v.is_empty()) {
+        Some(dir) => Ok(PathBuf::from(dir).join("logits_public.json")),
+        None => Err(format!(
+            "the fortunes track needs llama.cpp's reference logits: pass --reference \
+             FILE (e.g. ../shared/reference/logits_public.json beside the repository) or set \
+             {REFERENCE_ENV_VAR} to the directory holding logits_public.json"
+        )
+        .into()),
+    }
+}
+
+fn load_stream(stream: StreamArg) -> Result<Stream> {
     let dir = data::data_dir()?;
-    Ok(match name {
-        "digits" => data::split_digits(&dir)?,
-        "fashion" => data::split_fashion_mnist(&dir)?,
-        other => return Err(format!("unknown stream {other:?} (digits, fashion)").into()),
+    Ok(match stream {
+        StreamArg::Digits => data::split_digits(&dir)?,
+        StreamArg::Fashion => data::split_fashion_mnist(&dir)?,
+        StreamArg::Fortunes => unreachable!("the LM track loads no MLP stream"),
     })
 }
 
-/// Runs the benchmark (or the tuning grid) and prints markdown tables.
-pub fn cl_bench(args: ClBenchArgs) -> Result<()> {
-    if args.stream == "fortunes" {
-        return lm_track(&args);
+/// Runs the benchmark (or the tuning grid) and prints markdown tables (`--json`: one object).
+pub fn cl_bench(args: ClBenchArgs, bars: &Bars) -> Result<()> {
+    if args.stream == StreamArg::Fortunes {
+        return lm_track(&args, bars);
     }
-    let stream = load_stream(&args.stream)?;
-    let mode = match args.mode.as_str() {
-        "online" => Mode::Online,
-        "offline" => Mode::Offline {
+    let stream = load_stream(args.stream)?;
+    let mode = match args.mode {
+        ModeArg::Online => Mode::Online,
+        ModeArg::Offline => Mode::Offline {
             epochs: args.epochs,
         },
-        other => return Err(format!("unknown mode {other:?} (online, offline)").into()),
     };
     let kinds: Vec<StrategyKind> = if args.strategies.is_empty() {
         StrategyKind::ALL.to_vec()
     } else {
-        args.strategies
-            .iter()
-            .map(|s| StrategyKind::parse(s).ok_or_else(|| format!("unknown strategy {s:?}")))
-            .collect::<std::result::Result<_, _>>()?
+        args.strategies.iter().map(|s| s.kind()).collect()
     };
     if args.buffers.is_empty() || args.buffers.iter().any(|&b| b == 0 || b > 4096) {
         return Err("buffer sizes must be in 1..=4096".into());
     }
-    let device = backend::cpu().autodiff();
+    let device = args.shared.device()?.autodiff();
     let base = |strategy, buffer, seed, hp| RunConfig {
         strategy,
         hidden: args.hidden.clone(),
@@ -114,6 +184,8 @@ pub fn cl_bench(args: ClBenchArgs) -> Result<()> {
     };
     if let Some(path) = &args.tune {
         let mut tuned = Tuned::new();
+        let grid_runs: usize = kinds.iter().map(|&k| protocol::grid(k).len()).sum();
+        bars.start("tuning runs", grid_runs as u64 * args.seeds);
         for &k in &kinds {
             let mut best: Option<(f64, HParams)> = None;
             for hp in protocol::grid(k) {
@@ -125,11 +197,12 @@ pub fn cl_bench(args: ClBenchArgs) -> Result<()> {
                             &device,
                             |_, _, _| {},
                         );
+                        bars.advance(1);
                         f64::from(r.class_il.average_accuracy())
                     })
                     .collect();
                 let score = iqm(&accs);
-                eprintln!(
+                tracing::info!(
                     "tune {:<10} lr {:<5} strength {:<6} acc {:.3}",
                     k.name(),
                     hp.lr,
@@ -143,14 +216,29 @@ pub fn cl_bench(args: ClBenchArgs) -> Result<()> {
             let (_, hp) = best.expect("non-empty grid");
             tuned.insert(k.name().to_owned(), hp);
         }
-        std::fs::write(path, serde_json::to_string_pretty(&tuned)? + "\n")?;
-        println!("wrote {}", path.display());
+        bars.finish();
+        shared::write(path, serde_json::to_string_pretty(&tuned)? + "\n")?;
+        match args.shared.json {
+            true => println!("{}", json!({ "wrote": path, "hparams": tuned })),
+            false => println!("wrote {}", path.display()),
+        }
         return Ok(());
     }
     let tuned: Tuned = match &args.hparams {
-        Some(p) => serde_json::from_slice(&std::fs::read(p)?)?,
+        Some(p) => shared::read_json(p)?,
         None => protocol::committed_hparams(),
     };
+    let runs: usize = kinds
+        .iter()
+        .map(|k| {
+            if k.uses_buffer() {
+                args.buffers.len()
+            } else {
+                1
+            }
+        })
+        .sum();
+    bars.start("runs", runs as u64 * args.seeds);
     let mut rows: Vec<(String, Vec<RunResult>)> = Vec::new();
     for &k in &kinds {
         let hp = tuned
@@ -171,15 +259,13 @@ pub fn cl_bench(args: ClBenchArgs) -> Result<()> {
             let mut results = Vec::new();
             for seed in 0..args.seeds {
                 let cfg = base(k, buffer.max(1), seed, hp.clone());
-                let verbose = args.verbose;
                 let r = protocol::run(&stream, &cfg, &device, |i, ci, _| {
-                    if verbose {
-                        let row: Vec<String> =
-                            ci.iter().map(|a| format!("{:5.1}", a * 100.0)).collect();
-                        eprintln!("{label} seed {seed} after task {i}: [{}]", row.join(" "));
-                    }
+                    let row: Vec<String> =
+                        ci.iter().map(|a| format!("{:5.1}", a * 100.0)).collect();
+                    tracing::debug!("{label} seed {seed} after task {i}: [{}]", row.join(" "));
                 });
-                eprintln!(
+                bars.advance(1);
+                tracing::info!(
                     "{label} seed {seed}: class-IL acc {:.1} forgetting {}, {:.1}s",
                     r.class_il.average_accuracy() * 100.0,
                     r.class_il
@@ -192,12 +278,64 @@ pub fn cl_bench(args: ClBenchArgs) -> Result<()> {
             rows.push((label, results));
         }
     }
+    bars.finish();
     let md = tables(&stream, &args, mode, &rows, &tuned);
-    print!("{md}");
+    if args.shared.json {
+        println!("{}", rows_json(&stream, &args, &rows, &tuned));
+    } else {
+        print!("{md}");
+    }
     if let Some(out) = &args.out {
-        std::fs::write(out, &md)?;
+        shared::write(out, &md)?;
     }
     Ok(())
+}
+
+/// One accuracy matrix's summary figures and rows.
+fn matrix_json(m: &AccuracyMatrix) -> serde_json::Value {
+    json!({
+        "average_accuracy": m.average_accuracy(),
+        "average_forgetting": m.average_forgetting(),
+        "backward_transfer": m.backward_transfer(),
+        "forward_transfer": m.forward_transfer(),
+        "rows": m.rows,
+    })
+}
+
+/// `cl-bench --json`: every run of every row, both scenarios.
+fn rows_json(
+    stream: &Stream,
+    args: &ClBenchArgs,
+    rows: &[(String, Vec<RunResult>)],
+    tuned: &Tuned,
+) -> serde_json::Value {
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|(label, results)| {
+            let runs: Vec<serde_json::Value> = results
+                .iter()
+                .enumerate()
+                .map(|(seed, r)| {
+                    json!({
+                        "seed": seed,
+                        "class_il": matrix_json(&r.class_il),
+                        "task_il": matrix_json(&r.task_il),
+                        "seconds": r.seconds,
+                    })
+                })
+                .collect();
+            json!({ "label": label, "runs": runs })
+        })
+        .collect();
+    json!({
+        "stream": stream.name,
+        "mode": args.mode.to_possible_value().map(|v| v.get_name().to_owned()),
+        "epochs": args.epochs,
+        "hidden": args.hidden,
+        "seeds": args.seeds,
+        "hparams": tuned,
+        "rows": rows,
+    })
 }
 
 fn tables(
@@ -271,14 +409,14 @@ fn tables(
 }
 
 /// The LM track: naive fine-tuning vs ER at the same compute, `--seeds` seeds each.
-fn lm_track(args: &ClBenchArgs) -> Result<()> {
+fn lm_track(args: &ClBenchArgs, bars: &Bars) -> Result<()> {
     use engram::harness::lm_track::{self as lm, LmConfig, LmResult, LmStrategy};
-    let path = engram::resolve_model(args.model.as_deref())?;
-    let engine = engram::Engine::load(path, &backend::cpu().autodiff(), 0)?;
+    let reference = reference_path(args)?;
+    let (engine, _) = args.shared.load(true, bars)?;
     let refs: Vec<(String, u32)> = {
-        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&args.reference)?)?;
+        let v: serde_json::Value = shared::read_json(&reference)?;
         v.as_array()
-            .ok_or("reference file is not a JSON array")?
+            .ok_or_else(|| format!("{}: not a JSON array", reference.display()))?
             .iter()
             .filter_map(|p| {
                 let prompt = p.get("prompt")?.as_str()?.to_owned();
@@ -300,23 +438,28 @@ fn lm_track(args: &ClBenchArgs) -> Result<()> {
     );
     let _ = writeln!(md, "|---|---|---|---|---|");
     let mut seed0: Vec<(&str, LmResult)> = Vec::new();
-    let wanted: Vec<&str> = if args.strategies.is_empty() {
-        vec!["naive", "er", "lwf"]
+    let wanted: Vec<StrategyArg> = if args.strategies.is_empty() {
+        vec![StrategyArg::Naive, StrategyArg::Er, StrategyArg::Lwf]
     } else {
-        args.strategies.iter().map(String::as_str).collect()
+        args.strategies.clone()
     };
     let mut plan: Vec<(&str, LmStrategy)> = Vec::new();
-    for w in &wanted {
-        plan.push(match *w {
-            "naive" => ("naive", LmStrategy::Naive),
-            "er" => ("er (M=64)", LmStrategy::Er),
-            "lwf" => ("lwf (λ=1)", LmStrategy::Lwf),
+    for w in wanted {
+        plan.push(match w {
+            StrategyArg::Naive => ("naive", LmStrategy::Naive),
+            StrategyArg::Er => ("er (M=64)", LmStrategy::Er),
+            StrategyArg::Lwf => ("lwf (λ=1)", LmStrategy::Lwf),
             other => {
-                return Err(format!("LM track strategy {other:?} (naive, er, lwf)").into());
+                let name = other.name();
+                return Err(
+                    format!("the fortunes track runs naive, er and lwf, not {name}").into(),
+                );
             }
         });
     }
     let mut forgetting: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut runs_json: Vec<serde_json::Value> = Vec::new();
+    bars.start("runs", plan.len() as u64 * args.seeds);
     for (name, strategy) in plan {
         let mut runs: Vec<LmResult> = Vec::new();
         for seed in 0..args.seeds {
@@ -334,9 +477,20 @@ fn lm_track(args: &ClBenchArgs) -> Result<()> {
                 seed,
             };
             let r = lm::run_lm(&engine, &dir, &cfg, strategy, &refs, |l| {
-                eprintln!("{name} seed {seed} {l}")
+                tracing::debug!("{name} seed {seed} {l}")
             })?;
-            eprintln!(
+            bars.advance(1);
+            runs_json.push(json!({
+                "strategy": name,
+                "seed": seed,
+                "forgetting": r.forgetting(),
+                "nll": r.nll,
+                "base_nll": r.base_nll,
+                "top1": r.top1,
+                "base_top1": r.base_top1,
+                "seconds": r.seconds,
+            }));
+            tracing::info!(
                 "{name} seed {seed}: forgetting {:.4} nats/token, {:.0}s",
                 r.forgetting(),
                 r.seconds
@@ -367,6 +521,7 @@ fn lm_track(args: &ClBenchArgs) -> Result<()> {
         seed0.push((name, last.clone()));
         forgetting.insert(name, f);
     }
+    bars.finish();
     for (name, r) in &seed0 {
         let _ = writeln!(
             md,
@@ -396,9 +551,14 @@ fn lm_track(args: &ClBenchArgs) -> Result<()> {
             }
         }
     }
-    print!("{md}");
+    if args.shared.json {
+        let j = json!({ "stream": "fortunes", "categories": args.categories, "runs": runs_json });
+        println!("{j}");
+    } else {
+        print!("{md}");
+    }
     if let Some(out) = &args.out {
-        std::fs::write(out, &md)?;
+        shared::write(out, &md)?;
     }
     Ok(())
 }

