@@ -5,7 +5,7 @@
 //! term per fact and layer, so any single fact can be taken out again. GRACE edits are codebook
 //! entries instead: weights untouched. The mapped base model is never written.
 
-use std::cell::RefCell;
+use std::sync::Mutex;
 use std::collections::BTreeMap;
 
 use burn::tensor::{Device, Tensor, TensorData};
@@ -107,7 +107,10 @@ pub struct EditSet {
     next_id: u64,
     device: Device,
     down: Vec<QWeight>, // per layer, for GRACE's replacement (frozen, mapped)
-    cache: RefCell<Option<BTreeMap<usize, LayerFactors>>>,
+    /// Stacked factors per layer, built on first use. A mutex (not a `RefCell`) so a served
+    /// set can be shared between threads; it is held only to build or clone the factors,
+    /// never across a matmul.
+    cache: Mutex<Option<BTreeMap<usize, LayerFactors>>>,
 }
 
 impl EditSet {
@@ -118,7 +121,7 @@ impl EditSet {
             next_id: 0,
             device: device.clone(),
             down,
-            cache: RefCell::new(None),
+            cache: Mutex::new(None),
         }
     }
 
@@ -147,7 +150,7 @@ impl EditSet {
             request,
             delta,
         });
-        self.cache.replace(None);
+        *self.cache.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
         id
     }
 
@@ -155,13 +158,13 @@ impl EditSet {
     pub fn restore(&mut self, edits: Vec<Edit>) {
         self.next_id = edits.iter().map(|e| e.id + 1).max().unwrap_or(0);
         self.edits = edits;
-        self.cache.replace(None);
+        *self.cache.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
     }
 
     /// Removes the edit `id`; returns it, or `None` when no such edit is applied.
     pub fn undo(&mut self, id: u64) -> Option<Edit> {
         let pos = self.edits.iter().position(|e| e.id == id)?;
-        self.cache.replace(None);
+        *self.cache.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
         Some(self.edits.remove(pos))
     }
 
@@ -211,16 +214,15 @@ impl EditSet {
 
     /// The weight-edit delta of `layer` on keys `x` `(b, t, d_ff)`.
     fn weight_delta(&self, layer: usize, x: &Tensor<3>) -> Option<Tensor<3>> {
-        let mut cache = self.cache.borrow_mut();
-        let factors = cache.get_or_insert_with(|| self.build_factors());
-        let f = factors.get(&layer)?;
+        let (a, r) = {
+            let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+            let factors = cache.get_or_insert_with(|| self.build_factors());
+            let f = factors.get(&layer)?;
+            (f.a.clone(), f.r.clone())
+        };
         let [b, t, dff] = x.dims();
-        let d = f.r.dims()[1];
-        let y = x
-            .clone()
-            .reshape([b * t, dff])
-            .matmul(f.a.clone())
-            .matmul(f.r.clone());
+        let d = r.dims()[1];
+        let y = x.clone().reshape([b * t, dff]).matmul(a).matmul(r);
         Some(y.reshape([b, t, d]))
     }
 
