@@ -391,6 +391,13 @@ impl<'m> Editor<'m> {
         Ok(e)
     }
 
+    /// Puts back edits saved earlier (by [`Editor::edits`]), ids kept, replacing any applied
+    /// now. For callers that keep edits in their own store (the learning runtime) instead of
+    /// an edit log.
+    pub fn restore_edits(&mut self, edits: Vec<Edit>) {
+        self.edits.restore(edits);
+    }
+
     /// Keeps the edit log at `path` from now on, first restoring the edits it holds.
     /// Returns how many were restored.
     ///
