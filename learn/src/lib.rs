@@ -8,8 +8,10 @@
 
 pub mod buffer;
 pub mod checkpoint;
+pub mod codec;
 pub mod data;
 pub mod learner;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod persist;

@@ -22,6 +22,7 @@ use engram_kernels::replay::{CoreState, Policy, RestoreError, Retention, Samplin
 use engram_runtime::io::envelope::{self, Corruption, EnvelopeError};
 
 use super::buffer::{MAX_CAPACITY, Parts, ReplayBuffer, check_size};
+use super::codec::{Reader, Short, Writer};
 
 /// The envelope's magic.
 pub const MAGIC: &[u8; 8] = b"ENGRAMRB";
@@ -38,20 +39,9 @@ pub enum SnapshotError {
     /// The bytes' envelope is damaged, foreign or of an unknown version.
     #[error("replay snapshot: {0}")]
     Envelope(#[from] Corruption),
-    /// The payload ends before the field at `offset`.
-    #[error(
-        "replay snapshot truncated: {what} at payload byte {offset} needs {need} bytes, payload has {len}"
-    )]
-    Truncated {
-        /// The field being read.
-        what: &'static str,
-        /// Its offset.
-        offset: usize,
-        /// Bytes it needs.
-        need: usize,
-        /// File length.
-        len: usize,
-    },
+    /// The payload ends before a field.
+    #[error("replay snapshot truncated: {0}")]
+    Truncated(#[from] Short),
     /// A field holds a value no writer produces.
     #[error("replay snapshot corrupt: {0}")]
     Corrupt(String),
@@ -63,14 +53,21 @@ pub fn to_bytes(buf: &ReplayBuffer) -> Vec<u8> {
 }
 
 fn payload(buf: &ReplayBuffer) -> Vec<u8> {
-    let mut w = Vec::with_capacity(
+    let mut w = Writer(Vec::with_capacity(
         64 + buf.len() * (28 + 4 * (buf.dim() + buf.n_logits())) + 12 * buf.classes().len(),
-    );
+    ));
+    write_payload(&mut w, buf);
+    w.0
+}
+
+/// Appends `buf`'s payload (the format above) to `w`: for containers that hold a replay
+/// buffer inside a payload of their own.
+pub fn write_payload(w: &mut Writer, buf: &ReplayBuffer) {
     for v in [buf.capacity(), buf.dim(), buf.n_logits()] {
-        put_u32(&mut w, v as u32);
+        w.len(v);
     }
     let policy = buf.policy();
-    w.push(match policy.retention {
+    w.0.push(match policy.retention {
         Retention::Reservoir => 0,
         Retention::ClassBalanced => 1,
     });
@@ -79,29 +76,27 @@ fn payload(buf: &ReplayBuffer) -> Vec<u8> {
         Sampling::PowerLawRecency { alpha } => (1, alpha.to_bits()),
         Sampling::RecallInterval { interval } => (2, interval),
     };
-    w.push(kind);
-    put_u32(&mut w, param);
+    w.0.push(kind);
+    w.u32(param);
     let s = buf.state();
     for v in [s.rng, s.seen, s.step] {
-        w.extend_from_slice(&v.to_le_bytes());
+        w.u64(v);
     }
-    put_u32(&mut w, buf.classes().len() as u32);
+    w.len(buf.classes().len());
     for c in buf.classes() {
-        put_u32(&mut w, c.label);
-        w.extend_from_slice(&c.seen.to_le_bytes());
+        w.u32(c.label);
+        w.u64(c.seen);
     }
-    put_u32(&mut w, buf.len() as u32);
+    w.len(buf.len());
     for (i, m) in buf.metas().iter().enumerate() {
-        put_u32(&mut w, m.label);
-        put_u32(&mut w, m.task);
-        w.extend_from_slice(&m.seen_at.to_le_bytes());
-        w.extend_from_slice(&m.last_replay.to_le_bytes());
-        put_u32(&mut w, m.replays);
-        for v in buf.row(i).iter().chain(buf.logit_row(i)) {
-            w.extend_from_slice(&v.to_le_bytes());
-        }
+        w.u32(m.label);
+        w.u32(m.task);
+        w.u64(m.seen_at);
+        w.u64(m.last_replay);
+        w.u32(m.replays);
+        w.f32s(buf.row(i));
+        w.f32s(buf.logit_row(i));
     }
-    w
 }
 
 /// Parses a sealed snapshot.
@@ -111,10 +106,19 @@ pub fn from_bytes(bytes: &[u8]) -> Result<ReplayBuffer, SnapshotError> {
 }
 
 fn from_payload(body: &[u8]) -> Result<ReplayBuffer, SnapshotError> {
-    let mut r = Reader {
-        bytes: body,
-        pos: 0,
-    };
+    let mut r = Reader::new(body);
+    let buf = read_payload(&mut r)?;
+    if r.remaining() != 0 {
+        return Err(SnapshotError::Corrupt(format!(
+            "{} trailing bytes",
+            r.remaining()
+        )));
+    }
+    Ok(buf)
+}
+
+/// Reads a payload written by [`write_payload`] from `r`, leaving `r` after it.
+pub fn read_payload(r: &mut Reader) -> Result<ReplayBuffer, SnapshotError> {
     let capacity = r.u32("capacity")? as usize;
     let dim = r.u32("dim")? as usize;
     let n_logits = r.u32("n_logits")? as usize;
@@ -167,12 +171,6 @@ fn from_payload(body: &[u8]) -> Result<ReplayBuffer, SnapshotError> {
         r.f32s("slot inputs", dim, &mut rows)?;
         r.f32s("slot logits", n_logits, &mut logit_rows)?;
     }
-    if r.pos != body.len() {
-        return Err(SnapshotError::Corrupt(format!(
-            "{} trailing bytes",
-            body.len() - r.pos
-        )));
-    }
     let parts = Parts {
         capacity,
         dim,
@@ -201,60 +199,4 @@ pub fn save(buf: &ReplayBuffer, path: &Path) -> Result<(), SnapshotError> {
 /// Reads a snapshot written by [`save`].
 pub fn load(path: &Path) -> Result<ReplayBuffer, SnapshotError> {
     from_payload(envelope::read_file(path, MAGIC, &[VERSION])?.payload())
-}
-
-fn put_u32(w: &mut Vec<u8>, v: u32) {
-    w.extend_from_slice(&v.to_le_bytes());
-}
-
-struct Reader<'a> {
-    bytes: &'a [u8],
-    pos: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn truncated(&self, what: &'static str, need: usize) -> SnapshotError {
-        SnapshotError::Truncated {
-            what,
-            offset: self.pos,
-            need,
-            len: self.bytes.len(),
-        }
-    }
-
-    fn take(&mut self, what: &'static str, n: usize) -> Result<&'a [u8], SnapshotError> {
-        if self.bytes.len() - self.pos < n {
-            return Err(self.truncated(what, n));
-        }
-        let s = &self.bytes[self.pos..self.pos + n];
-        self.pos += n;
-        Ok(s)
-    }
-
-    fn u32(&mut self, what: &'static str) -> Result<u32, SnapshotError> {
-        Ok(u32::from_le_bytes(
-            self.take(what, 4)?.try_into().expect("4 bytes"),
-        ))
-    }
-
-    fn u64(&mut self, what: &'static str) -> Result<u64, SnapshotError> {
-        Ok(u64::from_le_bytes(
-            self.take(what, 8)?.try_into().expect("8 bytes"),
-        ))
-    }
-
-    fn f32s(
-        &mut self,
-        what: &'static str,
-        n: usize,
-        out: &mut Vec<f32>,
-    ) -> Result<(), SnapshotError> {
-        let bytes = self.take(what, n * 4)?;
-        out.extend(
-            bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes"))),
-        );
-        Ok(())
-    }
 }

@@ -124,8 +124,19 @@ impl Engine {
         opts: &GenerateOptions,
         on_text: impl FnMut(&str),
     ) -> Result<(String, Generation), EngineError> {
+        self.chat_with(messages, opts, Adaptation::default(), on_text)
+    }
+
+    /// [`Engine::chat`] through an adapter and/or a soft prompt.
+    pub fn chat_with(
+        &self,
+        messages: &[ChatMessage],
+        opts: &GenerateOptions,
+        adaptation: Adaptation<'_>,
+        on_text: impl FnMut(&str),
+    ) -> Result<(String, Generation), EngineError> {
         let prompt = self.template.render(messages, true)?;
-        self.complete(&prompt, opts, on_text)
+        self.complete_with(&prompt, opts, adaptation, on_text)
     }
 
     /// Generates after the token ids `prompt`.

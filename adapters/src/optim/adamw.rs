@@ -3,10 +3,10 @@
 //! A step whose gradients are not all finite is skipped and leaves weights and moments as they
 //! were: one bad batch never poisons a device's adapter.
 
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 use engram_runtime::burn;
 
-use super::params::{Grads, ParamSet};
+use super::params::{Grads, HostParams, ParamMismatch, ParamSet};
 
 /// AdamW hyper-parameters (PyTorch's defaults except the learning rate, set by the schedule).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -77,6 +77,60 @@ impl AdamW {
         self.step
     }
 
+    /// The moments and step count, copied to host memory (for a checkpoint); moments not
+    /// created yet (no step has touched the parameter) are zeros.
+    pub fn to_host(&self, params: &ParamSet) -> AdamWState {
+        let host = |moments: &[Option<Tensor<2>>]| {
+            let mut h = params.to_host();
+            for (i, v) in h.values.iter_mut().enumerate() {
+                match moments.get(i).and_then(Option::as_ref) {
+                    Some(m) => {
+                        *v = m
+                            .clone()
+                            .into_data()
+                            .try_to_vec::<f32>()
+                            .unwrap_or_default()
+                    }
+                    None => v.iter_mut().for_each(|x| *x = 0.0),
+                }
+            }
+            h
+        };
+        AdamWState {
+            step: self.step,
+            m: host(&self.m),
+            v: host(&self.v),
+        }
+    }
+
+    /// Restores moments saved by [`AdamW::to_host`] for `params` (same names and shapes).
+    pub fn load_host(
+        &mut self,
+        params: &ParamSet,
+        state: &AdamWState,
+    ) -> Result<(), ParamMismatch> {
+        let load = |h: &HostParams| -> Result<Vec<Option<Tensor<2>>>, ParamMismatch> {
+            let mut check = params.clone();
+            check.load_host(h)?;
+            Ok(params
+                .ids()
+                .map(|id| {
+                    Some(Tensor::from_data(
+                        TensorData::new(h.values[id.0].clone(), h.shapes[id.0]),
+                        // The moments live where the gradients do: the inner (non-autodiff)
+                        // device of the parameter's value.
+                        &params.value(id).device(),
+                    ))
+                })
+                .collect())
+        };
+        let (m, v) = (load(&state.m)?, load(&state.v)?);
+        self.m = m;
+        self.v = v;
+        self.step = state.step;
+        Ok(())
+    }
+
     /// Bytes of optimizer state per scalar parameter (two f32 moments).
     pub const STATE_BYTES_PER_SCALAR: usize = 8;
 
@@ -128,4 +182,15 @@ impl AdamW {
             self.v[id.0] = Some(v);
         }
     }
+}
+
+/// [`AdamW`]'s state in host memory.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamWState {
+    /// Steps applied.
+    pub step: u32,
+    /// First moments, one per parameter.
+    pub m: HostParams,
+    /// Second moments.
+    pub v: HostParams,
 }

@@ -6,7 +6,7 @@ pub mod loss;
 pub mod params;
 pub mod schedule;
 
-pub use adamw::{AdamW, AdamWConfig, StepOutcome};
+pub use adamw::{AdamW, AdamWConfig, AdamWState, StepOutcome};
 pub use loss::{causal_lm_loss, cross_entropy};
 pub use params::{Grads, HostParams, ParamId, ParamMismatch, ParamSet};
 pub use schedule::Schedule;

@@ -14,7 +14,7 @@
 
 mod distill;
 mod icarl;
-mod regularize;
+pub(crate) mod regularize;
 mod replay;
 #[cfg(test)]
 mod tests;

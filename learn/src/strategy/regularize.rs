@@ -9,7 +9,11 @@ use crate::learner::{AfterStep, Piece, StepCtx, TaskEnd};
 use crate::model::rows_tensor;
 use engram_adapters::optim::{ParamSet, cross_entropy};
 
-fn penalty(params: &ParamSet, importance: &[Tensor<2>], anchor: &[Tensor<2>]) -> Tensor<1> {
+pub(crate) fn penalty(
+    params: &ParamSet,
+    importance: &[Tensor<2>],
+    anchor: &[Tensor<2>],
+) -> Tensor<1> {
     let mut total: Option<Tensor<1>> = None;
     for ((id, w), a) in params.ids().zip(importance).zip(anchor) {
         let d = params.get(id) - a.clone();
