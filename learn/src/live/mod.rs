@@ -878,3 +878,52 @@ pub fn verify(engine: &Engine, dir: &Path) -> Result<StateSummary, LiveError> {
         progress: l.progress,
     })
 }
+
+/// What the committed state in `dir` holds, read without the model and without the lock (what
+/// `engram state DIR` prints): the files are checked against the manifest and parsed, but the
+/// adapter is not matched against a model ([`verify`] does that).
+pub fn inspect(dir: &Path) -> Result<StateSummary, LiveError> {
+    let snap = read_state(dir)?;
+    let corrupt = |file: &'static str, what: String| LiveError::Corrupt {
+        dir: dir.to_path_buf(),
+        file,
+        what,
+    };
+    let read = |name: &'static str| {
+        snap.get(name)
+            .ok_or_else(|| corrupt(name, "missing from the committed generation".into()))
+    };
+    if snap.generation == 0 {
+        return Err(corrupt("MANIFEST", "no committed state".into()));
+    }
+    let config: LiveConfig = json(dir, files::CONFIG, read(files::CONFIG)?)?;
+    let model: ModelIdentity = json(dir, files::MODEL, read(files::MODEL)?)?;
+    let progress: Progress = json(dir, files::PROGRESS, read(files::PROGRESS)?)?;
+    let edits: Vec<Edit> = json(dir, files::EDITS, read(files::EDITS)?)?;
+    let (memory_fill, memory_capacity) = match snap.get(files::MEMORY) {
+        None => (0, 0),
+        Some(bytes) => {
+            let (_, body) = envelope::open(bytes, magic::MEMORY, &[STATE_VERSION])
+                .map_err(|c| corrupt(files::MEMORY, c.to_string()))?;
+            let m = SequenceBuffer::read(&mut Reader::new(body))
+                .map_err(|e| corrupt(files::MEMORY, e.to_string()))?;
+            (m.len(), m.capacity())
+        }
+    };
+    let (_, body) = envelope::open(read(files::PENDING)?, magic::PENDING, &[STATE_VERSION])
+        .map_err(|c| corrupt(files::PENDING, c.to_string()))?;
+    let pending = Reader::new(body)
+        .u32("count")
+        .map_err(|e| corrupt(files::PENDING, e.to_string()))? as usize;
+    Ok(StateSummary {
+        generation: snap.generation,
+        config,
+        model,
+        progress,
+        memory_fill,
+        memory_capacity,
+        pending,
+        edits: edits.len(),
+        bytes: snap.files.iter().map(|(_, b)| b.len() as u64).sum(),
+    })
+}

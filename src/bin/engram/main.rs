@@ -8,12 +8,14 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 
 mod cl_bench;
 mod edit;
+mod learn;
 mod shared;
 mod train;
 mod ui;
@@ -68,6 +70,9 @@ enum Command {
     },
     /// Interactive chat with the model's chat template (one line per turn; empty line quits).
     Chat {
+        /// A learning state to serve (its committed generation).
+        #[arg(long, value_name = "DIR")]
+        state: Option<PathBuf>,
         /// An optional system message.
         #[arg(long)]
         system: Option<String>,
@@ -119,6 +124,13 @@ enum Command {
     /// Continual-learning benchmark (Split-Digits, Split-Fashion-MNIST, fortunes): accuracy
     /// tables.
     ClBench(cl_bench::ClBenchArgs),
+    /// Keep learning: train a state directory on JSONL examples (or a stream on stdin),
+    /// committing generations as it goes; resumes whatever the state already learned.
+    Learn(learn::LearnArgs),
+    /// Loss per completion token of a state (or the base model) on JSONL examples.
+    Eval(learn::EvalArgs),
+    /// What a state directory holds; `--verify` checks it against the model.
+    State(learn::StateArgs),
 }
 
 impl Command {
@@ -135,6 +147,9 @@ impl Command {
             Command::Train(a) => &a.shared,
             Command::TrainBench(a) => &a.shared,
             Command::ClBench(a) => &a.shared,
+            Command::Learn(a) => &a.shared,
+            Command::Eval(a) => &a.shared,
+            Command::State(a) => &a.shared,
         }
     }
 }
@@ -142,23 +157,42 @@ impl Command {
 #[derive(Args)]
 struct AdapterArgs {
     /// A LoRA adapter to run with: a PEFT directory or a llama.cpp LoRA .gguf.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "state")]
     lora: Option<PathBuf>,
+    /// A learning state to serve (its committed generation: adapter and edits), read without
+    /// waiting for a learner that may be writing it.
+    #[arg(long, value_name = "DIR")]
+    state: Option<PathBuf>,
+}
+
+/// What a command runs the base model with.
+enum Served {
+    Base,
+    Lora(Box<Lora>),
+    State(Box<engram::learn::live::Snapshot>),
 }
 
 impl AdapterArgs {
-    fn load(&self, engine: &Engine) -> Result<Option<Lora>> {
-        Ok(match &self.lora {
-            Some(p) => Some(Lora::load(engine.model(), p).map_err(|e| in_file(p, e))?),
-            None => None,
+    fn load(&self, engine: &Arc<Engine>) -> Result<Served> {
+        Ok(match (&self.lora, &self.state) {
+            (Some(p), _) => Served::Lora(Box::new(
+                Lora::load(engine.model(), p).map_err(|e| in_file(p, e))?,
+            )),
+            (None, Some(d)) => Served::State(Box::new(learn::serving(engine.clone(), Some(d))?)),
+            (None, None) => Served::Base,
         })
     }
 }
 
-fn adaptation(lora: &Option<Lora>) -> Adaptation<'_> {
-    lora.as_ref()
-        .map(|l| Adaptation::linear(l))
-        .unwrap_or_default()
+impl Served {
+    /// Runs `f` with the adaptation to serve.
+    fn with<R>(&self, f: impl FnOnce(Adaptation<'_>) -> R) -> R {
+        match self {
+            Served::Base => f(Adaptation::default()),
+            Served::Lora(l) => f(Adaptation::linear(&**l)),
+            Served::State(s) => s.with_adapter(|a| f(Adaptation::linear(a))),
+        }
+    }
 }
 
 #[derive(Args)]
@@ -248,18 +282,19 @@ fn run(command: Command, bars: &Bars) -> Result<()> {
         } => generate(&shared, &adapter, &prompt, &sampling.options(), bars)?,
         Command::Chat {
             shared,
+            state,
             system,
             sampling,
-        } => chat(&shared, system, &sampling.options(), bars)?,
+        } => chat(&shared, state.as_deref(), system, &sampling.options(), bars)?,
         Command::Logits {
             shared,
             adapter,
             prompt,
             top,
         } => {
-            let (engine, _) = shared.load(false, bars)?;
-            let lora = adapter.load(&engine)?;
-            let (tokens, logits) = engine.last_logits_with(&prompt, adaptation(&lora))?;
+            let engine = Arc::new(shared.load(false, bars)?.0);
+            let served = adapter.load(&engine)?;
+            let (tokens, logits) = served.with(|a| engine.last_logits_with(&prompt, a))?;
             let mut order: Vec<u32> = (0..logits.len() as u32).collect();
             order.sort_by(|&a, &b| logits[b as usize].total_cmp(&logits[a as usize]));
             order.truncate(top);
@@ -283,6 +318,9 @@ fn run(command: Command, bars: &Bars) -> Result<()> {
         Command::Edit(args) => edit::run(args, bars)?,
         Command::Train(args) => train::train(args, bars)?,
         Command::TrainBench(args) => train::train_bench(args, bars)?,
+        Command::Learn(args) => learn::learn(args, bars)?,
+        Command::Eval(args) => learn::eval(args, bars)?,
+        Command::State(args) => learn::state(args, bars)?,
     }
     Ok(())
 }
@@ -328,17 +366,19 @@ fn generate(
     opts: &GenerateOptions,
     bars: &Bars,
 ) -> Result<()> {
-    let (engine, _) = shared.load(false, bars)?;
-    let lora = adapter.load(&engine)?;
+    let engine = Arc::new(shared.load(false, bars)?.0);
+    let served = adapter.load(&engine)?;
     let mut out = std::io::stdout();
     if !shared.json {
         print!("{prompt}");
     }
-    let (text, g) = engine.complete_with(prompt, opts, adaptation(&lora), |piece| {
-        if !shared.json {
-            print!("{piece}");
-            let _ = out.flush();
-        }
+    let (text, g) = served.with(|a| {
+        engine.complete_with(prompt, opts, a, |piece| {
+            if !shared.json {
+                print!("{piece}");
+                let _ = out.flush();
+            }
+        })
     })?;
     let prefill = g.prompt_tokens as f64 / g.prefill_time.as_secs_f64();
     let decode = (g.tokens.len().saturating_sub(1)) as f64 / g.decode_time.as_secs_f64().max(1e-9);
@@ -372,11 +412,13 @@ fn generate(
 /// answer is one JSON line `{"role": "assistant", "content": ...}`.
 fn chat(
     shared: &SharedArgs,
+    state: Option<&std::path::Path>,
     system: Option<String>,
     opts: &GenerateOptions,
     bars: &Bars,
 ) -> Result<()> {
-    let (engine, _) = shared.load(false, bars)?;
+    let engine = Arc::new(shared.load(false, bars)?.0);
+    let snap = learn::serving(engine.clone(), state)?;
     let mut messages: Vec<ChatMessage> = system
         .map(|content| ChatMessage {
             role: "system".into(),
@@ -399,7 +441,7 @@ fn chat(
             role: "user".into(),
             content: line.trim().to_string(),
         });
-        let (answer, _) = engine.chat(&messages, opts, |piece| {
+        let (answer, _) = snap.chat(&messages, opts, |piece| {
             if !shared.json {
                 print!("{piece}");
                 let _ = out.flush();

@@ -1,0 +1,366 @@
+//! `engram learn`, `engram eval` and `engram state`: the learning runtime
+//! ([`engram::learn::live`]) from the command line.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use clap::{Args, ValueEnum};
+use engram::learn::live::{
+    self, Budget, LiveConfig, LiveError, LiveModel, LiveOptions, Observation, Snapshot, Strategy,
+    parse_line,
+};
+use engram::runtime::engine::Engine;
+use engram::runtime::progress::Progress;
+
+use crate::shared::{Result, SharedArgs, in_file};
+use crate::ui::Bars;
+
+/// A continual-learning strategy of the runtime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum StrategyArg {
+    /// Plain fine-tuning.
+    Naive,
+    /// Experience replay (half of each batch replayed).
+    Er,
+    /// DER++ (replay with stored top-k logits).
+    #[value(name = "der++")]
+    DerPp,
+    /// Learning without Forgetting (teacher: the adapter at the last task boundary).
+    Lwf,
+    /// Momentum knowledge distillation (EMA teacher).
+    Mkd,
+    /// Online EWC.
+    Ewc,
+    /// Synaptic Intelligence.
+    Si,
+}
+
+impl StrategyArg {
+    fn strategy(self) -> Strategy {
+        let name = self.to_possible_value().expect("no skipped strategies");
+        Strategy::named(name.get_name()).expect("every choice is a strategy")
+    }
+}
+
+/// `engram learn`.
+#[derive(Args)]
+pub struct LearnArgs {
+    /// The state directory (created on first use; resumed after).
+    #[arg(long, value_name = "DIR")]
+    pub state: PathBuf,
+    /// Examples, one JSON object a line: {"prompt": .., "completion": ..} or {"text": ..},
+    /// optional "task". `-` reads a stream from stdin and learns as lines arrive.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub data: PathBuf,
+    /// Strategy of a new state (default er).
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Passes over the file (not with stdin).
+    #[arg(long, default_value_t = 1)]
+    pub epochs: u32,
+    /// Sequences per step of a new state (default 4).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Replay memory of a new state, in sequences (default 256).
+    #[arg(long)]
+    pub buffer: Option<usize>,
+    /// Learning rate of a new state (default 2e-3).
+    #[arg(long)]
+    pub lr: Option<f32>,
+    /// LoRA rank of a new state (default 8).
+    #[arg(long)]
+    pub rank: Option<usize>,
+    /// Longest sequence of a new state, in tokens (default 64).
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// Seed of a new state (default 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Commit (a new generation, published to readers) every this many steps.
+    #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
+    pub commit_every: u64,
+    /// Refuse to start when the memory plan exceeds this many MiB.
+    #[arg(long)]
+    pub budget_mib: Option<u64>,
+    #[command(flatten)]
+    pub shared: SharedArgs,
+}
+
+impl LearnArgs {
+    /// The configuration the flags ask for, and whether any state setting was given.
+    fn config(&self) -> (LiveConfig, bool) {
+        let mut c = LiveConfig::default();
+        if let Some(s) = self.strategy {
+            c.strategy = s.strategy();
+        }
+        c.batch = self.batch.unwrap_or(c.batch);
+        c.buffer = self.buffer.unwrap_or(c.buffer);
+        c.lr = self.lr.unwrap_or(c.lr);
+        c.lora.rank = self.rank.unwrap_or(c.lora.rank);
+        c.max_len = self.max_len.unwrap_or(c.max_len);
+        c.seed = self.seed.unwrap_or(c.seed);
+        c.lora.seed = c.seed;
+        let given = self.strategy.is_some()
+            || self.batch.is_some()
+            || self.buffer.is_some()
+            || self.lr.is_some()
+            || self.rank.is_some()
+            || self.max_len.is_some()
+            || self.seed.is_some();
+        (c, given)
+    }
+
+    /// A resumed state's own settings, with every flag given checked against them.
+    fn resumed(&self, stored: LiveConfig) -> Result<LiveConfig> {
+        let differs = |flag: &str, asked: String, have: String| -> Result<LiveConfig> {
+            Err(format!(
+                "{}: --{flag} {asked}, but the state was created with {have}; a state keeps its own \
+                 settings (omit the flag, or use another --state)",
+                self.state.display()
+            )
+            .into())
+        };
+        if let Some(s) = self.strategy
+            && s.strategy() != stored.strategy
+        {
+            return differs("strategy", stored_name(s), stored.strategy.name().into());
+        }
+        let checks: [(&str, Option<String>, String); 6] = [
+            (
+                "batch",
+                self.batch.map(|v| v.to_string()),
+                stored.batch.to_string(),
+            ),
+            (
+                "buffer",
+                self.buffer.map(|v| v.to_string()),
+                stored.buffer.to_string(),
+            ),
+            ("lr", self.lr.map(|v| v.to_string()), stored.lr.to_string()),
+            (
+                "rank",
+                self.rank.map(|v| v.to_string()),
+                stored.lora.rank.to_string(),
+            ),
+            (
+                "max-len",
+                self.max_len.map(|v| v.to_string()),
+                stored.max_len.to_string(),
+            ),
+            (
+                "seed",
+                self.seed.map(|v| v.to_string()),
+                stored.seed.to_string(),
+            ),
+        ];
+        for (flag, asked, have) in checks {
+            if let Some(a) = asked
+                && a != have
+            {
+                return differs(flag, a, have);
+            }
+        }
+        Ok(stored)
+    }
+}
+
+fn stored_name(s: StrategyArg) -> String {
+    s.strategy().name().to_owned()
+}
+
+/// Engine shared between the learner and its snapshots (training needs autodiff).
+fn engine(shared: &SharedArgs, autodiff: bool, bars: &Bars) -> Result<Arc<Engine>> {
+    Ok(Arc::new(shared.load(autodiff, bars)?.0))
+}
+
+/// `engram learn`: trains the state on the file's lines (or stdin's), committing every
+/// `--commit-every` steps and at the end; the last stdout line with `--json` is
+/// `{"steps", "examples_seen", "generation", "seconds"}`.
+pub fn learn(args: LearnArgs, bars: &Bars) -> Result<()> {
+    let started = Instant::now();
+    let (asked, given) = args.config();
+    let config = match LiveModel::stored_config(&args.state)? {
+        Some(stored) => args.resumed(stored)?,
+        None => asked,
+    };
+    let _ = given;
+    let engine = engine(&args.shared, true, bars)?;
+    let options = LiveOptions {
+        budget: args.budget_mib.map(|m| m.saturating_mul(1 << 20)),
+        edit_cache: None,
+    };
+    let live = LiveModel::open_with(engine, &args.state, &config, options)?;
+    tracing::info!(
+        "{}: generation {}, {} steps so far, strategy {}; plan {} MiB",
+        args.state.display(),
+        live.snapshot().generation(),
+        live.progress().steps,
+        config.strategy.name(),
+        live.plan().total() >> 20
+    );
+    let stdin = args.data.as_os_str() == "-";
+    let batch = config.batch;
+    let mut since_commit = 0u64;
+    let mut step = |live: &LiveModel, drain: bool| -> Result<()> {
+        // Learn while a full batch is waiting (or, at the end, while anything is).
+        while live.pending() >= batch || (drain && live.pending() > 0) {
+            let r = live.learn(&Budget::steps(1));
+            since_commit += r.steps;
+            if let Some(loss) = r.mean_loss {
+                bars.message(format!("loss {loss:.3}"));
+            }
+            if since_commit >= args.commit_every {
+                live.commit()?;
+                since_commit = 0;
+            }
+            if r.steps == 0 {
+                break;
+            }
+        }
+        Ok(())
+    };
+    if stdin {
+        bars.start("learning from stdin", 0);
+        for (i, line) in std::io::stdin().lock().lines().enumerate() {
+            let line = line.map_err(|e| in_file(Path::new("-"), e))?;
+            if let Some(x) = parse_line(&line, Path::new("-"), i + 1)? {
+                observe(&live, x)?;
+                bars.advance(1);
+                step(&live, false)?;
+            }
+        }
+    } else {
+        let data = live::load_jsonl(&args.data)?;
+        bars.start("learning", data.len() as u64 * u64::from(args.epochs));
+        for _ in 0..args.epochs {
+            for x in &data {
+                observe(&live, x.clone())?;
+                bars.advance(1);
+                step(&live, false)?;
+            }
+        }
+    }
+    step(&live, true)?;
+    let generation = live.commit()?;
+    bars.finish();
+    let p = live.progress();
+    let seconds = started.elapsed().as_secs_f64();
+    if args.shared.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "steps": p.steps,
+                "examples_seen": p.examples_seen,
+                "generation": generation,
+                "seconds": seconds,
+            })
+        );
+    } else {
+        println!(
+            "{}: generation {generation}, {} steps, {} examples seen ({seconds:.1} s)",
+            args.state.display(),
+            p.steps,
+            p.examples_seen
+        );
+    }
+    Ok(())
+}
+
+fn observe(live: &LiveModel, x: Observation) -> Result<()> {
+    match live.observe(x) {
+        Ok(_) => Ok(()),
+        Err(LiveError::QueueFull) => {
+            live.learn(&Budget::steps(1));
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// `engram eval`.
+#[derive(Args)]
+pub struct EvalArgs {
+    /// A state directory (its committed generation); without it, the base model.
+    #[arg(long, value_name = "DIR")]
+    pub state: Option<PathBuf>,
+    /// Examples, as for `engram learn`.
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub data: PathBuf,
+    #[command(flatten)]
+    pub shared: SharedArgs,
+}
+
+/// `engram eval`: `{"loss": nats per completion token, "tokens": n}` with `--json`.
+pub fn eval(args: EvalArgs, bars: &Bars) -> Result<()> {
+    let data = live::load_jsonl(&args.data)?;
+    let engine = engine(&args.shared, false, bars)?;
+    let snap = serving(engine, args.state.as_deref())?;
+    let r = snap.evaluate(&data)?;
+    if args.shared.json {
+        println!(
+            "{}",
+            serde_json::json!({ "loss": r.loss, "tokens": r.tokens })
+        );
+    } else {
+        println!(
+            "loss {:.4} nats/token over {} completion tokens (generation {})",
+            r.loss,
+            r.tokens,
+            snap.generation()
+        );
+    }
+    Ok(())
+}
+
+/// The committed state in `dir` to serve, or the base model.
+pub fn serving(engine: Arc<Engine>, dir: Option<&Path>) -> Result<Snapshot> {
+    Ok(match dir {
+        Some(d) => Snapshot::read(engine, d)?,
+        None => Snapshot::base(engine),
+    })
+}
+
+/// `engram state`.
+#[derive(Args)]
+pub struct StateArgs {
+    /// The state directory.
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Load everything against the model and exit non-zero if anything is wrong.
+    #[arg(long)]
+    pub verify: bool,
+    #[command(flatten)]
+    pub shared: SharedArgs,
+}
+
+/// `engram state`: what the state holds; `--verify` checks every file against the model.
+pub fn state(args: StateArgs, bars: &Bars) -> Result<()> {
+    let s = if args.verify {
+        let engine = engine(&args.shared, false, bars)?;
+        live::verify(&engine, &args.dir)?
+    } else {
+        live::inspect(&args.dir)?
+    };
+    if args.shared.json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        println!(
+            "{}: generation {}, {} steps, {} examples seen, strategy {}, memory {}/{}, {} pending, \
+             {} edits, {} bytes{}",
+            args.dir.display(),
+            s.generation,
+            s.progress.steps,
+            s.progress.examples_seen,
+            s.config.strategy.name(),
+            s.memory_fill,
+            s.memory_capacity,
+            s.pending,
+            s.edits,
+            s.bytes,
+            if args.verify { "; verified" } else { "" }
+        );
+    }
+    Ok(())
+}
