@@ -383,6 +383,15 @@ impl LiveModel {
         lock(&self.queue).pending.len()
     }
 
+    /// Drops every example waiting to be learned (durable at the next commit); returns how
+    /// many. For callers that feed a fixed number of steps from a cycled data set.
+    pub fn discard_pending(&self) -> usize {
+        let mut q = lock(&self.queue);
+        let n = q.pending.len();
+        q.pending.clear();
+        n
+    }
+
     /// Steps until the queue is empty or the budget is spent. A batch never mixes tasks: a
     /// change of task is a task boundary for the strategy.
     pub fn learn(&self, budget: &Budget) -> LearnReport {

@@ -432,3 +432,25 @@ fn after_step(
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+    use engram_runtime::backend;
+
+    #[test]
+    fn distillation_is_zero_against_itself_and_positive_otherwise() {
+        let device = backend::cpu();
+        let a = Tensor::<3>::random([2, 3, 7], Distribution::Normal(0.0, 1.0), &device);
+        let b = Tensor::<3>::random([2, 3, 7], Distribution::Normal(0.0, 1.0), &device);
+        let mask = Tensor::<2>::ones([2, 3], &device);
+        let same = distillation(a.clone(), a.clone(), mask.clone(), 2.0).into_scalar::<f32>();
+        assert!(
+            same.abs() < 1e-5,
+            "KL of a distribution against itself: {same}"
+        );
+        let other = distillation(a, b, mask, 2.0).into_scalar::<f32>();
+        assert!(other > 1e-3, "KL between different distributions: {other}");
+    }
+}

@@ -39,7 +39,8 @@ pub enum ModeArg {
     Offline,
 }
 
-/// A continual-learning strategy (`StrategyKind`; the fortunes track runs naive, er, lwf).
+/// A continual-learning strategy (`StrategyKind`; the fortunes track runs the learning
+/// runtime's: naive, er, der++, lwf, er+mkd as MKD, ewc-online, si).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum StrategyArg {
     /// Fine-tuning on each task in turn (lower bound).
@@ -115,7 +116,7 @@ pub struct ClBenchArgs {
     categories: Vec<String>,
     /// LM track: optimizer steps per category.
     #[arg(long, default_value_t = 24)]
-    lm_steps: usize,
+    lm_steps: u64,
     /// LM track: llama.cpp's reference logits (`logits_public.json`), for top-1 retention
     /// (default: `$ENGRAM_REFERENCE_DIR/logits_public.json`).
     #[arg(long, value_name = "FILE")]
@@ -410,9 +411,10 @@ fn tables(
 
 /// The LM track: naive fine-tuning vs ER at the same compute, `--seeds` seeds each.
 fn lm_track(args: &ClBenchArgs, bars: &Bars) -> Result<()> {
-    use engram::harness::lm_track::{self as lm, LmConfig, LmResult, LmStrategy};
+    use engram::harness::lm_track::{self as lm, LmConfig, LmResult};
+    use engram::learn::live::{LiveConfig, Strategy};
     let reference = reference_path(args)?;
-    let (engine, _) = args.shared.load(true, bars)?;
+    let engine = std::sync::Arc::new(args.shared.load(true, bars)?.0);
     let refs: Vec<(String, u32)> = {
         let v: serde_json::Value = shared::read_json(&reference)?;
         v.as_array()
@@ -443,19 +445,26 @@ fn lm_track(args: &ClBenchArgs, bars: &Bars) -> Result<()> {
     } else {
         args.strategies.clone()
     };
-    let mut plan: Vec<(&str, LmStrategy)> = Vec::new();
+    let mut plan: Vec<(&str, Strategy)> = Vec::new();
     for w in wanted {
-        plan.push(match w {
-            StrategyArg::Naive => ("naive", LmStrategy::Naive),
-            StrategyArg::Er => ("er (M=64)", LmStrategy::Er),
-            StrategyArg::Lwf => ("lwf (λ=1)", LmStrategy::Lwf),
+        let (label, name) = match w {
+            StrategyArg::Naive => ("naive", "naive"),
+            StrategyArg::Er => ("er (M=64)", "er"),
+            StrategyArg::DerPlusPlus => ("der++ (M=64, k=8)", "der++"),
+            StrategyArg::Lwf => ("lwf (λ=1)", "lwf"),
+            StrategyArg::ErMkd => ("mkd (EMA 0.99)", "mkd"),
+            StrategyArg::OnlineEwc => ("ewc-online", "ewc"),
+            StrategyArg::Si => ("si", "si"),
             other => {
                 let name = other.name();
-                return Err(
-                    format!("the fortunes track runs naive, er and lwf, not {name}").into(),
-                );
+                return Err(format!(
+                    "the fortunes track runs the learning runtime's strategies (naive, er, der++, \
+                     lwf, er+mkd, ewc-online, si), not {name}"
+                )
+                .into());
             }
-        });
+        };
+        plan.push((label, Strategy::named(name).expect("a runtime strategy")));
     }
     let mut forgetting: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut runs_json: Vec<serde_json::Value> = Vec::new();
@@ -463,18 +472,21 @@ fn lm_track(args: &ClBenchArgs, bars: &Bars) -> Result<()> {
     for (name, strategy) in plan {
         let mut runs: Vec<LmResult> = Vec::new();
         for seed in 0..args.seeds {
+            let mut live = LiveConfig {
+                buffer: 64,
+                batch: 4,
+                max_len: 48,
+                lr: 2e-3,
+                seed,
+                ..LiveConfig::default()
+            };
+            live.lora.seed = seed;
             let cfg = LmConfig {
                 categories: args.categories.clone(),
                 train_per_category: 96,
                 test_per_category: 24,
                 steps_per_category: args.lm_steps,
-                batch: 4,
-                buffer: 64,
-                lr: 2e-3,
-                max_len: 48,
-                rank: 8,
-                distill: 1.0,
-                seed,
+                live,
             };
             let r = lm::run_lm(&engine, &dir, &cfg, strategy, &refs, |l| {
                 tracing::debug!("{name} seed {seed} {l}")

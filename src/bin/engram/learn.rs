@@ -14,7 +14,7 @@ use engram::learn::live::{
 use engram::runtime::engine::Engine;
 use engram::runtime::progress::Progress;
 
-use crate::shared::{Result, SharedArgs, in_file};
+use crate::shared::{Result, SharedArgs, in_file, peak_rss};
 use crate::ui::Bars;
 
 /// A continual-learning strategy of the runtime.
@@ -58,8 +58,13 @@ pub struct LearnArgs {
     #[arg(long, value_enum)]
     pub strategy: Option<StrategyArg>,
     /// Passes over the file (not with stdin).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, conflicts_with = "steps")]
     pub epochs: u32,
+    /// Exactly this many steps, cycling through the file as often as needed (what is left
+    /// queued at the end is dropped): every strategy then spends the same compute, whatever
+    /// share of each batch it replays.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub steps: Option<u64>,
     /// Sequences per step of a new state (default 4).
     #[arg(long)]
     pub batch: Option<usize>,
@@ -203,18 +208,14 @@ pub fn learn(args: LearnArgs, bars: &Bars) -> Result<()> {
     let stdin = args.data.as_os_str() == "-";
     let batch = config.batch;
     let mut since_commit = 0u64;
-    let mut step = |live: &LiveModel, drain: bool| -> Result<()> {
-        // Learn while a full batch is waiting (or, at the end, while anything is).
+    // Learn while a full batch is waiting (or, with `drain`, while anything is).
+    let step = |live: &LiveModel, since: &mut u64, drain: bool| -> Result<()> {
         while live.pending() >= batch || (drain && live.pending() > 0) {
             let r = live.learn(&Budget::steps(1));
-            since_commit += r.steps;
             if let Some(loss) = r.mean_loss {
                 bars.message(format!("loss {loss:.3}"));
             }
-            if since_commit >= args.commit_every {
-                live.commit()?;
-                since_commit = 0;
-            }
+            since_commit_steps(live, since, r.steps, args.commit_every)?;
             if r.steps == 0 {
                 break;
             }
@@ -228,9 +229,27 @@ pub fn learn(args: LearnArgs, bars: &Bars) -> Result<()> {
             if let Some(x) = parse_line(&line, Path::new("-"), i + 1)? {
                 observe(&live, x)?;
                 bars.advance(1);
-                step(&live, false)?;
+                step(&live, &mut since_commit, false)?;
             }
         }
+    } else if let Some(steps) = args.steps {
+        let data = live::load_jsonl(&args.data)?;
+        bars.start("learning steps", steps);
+        let mut next = data.iter().cycle();
+        let mut done = 0;
+        while done < steps {
+            while live.pending() < batch {
+                observe(&live, next.next().expect("a non-empty file").clone())?;
+            }
+            let r = live.learn(&Budget::steps(1));
+            done += r.steps;
+            since_commit_steps(&live, &mut since_commit, r.steps, args.commit_every)?;
+            if let Some(loss) = r.mean_loss {
+                bars.message(format!("loss {loss:.3}"));
+            }
+            bars.advance(r.steps);
+        }
+        live.discard_pending();
     } else {
         let data = live::load_jsonl(&args.data)?;
         bars.start("learning", data.len() as u64 * u64::from(args.epochs));
@@ -238,11 +257,11 @@ pub fn learn(args: LearnArgs, bars: &Bars) -> Result<()> {
             for x in &data {
                 observe(&live, x.clone())?;
                 bars.advance(1);
-                step(&live, false)?;
+                step(&live, &mut since_commit, false)?;
             }
         }
     }
-    step(&live, true)?;
+    step(&live, &mut since_commit, true)?;
     let generation = live.commit()?;
     bars.finish();
     let p = live.progress();
@@ -255,6 +274,8 @@ pub fn learn(args: LearnArgs, bars: &Bars) -> Result<()> {
                 "examples_seen": p.examples_seen,
                 "generation": generation,
                 "seconds": seconds,
+                "plan_bytes": live.plan().total(),
+                "peak_rss_bytes": peak_rss(),
             })
         );
     } else {
@@ -264,6 +285,21 @@ pub fn learn(args: LearnArgs, bars: &Bars) -> Result<()> {
             p.steps,
             p.examples_seen
         );
+    }
+    Ok(())
+}
+
+/// Commits once `commit_every` steps have passed since the last commit.
+fn since_commit_steps(
+    live: &LiveModel,
+    since: &mut u64,
+    steps: u64,
+    commit_every: u64,
+) -> Result<()> {
+    *since += steps;
+    if *since >= commit_every {
+        live.commit()?;
+        *since = 0;
     }
     Ok(())
 }

@@ -16,7 +16,7 @@ use engram::runtime::progress::Progress;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
-use crate::shared::{Result, SharedArgs, in_file};
+use crate::shared::{Result, SharedArgs, in_file, peak_rss};
 use crate::ui::Bars;
 
 /// A projection, or a group of them, to adapt (`LoraConfig::parse_targets` reads the names).
@@ -417,14 +417,6 @@ pub struct TrainBenchArgs {
     precision: PrecisionArg,
     #[command(flatten)]
     pub shared: SharedArgs,
-}
-
-/// Peak resident set of this process (Linux `VmHWM`), in bytes.
-fn peak_rss() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
 }
 
 /// Runs `engram train-bench`: LoRA training steps on random token sequences.
