@@ -9,21 +9,27 @@
 # the lowest it reached after that category was learned; the mean over categories, then the
 # interquartile mean over seeds. Prints a table and the ratio to naive's forgetting.
 #
+# A seed sets the adapter's initialization, the replay memory's draws and the order of each
+# category's training fortunes (a seeded permutation; `--order fixed` keeps the file order for
+# every seed).
+#
 # Usage: scripts/learn_forgetting.sh [--seeds N] [--strategies naive,er,lwf,der++,mkd]
-#        [--steps S] [--engram PATH]      (data: scripts/fetch_cl_data.sh fortunes)
+#        [--steps S] [--order seeded|fixed] [--engram PATH]   (data: scripts/fetch_cl_data.sh fortunes)
 set -euo pipefail
 
 SEEDS=3
 STRATEGIES=naive,er,lwf,der++,mkd
 STEPS=24
+ORDER=seeded
 ENGRAM=${ENGRAM:-target/release/engram}
 while (($#)); do
     case $1 in
         --seeds) SEEDS=$2; shift 2 ;;
         --strategies) STRATEGIES=$2; shift 2 ;;
         --steps) STEPS=$2; shift 2 ;;
+        --order) ORDER=$2; shift 2 ;;
         --engram) ENGRAM=$2; shift 2 ;;
-        -h|--help) sed -n 2,15p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,20p "$0"; exit 0 ;;
         *) echo "learn_forgetting: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -56,14 +62,23 @@ PY
 CATS=(science computers food)
 COMMON=(--threads 2 -q)
 [[ -n ${ENGRAM_MODEL:-} ]] && COMMON+=(--model "$ENGRAM_MODEL")
-echo "date: $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)  engram: $ENGRAM" >&2
+echo "date: $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)  engram: $ENGRAM  order: $ORDER" >&2
 for strategy in ${STRATEGIES//,/ }; do
     for ((seed = 0; seed < SEEDS; seed++)); do
         state="$WORK/state-$strategy-$seed"
         start=$SECONDS
+        for cat in "${CATS[@]}"; do
+            python3 - "$WORK/$cat.train.jsonl" "$WORK/$cat.train.$seed.jsonl" "$seed" "$ORDER" <<'PY'
+import random, sys
+rows = open(sys.argv[1]).read().splitlines()
+if sys.argv[4] == "seeded":
+    random.Random(int(sys.argv[3])).shuffle(rows)
+open(sys.argv[2], "w").write("\n".join(rows) + "\n")
+PY
+        done
         row=()
         for cat in "${CATS[@]}"; do
-            "$ENGRAM" learn --state "$state" --data "$WORK/$cat.train.jsonl" --steps "$STEPS" \
+            "$ENGRAM" learn --state "$state" --data "$WORK/$cat.train.$seed.jsonl" --steps "$STEPS" \
                 --strategy "$strategy" --seed "$seed" --batch 4 --buffer 64 --max-len 48 \
                 --lr 2e-3 --rank 8 "${COMMON[@]}" --json >/dev/null
             losses=()
