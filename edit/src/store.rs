@@ -5,8 +5,8 @@
 //! term per fact and layer, so any single fact can be taken out again. GRACE edits are codebook
 //! entries instead: weights untouched. The mapped base model is never written.
 
-use std::sync::Mutex;
 use std::collections::BTreeMap;
+use std::sync::Mutex;
 
 use burn::tensor::{Device, Tensor, TensorData};
 use engram_runtime::backend::{QWeight, quant_linear};
