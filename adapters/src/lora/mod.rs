@@ -213,7 +213,7 @@ impl LinearAdapter for Lora {
         if self.training && self.config.dropout > 0.0 {
             return DecodeDelta::Opaque;
         }
-        let values = |t: Tensor<2>| t.into_data().convert::<f32>().into_vec::<f32>();
+        let values = |t: Tensor<2>| t.into_data().convert::<f32>().try_into_vec::<f32>();
         let a = self.params.value(slot.a);
         let rank = a.dims()[0];
         let bt = self.params.value(slot.b).transpose() * self.config.scale();

@@ -121,7 +121,13 @@ impl CpuContext {
     /// product. Returns when every share is done; a share's panic is re-raised here (the other
     /// shares stop at their next `sync`).
     pub fn team(&self, f: &(dyn Fn(&Team<'_>) + Sync)) {
-        let size = self.threads();
+        self.team_of(self.threads(), f);
+    }
+
+    /// [`team`](Self::team) on the first `size` threads only (at least one, at most
+    /// [`threads`](Self::threads)).
+    pub fn team_of(&self, size: usize, f: &(dyn Fn(&Team<'_>) + Sync)) {
+        let size = size.clamp(1, self.threads());
         let barrier = SpinBarrier::new(size);
         self.pool.broadcast(size, &|index| {
             let _poison = PoisonOnUnwind(&barrier);

@@ -46,6 +46,56 @@ pub struct Decoder<'m> {
     shared: Shared,
     locals: Vec<Mutex<Local>>,
     logits: Vec<f32>,
+    threads: ThreadChoice,
+}
+
+/// Tokens between two tries of the thread count not in use.
+const EXPLORE_EVERY: u32 = 32;
+
+/// Which thread count runs the next token: all of the pool's, or one. On an idle machine all
+/// threads win by far; on an oversubscribed one a share that the OS deschedules stalls the
+/// others at the next barrier, and one thread is faster. The decoder times its tokens (an
+/// exponential moving average per choice), runs the faster, and retries the other every
+/// [`EXPLORE_EVERY`] tokens, so a second thread helps where it can and never costs more than
+/// those retries where it cannot.
+struct ThreadChoice {
+    max: usize,
+    /// Seconds per token: `[one thread, max threads]`, `None` until timed.
+    ewma: [Option<f64>; 2],
+    since_explore: u32,
+    adaptive: bool,
+}
+
+impl ThreadChoice {
+    fn next(&mut self) -> usize {
+        if self.max == 1 {
+            return 1;
+        }
+        let idx = if !self.adaptive {
+            1
+        } else {
+            match self.ewma {
+                [_, None] => 1,
+                [None, _] => 0,
+                [Some(one), Some(all)] => {
+                    let best = usize::from(all <= one);
+                    self.since_explore += 1;
+                    if self.since_explore >= EXPLORE_EVERY {
+                        self.since_explore = 0;
+                        1 - best
+                    } else {
+                        best
+                    }
+                }
+            }
+        };
+        [1, self.max][idx]
+    }
+
+    fn record(&mut self, threads: usize, seconds: f64) {
+        let slot = &mut self.ewma[usize::from(threads != 1)];
+        *slot = Some(slot.map_or(seconds, |old| 0.75 * old + 0.25 * seconds));
+    }
 }
 
 /// What stays fixed for a decoder: norms, adapter terms, RoPE frequencies, precision.
@@ -213,7 +263,7 @@ impl<'m> Decoder<'m> {
                     k: vec![0.0; dkv],
                     v: vec![0.0; dkv],
                     att: vec![0.0; c.d_head],
-                    rows: vec![0.0; max_out.max(n_vocab.div_ceil(threads) + ROW_ALIGN)],
+                    rows: vec![0.0; max_out.max(n_vocab)],
                     gate: vec![0.0; dff],
                     h: vec![0.0; max_rank],
                     part: vec![0.0; max_out],
@@ -241,6 +291,12 @@ impl<'m> Decoder<'m> {
             shared,
             locals,
             logits: vec![0.0; n_vocab],
+            threads: ThreadChoice {
+                max: threads,
+                ewma: [None, None],
+                since_explore: 0,
+                adaptive: true,
+            },
         })
     }
 
@@ -280,6 +336,19 @@ impl<'m> Decoder<'m> {
         }
         kv.len = len;
         Some(dec)
+    }
+
+    /// Runs every token on all the pool's threads (`false`), or picks per token between all
+    /// and one by their measured speed (`true`, the default: a loaded machine can make a
+    /// second thread a loss).
+    pub fn set_adaptive_threads(&mut self, on: bool) {
+        self.threads.adaptive = on;
+    }
+
+    /// Threads the last tokens ran on, on average weighted to the recent ones: `(seconds per
+    /// token on one thread, on all)`, each `None` until measured.
+    pub fn token_seconds(&self) -> (Option<f64>, Option<f64>) {
+        (self.threads.ewma[0], self.threads.ewma[1])
     }
 
     /// Positions in the cache (the position of the next token).
@@ -330,9 +399,12 @@ impl<'m> Decoder<'m> {
             sin: &sin,
         };
         let locals = &self.locals;
-        self.model.output.cpu().team(&|team| {
+        let threads = self.threads.next();
+        let start = std::time::Instant::now();
+        self.model.output.cpu().team_of(threads, &|team| {
             token_ctx.run(team, &mut lock(&locals[team.index()]));
         });
+        self.threads.record(threads, start.elapsed().as_secs_f64());
         let local = lock(&self.locals[0]);
         let kv = &mut self.cache;
         for l in 0..c.n_layer {
