@@ -13,17 +13,17 @@ usage() {
 Usage: scripts/compare_llamacpp.sh [options]
 
 Measures prefill and decode tokens/s of llama.cpp (llama-cpp-python ${LLAMA_CPP_PYTHON_VERSION})
-and of \`engram bench\`, one after the other, and prints both side by side with the
-ratio engram/llama.cpp.
+and of \`engram bench\`, the two engines alternated per thread count in one run, and prints
+both side by side with the ratio engram/llama.cpp (means over the repeats, ± sd).
 
 Options:
   --model PATH         GGUF model (default: \$ENGRAM_MODEL, else \`engram model-path\`)
-  --threads N          threads for both engines (default: 2)
+  --threads N[,M..]    thread counts, each run by both engines (default: 1,2)
   --prompt-tokens P    prefill length in tokens (default: 128)
   --gen-tokens G       tokens decoded one at a time, greedy (default: 64)
-  --repeats R          timed runs per engine after one warm-up; medians reported (default: 5)
+  --repeats R          timed runs per engine after one warm-up; mean ± sd reported (default: 5)
   --only ENGINE        run only 'llamacpp' or only 'engram'
-  --json               print one JSON line on stdout (the table goes to stderr)
+  --json               print one JSON object on stdout (the table goes to stderr)
   --setup              only build/check the llama.cpp venv, then exit
   -h, --help           this text
 
@@ -39,7 +39,7 @@ die() { echo "compare_llamacpp: $*" >&2; exit 2; }
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 VENV=${VENV:-$REPO/.venv-llamacpp}
 MODEL=""
-THREADS=2
+THREADS=1,2
 PROMPT_TOKENS=128
 GEN_TOKENS=64
 REPEATS=5
@@ -61,7 +61,8 @@ while [[ $# -gt 0 ]]; do
         *) usage >&2; die "unknown argument: $1" ;;
     esac
 done
-for n in "$THREADS" "$PROMPT_TOKENS" "$GEN_TOKENS" "$REPEATS"; do
+[[ $THREADS =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--threads takes N or N,M,..., got '$THREADS'"
+for n in "$PROMPT_TOKENS" "$GEN_TOKENS" "$REPEATS"; do
     [[ $n =~ ^[1-9][0-9]*$ ]] || die "expected a positive integer, got '$n'"
 done
 case "$ONLY" in "" | llamacpp | engram) ;; *) die "--only takes llamacpp or engram" ;; esac
@@ -111,47 +112,68 @@ say "threads: $THREADS, prompt: $PROMPT_TOKENS tokens, generate: $GEN_TOKENS tok
 LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 say "load:    $LOAD_BEFORE (1/5/15 min, before the runs)"
 
-# --- measure, one engine at a time ---------------------------------------------------------
-LLAMA_JSON=null
-ENGRAM_JSON=null
-if [[ $ONLY != engram ]]; then
-    say "running llama.cpp..."
-    LLAMA_JSON=$("$VENV/bin/python" "$REPO/scripts/llamacpp_bench.py" --model "$MODEL" \
-        --threads "$THREADS" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS" \
-        --repeats "$REPEATS" | tail -n 1)
-fi
+# --- measure: per thread count, llama.cpp then engram --------------------------------------
 if [[ $ONLY != llamacpp ]]; then
     say "building engram (release)..."
     cargo build --quiet --release --bin engram >&3
-    say "running engram bench..."
-    ENGRAM_JSON=$(cargo run --quiet --release --bin engram -- bench --model "$MODEL" \
-        --threads "$THREADS" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS" \
-        --json | tail -n 1)
 fi
+ROWS=()
+IFS=, read -r -a THREAD_LIST <<<"$THREADS"
+for t in "${THREAD_LIST[@]}"; do
+    LLAMA_JSON=null
+    ENGRAM_JSON=null
+    LOAD_T=$(cut -d' ' -f1 /proc/loadavg)
+    if [[ $ONLY != engram ]]; then
+        say "running llama.cpp, $t threads..."
+        LLAMA_JSON=$("$VENV/bin/python" "$REPO/scripts/llamacpp_bench.py" --model "$MODEL" \
+            --threads "$t" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS" \
+            --repeats "$REPEATS" | tail -n 1)
+    fi
+    if [[ $ONLY != llamacpp ]]; then
+        say "running engram bench, $t threads..."
+        ENGRAM_JSON=$(cargo run --quiet --release --bin engram -- bench --model "$MODEL" \
+            --threads "$t" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS" \
+            --repeats "$REPEATS" --json | tail -n 1)
+    fi
+    ROWS+=("{\"threads\": $t, \"loadavg_1min_before\": $LOAD_T, \"llamacpp\": $LLAMA_JSON, \"engram\": $ENGRAM_JSON}")
+done
+ROWS_JSON="[$(IFS=,; echo "${ROWS[*]}")]"
 
 # --- report --------------------------------------------------------------------------------
 # python3 (system) only formats; the figures come from the JSON objects above.
-LLAMA_JSON=$LLAMA_JSON ENGRAM_JSON=$ENGRAM_JSON MODEL=$MODEL JSON=$JSON LOAD_BEFORE=$LOAD_BEFORE \
+ROWS_JSON=$ROWS_JSON MODEL=$MODEL JSON=$JSON LOAD_BEFORE=$LOAD_BEFORE \
     python3 - <<'EOF'
 import datetime, json, os, sys
 
-llama = json.loads(os.environ["LLAMA_JSON"])
-engram = json.loads(os.environ["ENGRAM_JSON"])
-
-def ratio(key):
-    if not llama or not engram or not llama.get(key):
-        return None
-    return round(engram[key] / llama[key], 3)
-
-def cell(d, key):
-    return f"{d[key]:>12.1f}" if d else f"{'-':>12}"
-
-r = {"prefill_tok_s": ratio("prefill_tok_s"), "decode_tok_s": ratio("decode_tok_s")}
+rows = json.loads(os.environ["ROWS_JSON"])
 human = sys.stderr if os.environ["JSON"] == "1" else sys.stdout
-print(f"\n{'':<16}{'engram':>12}{'llama.cpp':>12}{'engram/llama':>14}", file=human)
-for key, label in (("prefill_tok_s", "prefill tok/s"), ("decode_tok_s", "decode tok/s")):
-    rr = f"{r[key]:>14.2f}" if r[key] is not None else f"{'-':>14}"
-    print(f"{label:<16}{cell(engram, key)}{cell(llama, key)}{rr}", file=human)
+
+
+def get(d, key):
+    # engram prints an array (one object per variant), llama.cpp one object.
+    if isinstance(d, list):
+        d = d[0] if d else None
+    return (d or {}).get(key)
+
+
+def cell(v, sd):
+    return f"{v:>9.1f} ± {sd or 0:>4.1f}" if v else f"{'-':>16}"
+
+
+print(f"\n{'threads':>7} {'load':>5} {'':<8}{'engram':>16}{'llama.cpp':>16}{'engram/llama':>14}",
+      file=human)
+out = []
+for row in rows:
+    e, l = row["engram"], row["llamacpp"]
+    r = {}
+    for key, label in (("prefill_tok_s", "prefill"), ("decode_tok_s", "decode")):
+        sd = key.replace("_tok_s", "_sd")
+        ev, lv = get(e, key), get(l, key)
+        r[key] = round(ev / lv, 3) if ev and lv else None
+        rr = f"{r[key]:>14.2f}" if r[key] is not None else f"{'-':>14}"
+        print(f"{row['threads']:>7} {row['loadavg_1min_before']:>5.2f} {label:<8}"
+              f"{cell(ev, get(e, sd))}{cell(lv, get(l, sd))}{rr}", file=human)
+    out.append({**row, "ratio_engram_over_llamacpp": r})
 
 if os.environ["JSON"] == "1":
     print(json.dumps({
@@ -160,8 +182,6 @@ if os.environ["JSON"] == "1":
         # 1/5/15-minute load averages; these figures are unreliable when it is above ~0.5.
         "loadavg_before": [float(x) for x in os.environ["LOAD_BEFORE"].split()],
         "loadavg_after": [float(x) for x in open("/proc/loadavg").read().split()[:3]],
-        "engram": engram,
-        "llamacpp": llama,
-        "ratio_engram_over_llamacpp": r,
+        "runs": out,
     }))
 EOF

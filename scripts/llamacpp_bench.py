@@ -8,7 +8,8 @@ Called by scripts/compare_llamacpp.sh (which owns the venv); usable on its own:
 Prefill: after `llm.reset()`, time one `llm.eval(prompt)` over exactly P tokens.
 Decode:  then generate G tokens one at a time, greedy (argmax of the last logits),
          each with `llm.eval([tok])`; EOS does not stop it, so every run does G steps.
-One warm-up run is discarded; the median over the repeats is reported.
+One warm-up run is discarded; the mean and sample sd over the repeats are reported (as
+`engram bench` does).
 Prints one JSON object on stdout.
 """
 
@@ -60,8 +61,27 @@ def main():
     ap.add_argument("--prompt-tokens", type=int, default=128)
     ap.add_argument("--gen-tokens", type=int, default=64)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument(
+        "--extra-bufts",
+        action="store_true",
+        help="keep llama.cpp's extra CPU buffer types (AMX, repacking); off by default",
+    )
     a = ap.parse_args()
 
+    if not a.extra_bufts:
+        # llama.cpp's "extra" CPU buffer types (AMX, the repacked layouts) off: on a CPU that
+        # reports AMX but whose VM does not grant it (this machine, 2026-12-06), the AMX matmul
+        # segfaults on the first eval. Q4_1 has no repacked layout, so on other CPUs this only
+        # drops AMX.
+        low = llama_cpp.llama_cpp  # the module llama_cpp.Llama reads its defaults from
+        default_params = low.llama_model_default_params
+
+        def model_params():
+            p = default_params()
+            p.use_extra_bufts = False
+            return p
+
+        low.llama_model_default_params = model_params
     n_ctx = a.prompt_tokens + a.gen_tokens + 16
     t_load = time.perf_counter()
     llm = llama_cpp.Llama(
@@ -91,8 +111,10 @@ def main():
             "gen_tokens": a.gen_tokens,
             "repeats": a.repeats,
             "load_s": round(load_s, 3),
-            "prefill_tok_s": round(statistics.median(prefill), 2),
-            "decode_tok_s": round(statistics.median(decode), 2),
+            "prefill_tok_s": round(statistics.mean(prefill), 2),
+            "prefill_sd": round(statistics.stdev(prefill), 2) if len(prefill) > 1 else 0.0,
+            "decode_tok_s": round(statistics.mean(decode), 2),
+            "decode_sd": round(statistics.stdev(decode), 2) if len(decode) > 1 else 0.0,
             "prefill_runs": [round(x, 2) for x in prefill],
             "decode_runs": [round(x, 2) for x in decode],
         },

@@ -106,7 +106,8 @@ fn bench_json_has_the_documented_shape() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON array");
+    let v = &v[0]; // one object per (threads, variant)
     assert!(v["prefill_tok_s"].as_f64().unwrap() > 0.0);
     assert!(v["decode_tok_s"].as_f64().unwrap() > 0.0);
     assert_eq!(v["threads"], 1);
@@ -236,6 +237,9 @@ fn every_command_takes_the_shared_flags() {
         "train",
         "train-bench",
         "cl-bench",
+        "learn",
+        "eval",
+        "state",
     ] {
         let out = engram().args([command, "--help"]).output().unwrap();
         assert!(out.status.success(), "{command} --help");

@@ -2,7 +2,7 @@
 
 use burn::tensor::Tensor;
 use engram_runtime::burn;
-use engram_runtime::model::llama::{LinearAdapter, Norm, Proj};
+use engram_runtime::model::llama::{DecodeDelta, LinearAdapter, Norm, Proj};
 
 /// Sums the deltas of several adapters (each sees the same layer input). Dense weights
 /// (full fine-tuning) come from the first adapter that has one.
@@ -15,6 +15,12 @@ impl LinearAdapter for Stack<'_> {
             .iter()
             .filter_map(|a| a.delta(layer, proj, x))
             .reduce(|a, b| a + b)
+    }
+
+    fn decode_delta(&self, layer: usize, proj: Proj) -> DecodeDelta {
+        self.0.iter().fold(DecodeDelta::None, |d, a| {
+            d.plus(a.decode_delta(layer, proj))
+        })
     }
 
     fn dense_weight(&self, layer: usize, proj: Proj) -> Option<Tensor<2>> {

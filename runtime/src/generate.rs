@@ -10,7 +10,7 @@ use rand::{RngExt, SeedableRng};
 use crate::model::kv_cache::{ContextFull, KvCache};
 use burn::tensor::Tensor;
 
-use crate::model::llama::{LinearAdapter, Llama, Logits};
+use crate::model::llama::{Decoder, LinearAdapter, Llama, Logits};
 
 /// How the next token is chosen from the logits.
 #[derive(Clone, Debug, PartialEq)]
@@ -291,6 +291,10 @@ pub fn generate_with(
     };
     let prefill_time = start.elapsed();
     let start = Instant::now();
+    // The prompt ran through the graph; the tokens after it run on the fused decode path when
+    // it can take this adaptation (else through the graph, one token at a time).
+    let positions = cache.len() + opts.max_new_tokens;
+    let mut fused = Decoder::from_cache(model, decode.linear, &cache, positions.min(capacity));
     let mut tokens = Vec::new();
     let stop = loop {
         tokens.push(next);
@@ -303,7 +307,11 @@ pub fn generate_with(
         if tokens.len() >= opts.max_new_tokens {
             break StopReason::MaxTokens;
         }
-        match step(model, &mut cache, &[next], decode, &mut sampler) {
+        let stepped = match fused.as_mut() {
+            Some(d) => d.step(next).map(|logits| sampler.sample(logits)),
+            None => step(model, &mut cache, &[next], decode, &mut sampler),
+        };
+        match stepped {
             Ok(t) => next = t,
             Err(_) => break StopReason::ContextFull,
         }

@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use burn::tensor::{Tensor, TensorData};
 use engram_runtime::burn;
-use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
+use engram_runtime::model::llama::{DecodeDelta, LinearAdapter, Llama, LowRank, Proj};
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
@@ -202,6 +202,25 @@ impl LinearAdapter for Lora {
         let x = self.dropout(x).reshape([bs * t, n_in]);
         let h = x.matmul(a.transpose()).matmul(b.transpose()) * self.config.scale();
         Some(h.reshape([bs, t, slot.n_out]))
+    }
+
+    /// `A` and `s·B` as the fused decode path's factors; [`DecodeDelta::Opaque`] while training
+    /// with dropout (a random mask per call).
+    fn decode_delta(&self, layer: usize, proj: Proj) -> DecodeDelta {
+        let Some(slot) = self.slot(layer, proj) else {
+            return DecodeDelta::None;
+        };
+        if self.training && self.config.dropout > 0.0 {
+            return DecodeDelta::Opaque;
+        }
+        let values = |t: Tensor<2>| t.into_data().convert::<f32>().try_into_vec::<f32>();
+        let a = self.params.value(slot.a);
+        let rank = a.dims()[0];
+        let bt = self.params.value(slot.b).transpose() * self.config.scale();
+        match (values(a), values(bt)) {
+            (Ok(a), Ok(bt)) => DecodeDelta::LowRank(LowRank { rank, a, bt }),
+            _ => DecodeDelta::Opaque,
+        }
     }
 }
 

@@ -52,6 +52,23 @@ pub fn cpu() -> Device {
     }
 }
 
+/// Whether `device` (with or without autodiff) is one of the CPU backends, where the quantized
+/// kernels read the mapped weights directly and the fused decode path may run.
+pub fn is_cpu(device: &Device) -> bool {
+    let device = device.clone().without_autodiff();
+    #[cfg(feature = "flex")]
+    if device == Device::flex() {
+        return true;
+    }
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    if device == Device::ndarray() {
+        return true;
+    }
+    let _ = device;
+    false
+}
+
 /// The device named `name`: `cpu` (the default CPU backend), `flex`, `ndarray`, `wgpu` (the
 /// default wgpu adapter: a discrete GPU if any; `CUBECL_WGPU_DEFAULT_DEVICE` overrides) or
 /// `cuda` (CUDA device 0).

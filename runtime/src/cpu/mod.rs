@@ -12,11 +12,14 @@ use engram_kernels::{
 };
 
 mod pool;
+mod team;
 #[cfg(test)]
 mod tests;
 
 pub use pool::CpuPoolError;
 use pool::Pool;
+pub use team::Team;
+use team::{PoisonOnUnwind, SpinBarrier};
 
 /// Below this many weights a product runs on the calling thread: waking workers costs more.
 const MIN_PARALLEL_WEIGHTS: usize = 32 * 1024;
@@ -110,6 +113,30 @@ impl CpuContext {
             dx,
             &|cols: Range<usize>, out: &mut [f32]| matmul_t_cols(w, cols, dy, m, out),
         );
+    }
+
+    /// Runs `f` once on every thread of the pool at the same time (share 0 on the caller), for
+    /// work that splits several consecutive products between the threads and meets at
+    /// [`Team::sync`] between them: one wake-up of the workers per call instead of one per
+    /// product. Returns when every share is done; a share's panic is re-raised here (the other
+    /// shares stop at their next `sync`).
+    pub fn team(&self, f: &(dyn Fn(&Team<'_>) + Sync)) {
+        self.team_of(self.threads(), f);
+    }
+
+    /// [`team`](Self::team) on the first `size` threads only (at least one, at most
+    /// [`threads`](Self::threads)).
+    pub fn team_of(&self, size: usize, f: &(dyn Fn(&Team<'_>) + Sync)) {
+        let size = size.clamp(1, self.threads());
+        let barrier = SpinBarrier::new(size);
+        self.pool.broadcast(size, &|index| {
+            let _poison = PoisonOnUnwind(&barrier);
+            f(&Team {
+                index,
+                size,
+                barrier: &barrier,
+            });
+        });
     }
 
     fn threads_for(&self, weights: usize, units: usize) -> usize {

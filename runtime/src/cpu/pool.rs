@@ -170,7 +170,7 @@ impl Pool {
 
     /// Runs `f(t)` for every `t < n` (`n <= threads`): `t = 0` on the calling thread, the others
     /// on workers; returns when all are done. A worker's panic is re-raised here.
-    fn broadcast(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+    pub(super) fn broadcast(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         assert!(n >= 1 && n <= self.threads, "broadcast: {n} shares");
         if n == 1 {
             return f(0);

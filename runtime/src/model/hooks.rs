@@ -98,6 +98,15 @@ pub trait LinearAdapter {
     /// The additive delta for `proj` of block `layer` on input `x`, shaped `(batch, t, n_out)`.
     fn delta(&self, layer: usize, proj: Proj, x: &Tensor<3>) -> Option<Tensor<3>>;
 
+    /// The same delta as [`LinearAdapter::delta`] in a form the fused decode path
+    /// ([`crate::model::llama::Decoder`]) runs without burn: nothing, or low-rank factors. The
+    /// default, [`DecodeDelta::Opaque`], makes decoding through this adapter run the burn graph
+    /// (correct, slower); an adapter that returns factors must return the function `delta`
+    /// computes on a single position (the decode tests compare the two).
+    fn decode_delta(&self, _layer: usize, _proj: Proj) -> DecodeDelta {
+        DecodeDelta::Opaque
+    }
+
     /// A dense weight `(n_out, n_in)` used instead of the frozen quantized `proj` of block
     /// `layer` (`x · Wᵀ` as a dense product); [`LinearAdapter::delta`] is still added on top.
     fn dense_weight(&self, _layer: usize, _proj: Proj) -> Option<Tensor<2>> {
@@ -118,6 +127,72 @@ pub trait LinearAdapter {
     /// A dense output projection `(n_vocab, d_model)` of an untied model.
     fn output_weight(&self) -> Option<Tensor<2>> {
         None
+    }
+}
+
+/// A projection's adapter term as the fused decode path runs it: `Δy = B · (A · x)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LowRank {
+    /// Rows of `a`, columns of `b`.
+    pub rank: usize,
+    /// `A`, row-major. `a`: (rank, n_in)
+    pub a: Vec<f32>,
+    /// `B` with any scale folded in, stored transposed, row-major. `bt`: (rank, n_out)
+    pub bt: Vec<f32>,
+}
+
+impl LowRank {
+    /// Both terms at once: the factors side by side (`[A₁; A₂]`, `[B₁ B₂]`), whose product is
+    /// the sum of the two deltas.
+    ///
+    /// # Panics
+    /// When the two are for different shapes.
+    pub fn concat(mut self, other: &LowRank) -> LowRank {
+        if self.rank == 0 {
+            return other.clone();
+        }
+        if other.rank == 0 {
+            return self;
+        }
+        assert_eq!(
+            self.a.len() / self.rank,
+            other.a.len() / other.rank,
+            "LowRank::concat: different n_in"
+        );
+        assert_eq!(
+            self.bt.len() / self.rank,
+            other.bt.len() / other.rank,
+            "LowRank::concat: different n_out"
+        );
+        self.rank += other.rank;
+        self.a.extend_from_slice(&other.a);
+        self.bt.extend_from_slice(&other.bt);
+        self
+    }
+}
+
+/// What an adapter adds to one projection, as [`LinearAdapter::decode_delta`] reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DecodeDelta {
+    /// Nothing: the frozen projection as it is.
+    None,
+    /// `B · (A · x)`.
+    LowRank(LowRank),
+    /// A term the fused path cannot express (non-linear in `x`, a dense replacement weight, a
+    /// training-mode dropout, ...): decoding runs the burn graph.
+    Opaque,
+}
+
+impl DecodeDelta {
+    /// The sum of two terms (of two stacked adapters).
+    pub fn plus(self, other: DecodeDelta) -> DecodeDelta {
+        match (self, other) {
+            (DecodeDelta::Opaque, _) | (_, DecodeDelta::Opaque) => DecodeDelta::Opaque,
+            (DecodeDelta::None, d) | (d, DecodeDelta::None) => d,
+            (DecodeDelta::LowRank(a), DecodeDelta::LowRank(b)) => {
+                DecodeDelta::LowRank(a.concat(&b))
+            }
+        }
     }
 }
 

@@ -129,6 +129,22 @@ impl KvCache {
         (write(&mut cache.k, k), write(&mut cache.v, v))
     }
 
+    /// Keys and values of `layer` written so far for sequence 0, each `(n_head_kv, len, d_head)`
+    /// row-major (the fused decode path starts from a cache the graph filled).
+    pub(crate) fn layer_values(&self, layer: usize) -> (Vec<f32>, Vec<f32>) {
+        let cache = &self.layers[layer];
+        let read = |slot: &Option<Tensor<4>>| {
+            let t = slot.as_ref().expect("cache slot present");
+            let [_, h, _, d] = t.dims();
+            t.clone()
+                .slice([0..1, 0..h, 0..self.len, 0..d])
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("an f32 cache")
+        };
+        (read(&cache.k), read(&cache.v))
+    }
+
     /// Moves the position past a step of `t` tokens written to every layer.
     pub(crate) fn advance(&mut self, t: usize) {
         self.len += t;

@@ -18,7 +18,10 @@ use crate::backend::{QWeight, quant_linear};
 use crate::cpu::CpuContext;
 use crate::model_file::{LoadError, ModelFile};
 
-pub use super::hooks::{LinearAdapter, Norm, Proj};
+pub use super::hooks::{DecodeDelta, LinearAdapter, LowRank, Norm, Proj};
+pub use decode::{DECODE_TOLERANCE, Decoder};
+
+mod decode;
 
 /// Which positions get logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -9,10 +9,10 @@ use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Instant;
 
 use clap::{Args, Parser, Subcommand};
 
+mod bench;
 mod cl_bench;
 mod edit;
 mod learn;
@@ -25,7 +25,6 @@ use engram::runtime::engine::Engine;
 use engram::runtime::generate::{Adaptation, GenerateOptions, SamplingParams};
 use engram::runtime::model::chat::ChatMessage;
 use engram::runtime::model_file::ModelFile;
-use engram::runtime::progress::Progress;
 use shared::{Result, SharedArgs, in_file};
 use ui::Bars;
 
@@ -95,21 +94,9 @@ enum Command {
         #[command(flatten)]
         shared: SharedArgs,
     },
-    /// Prefill and decode tokens per second (`--json`: `{"prefill_tok_s": x, "decode_tok_s":
-    /// y, "threads": n}`).
-    Bench {
-        /// Prompt length in tokens.
-        #[arg(long, default_value_t = 128)]
-        prompt_tokens: usize,
-        /// Tokens to decode.
-        #[arg(long, default_value_t = 64)]
-        gen_tokens: usize,
-        /// Repetitions; the median is reported.
-        #[arg(long, default_value_t = 3)]
-        runs: usize,
-        #[command(flatten)]
-        shared: SharedArgs,
-    },
+    /// Prefill and decode tokens per second: several `--threads` and adaptations in one run,
+    /// repeats with mean ± sd (`--json`: one array of objects).
+    Bench(bench::BenchArgs),
     /// Print the model path (fetching the model into the cache if needed).
     ModelPath {
         #[command(flatten)]
@@ -134,22 +121,22 @@ enum Command {
 }
 
 impl Command {
-    /// The shared flags, whichever the command.
-    fn shared(&self) -> &SharedArgs {
+    /// Whether the command prints JSON (no progress bars then).
+    fn json(&self) -> bool {
         match self {
             Command::Info { shared, .. }
             | Command::Generate { shared, .. }
             | Command::Chat { shared, .. }
             | Command::Logits { shared, .. }
-            | Command::Bench { shared, .. }
-            | Command::ModelPath { shared } => shared,
-            Command::Edit(a) => &a.shared,
-            Command::Train(a) => &a.shared,
-            Command::TrainBench(a) => &a.shared,
-            Command::ClBench(a) => &a.shared,
-            Command::Learn(a) => &a.shared,
-            Command::Eval(a) => &a.shared,
-            Command::State(a) => &a.shared,
+            | Command::ModelPath { shared } => shared.json,
+            Command::Bench(a) => a.json,
+            Command::Edit(a) => a.shared.json,
+            Command::Train(a) => a.shared.json,
+            Command::TrainBench(a) => a.shared.json,
+            Command::ClBench(a) => a.shared.json,
+            Command::Learn(a) => a.shared.json,
+            Command::Eval(a) => a.shared.json,
+            Command::State(a) => a.shared.json,
         }
     }
 }
@@ -235,7 +222,7 @@ impl GenArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let bars = Bars::new(cli.quiet || cli.command.shared().json);
+    let bars = Bars::new(cli.quiet || cli.command.json());
     ui::init_logging(cli.verbose, cli.quiet, &bars);
     match run(cli.command, &bars) {
         Ok(()) => ExitCode::SUCCESS,
@@ -309,12 +296,7 @@ fn run(command: Command, bars: &Bars) -> Result<()> {
                 }
             }
         }
-        Command::Bench {
-            shared,
-            prompt_tokens,
-            gen_tokens,
-            runs,
-        } => bench(&shared, prompt_tokens, gen_tokens, runs, bars)?,
+        Command::Bench(args) => bench::run(args, bars)?,
         Command::Edit(args) => edit::run(args, bars)?,
         Command::Train(args) => train::train(args, bars)?,
         Command::TrainBench(args) => train::train_bench(args, bars)?,
@@ -459,62 +441,4 @@ fn chat(
             content: answer,
         });
     }
-}
-
-fn bench(
-    shared: &SharedArgs,
-    prompt_tokens: usize,
-    gen_tokens: usize,
-    runs: usize,
-    bars: &Bars,
-) -> Result<()> {
-    let (engine, _) = shared.load(false, bars)?;
-    let threads = engine.threads();
-    // A deterministic prompt of exactly `prompt_tokens` real tokens.
-    let text = "The quick brown fox jumps over the lazy dog while the river runs to the sea. ";
-    let mut prompt = Vec::new();
-    while prompt.len() < prompt_tokens {
-        prompt.extend(engine.encode(text));
-    }
-    prompt.truncate(prompt_tokens.max(1));
-    let opts = GenerateOptions {
-        max_new_tokens: gen_tokens.max(2),
-        context: prompt.len() + gen_tokens + 1,
-        ..GenerateOptions::default()
-    };
-    let mut prefill = Vec::new();
-    let mut decode = Vec::new();
-    let started = Instant::now();
-    bars.start("bench runs", runs.max(1) as u64);
-    for _ in 0..runs.max(1) {
-        // Stop tokens are ignored so every run decodes the same number of tokens.
-        let g = engram::runtime::generate::generate(engine.model(), &prompt, &opts, |_| {
-            std::ops::ControlFlow::Continue(())
-        })?;
-        prefill.push(g.prompt_tokens as f64 / g.prefill_time.as_secs_f64());
-        decode.push((g.tokens.len() - 1) as f64 / g.decode_time.as_secs_f64());
-        bars.advance(1);
-    }
-    bars.finish();
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (p, d) = (median(&mut prefill), median(&mut decode));
-    if shared.json {
-        println!(
-            "{}",
-            serde_json::json!({ "prefill_tok_s": p, "decode_tok_s": d, "threads": threads })
-        );
-    } else {
-        println!(
-            "prefill {p:.1} tok/s ({} tokens), decode {d:.1} tok/s ({} tokens), {threads} threads, \
-             {} runs in {:.1}s",
-            prompt.len(),
-            opts.max_new_tokens,
-            runs.max(1),
-            started.elapsed().as_secs_f64()
-        );
-    }
-    Ok(())
 }

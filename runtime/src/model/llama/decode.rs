@@ -1,0 +1,777 @@
+//! The fused decode path: one token through the llama graph on the CPU kernels, without burn.
+//!
+//! Per token the weights are streamed once (30 blocks, then the vocabulary projection) and
+//! nothing else is allocated: every buffer lives in the [`Decoder`]. All threads of the model's
+//! [`CpuContext`](crate::cpu::CpuContext) run the whole token together ([`crate::cpu::Team`]):
+//! each takes its share of every matrix's rows and of the attention heads, and the shares meet
+//! once per matrix (five times a block: after q/k/v, attention, o, gate/up and down). What every
+//! share needs whole (norms, activation quantization, residual adds) each computes itself, on the
+//! same numbers in the same order, so the shares never disagree.
+//!
+//! Adapters join through [`LinearAdapter::decode_delta`]: a low-rank term `B · (A · x)` is
+//! split by rank, each share adding its partial sum for all outputs, which the readers sum
+//! after the barrier the product already has: an adapter costs its FLOPs and no extra wait.
+//!
+//! Training, prefill and scoring stay on the burn graph; `tests/decode.rs` checks that the two
+//! give the same logits within [`DECODE_TOLERANCE`].
+
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use engram_kernels::{GgmlType, QMatrix, activation_bytes, matmul_rows, quantize_activations};
+use half::f16;
+
+use super::{Block, Llama};
+use crate::cpu::Team;
+use crate::model::attention::AttentionPrecision;
+use crate::model::hooks::{DecodeDelta, LinearAdapter, LowRank, Norm, Proj};
+use crate::model::kv_cache::{ContextFull, KvCache};
+
+/// |Δlogit| allowed between the fused decode path and the burn graph on the same positions, over
+/// the graph's 20 largest logits (the measure and the bound of the llama.cpp parity tests): the
+/// same kernels on the same weights, but norms, softmax and adapter terms sum in another order.
+/// On the real model the residual streams agree to the last printed digit for 22 blocks; then an
+/// 8-bit activation code rounds the other way and the difference grows through the last blocks
+/// to ≈ 0.3 on the top logits (the top token is the same).
+pub const DECODE_TOLERANCE: f32 = 0.75;
+
+/// Rows a share's part of a matrix is cut at: the kernels' 4-row tiles.
+const ROW_ALIGN: usize = 4;
+
+/// The fused single-token decoder of a [`Llama`] (see the module docs), with its own KV cache.
+pub struct Decoder<'m> {
+    model: &'m Llama,
+    plan: Plan,
+    cache: KvStore,
+    shared: Shared,
+    locals: Vec<Mutex<Local>>,
+    logits: Vec<f32>,
+    threads: ThreadChoice,
+}
+
+/// Tokens between two tries of the thread count not in use.
+const EXPLORE_EVERY: u32 = 32;
+
+/// Which thread count runs the next token: all of the pool's, or one. On an idle machine all
+/// threads win by far; on an oversubscribed one a share that the OS deschedules stalls the
+/// others at the next barrier, and one thread is faster. The decoder times its tokens (an
+/// exponential moving average per choice), runs the faster, and retries the other every
+/// [`EXPLORE_EVERY`] tokens, so a second thread helps where it can and never costs more than
+/// those retries where it cannot.
+struct ThreadChoice {
+    max: usize,
+    /// Seconds per token: `[one thread, max threads]`, `None` until timed.
+    ewma: [Option<f64>; 2],
+    since_explore: u32,
+    adaptive: bool,
+}
+
+impl ThreadChoice {
+    fn next(&mut self) -> usize {
+        if self.max == 1 {
+            return 1;
+        }
+        let idx = if !self.adaptive {
+            1
+        } else {
+            match self.ewma {
+                [_, None] => 1,
+                [None, _] => 0,
+                [Some(one), Some(all)] => {
+                    let best = usize::from(all <= one);
+                    self.since_explore += 1;
+                    if self.since_explore >= EXPLORE_EVERY {
+                        self.since_explore = 0;
+                        1 - best
+                    } else {
+                        best
+                    }
+                }
+            }
+        };
+        [1, self.max][idx]
+    }
+
+    fn record(&mut self, threads: usize, seconds: f64) {
+        let slot = &mut self.ewma[usize::from(threads != 1)];
+        *slot = Some(slot.map_or(seconds, |old| 0.75 * old + 0.25 * seconds));
+    }
+}
+
+/// What stays fixed for a decoder: norms, adapter terms, RoPE frequencies, precision.
+struct Plan {
+    layers: Vec<LayerPlan>,
+    output_norm: Vec<f32>, // (d_model)
+    inv_freq: Vec<f64>,    // (d_head / 2)
+    f16: bool,
+}
+
+struct LayerPlan {
+    attn_norm: Vec<f32>, // (d_model)
+    ffn_norm: Vec<f32>,  // (d_model)
+    deltas: [Option<LowRank>; 7],
+}
+
+impl LayerPlan {
+    fn delta(&self, p: Proj) -> Option<&LowRank> {
+        self.deltas[proj_index(p)].as_ref()
+    }
+}
+
+fn proj_index(p: Proj) -> usize {
+    Proj::ALL
+        .iter()
+        .position(|&q| q == p)
+        .expect("a projection")
+}
+
+/// Keys and values of every layer, rounded as the attention reads them.
+struct KvStore {
+    k: Vec<f32>, // (n_layer, capacity, d_kv)
+    v: Vec<f32>, // (n_layer, capacity, d_kv)
+    capacity: usize,
+    len: usize,
+    d_kv: usize,
+}
+
+impl KvStore {
+    /// The filled part of layer `l` in `k` or `v`.
+    fn filled(&self, l: usize) -> std::ops::Range<usize> {
+        let start = l * self.capacity * self.d_kv;
+        start..start + self.len * self.d_kv
+    }
+}
+
+/// f32 values every share reads after a barrier (stored as bits: relaxed atomic stores and
+/// loads compile to plain moves; the barrier orders them).
+struct SharedF32(Box<[AtomicU32]>);
+
+impl SharedF32 {
+    fn new(n: usize) -> Self {
+        Self((0..n).map(|_| AtomicU32::new(0)).collect())
+    }
+
+    fn store(&self, offset: usize, src: &[f32]) {
+        for (a, &v) in self.0[offset..offset + src.len()].iter().zip(src) {
+            a.store(v.to_bits(), Relaxed);
+        }
+    }
+
+    fn load(&self, offset: usize, dst: &mut [f32]) {
+        let n = dst.len();
+        for (v, a) in dst.iter_mut().zip(&self.0[offset..offset + n]) {
+            *v = f32::from_bits(a.load(Relaxed));
+        }
+    }
+
+    fn add_to(&self, offset: usize, dst: &mut [f32]) {
+        let n = dst.len();
+        for (v, a) in dst.iter_mut().zip(&self.0[offset..offset + n]) {
+            *v += f32::from_bits(a.load(Relaxed));
+        }
+    }
+}
+
+/// The buffers shares exchange: each projection's output, and per share the partial sums of
+/// the adapter terms.
+struct Shared {
+    out: [SharedF32; 7], // per projection: (n_out)
+    ff: SharedF32,       // (d_ff)
+    att: SharedF32,      // (n_head * d_head)
+    logits: SharedF32,   // (n_vocab)
+    partial: Vec<[SharedF32; 7]>,
+}
+
+/// One share's private buffers.
+struct Local {
+    x: Vec<f32>,  // (d_model) the residual stream
+    xn: Vec<f32>, // (max n_in) the current product's f32 input
+    xq: Vec<u8>,  // the current product's quantized input
+    xq_ty: Option<GgmlType>,
+    q: Vec<f32>,    // (n_head * d_head)
+    k: Vec<f32>,    // (d_kv)
+    v: Vec<f32>,    // (d_kv)
+    att: Vec<f32>,  // (d_head)
+    rows: Vec<f32>, // (max n_out) this share's rows of a product
+    gate: Vec<f32>, // (d_ff)
+    h: Vec<f32>,    // (max rank)
+    part: Vec<f32>, // (max n_out)
+    scores: Vec<f32>,
+    new_k: Vec<f32>, // (n_layer, d_kv) this token's keys (share 0 keeps them)
+    new_v: Vec<f32>, // (n_layer, d_kv)
+    logits: Vec<f32>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<'m> Decoder<'m> {
+    /// A decoder over `model` with `adapter` and an empty cache of `capacity` positions, or
+    /// `None` when the fused path cannot run this configuration: a non-CPU device, f32
+    /// activations, or an adapter term that is not low-rank ([`DecodeDelta::Opaque`], a dense
+    /// weight or norm). Callers then decode through the graph.
+    ///
+    /// # Panics
+    /// When an adapter's factors do not fit the model's shapes.
+    pub fn new(
+        model: &'m Llama,
+        adapter: Option<&dyn LinearAdapter>,
+        capacity: usize,
+    ) -> Option<Self> {
+        if !crate::backend::is_cpu(model.device()) || model.output.f32_activations() {
+            return None;
+        }
+        if model
+            .blocks
+            .iter()
+            .any(|b| Proj::ALL.iter().any(|&p| b.proj(p).f32_activations()))
+        {
+            return None;
+        }
+        let plan = Plan::new(model, adapter)?;
+        let c = &model.config;
+        let capacity = capacity.min(c.n_ctx_train);
+        let (d, dkv, dff, n_vocab) = (c.d_model, c.d_kv(), c.d_ff, c.n_vocab);
+        let n_out = |p: Proj| model.blocks[0].proj(p).n_out();
+        let max_out = Proj::ALL.iter().map(|&p| n_out(p)).max().unwrap_or(0);
+        let max_in = d.max(dff).max(c.n_head * c.d_head);
+        let max_rank = plan
+            .layers
+            .iter()
+            .flat_map(|l| l.deltas.iter().flatten())
+            .map(|lr| lr.rank)
+            .max()
+            .unwrap_or(0);
+        let threads = model.output.cpu().threads();
+        let outs = || Proj::ALL.map(|p| SharedF32::new(n_out(p)));
+        let shared = Shared {
+            out: outs(),
+            ff: SharedF32::new(dff),
+            att: SharedF32::new(c.n_head * c.d_head),
+            logits: SharedF32::new(n_vocab),
+            partial: (0..threads).map(|_| outs()).collect(),
+        };
+        let locals = (0..threads)
+            .map(|t| {
+                Mutex::new(Local {
+                    x: vec![0.0; d],
+                    xn: vec![0.0; max_in],
+                    xq: Vec::new(),
+                    xq_ty: None,
+                    q: vec![0.0; c.n_head * c.d_head],
+                    k: vec![0.0; dkv],
+                    v: vec![0.0; dkv],
+                    att: vec![0.0; c.d_head],
+                    rows: vec![0.0; max_out.max(n_vocab)],
+                    gate: vec![0.0; dff],
+                    h: vec![0.0; max_rank],
+                    part: vec![0.0; max_out],
+                    scores: vec![0.0; capacity + 1],
+                    new_k: vec![0.0; c.n_layer * dkv],
+                    new_v: vec![0.0; c.n_layer * dkv],
+                    logits: if t == 0 {
+                        vec![0.0; n_vocab]
+                    } else {
+                        Vec::new()
+                    },
+                })
+            })
+            .collect();
+        Some(Self {
+            model,
+            plan,
+            cache: KvStore {
+                k: vec![0.0; c.n_layer * capacity * dkv],
+                v: vec![0.0; c.n_layer * capacity * dkv],
+                capacity,
+                len: 0,
+                d_kv: dkv,
+            },
+            shared,
+            locals,
+            logits: vec![0.0; n_vocab],
+            threads: ThreadChoice {
+                max: threads,
+                ewma: [None, None],
+                since_explore: 0,
+                adaptive: true,
+            },
+        })
+    }
+
+    /// [`Decoder::new`] continuing from a cache the graph filled (a prompt run through
+    /// [`Llama::forward`]); `capacity` (at least `cache.len()`) bounds the positions.
+    ///
+    /// # Panics
+    /// When the cache holds more than one sequence or was made for another model.
+    pub fn from_cache(
+        model: &'m Llama,
+        adapter: Option<&dyn LinearAdapter>,
+        cache: &KvCache,
+        capacity: usize,
+    ) -> Option<Self> {
+        assert_eq!(cache.batch(), 1, "Decoder::from_cache: one sequence");
+        let mut dec = Self::new(model, adapter, capacity.max(cache.len()))?;
+        let c = &model.config;
+        let (len, dh, hkv) = (cache.len(), c.d_head, c.n_head_kv);
+        let round = dec.plan.f16;
+        let kv = &mut dec.cache;
+        for l in 0..c.n_layer {
+            let (k, v) = cache.layer_values(l);
+            for (src, dst) in [(k, &mut kv.k), (v, &mut kv.v)] {
+                let base = l * kv.capacity * kv.d_kv;
+                // (n_head_kv, len, d_head) → (len, n_head_kv · d_head)
+                for h in 0..hkv {
+                    for p in 0..len {
+                        let s = &src[(h * len + p) * dh..][..dh];
+                        let o = &mut dst[base + p * kv.d_kv + h * dh..][..dh];
+                        o.copy_from_slice(s);
+                        if round {
+                            round_f16(o);
+                        }
+                    }
+                }
+            }
+        }
+        kv.len = len;
+        Some(dec)
+    }
+
+    /// Runs every token on all the pool's threads (`false`), or picks per token between all
+    /// and one by their measured speed (`true`, the default: a loaded machine can make a
+    /// second thread a loss).
+    pub fn set_adaptive_threads(&mut self, on: bool) {
+        self.threads.adaptive = on;
+    }
+
+    /// Threads the last tokens ran on, on average weighted to the recent ones: `(seconds per
+    /// token on one thread, on all)`, each `None` until measured.
+    pub fn token_seconds(&self) -> (Option<f64>, Option<f64>) {
+        (self.threads.ewma[0], self.threads.ewma[1])
+    }
+
+    /// Positions in the cache (the position of the next token).
+    pub fn len(&self) -> usize {
+        self.cache.len
+    }
+
+    /// True before the first token.
+    pub fn is_empty(&self) -> bool {
+        self.cache.len == 0
+    }
+
+    /// Runs `token` at the next position and returns its logits `(n_vocab)`.
+    ///
+    /// # Panics
+    /// When `token` is outside the vocabulary (callers validate user input).
+    pub fn step(&mut self, token: u32) -> Result<&[f32], ContextFull> {
+        let c = &self.model.config;
+        let pos = self.cache.len;
+        if pos + 1 > self.cache.capacity {
+            return Err(ContextFull {
+                used: pos,
+                requested: 1,
+                capacity: self.cache.capacity,
+            });
+        }
+        assert!(
+            (token as usize) < c.n_vocab,
+            "token {token} out of range ({} rows)",
+            c.n_vocab
+        );
+        let (cos, sin): (Vec<f32>, Vec<f32>) = self
+            .plan
+            .inv_freq
+            .iter()
+            .map(|&f| {
+                let theta = pos as f64 * f;
+                (theta.cos() as f32, theta.sin() as f32)
+            })
+            .unzip();
+        let token_ctx = TokenCtx {
+            model: self.model,
+            plan: &self.plan,
+            cache: &self.cache,
+            shared: &self.shared,
+            token,
+            cos: &cos,
+            sin: &sin,
+        };
+        let locals = &self.locals;
+        let threads = self.threads.next();
+        let start = std::time::Instant::now();
+        self.model.output.cpu().team_of(threads, &|team| {
+            token_ctx.run(team, &mut lock(&locals[team.index()]));
+        });
+        self.threads.record(threads, start.elapsed().as_secs_f64());
+        let local = lock(&self.locals[0]);
+        let kv = &mut self.cache;
+        for l in 0..c.n_layer {
+            let at = (l * kv.capacity + pos) * kv.d_kv;
+            let src = l * kv.d_kv..(l + 1) * kv.d_kv;
+            kv.k[at..at + kv.d_kv].copy_from_slice(&local.new_k[src.clone()]);
+            kv.v[at..at + kv.d_kv].copy_from_slice(&local.new_v[src]);
+        }
+        kv.len += 1;
+        self.logits.copy_from_slice(&local.logits);
+        Ok(&self.logits)
+    }
+}
+
+impl Plan {
+    fn new(model: &Llama, adapter: Option<&dyn LinearAdapter>) -> Option<Self> {
+        let c = &model.config;
+        if let Some(a) = adapter {
+            let dense = a.embedding().is_some()
+                || a.output_weight().is_some()
+                || a.norm_weight(Norm::Output).is_some()
+                || (0..c.n_layer).any(|l| {
+                    a.norm_weight(Norm::Attn(l)).is_some()
+                        || a.norm_weight(Norm::Ffn(l)).is_some()
+                        || Proj::ALL.iter().any(|&p| a.dense_weight(l, p).is_some())
+                });
+            if dense {
+                return None;
+            }
+        }
+        let vector = |t: &burn::tensor::Tensor<1>| {
+            t.clone()
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32 norm weights")
+        };
+        let mut layers = Vec::with_capacity(c.n_layer);
+        for (l, block) in model.blocks.iter().enumerate() {
+            let mut deltas: [Option<LowRank>; 7] = Default::default();
+            for (i, &p) in Proj::ALL.iter().enumerate() {
+                deltas[i] = match adapter.map_or(DecodeDelta::None, |a| a.decode_delta(l, p)) {
+                    DecodeDelta::None => None,
+                    DecodeDelta::Opaque => return None,
+                    DecodeDelta::LowRank(lr) if lr.rank == 0 => None,
+                    DecodeDelta::LowRank(lr) => {
+                        let w = block.proj(p);
+                        assert!(
+                            lr.a.len() == lr.rank * w.n_in() && lr.bt.len() == lr.rank * w.n_out(),
+                            "decode delta of block {l} {p:?}: rank {} factors of {} and {} values \
+                             do not fit {} × {}",
+                            lr.rank,
+                            lr.a.len(),
+                            lr.bt.len(),
+                            w.n_out(),
+                            w.n_in()
+                        );
+                        Some(lr)
+                    }
+                };
+            }
+            layers.push(LayerPlan {
+                attn_norm: vector(&block.attn_norm),
+                ffn_norm: vector(&block.ffn_norm),
+                deltas,
+            });
+        }
+        let half = c.d_head / 2;
+        let inv_freq = (0..half)
+            .map(|i| (c.rope_base as f64).powf(-2.0 * i as f64 / c.rope_dim as f64))
+            .collect();
+        Some(Plan {
+            layers,
+            output_norm: vector(&model.output_norm),
+            inv_freq,
+            f16: model.attention == AttentionPrecision::F16,
+        })
+    }
+}
+
+/// Everything one token's shares read.
+struct TokenCtx<'a> {
+    model: &'a Llama,
+    plan: &'a Plan,
+    cache: &'a KvStore,
+    shared: &'a Shared,
+    token: u32,
+    cos: &'a [f32], // (d_head / 2)
+    sin: &'a [f32], // (d_head / 2)
+}
+
+impl TokenCtx<'_> {
+    fn run(&self, team: &Team<'_>, me: &mut Local) {
+        let c = &self.model.config;
+        let (d, dh, dkv) = (c.d_model, c.d_head, c.d_kv());
+        let s = self.shared;
+        self.model
+            .embedding
+            .dequantize_rows(&[self.token], &mut me.x);
+        for (l, block) in self.model.blocks.iter().enumerate() {
+            let lp = &self.plan.layers[l];
+            // Attention: q, k, v.
+            rms_norm(&me.x, &lp.attn_norm, c.rms_eps, &mut me.xn[..d]);
+            me.xq_ty = None;
+            for p in [Proj::Q, Proj::K, Proj::V] {
+                self.project(team, me, block, lp, p, d);
+            }
+            team.sync();
+            self.gather(team, lp, Proj::Q, &mut me.q);
+            self.gather(team, lp, Proj::K, &mut me.k);
+            self.gather(team, lp, Proj::V, &mut me.v);
+            let heads = team.part(c.n_head, 1);
+            for h in heads.clone() {
+                self.rope(&mut me.q[h * dh..(h + 1) * dh]);
+            }
+            for h in 0..c.n_head_kv {
+                self.rope(&mut me.k[h * dh..(h + 1) * dh]);
+            }
+            if self.plan.f16 {
+                round_f16(&mut me.k);
+                round_f16(&mut me.v);
+            }
+            if team.index() == 0 {
+                me.new_k[l * dkv..(l + 1) * dkv].copy_from_slice(&me.k);
+                me.new_v[l * dkv..(l + 1) * dkv].copy_from_slice(&me.v);
+            }
+            for h in heads {
+                self.attend(l, h, me);
+                s.att.store(h * dh, &me.att);
+            }
+            team.sync();
+            s.att.load(0, &mut me.xn[..d]);
+            me.xq_ty = None;
+            self.project(team, me, block, lp, Proj::O, d);
+            team.sync();
+            self.add_output(team, lp, Proj::O, me);
+
+            // Feed-forward.
+            rms_norm(&me.x, &lp.ffn_norm, c.rms_eps, &mut me.xn[..d]);
+            me.xq_ty = None;
+            let rows = team.part(c.d_ff, ROW_ALIGN);
+            if lp.delta(Proj::Gate).is_none() && lp.delta(Proj::Up).is_none() {
+                let n = rows.len();
+                self.product(me, block.proj(Proj::Gate), rows.clone(), d);
+                me.gate[..n].copy_from_slice(&me.rows[..n]);
+                self.product(me, block.proj(Proj::Up), rows.clone(), d);
+                for (g, u) in me.gate[..n].iter_mut().zip(&me.rows[..n]) {
+                    *g = silu(*g) * u;
+                }
+            } else {
+                self.project(team, me, block, lp, Proj::Gate, d);
+                self.project(team, me, block, lp, Proj::Up, d);
+                team.sync();
+                let n = rows.len();
+                let gate = &mut me.gate[..n];
+                s.out[proj_index(Proj::Gate)].load(rows.start, gate);
+                self.add_partials(team, lp, Proj::Gate, rows.start, gate);
+                let up = &mut me.rows[..n];
+                s.out[proj_index(Proj::Up)].load(rows.start, up);
+                self.add_partials(team, lp, Proj::Up, rows.start, up);
+                for (g, u) in me.gate[..n].iter_mut().zip(&me.rows[..n]) {
+                    *g = silu(*g) * u;
+                }
+            }
+            s.ff.store(rows.start, &me.gate[..rows.len()]);
+            team.sync();
+            s.ff.load(0, &mut me.xn[..c.d_ff]);
+            me.xq_ty = None;
+            self.project(team, me, block, lp, Proj::Down, c.d_ff);
+            team.sync();
+            self.add_output(team, lp, Proj::Down, me);
+        }
+        // The vocabulary projection.
+        rms_norm(&me.x, &self.plan.output_norm, c.rms_eps, &mut me.xn[..d]);
+        me.xq_ty = None;
+        let w = &self.model.output;
+        let rows = team.part(w.n_out(), ROW_ALIGN);
+        self.product(me, w, rows.clone(), d);
+        s.logits.store(rows.start, &me.rows[..rows.len()]);
+        team.sync();
+        if team.index() == 0 {
+            s.logits.load(0, &mut me.logits);
+        }
+    }
+
+    /// This share's rows `rows` of `w · xn[..n_in]` into `me.rows[..rows.len()]`, quantizing
+    /// `xn` first unless it already is for `w`'s type.
+    fn product(
+        &self,
+        me: &mut Local,
+        w: &crate::backend::QWeight,
+        rows: std::ops::Range<usize>,
+        n_in: usize,
+    ) {
+        if me.xq_ty != Some(w.ty()) {
+            me.xq.resize(activation_bytes(w.ty(), n_in), 0);
+            quantize_activations(w.ty(), &me.xn[..n_in], &mut me.xq);
+            me.xq_ty = Some(w.ty());
+        }
+        let n = rows.len();
+        matmul_rows(&w.matrix(), rows, &me.xq, 1, &mut me.rows[..n]);
+    }
+
+    /// This share's rows of projection `p` into the shared output, and its ranks of the
+    /// adapter's term (all outputs) into its partial buffer.
+    fn project(
+        &self,
+        team: &Team<'_>,
+        me: &mut Local,
+        block: &Block,
+        lp: &LayerPlan,
+        p: Proj,
+        n_in: usize,
+    ) {
+        let w = block.proj(p);
+        let rows = team.part(w.n_out(), ROW_ALIGN);
+        self.product(me, w, rows.clone(), n_in);
+        let s = self.shared;
+        s.out[proj_index(p)].store(rows.start, &me.rows[..rows.len()]);
+        if let Some(lr) = lp.delta(p) {
+            let n_out = w.n_out();
+            let ranks = team.part(lr.rank, 1);
+            let part = &mut me.part[..n_out];
+            part.fill(0.0);
+            if !ranks.is_empty() {
+                let a = QMatrix::new(GgmlType::F32, bytemuck::cast_slice(&lr.a), lr.rank, n_in)
+                    .expect("factor shapes checked in Plan::new");
+                let h = &mut me.h[..ranks.len()];
+                matmul_rows(
+                    &a,
+                    ranks.clone(),
+                    bytemuck::cast_slice(&me.xn[..n_in]),
+                    1,
+                    h,
+                );
+                for (j, &hj) in ranks.zip(h.iter()) {
+                    for (o, &b) in part.iter_mut().zip(&lr.bt[j * n_out..(j + 1) * n_out]) {
+                        *o += hj * b;
+                    }
+                }
+            }
+            s.partial[team.index()][proj_index(p)].store(0, part);
+        }
+    }
+
+    /// The whole output of projection `p`, its adapter term included.
+    fn gather(&self, team: &Team<'_>, lp: &LayerPlan, p: Proj, dst: &mut [f32]) {
+        self.shared.out[proj_index(p)].load(0, dst);
+        self.add_partials(team, lp, p, 0, dst);
+    }
+
+    fn add_partials(
+        &self,
+        team: &Team<'_>,
+        lp: &LayerPlan,
+        p: Proj,
+        offset: usize,
+        dst: &mut [f32],
+    ) {
+        if lp.delta(p).is_some() {
+            for t in 0..team.size() {
+                self.shared.partial[t][proj_index(p)].add_to(offset, dst);
+            }
+        }
+    }
+
+    /// `x += ` the whole output of `p` (the residual add after o and down).
+    fn add_output(&self, team: &Team<'_>, lp: &LayerPlan, p: Proj, me: &mut Local) {
+        let n = me.x.len();
+        let out = &mut me.xn[..n];
+        self.gather(team, lp, p, out);
+        for (x, o) in me.x.iter_mut().zip(out.iter()) {
+            *x += o;
+        }
+    }
+
+    /// RoPE on one head (llama.cpp's "normal" adjacent-pair layout).
+    fn rope(&self, x: &mut [f32]) {
+        for (i, pair) in x.chunks_exact_mut(2).enumerate() {
+            let (x0, x1) = (pair[0], pair[1]);
+            let (c, s) = (self.cos[i], self.sin[i]);
+            pair[0] = x0 * c - x1 * s;
+            pair[1] = x0 * s + x1 * c;
+        }
+    }
+
+    /// Attention of query head `h` over the cached positions and this token's into `me.att`.
+    fn attend(&self, l: usize, h: usize, me: &mut Local) {
+        let c = &self.model.config;
+        let (dh, dkv) = (c.d_head, c.d_kv());
+        let kvh = h / c.n_rep();
+        let kv = self.cache;
+        let (keys, values) = (&kv.k[kv.filled(l)], &kv.v[kv.filled(l)]);
+        let q = &mut me.q[h * dh..(h + 1) * dh];
+        if self.plan.f16 {
+            round_f16(q);
+        }
+        let scale = 1.0 / (dh as f32).sqrt();
+        let len = kv.len;
+        let scores = &mut me.scores[..len + 1];
+        for (j, s) in scores[..len].iter_mut().enumerate() {
+            *s = dot(q, &keys[j * dkv + kvh * dh..][..dh]) * scale;
+        }
+        scores[len] = dot(q, &me.k[kvh * dh..(kvh + 1) * dh]) * scale;
+        let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0.0;
+        for s in scores.iter_mut() {
+            *s = (*s - max).exp();
+            sum += *s;
+        }
+        let inv = 1.0 / sum;
+        if self.plan.f16 {
+            for s in scores.iter_mut() {
+                *s *= inv;
+            }
+            round_f16(scores);
+        }
+        let out = &mut me.att;
+        out.fill(0.0);
+        for (j, &p) in scores[..len].iter().enumerate() {
+            for (o, &v) in out.iter_mut().zip(&values[j * dkv + kvh * dh..][..dh]) {
+                *o += p * v;
+            }
+        }
+        for (o, &v) in out.iter_mut().zip(&me.v[kvh * dh..(kvh + 1) * dh]) {
+            *o += scores[len] * v;
+        }
+        if !self.plan.f16 {
+            for o in out.iter_mut() {
+                *o *= inv;
+            }
+        }
+    }
+}
+
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    // Eight independent sums: the compiler vectorizes them.
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `out = x · rsqrt(mean(x²) + eps) · w`.
+fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let mean = dot(x, x) / x.len() as f32;
+    let inv = 1.0 / (mean + eps).sqrt();
+    for ((o, &x), &w) in out.iter_mut().zip(x).zip(w) {
+        *o = x * inv * w;
+    }
+}
+
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+fn round_f16(x: &mut [f32]) {
+    for v in x {
+        *v = f16::from_f32(*v).to_f32();
+    }
+}
