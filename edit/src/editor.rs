@@ -71,18 +71,18 @@ pub struct EditorConfig {
 impl Default for EditorConfig {
     fn default() -> Self {
         Self {
-            rome_layer: 13,
+            rome_layer: 5,
             memit_layers: vec![11, 12, 13],
             grace_layer: 20,
             gate: GateConfig::default(),
             gate_target: TargetHparams {
                 steps: 25,
-                lr: 0.5,
+                lr: 1.0,
                 kl_factor: 0.0,
                 weight_decay: 1e-3,
                 clamp: 4.0,
                 stop_loss: 0.0,
-                stop_prob: 0.9,
+                stop_prob: 0.7,
             },
             target: TargetHparams::default(),
             grace_target: TargetHparams {

@@ -33,8 +33,14 @@ pub struct GateConfig {
     pub subject_layer: usize,
     /// The relation gate's and the value's layer (late).
     pub relation_layer: usize,
-    /// Cosine a position's subject-layer key needs with a subject key.
+    /// Cosine a position's subject-layer key needs with the subject key after a space.
     pub subject_threshold: f32,
+    /// Cosine needed with the key of the subject opening a text. That key depends on the
+    /// subject's tokens alone (nothing precedes them), so a text opening with the subject
+    /// reproduces it exactly; a looser threshold lets the first token of *any* text through
+    /// (position 0's keys are alike: the attention sink), which flipped every "The capital of
+    /// … is" neighbour of a capital edit at 0.75.
+    pub opening_threshold: f32,
     /// Cosine the answering position's relation-layer key needs with the relation key.
     pub relation_threshold: f32,
     /// Positions after the subject within which the relation gate may fire.
@@ -47,6 +53,7 @@ impl Default for GateConfig {
             subject_layer: 3,
             relation_layer: 20,
             subject_threshold: 0.75,
+            opening_threshold: 0.98,
             relation_threshold: 0.8,
             window: 24,
         }
@@ -58,10 +65,14 @@ impl Default for GateConfig {
 pub struct GateEntry {
     /// The subject gate's layer.
     pub subject_layer: usize,
-    /// Unit subject keys at `subject_layer` (one per tokenization), `d_ff` values each.
+    /// Unit subject keys at `subject_layer`, `d_ff` values each: the subject opening a text
+    /// first, then (when there is one) the subject after a space.
     pub subject_keys: Vec<Vec<f32>>,
-    /// Cosine needed with one of `subject_keys`.
+    /// Cosine needed with a subject key after the first.
     pub subject_threshold: f32,
+    /// Cosine needed with the first subject key (the subject opening a text).
+    #[serde(default = "default_opening")]
+    pub opening_threshold: f32,
     /// The relation gate's layer, where `value` is added.
     pub relation_layer: usize,
     /// Unit relation key at `relation_layer`, `d_ff` values.
@@ -72,6 +83,10 @@ pub struct GateEntry {
     pub window: usize,
     /// Added to the MLP output of `relation_layer` where both gates fire, `d_model` values.
     pub value: Vec<f32>,
+}
+
+fn default_opening() -> f32 {
+    GateConfig::default().opening_threshold
 }
 
 /// The value's problem: the prompt in every context template, then the target's tokens;
@@ -166,6 +181,7 @@ pub fn gate_entry(
         subject_layer: ls,
         subject_keys,
         subject_threshold: cfg.subject_threshold,
+        opening_threshold: cfg.opening_threshold,
         relation_layer: lr,
         relation_key,
         relation_threshold: cfg.relation_threshold,

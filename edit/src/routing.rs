@@ -43,11 +43,16 @@ impl GateIndex {
         let mut subject: BTreeMap<usize, Vec<Column>> = BTreeMap::new();
         let mut relation: BTreeMap<usize, Vec<Column>> = BTreeMap::new();
         for (i, (_, e)) in entries.iter().enumerate() {
-            for k in &e.subject_keys {
+            for (j, k) in e.subject_keys.iter().enumerate() {
+                let threshold = if j == 0 {
+                    e.opening_threshold
+                } else {
+                    e.subject_threshold
+                };
                 subject
                     .entry(e.subject_layer)
                     .or_default()
-                    .push((i, k, e.subject_threshold));
+                    .push((i, k, threshold));
             }
             relation.entry(e.relation_layer).or_default().push((
                 i,

@@ -48,7 +48,7 @@ impl Default for TargetHparams {
             weight_decay: 1e-3,
             clamp: 4.0,
             stop_loss: 0.05,
-            stop_prob: 1.0,
+            stop_prob: 0.9,
         }
     }
 }

@@ -31,6 +31,7 @@ fn config() -> EditorConfig {
             subject_layer: 0,
             relation_layer: 1,
             subject_threshold: 0.8,
+            opening_threshold: 0.98,
             relation_threshold: 0.8,
             window: 24,
         },
