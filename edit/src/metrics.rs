@@ -495,6 +495,54 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_rate_over_no_probes_is_null_with_its_reason() {
+        let none = Rate::count(std::iter::empty(), "every neighbour is edited");
+        assert_eq!((none.rate, none.n), (None, 0));
+        assert_eq!(none.why.as_deref(), Some("every neighbour is edited"));
+        let json = serde_json::to_value(&none).unwrap();
+        assert!(json["rate"].is_null());
+        let some = Rate::count([true, false, true, true], "unused");
+        assert_eq!(
+            (some.rate, some.hits, some.n, some.why),
+            (Some(0.75), 3, 4, None)
+        );
+    }
+
+    #[test]
+    fn locality_counts_only_known_neighbours_and_reports_p_true() {
+        let probes = Probes {
+            prompts: vec!["e".into(), "n1".into(), "n2".into()],
+            roles: vec![
+                (0, Role::Efficacy),
+                (0, Role::Locality),
+                (0, Role::Locality),
+            ],
+            watch: vec![vec![7, 8], vec![5, 7], vec![6, 7]],
+            locality_edited: 0,
+        };
+        let ans = |top1, probs: Vec<f32>| Answer { top1, probs };
+        // n1 is known (top-1 5 = its truth) and keeps it; n2 is unknown (answers 9).
+        let before = [
+            ans(8, vec![0.1, 0.6]),
+            ans(5, vec![0.5, 0.1]),
+            ans(9, vec![0.1, 0.1]),
+        ];
+        let after = [
+            ans(7, vec![0.7, 0.1]),
+            ans(5, vec![0.4, 0.3]),
+            ans(3, vec![0.1, 0.1]),
+        ];
+        let s = score(&probes, &before, &after, 1);
+        assert_eq!((s.locality.hits, s.locality.n), (1, 1));
+        assert_eq!((s.locality_ptrue.hits, s.locality_ptrue.n), (1, 1));
+        assert_eq!((s.locality_all.hits, s.locality_all.n), (1, 2));
+        assert_eq!(
+            s.generalization.rate, None,
+            "no paraphrases: null, not 0 or 1"
+        );
+    }
+
+    #[test]
     fn ngram_entropy_is_low_for_repetition() {
         let rep: Vec<u32> = std::iter::repeat_n([1, 2], 20).flatten().collect();
         let varied: Vec<u32> = (0..40).collect();
