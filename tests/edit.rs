@@ -173,6 +173,7 @@ fn every_method_undoes_individually_and_exactly() {
     config.memit_layers = vec![12, 13];
     // Undo is what is tested here, not efficacy: short optimizations are enough.
     config.target.steps = 6;
+    config.memit_target.steps = 6;
     config.grace_target.steps = 6;
     let mut editor = Editor::new(engine.model(), tok, "test-model", config);
     editor.open_log(&dir.path().join("edits.log")).unwrap();

@@ -46,6 +46,9 @@ pub struct EditorConfig {
     pub target: TargetHparams,
     /// GRACE's value training (no essence term).
     pub grace_target: TargetHparams,
+    /// MEMIT's and AlphaEdit's `z` optimization (their references clamp at 0.75‖v‖ with decay
+    /// 0.5, where ROME uses 4 and 1e-3).
+    pub memit_target: TargetHparams,
     /// MEMIT's `λ` (`mom2_update_weight`).
     pub lambda: f32,
     /// AlphaEdit's ridge `ρ` (`L2`).
@@ -94,6 +97,7 @@ impl Default for EditorConfig {
                 stop_loss: 0.05,
                 stop_prob: 1.0,
             },
+            memit_target: TargetHparams::default(),
             lambda: 1_000.0,
             alpha_ridge: 1.0,
             null_energy: 0.02,
@@ -390,7 +394,7 @@ impl<'m> Editor<'m> {
                     tok: self.tok,
                     contexts: &self.contexts,
                     inner: Some(&self.edits as &dyn LinearAdapter),
-                    target: &self.config.target,
+                    target: &self.config.memit_target,
                     progress: self.progress,
                 };
                 let terms = batch_terms(&cx, reqs, &layers, &solver)?;
