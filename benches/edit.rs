@@ -1,5 +1,6 @@
-//! Model-editing latencies on the real model at 2 threads: one ROME edit (statistics cached),
-//! one MEMIT batch of 10 edits, and the key-statistics pass over 2048 corpus tokens.
+//! Model-editing latencies on the real model at 2 threads: one gated-memory edit (engram's
+//! default method), one ROME edit (statistics cached), one MEMIT batch of 10 edits, and the
+//! key-statistics pass over 2048 corpus tokens.
 //!
 //! `cargo bench --bench edit`. The 100-edit MEMIT figure and the quality runs come from
 //! `engram edit` (commands in docs/BENCHMARKS.md): a criterion sample of them would take hours.
@@ -58,6 +59,16 @@ fn edit(c: &mut Criterion) {
     let mut editor = Editor::new(model, tok, "bench", config);
     editor.load_stats(&text, stats_dir.path()).expect("stats");
     let france = parse_jsonl(FRANCE).expect("request");
+    group.bench_function("gated_single_edit", |b| {
+        b.iter_batched(
+            || (),
+            |()| {
+                let a = editor.apply(Method::Gated, &france).expect("edit");
+                editor.undo(a[0].id).expect("undo");
+            },
+            BatchSize::PerIteration,
+        )
+    });
     group.bench_function("rome_single_edit", |b| {
         b.iter_batched(
             || (),

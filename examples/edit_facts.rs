@@ -1,5 +1,7 @@
-//! Model editing end to end on the real model: what it believes, ROME edits (France → Rome and
-//! a few facts from countries-list), per-edit and total metrics, then one edit undone.
+//! Model editing end to end on the real model: what it believes, edits with engram's default
+//! method, the gated side memory (France → Rome and a few facts from countries-list), per-edit
+//! and total metrics, then one edit undone. `--method rome` (or memit, alphaedit, grace)
+//! picks another method.
 //!
 //! `cargo run --release --example edit_facts` (generates data/edit/ with the scripts on first
 //! use; the key statistics are cached in data/edit/stats/ after the first run).
@@ -41,7 +43,27 @@ fn ensure(script: &str, file: &str) -> bool {
     Path::new(file).exists()
 }
 
+fn method_arg() -> Result<Method> {
+    let args: Vec<String> = std::env::args().collect();
+    let name = args
+        .iter()
+        .position(|a| a == "--method")
+        .and_then(|i| args.get(i + 1))
+        .map_or("gated", String::as_str);
+    [
+        Method::Gated,
+        Method::Rome,
+        Method::Memit,
+        Method::AlphaEdit,
+        Method::Grace,
+    ]
+    .into_iter()
+    .find(|m| m.name() == name)
+    .ok_or_else(|| format!("unknown method {name}").into())
+}
+
 fn main() -> Result<()> {
+    let method = method_arg()?;
     let path = resolve_model(None)?;
     let engine = Engine::load(&path, &backend::cpu().autodiff(), 0)?;
     let (model, tok) = (engine.model(), engine.tokenizer());
@@ -94,20 +116,26 @@ fn main() -> Result<()> {
     };
     let id = format!("{}:{}", path.display(), std::fs::metadata(&path)?.len());
     let mut editor = Editor::new(model, tok, &id, EditorConfig::default());
-    let stats = editor.load_stats_for(&[Method::Rome], &corpus, Path::new("data/edit/stats"))?;
     println!(
-        "\nKey statistics: {} tokens in {:.1} s (cached layers: {:?})",
-        stats.tokens, stats.seconds, stats.cached_layers
+        "Method: {} (--method picks rome, memit, alphaedit or grace)",
+        method.name()
     );
+    let stats = editor.load_stats_for(&[method], &corpus, Path::new("data/edit/stats"))?;
+    if stats.tokens > 0 {
+        println!(
+            "\nKey statistics: {} tokens in {:.1} s (cached layers: {:?})",
+            stats.tokens, stats.seconds, stats.cached_layers
+        );
+    }
 
     let probes = Probes::of(tok, &reqs);
     let before = metrics::answers(model, tok, &probes.prompts, &probes.watch, None);
-    println!("\nROME edits at layer {}:", editor.config.rome_layer);
+    println!("\n{} edits:", method.name());
     let start = Instant::now();
     let mut ids = Vec::new();
     let mut times = Vec::new();
     for r in &reqs {
-        let a = editor.apply(Method::Rome, std::slice::from_ref(r))?;
+        let a = editor.apply(method, std::slice::from_ref(r))?;
         println!(
             "  {:<45} {} -> {}  ({:.1} s)",
             r.prompt, r.ground_truth, r.target_new, a[0].seconds
@@ -125,6 +153,18 @@ fn main() -> Result<()> {
     );
     let scores = metrics::score(&probes, &before, &after, reqs.len());
     let rate = |x: Option<f64>| x.map_or("  –".to_string(), |v| format!("{v:.2}"));
+    let gen_ = metrics::generation_check(
+        model,
+        tok,
+        &reqs,
+        &probes,
+        &before,
+        editor.adapter(),
+        metrics::GenerationCheck {
+            requests: reqs.len(),
+            tokens: 8,
+        },
+    );
     println!("\nPer edit (after all edits):");
     println!(
         "  {:<22} {:>8} {:>7} {:>14} {:>8} {:>6}",
@@ -142,13 +182,27 @@ fn main() -> Result<()> {
         );
     }
     println!(
-        "\nTotal over {} edits: efficacy {:.2} (margin {:+.2}), generalization {:.2}, locality {:.2}, {:.1} s per edit",
+        "\nTotal over {} edits, {:.2} s per edit (probes passed / counted):",
         reqs.len(),
-        scores.efficacy,
-        scores.efficacy_margin,
-        scores.generalization,
-        scores.locality,
         total / reqs.len() as f64
+    );
+    println!(
+        "  efficacy {} (margin {:+.2}), generalization {}",
+        scores.efficacy.show(),
+        scores.efficacy_margin.unwrap_or(0.0),
+        scores.generalization.show()
+    );
+    println!(
+        "  locality (known neighbours): top-1 unchanged {}, P(true) > P(new) {}",
+        scores.locality.show(),
+        scores.locality_ptrue.show()
+    );
+    println!(
+        "  generation ({} tokens): new answer in the continuation {}, paraphrases {}, neighbours unchanged {}",
+        gen_.tokens,
+        gen_.efficacy.show(),
+        gen_.generalization.show(),
+        gen_.locality.show()
     );
     let adapter: &dyn LinearAdapter = editor.adapter();
     println!(

@@ -5,13 +5,13 @@
 # Markdown table on stdout.
 #
 # Usage: scripts/edit_grid.sh [OUT_DIR] [SIZES] [METHODS]
-#   defaults: data/edit/bench "1 10 100" "grace rome alphaedit memit"
+#   defaults: data/edit/bench "1 10 100" "gated grace rome alphaedit memit"
 # Needs a release build (`cargo build --release --bins`); ENGRAM_MODEL or the model cache.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-data/edit/bench}
 sizes=${2:-1 10 100}
-methods=${3:-grace rome alphaedit memit}
+methods=${3:-gated grace rome alphaedit memit}
 bin=${ENGRAM_BIN:-target/release/engram}
 bash scripts/edit_facts.sh
 bash scripts/edit_corpus.sh
@@ -20,7 +20,7 @@ for n in $sizes; do
     for m in $methods; do
         echo "$m × $n ..." >&2
         "$bin" edit --facts data/edit/facts.jsonl --method "$m" --sequential --known-only \
-            --limit "$n" --known-probes 20 --fluency --json >"$out/$m-$n.json.tmp"
+            --limit "$n" --known-probes 20 --generate 20 --json >"$out/$m-$n.json.tmp"
         mv "$out/$m-$n.json.tmp" "$out/$m-$n.json"
     done
 done
@@ -29,18 +29,25 @@ import json, sys
 out = sys.argv[1]
 sep = sys.argv.index("--")
 sizes, methods = sys.argv[2:sep], sys.argv[sep + 1:]
-print("| method | edits | efficacy | margin | generalization | locality | locality (20 known) "
-      "| portability | fluency before → after | s / edit |")
+def f(r):
+    if r is None:
+        return "–"
+    if r.get("rate") is None:
+        return f"null (0: {r.get('why', '')})"
+    return f"{r['rate']:.2f} ({r['hits']}/{r['n']})"
+print("| method | edits | efficacy | generalization (known) | locality: top-1 | P(true)>P(new) "
+      "| same subject | 20 known facts | generation: eff / para / loc | s / edit |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-f = lambda v: "–" if v is None else f"{v:.2f}"
 for m in methods:
     for n in sizes:
         try:
             d = json.load(open(f"{out}/{m}-{n}.json"))
         except FileNotFoundError:
             continue
-        print(f"| {m} | {d['n_edits']} | {f(d['efficacy'])} | {d['efficacy_margin']:+.2f} "
-              f"| {f(d['generalization'])} | {f(d['locality'])} | {f(d['locality_known'])} "
-              f"| {f(d['portability'])} | {f(d['fluency_before'])} → {f(d['fluency_after'])} "
+        g = d.get("generation") or {}
+        gen = " / ".join(f(g.get(k)) for k in ("efficacy", "generalization", "locality")) if g else "–"
+        print(f"| {m} | {d['n_edits']} | {f(d['efficacy'])} | {f(d['generalization'])} "
+              f"({f(d['generalization_known'])}) | {f(d['locality'])} | {f(d['locality_ptrue'])} "
+              f"| {f(d['locality_subject'])} | {f(d['locality_known'])} | {gen} "
               f"| {d['seconds_per_edit']:.2f} |")
 PY

@@ -118,6 +118,44 @@ fn rome_flips_france_and_undo_restores_logits_exactly() {
 
 const FRANCE_PROMPT: &str = "The capital of France is";
 
+/// The default method on the real model: the gated memory flips the prompt and a paraphrase
+/// that opens with the subject, leaves a neighbour's logits bit for bit alone (neither gate
+/// fires), and undo restores the base exactly.
+#[test]
+fn gated_memory_flips_france_generalizes_and_leaves_neighbours() {
+    let engine = Engine::load(resolve_model(None).unwrap(), &backend::cpu().autodiff(), 0).unwrap();
+    let tok = engine.tokenizer();
+    let rome = tok.encode(" Rome", false)[0];
+    let mut editor = Editor::new(engine.model(), tok, "test-model", small_config());
+    let neighbour = "The capital of Germany is";
+    let neighbour_base = last_logits(&engine, neighbour, None);
+    let base = last_logits(&engine, FRANCE_PROMPT, None);
+    let applied = editor
+        .apply(Method::Gated, &parse_jsonl(FRANCE).unwrap())
+        .unwrap();
+    let adapter = Some(editor.adapter() as &dyn LinearAdapter);
+    assert_eq!(argmax(&last_logits(&engine, FRANCE_PROMPT, adapter)), rome);
+    assert_eq!(
+        argmax(&last_logits(&engine, "France's capital city is", adapter)),
+        rome,
+        "a paraphrase opening with the subject (the other tokenization) is routed too"
+    );
+    let n = last_logits(&engine, neighbour, adapter);
+    assert!(
+        n.iter()
+            .zip(&neighbour_base)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
+    editor.undo(applied[0].id).unwrap();
+    let undone = last_logits(&engine, FRANCE_PROMPT, Some(editor.adapter()));
+    assert!(
+        undone
+            .iter()
+            .zip(&base)
+            .all(|(a, b)| a.to_bits() == b.to_bits())
+    );
+}
+
 /// A request in the EasyEdit shape with no probes (the undo test needs none).
 fn request(subject: &str, prompt: &str, new: &str, old: &str) -> EditRequest {
     let line = format!(
@@ -135,6 +173,7 @@ fn every_method_undoes_individually_and_exactly() {
     config.memit_layers = vec![12, 13];
     // Undo is what is tested here, not efficacy: short optimizations are enough.
     config.target.steps = 6;
+    config.memit_target.steps = 6;
     config.grace_target.steps = 6;
     let mut editor = Editor::new(engine.model(), tok, "test-model", config);
     editor.open_log(&dir.path().join("edits.log")).unwrap();

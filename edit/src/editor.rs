@@ -12,6 +12,7 @@ use engram_runtime::progress::{Progress, Silent};
 use serde::{Deserialize, Serialize};
 
 use super::context::EditContext;
+use super::gate::{GateConfig, gate_entry};
 use super::grace::{grace_entry, resolve_conflicts};
 use super::linalg::{self, NotPositiveDefinite};
 use super::log::{self, LogContents, LogError};
@@ -36,10 +37,18 @@ pub struct EditorConfig {
     pub memit_layers: Vec<usize>,
     /// GRACE's codebook layer.
     pub grace_layer: usize,
+    /// The gated memory's layers and gates.
+    pub gate: GateConfig,
+    /// The gated memory's value training (no essence term: the value fires only where both
+    /// gates do).
+    pub gate_target: TargetHparams,
     /// The `δ` optimization.
     pub target: TargetHparams,
     /// GRACE's value training (no essence term).
     pub grace_target: TargetHparams,
+    /// MEMIT's and AlphaEdit's `z` optimization (their references clamp at 0.75‖v‖ with decay
+    /// 0.5, where ROME uses 4 and 1e-3).
+    pub memit_target: TargetHparams,
     /// MEMIT's `λ` (`mom2_update_weight`).
     pub lambda: f32,
     /// AlphaEdit's ridge `ρ` (`L2`).
@@ -65,9 +74,19 @@ pub struct EditorConfig {
 impl Default for EditorConfig {
     fn default() -> Self {
         Self {
-            rome_layer: 13,
+            rome_layer: 5,
             memit_layers: vec![11, 12, 13],
             grace_layer: 20,
+            gate: GateConfig::default(),
+            gate_target: TargetHparams {
+                steps: 25,
+                lr: 1.0,
+                kl_factor: 0.0,
+                weight_decay: 1e-3,
+                clamp: 4.0,
+                stop_loss: 0.0,
+                stop_prob: 0.7,
+            },
             target: TargetHparams::default(),
             grace_target: TargetHparams {
                 steps: 40,
@@ -76,7 +95,9 @@ impl Default for EditorConfig {
                 weight_decay: 0.0,
                 clamp: 8.0,
                 stop_loss: 0.05,
+                stop_prob: 1.0,
             },
+            memit_target: TargetHparams::default(),
             lambda: 1_000.0,
             alpha_ridge: 1.0,
             null_energy: 0.02,
@@ -201,7 +222,7 @@ impl<'m> Editor<'m> {
         match method {
             Method::Rome => vec![self.config.rome_layer],
             Method::Memit | Method::AlphaEdit => self.config.memit_layers.clone(),
-            Method::Grace => Vec::new(),
+            Method::Grace | Method::Gated => Vec::new(),
         }
     }
 
@@ -243,7 +264,7 @@ impl<'m> Editor<'m> {
                     Method::AlphaEdit => {
                         self.projector(l)?;
                     }
-                    Method::Grace => {}
+                    Method::Grace | Method::Gated => {}
                 }
             }
         }
@@ -325,6 +346,26 @@ impl<'m> Editor<'m> {
                 }
                 self.progress.finish();
             }
+            Method::Gated => {
+                self.progress.start("gated edits", reqs.len() as u64);
+                for r in reqs {
+                    let t0 = Instant::now();
+                    let cx = EditContext {
+                        model: self.model,
+                        tok: self.tok,
+                        contexts: &self.contexts,
+                        inner: Some(&self.edits as &dyn LinearAdapter),
+                        target: &self.config.gate_target,
+                        progress: self.progress,
+                    };
+                    let (entry, res) = gate_entry(&cx, r, &self.config.gate);
+                    tracing::debug!(steps = res.steps, p_target = res.prob, "gated edit");
+                    let id = self.edits.push(method, r.clone(), EditDelta::Gate(entry));
+                    out.push(applied(id, r, t0.elapsed().as_secs_f64()));
+                    self.progress.advance(1);
+                }
+                self.progress.finish();
+            }
             Method::Memit | Method::AlphaEdit => {
                 let layers = self.config.memit_layers.clone();
                 let solver = if method == Method::Memit {
@@ -353,7 +394,7 @@ impl<'m> Editor<'m> {
                     tok: self.tok,
                     contexts: &self.contexts,
                     inner: Some(&self.edits as &dyn LinearAdapter),
-                    target: &self.config.target,
+                    target: &self.config.memit_target,
                     progress: self.progress,
                 };
                 let terms = batch_terms(&cx, reqs, &layers, &solver)?;
@@ -376,7 +417,7 @@ impl<'m> Editor<'m> {
             .filter(|e| e.method == Method::AlphaEdit)
             .filter_map(|e| match &e.delta {
                 EditDelta::Weights(t) => Some(t),
-                EditDelta::Grace(_) => None,
+                EditDelta::Grace(_) | EditDelta::Gate(_) => None,
             })
             .flatten()
             .filter(|t| t.layer == layer)

@@ -24,6 +24,7 @@ pub use engram_runtime as runtime;
 
 pub mod context;
 pub mod editor;
+pub mod gate;
 pub mod grace;
 pub mod linalg;
 pub mod log;
@@ -32,6 +33,8 @@ pub mod metrics;
 pub mod probe;
 pub mod request;
 pub mod rome;
+pub mod routing;
+pub mod separation;
 pub mod stats;
 pub mod store;
 pub mod target;
@@ -39,5 +42,6 @@ pub mod trace;
 
 pub use context::EditContext;
 pub use editor::{Applied, EditError, Editor, EditorConfig};
+pub use gate::{GateConfig, GateEntry};
 pub use request::{EditRequest, RequestError, load_jsonl, parse_jsonl};
 pub use store::{Edit, EditDelta, EditSet, GraceEntry, Method, RankOne};

@@ -15,8 +15,11 @@ use super::store::Edit;
 
 /// The envelope's magic.
 pub const MAGIC: &[u8; 8] = b"ENGEDLOG";
-/// The format version this build writes and reads (1 was the pre-envelope layout).
-pub const VERSION: u32 = 2;
+/// The format version this build writes (1 was the pre-envelope layout; 3 added gated-memory
+/// entries to the payload).
+pub const VERSION: u32 = 3;
+/// The versions this build reads: a version-2 payload is a version-3 one without gated entries.
+pub const READS: &[u32] = &[2, 3];
 
 /// What the log holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,7 +72,7 @@ pub fn encode(contents: &LogContents) -> Vec<u8> {
 
 /// Decodes a log read from `path` (named in errors).
 pub fn decode(bytes: &[u8], path: &Path) -> Result<LogContents, LogError> {
-    let (_, body) = envelope::open(bytes, MAGIC, &[VERSION]).map_err(|c| c.at(path))?;
+    let (_, body) = envelope::open(bytes, MAGIC, READS).map_err(|c| c.at(path))?;
     parse(body, path)
 }
 
@@ -92,7 +95,7 @@ pub fn save(path: &Path, contents: &LogContents) -> Result<(), LogError> {
 
 /// Reads the log at `path`; `Ok(None)` when there is none yet.
 pub fn load(path: &Path) -> Result<Option<LogContents>, LogError> {
-    match envelope::read_file(path, MAGIC, &[VERSION]) {
+    match envelope::read_file(path, MAGIC, READS) {
         Err(e) if e.is_not_found() => Ok(None),
         r => parse(r?.payload(), path).map(Some),
     }

@@ -99,8 +99,12 @@ pub struct Probes {
     pub prompts: Vec<String>,
     /// `(request, role)` of each prompt.
     pub roles: Vec<(usize, Role)>,
-    /// Token ids watched per prompt: `[new, old]` first tokens (or the implied answer's).
+    /// Token ids watched per prompt: `[new, old]` first tokens for the edited prompt and its
+    /// paraphrases, `[true, new]` for a neighbour (its own answer, the edit's new answer), the
+    /// implied answer's for portability.
     pub watch: Vec<Vec<u32>>,
+    /// Neighbour prompts left out because this run edits them (their answer is meant to move).
+    pub locality_edited: usize,
 }
 
 /// What a probe prompt measures.
@@ -139,12 +143,13 @@ impl Probes {
             for q in &r.rephrase_prompts {
                 add(q, Role::Generalization, pair.clone());
             }
-            for q in r
-                .locality_prompts
-                .iter()
-                .filter(|q| !edited.contains(q.as_str()))
-            {
-                add(q, Role::Locality, Vec::new());
+            for (j, q) in r.locality_prompts.iter().enumerate() {
+                if edited.contains(q.as_str()) {
+                    p.locality_edited += 1;
+                    continue;
+                }
+                let truth = r.locality_ground_truth.get(j).map_or(0, |t| first(t));
+                add(q, Role::Locality, vec![truth, first(&r.target_new)]);
             }
             for (q, a) in r
                 .portability_prompts
@@ -158,19 +163,74 @@ impl Probes {
     }
 }
 
-/// Scores after editing, against the answers before.
+/// A share of probes, with its count; `rate` is `None` (JSON `null`) when there were no
+/// probes, and `why` says why — a rate over nothing is not 1.0.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct Rate {
+    /// `hits / n`, or `None` when `n` is 0.
+    pub rate: Option<f64>,
+    /// Probes that passed.
+    pub hits: usize,
+    /// Probes counted.
+    pub n: usize,
+    /// Why there were no probes (set only when `n` is 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why: Option<String>,
+}
+
+impl Rate {
+    /// `hits` of `n`; with `n` = 0 the rate is `None` and `why` is kept.
+    pub fn of(hits: usize, n: usize, why: &str) -> Self {
+        Self {
+            rate: (n > 0).then(|| hits as f64 / n as f64),
+            hits,
+            n,
+            why: (n == 0).then(|| why.to_string()),
+        }
+    }
+
+    /// Counts the `true`s of `oks`.
+    pub fn count(oks: impl IntoIterator<Item = bool>, why: &str) -> Self {
+        let (mut hits, mut n) = (0, 0);
+        for ok in oks {
+            hits += ok as usize;
+            n += 1;
+        }
+        Self::of(hits, n, why)
+    }
+
+    /// The rate as text: `0.97 (97/100)` or `– (0 probes: why)`.
+    pub fn show(&self) -> String {
+        match self.rate {
+            Some(r) => format!("{r:.2} ({}/{})", self.hits, self.n),
+            None => format!("– (0 probes: {})", self.why.as_deref().unwrap_or("none")),
+        }
+    }
+}
+
+/// Scores after editing, against the answers before. Every rate carries its probe count.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Scores {
     /// Edited prompts whose top-1 is the new answer's first token.
-    pub efficacy: f64,
+    pub efficacy: Rate,
     /// Mean of `p(new) − p(old)` on the edited prompts.
-    pub efficacy_margin: f64,
+    pub efficacy_margin: Option<f64>,
     /// Paraphrases whose top-1 is the new answer's first token.
-    pub generalization: f64,
-    /// Locality prompts whose top-1 did not change.
-    pub locality: f64,
-    /// Implied-fact prompts whose top-1 is the implied answer's first token (`None`: none).
-    pub portability: Option<f64>,
+    pub generalization: Rate,
+    /// The same over the paraphrases the model knows (its top-1 before editing is the old
+    /// answer's first token): a paraphrase the model cannot answer before editing ("The
+    /// continent Gabon belongs to is" → " a") says little about an edit.
+    pub generalization_known: Rate,
+    /// Neighbour prompts the model knows (its top-1 before editing is their true answer's
+    /// first token) and the run does not edit, whose top-1 did not change.
+    pub locality: Rate,
+    /// The same probes scored as CounterFact does: `P(true) > P(new)` after editing.
+    pub locality_ptrue: Rate,
+    /// Every neighbour prompt the run does not edit, known or not, whose top-1 did not change
+    /// (the rate this crate reported before; unknown neighbours are often hair-triggers).
+    pub locality_all: Rate,
+    /// Implied-fact prompts whose top-1 is the implied answer's first token.
+    pub portability: Rate,
     /// Per request: its own efficacy, generalization and locality.
     pub per_request: Vec<RequestScores>,
 }
@@ -184,33 +244,53 @@ pub struct RequestScores {
     pub margin: f64,
     /// Share of its paraphrases answered with the new answer.
     pub generalization: Option<f64>,
-    /// Share of its locality prompts whose top-1 did not change.
+    /// Share of its known neighbour prompts whose top-1 did not change.
     pub locality: Option<f64>,
 }
 
 /// Scores `after` against `before` (both from [`answers`] on the same [`Probes`]).
 pub fn score(probes: &Probes, before: &[Answer], after: &[Answer], n_reqs: usize) -> Scores {
-    let mut hits: HashMap<Role, (usize, usize)> = HashMap::new();
+    let mut oks: HashMap<&str, Vec<bool>> = HashMap::new();
     let mut per_role: HashMap<(usize, Role), (usize, usize)> = HashMap::new();
     let mut efficacy = vec![(false, 0.0); n_reqs];
     for (k, &(req, role)) in probes.roles.iter().enumerate() {
         let (a, b, w) = (&after[k], &before[k], &probes.watch[k]);
         let ok = match role {
             Role::Efficacy | Role::Generalization | Role::Portability => a.top1 == w[0],
-            Role::Locality => a.top1 == b.top1,
+            Role::Locality => {
+                let same = a.top1 == b.top1;
+                oks.entry("locality_all").or_default().push(same);
+                if b.top1 != w[0] {
+                    continue; // the model does not know this neighbour
+                }
+                if w[0] != w[1] {
+                    // (A neighbour whose true answer is the new one has no contest.)
+                    oks.entry("locality_ptrue")
+                        .or_default()
+                        .push(a.probs[0] > a.probs[1]);
+                }
+                same
+            }
         };
+        if role == Role::Generalization && b.top1 == w[1] {
+            oks.entry("generalization_known").or_default().push(ok);
+        }
         if role == Role::Efficacy {
             efficacy[req] = (ok, (a.probs[0] - a.probs[1]) as f64);
         }
-        for e in [
-            hits.entry(role).or_default(),
-            per_role.entry((req, role)).or_default(),
-        ] {
-            e.0 += ok as usize;
-            e.1 += 1;
-        }
+        let name = match role {
+            Role::Efficacy => "efficacy",
+            Role::Generalization => "generalization",
+            Role::Locality => "locality",
+            Role::Portability => "portability",
+        };
+        oks.entry(name).or_default().push(ok);
+        let e = per_role.entry((req, role)).or_default();
+        e.0 += ok as usize;
+        e.1 += 1;
     }
-    let rate = |r: Role| hits.get(&r).map(|&(h, n)| h as f64 / n.max(1) as f64);
+    let rate =
+        |name: &str, why: &str| Rate::count(oks.get(name).into_iter().flatten().copied(), why);
     let own = |q: usize, r: Role| {
         per_role
             .get(&(q, r))
@@ -224,14 +304,145 @@ pub fn score(probes: &Probes, before: &[Answer], after: &[Answer], n_reqs: usize
             locality: own(q, Role::Locality),
         })
         .collect();
+    let no_neighbours = if probes.locality_edited > 0 {
+        "no neighbour prompt the model knows is left: the others are edited by this run"
+    } else {
+        "no neighbour prompt the model knows"
+    };
     Scores {
-        efficacy: rate(Role::Efficacy).unwrap_or(0.0),
-        efficacy_margin: efficacy.iter().map(|e| e.1).sum::<f64>() / n_reqs.max(1) as f64,
-        generalization: rate(Role::Generalization).unwrap_or(0.0),
-        locality: rate(Role::Locality).unwrap_or(1.0),
-        portability: rate(Role::Portability),
+        efficacy: rate("efficacy", "no requests"),
+        efficacy_margin: (n_reqs > 0)
+            .then(|| efficacy.iter().map(|e| e.1).sum::<f64>() / n_reqs as f64),
+        generalization: rate("generalization", "the requests have no paraphrases"),
+        generalization_known: rate(
+            "generalization_known",
+            "the model answers none of the paraphrases before editing",
+        ),
+        locality: rate("locality", no_neighbours),
+        locality_ptrue: rate("locality_ptrue", no_neighbours),
+        locality_all: rate(
+            "locality_all",
+            "the requests have no neighbour prompts this run does not edit",
+        ),
+        portability: rate("portability", "the requests have no portability prompts"),
         per_request,
     }
+}
+
+/// The generation check: greedy continuations instead of teacher-forced first tokens.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct GenerationScores {
+    /// Continuations of edited prompts that contain the new answer.
+    pub efficacy: Rate,
+    /// Continuations of paraphrases that contain the new answer.
+    pub generalization: Rate,
+    /// Continuations of known, unedited neighbour prompts identical to the unedited model's.
+    pub locality: Rate,
+    /// Tokens generated per prompt.
+    pub tokens: usize,
+}
+
+/// How much of the generation check to run.
+#[derive(Clone, Copy, Debug)]
+pub struct GenerationCheck {
+    /// Check the probes of the first this many requests.
+    pub requests: usize,
+    /// Greedy tokens per prompt.
+    pub tokens: usize,
+}
+
+/// Runs the generation check (see [`GenerationCheck`]) with `adapter` against the unedited
+/// model; `before` are the unedited [`answers`] of `probes` (they pick the known neighbours).
+pub fn generation_check(
+    model: &Llama,
+    tok: &Tokenizer,
+    reqs: &[EditRequest],
+    probes: &Probes,
+    before: &[Answer],
+    adapter: &dyn LinearAdapter,
+    check: GenerationCheck,
+) -> GenerationScores {
+    let GenerationCheck {
+        requests: limit,
+        tokens,
+    } = check;
+    let picked: Vec<usize> = (0..probes.prompts.len())
+        .filter(|&k| {
+            let (req, role) = probes.roles[k];
+            req < limit
+                && match role {
+                    Role::Efficacy | Role::Generalization => true,
+                    // Known neighbours only, as for the teacher-forced locality.
+                    Role::Locality => before[k].top1 == probes.watch[k][0],
+                    Role::Portability => false,
+                }
+        })
+        .collect();
+    let prompts: Vec<String> = picked.iter().map(|&k| probes.prompts[k].clone()).collect();
+    let after = greedy_batch(model, tok, &prompts, tokens, Some(adapter));
+    let loc: Vec<usize> = (0..picked.len())
+        .filter(|&i| probes.roles[picked[i]].1 == Role::Locality)
+        .collect();
+    let loc_prompts: Vec<String> = loc.iter().map(|&i| prompts[i].clone()).collect();
+    let base = greedy_batch(model, tok, &loc_prompts, tokens, None);
+    let mut eff = Vec::new();
+    let mut gen_ = Vec::new();
+    for (i, &k) in picked.iter().enumerate() {
+        let (req, role) = probes.roles[k];
+        let text = tok.decode(&after[i]);
+        let hit = text.contains(reqs[req].target_new.trim());
+        match role {
+            Role::Efficacy => eff.push(hit),
+            Role::Generalization => gen_.push(hit),
+            _ => {}
+        }
+    }
+    let same = loc.iter().zip(&base).map(|(&i, b)| &after[i] == b);
+    GenerationScores {
+        efficacy: Rate::count(eff, "no requests checked"),
+        generalization: Rate::count(gen_, "the checked requests have no paraphrases"),
+        locality: Rate::count(
+            same,
+            "no known, unedited neighbour prompt among the checked requests",
+        ),
+        tokens,
+    }
+}
+
+/// Greedy continuations of `prompts` by `n` tokens each (KV-cached, prompts of one token
+/// length batched together, up to 16 a batch).
+pub fn greedy_batch(
+    model: &Llama,
+    tok: &Tokenizer,
+    prompts: &[String],
+    n: usize,
+    adapter: Option<&dyn LinearAdapter>,
+) -> Vec<Vec<u32>> {
+    let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(p, false)).collect();
+    let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, t) in ids.iter().enumerate() {
+        groups.entry(t.len()).or_default().push(i);
+    }
+    let mut out = vec![Vec::new(); prompts.len()];
+    for (&len, members) in &groups {
+        for chunk in members.chunks(16) {
+            let b = chunk.len();
+            let mut cache = model.new_cache(b, len + n);
+            let mut input: Vec<u32> = chunk.iter().flat_map(|&i| ids[i].iter().copied()).collect();
+            for _ in 0..n {
+                let logits = model
+                    .forward(&input, b, Some(&mut cache), adapter, Logits::Last)
+                    .expect("cache sized for the continuation");
+                let v = logits.dims()[2];
+                let l = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
+                input = l.chunks(v).map(engram_runtime::generate::argmax).collect();
+                for (&i, &t) in chunk.iter().zip(&input) {
+                    out[i].push(t);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Greedy continuation of `prompt` by `n` tokens with `adapter` (KV-cached).
@@ -282,6 +493,54 @@ pub fn ngram_entropy(tokens: &[u32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rate_over_no_probes_is_null_with_its_reason() {
+        let none = Rate::count(std::iter::empty(), "every neighbour is edited");
+        assert_eq!((none.rate, none.n), (None, 0));
+        assert_eq!(none.why.as_deref(), Some("every neighbour is edited"));
+        let json = serde_json::to_value(&none).unwrap();
+        assert!(json["rate"].is_null());
+        let some = Rate::count([true, false, true, true], "unused");
+        assert_eq!(
+            (some.rate, some.hits, some.n, some.why),
+            (Some(0.75), 3, 4, None)
+        );
+    }
+
+    #[test]
+    fn locality_counts_only_known_neighbours_and_reports_p_true() {
+        let probes = Probes {
+            prompts: vec!["e".into(), "n1".into(), "n2".into()],
+            roles: vec![
+                (0, Role::Efficacy),
+                (0, Role::Locality),
+                (0, Role::Locality),
+            ],
+            watch: vec![vec![7, 8], vec![5, 7], vec![6, 7]],
+            locality_edited: 0,
+        };
+        let ans = |top1, probs: Vec<f32>| Answer { top1, probs };
+        // n1 is known (top-1 5 = its truth) and keeps it; n2 is unknown (answers 9).
+        let before = [
+            ans(8, vec![0.1, 0.6]),
+            ans(5, vec![0.5, 0.1]),
+            ans(9, vec![0.1, 0.1]),
+        ];
+        let after = [
+            ans(7, vec![0.7, 0.1]),
+            ans(5, vec![0.4, 0.3]),
+            ans(3, vec![0.1, 0.1]),
+        ];
+        let s = score(&probes, &before, &after, 1);
+        assert_eq!((s.locality.hits, s.locality.n), (1, 1));
+        assert_eq!((s.locality_ptrue.hits, s.locality_ptrue.n), (1, 1));
+        assert_eq!((s.locality_all.hits, s.locality_all.n), (1, 2));
+        assert_eq!(
+            s.generalization.rate, None,
+            "no paraphrases: null, not 0 or 1"
+        );
+    }
 
     #[test]
     fn ngram_entropy_is_low_for_repetition() {

@@ -14,7 +14,9 @@ use engram_runtime::burn;
 use engram_runtime::model::llama::{LinearAdapter, Proj};
 use serde::{Deserialize, Serialize};
 
+use super::gate::GateEntry;
 use super::request::EditRequest;
+use super::routing::{GateIndex, Routing};
 
 /// Which algorithm made an edit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -28,12 +30,16 @@ pub enum Method {
     AlphaEdit,
     /// A codebook at one layer with a deferral radius (Hartvigsen et al. 2023).
     Grace,
+    /// The gated side memory ([`crate::gate`]): a subject gate at an early layer, a relation
+    /// gate at a late one, a value added where both fire. engram's default.
+    Gated,
 }
 
 impl Method {
-    /// The CLI name (`rome`, `memit`, `alphaedit`, `grace`).
+    /// The CLI name (`rome`, `memit`, `alphaedit`, `grace`, `gated`).
     pub fn name(self) -> &'static str {
         match self {
+            Method::Gated => "gated",
             Method::Rome => "rome",
             Method::Memit => "memit",
             Method::AlphaEdit => "alphaedit",
@@ -76,6 +82,8 @@ pub enum EditDelta {
     Weights(Vec<RankOne>),
     /// A side-memory entry.
     Grace(GraceEntry),
+    /// A gated side-memory entry.
+    Gate(GateEntry),
 }
 
 /// One applied edit.
@@ -111,6 +119,10 @@ pub struct EditSet {
     /// set can be shared between threads; it is held only to build or clone the factors,
     /// never across a matmul.
     cache: Mutex<Option<BTreeMap<usize, LayerFactors>>>,
+    /// The gated memory's entries stacked per layer, built on first use (like `cache`).
+    gates: Mutex<Option<std::sync::Arc<GateIndex>>>,
+    /// Which subjects each sequence being served has mentioned.
+    routing: Routing,
 }
 
 impl EditSet {
@@ -122,7 +134,15 @@ impl EditSet {
             device: device.clone(),
             down,
             cache: Mutex::new(None),
+            gates: Mutex::new(None),
+            routing: Routing::default(),
         }
+    }
+
+    fn changed(&mut self) {
+        *self.cache.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        *self.gates.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        self.routing.clear();
     }
 
     /// The applied edits, oldest first.
@@ -150,7 +170,7 @@ impl EditSet {
             request,
             delta,
         });
-        *self.cache.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        self.changed();
         id
     }
 
@@ -158,13 +178,13 @@ impl EditSet {
     pub fn restore(&mut self, edits: Vec<Edit>) {
         self.next_id = edits.iter().map(|e| e.id + 1).max().unwrap_or(0);
         self.edits = edits;
-        *self.cache.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        self.changed();
     }
 
     /// Removes the edit `id`; returns it, or `None` when no such edit is applied.
     pub fn undo(&mut self, id: u64) -> Option<Edit> {
         let pos = self.edits.iter().position(|e| e.id == id)?;
-        *self.cache.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
+        self.changed();
         Some(self.edits.remove(pos))
     }
 
@@ -182,6 +202,30 @@ impl EditSet {
             EditDelta::Grace(g) => Some((&e.request, g)),
             _ => None,
         })
+    }
+
+    /// The gated memory's term at `layer` (see [`crate::routing`]).
+    fn gate_delta(&self, layer: usize, x: &Tensor<3>) -> Option<Tensor<3>> {
+        let index = {
+            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+            gates
+                .get_or_insert_with(|| {
+                    let entries = self
+                        .edits
+                        .iter()
+                        .filter_map(|e| match &e.delta {
+                            EditDelta::Gate(g) => Some((e.id, g.clone())),
+                            _ => None,
+                        })
+                        .collect();
+                    std::sync::Arc::new(GateIndex::new(entries, &self.device))
+                })
+                .clone()
+        };
+        if index.is_empty() {
+            return None;
+        }
+        self.routing.delta(&index, layer, x)
     }
 
     fn build_factors(&self) -> BTreeMap<usize, LayerFactors> {
@@ -288,9 +332,13 @@ impl LinearAdapter for EditSet {
         if proj != Proj::Down || self.edits.is_empty() {
             return None;
         }
-        match (self.weight_delta(layer, x), self.grace_delta(layer, x)) {
-            (Some(a), Some(b)) => Some(a + b),
-            (a, b) => a.or(b),
-        }
+        [
+            self.weight_delta(layer, x),
+            self.grace_delta(layer, x),
+            self.gate_delta(layer, x),
+        ]
+        .into_iter()
+        .flatten()
+        .reduce(|a, b| a + b)
     }
 }

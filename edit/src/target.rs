@@ -33,6 +33,10 @@ pub struct TargetHparams {
     pub clamp: f32,
     /// Stop once the loss is below this.
     pub stop_loss: f32,
+    /// Stop once every target token has at least this probability (1.0: never). An edit
+    /// whose answer is already top-1 with a margin gains little from more steps but a larger,
+    /// leakier `δ`.
+    pub stop_prob: f32,
 }
 
 impl Default for TargetHparams {
@@ -44,6 +48,7 @@ impl Default for TargetHparams {
             weight_decay: 1e-3,
             clamp: 4.0,
             stop_loss: 0.05,
+            stop_prob: 0.9,
         }
     }
 }
@@ -206,7 +211,9 @@ pub fn optimize(
         let wd = (delta.square().sum() + 1e-12).sqrt() * (hp.weight_decay / (v_norm * v_norm));
         loss = loss + wd;
         let loss_value = loss.clone().into_scalar::<f32>();
-        prob = picked.exp().mean().into_scalar::<f32>();
+        let p_targets = picked.exp();
+        let p_min = p_targets.clone().min().into_scalar::<f32>();
+        prob = p_targets.mean().into_scalar::<f32>();
         tracing::debug!(
             step,
             loss = loss_value,
@@ -215,7 +222,7 @@ pub fn optimize(
             delta_norm = params.value(id).square().sum().sqrt().into_scalar::<f32>(),
             "edit target step"
         );
-        if loss_value < hp.stop_loss || step + 1 == hp.steps {
+        if loss_value < hp.stop_loss || p_min >= hp.stop_prob || step + 1 == hp.steps {
             break;
         }
         let grads = params.grads(&loss.backward());

@@ -79,7 +79,7 @@ fn rome(model: &Llama, cache: &std::path::Path) -> (Vec<f32>, Vec<f32>, u32, u32
     let applied = editor.apply(Method::Rome, &req).unwrap();
     let (r, a) = match &editor.edits()[0].delta {
         EditDelta::Weights(terms) => (terms[0].r.clone(), terms[0].a.clone()),
-        EditDelta::Grace(_) => unreachable!("ROME writes weights"),
+        _ => unreachable!("ROME writes weights"),
     };
     let edited = last_logits(model, &ids, Some(editor.adapter()));
     editor.undo(applied[0].id).unwrap();

@@ -7,8 +7,8 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use engram::edit::metrics::{self, Probes};
 use engram::edit::stats::generated_corpus;
-use engram::edit::trace;
 use engram::edit::{EditRequest, Editor, EditorConfig, Method, load_jsonl};
+use engram::edit::{separation, trace};
 use engram::runtime::engine::Engine;
 use engram::runtime::model::llama::LinearAdapter;
 use engram::runtime::progress::Progress;
@@ -27,6 +27,8 @@ pub enum MethodArg {
     Alphaedit,
     /// Side-memory codebook; weights untouched.
     Grace,
+    /// Gated side memory (subject gate + relation gate + value); weights untouched.
+    Gated,
 }
 
 impl From<MethodArg> for Method {
@@ -36,6 +38,7 @@ impl From<MethodArg> for Method {
             MethodArg::Memit => Method::Memit,
             MethodArg::Alphaedit => Method::AlphaEdit,
             MethodArg::Grace => Method::Grace,
+            MethodArg::Gated => Method::Gated,
         }
     }
 }
@@ -47,7 +50,7 @@ pub struct EditArgs {
     #[arg(long)]
     facts: PathBuf,
     /// Editing method.
-    #[arg(long, value_enum, default_value = "rome")]
+    #[arg(long, value_enum, default_value = "gated")]
     method: MethodArg,
     /// Apply the edits one at a time (MEMIT/AlphaEdit: batches of one); else one batch.
     #[arg(long)]
@@ -83,6 +86,14 @@ pub struct EditArgs {
     /// Also measure fluency (n-gram entropy of greedy continuations) before and after.
     #[arg(long)]
     fluency: bool,
+    /// Greedy-continuation check (new answer in the continuation, neighbours' continuations
+    /// unchanged) on the probes of the first this many edits (0: off).
+    #[arg(long, default_value_t = 20)]
+    generate: usize,
+    /// Key separation instead of editing: per layer, cosines of subject keys (same subject in
+    /// other phrasings vs other subjects) and of last-token keys, over this many known facts.
+    #[arg(long)]
+    separation: Option<usize>,
     /// Causal tracing instead of editing: trace this many known facts, print the per-layer
     /// effects as JSON and exit.
     #[arg(long)]
@@ -147,16 +158,52 @@ fn known_facts(
     known
 }
 
+/// Locality probes about the edited subjects themselves: for each edited request and each
+/// other relation in `all`, that relation's first prompt with the subject put in ("Czechia is
+/// located in the continent of" for an edit of Czechia's currency), unless the run edits that
+/// relation of that subject too. A subject-keyed editor must leave these alone.
+fn subject_probes(all: &[EditRequest], edited: &[EditRequest]) -> Vec<String> {
+    let relation = |r: &EditRequest| r.case_id.split(':').next().unwrap_or("").to_string();
+    let done: std::collections::HashSet<(String, String)> = edited
+        .iter()
+        .map(|r| (r.subject.clone(), relation(r)))
+        .collect();
+    let mut templates: Vec<&EditRequest> = Vec::new();
+    for r in all {
+        if !templates.iter().any(|t| relation(t) == relation(r)) {
+            templates.push(r);
+        }
+    }
+    let mut out = Vec::new();
+    for r in edited {
+        for t in &templates {
+            if relation(t) != relation(r) && !done.contains(&(r.subject.clone(), relation(t))) {
+                out.push(t.prompt.replacen(&t.subject, &r.subject, 1));
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Runs `engram edit`.
 pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
     let (engine, path) = args.shared.load(true, bars)?;
     let (model, tok) = (engine.model(), engine.tokenizer());
     let mut reqs = load_jsonl(&args.facts).map_err(|e| in_file(&args.facts, e))?;
+    let all_facts = reqs.clone();
     let mut probes_known: Vec<EditRequest> = Vec::new();
     if let Some(n) = args.trace {
         let mut known = known_facts(&engine, &reqs, n, bars);
         known.truncate(n);
         let report = trace::trace(model, tok, &known, 3, 5, 0);
+        println!("{}", serde_json::to_string(&report)?);
+        return Ok(());
+    }
+    if let Some(n) = args.separation {
+        let known = known_facts(&engine, &reqs, n, bars);
+        let report = separation::separation(model, tok, &known[..n.min(known.len())]);
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
@@ -187,7 +234,7 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
         let restored = editor.open_log(log).map_err(|e| in_file(log, e))?;
         tracing::info!("{restored} edits restored from {}", log.display());
     }
-    let stats = if matches!(method, Method::Grace) {
+    let stats = if matches!(method, Method::Grace | Method::Gated) {
         None
     } else {
         let corpus = corpus_text(&engine, args.corpus.as_deref(), editor.config.stats_tokens)?;
@@ -197,6 +244,8 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
 
     let probes = Probes::of(tok, &reqs);
     let known_prompts: Vec<String> = probes_known.iter().map(|r| r.prompt.clone()).collect();
+    let subject_prompts = subject_probes(&all_facts, &reqs);
+    let subject_before = metrics::answers(model, tok, &subject_prompts, &[], None);
     let before = metrics::answers(model, tok, &probes.prompts, &probes.watch, None);
     let known_before = metrics::answers(model, tok, &known_prompts, &[], None);
     let fluency_prompts: Vec<&str> = reqs.iter().take(5).map(|r| r.prompt.as_str()).collect();
@@ -211,7 +260,7 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
 
     let start = Instant::now();
     let mut applied = Vec::new();
-    if args.sequential || matches!(method, Method::Rome | Method::Grace) {
+    if args.sequential || matches!(method, Method::Rome | Method::Grace | Method::Gated) {
         bars.start(&format!("{} edits", method.name()), reqs.len() as u64);
         for (i, r) in reqs.iter().enumerate() {
             applied.extend(editor.apply(method, std::slice::from_ref(r))?);
@@ -235,14 +284,28 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
     let adapter: &dyn LinearAdapter = editor.adapter();
     let after = metrics::answers(model, tok, &probes.prompts, &probes.watch, Some(adapter));
     let known_after = metrics::answers(model, tok, &known_prompts, &[], Some(adapter));
+    let subject_after = metrics::answers(model, tok, &subject_prompts, &[], Some(adapter));
+    let locality_subject = metrics::Rate::count(
+        subject_before
+            .iter()
+            .zip(&subject_after)
+            .map(|(a, b)| a.top1 == b.top1),
+        "no other relation of an edited subject is left unedited",
+    );
     let scores = metrics::score(&probes, &before, &after, reqs.len());
-    let locality_known = (!known_prompts.is_empty()).then(|| {
-        let same = known_before
+    let locality_known = metrics::Rate::count(
+        known_before
             .iter()
             .zip(&known_after)
-            .filter(|(a, b)| a.top1 == b.top1)
-            .count();
-        same as f64 / known_prompts.len() as f64
+            .map(|(a, b)| a.top1 == b.top1),
+        "no --known-probes",
+    );
+    let generation = (args.generate > 0).then(|| {
+        let check = metrics::GenerationCheck {
+            requests: args.generate,
+            tokens: 8,
+        };
+        metrics::generation_check(model, tok, &reqs, &probes, &before, adapter, check)
     });
     let fluency_after = args.fluency.then(|| fluency(Some(adapter)));
     let n = reqs.len().max(1) as f64;
@@ -297,9 +360,15 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
         "efficacy": scores.efficacy,
         "efficacy_margin": scores.efficacy_margin,
         "generalization": scores.generalization,
+        "generalization_known": scores.generalization_known,
         "locality": scores.locality,
+        "locality_ptrue": scores.locality_ptrue,
+        "locality_all": scores.locality_all,
+        "locality_edited_neighbours": probes.locality_edited,
         "locality_known": locality_known,
+        "locality_subject": locality_subject,
         "portability": scores.portability,
+        "generation": generation,
         "fluency_before": fluency_before,
         "fluency_after": fluency_after,
         "seconds_per_edit": seconds / n,
@@ -308,6 +377,7 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
         "rome_layer": editor.config.rome_layer,
         "memit_layers": editor.config.memit_layers,
         "grace_layer": editor.config.grace_layer,
+        "gate": editor.config.gate,
         "config": editor.config,
         "edit_ids": applied.iter().map(|a| a.id).collect::<Vec<_>>(),
     });

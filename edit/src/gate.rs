@@ -1,0 +1,192 @@
+//! The gated side memory (engram's default editor): a fact is an entry with two keys and a
+//! value; the base weights stay untouched.
+//!
+//! - **Subject gate**: the MLP key of the subject's last token at an *early* layer, where keys
+//!   of different subjects are far apart (median cosine ≈ 0.1–0.2 between two countries in the
+//!   same frame) and the same subject in another frame stays close. Two keys, one per
+//!   tokenization: the subject opening a text ("France's capital") and after a space ("… of
+//!   France"). A position whose key is within the cosine threshold of either marks the
+//!   sequence as mentioning the subject (remembered per sequence, see [`crate::routing`]).
+//! - **Relation gate**: the MLP key of the prompt's last token at a *late* layer, averaged over
+//!   the context templates: it says "the next token answers this relation", in any phrasing.
+//! - **Value**: a `d_model` vector added to that late layer's MLP output where both gates fire
+//!   (within a window of positions after the subject), trained like ROME's `v*` over the
+//!   prompt in every context template until the new answer is top-1 with a margin on all of
+//!   them.
+//!
+//! A neighbour ("The capital of Germany is") passes the relation gate but not the subject
+//! gate; another fact about the subject ("France is in the continent of") passes the subject
+//! gate but not the relation gate. Undo removes the entry.
+
+use serde::{Deserialize, Serialize};
+
+use super::context::EditContext;
+use super::probe::{self, Batch};
+use super::request::EditRequest;
+use super::target::{self, TargetProblem, TargetResult, in_context};
+
+/// Where the gated memory reads its keys and writes its values, and how strict its gates are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct GateConfig {
+    /// The subject gate's layer (early).
+    pub subject_layer: usize,
+    /// The relation gate's and the value's layer (late).
+    pub relation_layer: usize,
+    /// Cosine a position's subject-layer key needs with the subject key after a space.
+    pub subject_threshold: f32,
+    /// Cosine needed with the key of the subject opening a text. That key depends on the
+    /// subject's tokens alone (nothing precedes them), so a text opening with the subject
+    /// reproduces it exactly; a looser threshold lets the first token of *any* text through
+    /// (position 0's keys are alike: the attention sink), which flipped every "The capital of
+    /// … is" neighbour of a capital edit at 0.75.
+    pub opening_threshold: f32,
+    /// Cosine the answering position's relation-layer key needs with the relation key.
+    pub relation_threshold: f32,
+    /// Positions after the subject within which the relation gate may fire.
+    pub window: usize,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        Self {
+            subject_layer: 3,
+            relation_layer: 20,
+            subject_threshold: 0.75,
+            opening_threshold: 0.98,
+            relation_threshold: 0.8,
+            window: 24,
+        }
+    }
+}
+
+/// One gated memory entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateEntry {
+    /// The subject gate's layer.
+    pub subject_layer: usize,
+    /// Unit subject keys at `subject_layer`, `d_ff` values each: the subject opening a text
+    /// first, then (when there is one) the subject after a space.
+    pub subject_keys: Vec<Vec<f32>>,
+    /// Cosine needed with a subject key after the first.
+    pub subject_threshold: f32,
+    /// Cosine needed with the first subject key (the subject opening a text).
+    #[serde(default = "default_opening")]
+    pub opening_threshold: f32,
+    /// The relation gate's layer, where `value` is added.
+    pub relation_layer: usize,
+    /// Unit relation key at `relation_layer`, `d_ff` values.
+    pub relation_key: Vec<f32>,
+    /// Cosine needed with `relation_key`.
+    pub relation_threshold: f32,
+    /// Positions after the subject within which the relation gate may fire.
+    pub window: usize,
+    /// Added to the MLP output of `relation_layer` where both gates fire, `d_model` values.
+    pub value: Vec<f32>,
+}
+
+fn default_opening() -> f32 {
+    GateConfig::default().opening_threshold
+}
+
+/// The value's problem: the prompt in every context template, then the target's tokens;
+/// `δ` at the prompt's last token (where the relation gate fires), no essence term.
+pub fn value_problem(cx: &EditContext, req: &EditRequest) -> (TargetProblem, Vec<usize>) {
+    let target = probe::target_ids(cx.tok, &req.target_new);
+    let mut rows = Vec::new();
+    let mut subject_at = Vec::new();
+    let mut plens = Vec::new();
+    for ctx in cx.contexts {
+        let (text, start) = in_context(ctx, req);
+        let (mut ids, idx) = probe::subject_last_at(cx.tok, &text, start, req.subject.len());
+        subject_at.push(idx);
+        plens.push(ids.len());
+        ids.extend_from_slice(&target[..target.len() - 1]);
+        rows.push(ids);
+    }
+    let batch = Batch::new(&rows, cx.tok.eos());
+    let mut inject = Vec::new();
+    let mut targets = Vec::new();
+    let mut subjects = Vec::new();
+    for (r, &plen) in plens.iter().enumerate() {
+        inject.push(batch.flat(r, plen - 1));
+        subjects.push(batch.flat(r, subject_at[r]));
+        for (j, &t) in target.iter().enumerate() {
+            targets.push((batch.flat(r, plen - 1 + j), t));
+        }
+    }
+    let problem = TargetProblem {
+        batch,
+        inject,
+        targets,
+        kl: Vec::new(),
+    };
+    (problem, subjects)
+}
+
+/// Unit vector along `v` (unchanged when it is zero).
+pub fn unit(mut v: Vec<f32>) -> Vec<f32> {
+    let n = probe::norm(&v);
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+    v
+}
+
+/// Cosine of two equally long vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    probe::dot(a, b) / (probe::norm(a) * probe::norm(b)).max(1e-12)
+}
+
+/// The entry for `req` against the model as `cx` gives it (the edits already applied are
+/// `cx.inner`, so a misrouted earlier entry is trained against).
+pub fn gate_entry(
+    cx: &EditContext,
+    req: &EditRequest,
+    cfg: &GateConfig,
+) -> (GateEntry, TargetResult) {
+    let (problem, subjects) = value_problem(cx, req);
+    let b = &problem.batch;
+    let (ls, lr) = (cfg.subject_layer, cfg.relation_layer);
+    let mut positions = subjects.clone();
+    positions.extend_from_slice(&problem.inject);
+    let keys = probe::keys_at(cx.model, b, &positions, &[ls, lr], cx.inner);
+    let n = subjects.len();
+    // Subject keys by tokenization: rows where the subject opens the text, and the others.
+    let ids_at = |flat: usize| b.tokens[flat];
+    let initial = cx.tok.encode(&req.subject, false);
+    let mut opening = Vec::new();
+    let mut inner = Vec::new();
+    for (r, &flat) in subjects.iter().enumerate() {
+        let starts =
+            flat % b.t + 1 == initial.len() && ids_at(flat) == *initial.last().unwrap_or(&0);
+        if starts {
+            opening.push(keys[&ls][r].clone());
+        } else {
+            inner.push(keys[&ls][r].clone());
+        }
+    }
+    if opening.is_empty() {
+        let batch = Batch::new(std::slice::from_ref(&initial), cx.tok.eos());
+        let k = probe::keys_at(cx.model, &batch, &[initial.len() - 1], &[ls], cx.inner);
+        opening.push(k[&ls][0].clone());
+    }
+    let mut subject_keys = vec![unit(probe::mean(&opening))];
+    if !inner.is_empty() {
+        subject_keys.push(unit(probe::mean(&inner)));
+    }
+    let relation_key = unit(probe::mean(&keys[&lr][n..]));
+    let res = target::optimize(cx.model, lr, &problem, cx.inner, cx.target);
+    let entry = GateEntry {
+        subject_layer: ls,
+        subject_keys,
+        subject_threshold: cfg.subject_threshold,
+        opening_threshold: cfg.opening_threshold,
+        relation_layer: lr,
+        relation_key,
+        relation_threshold: cfg.relation_threshold,
+        window: cfg.window,
+        value: res.delta.clone(),
+    };
+    (entry, res)
+}

@@ -1,0 +1,211 @@
+//! Serving the gated memory ([`crate::gate`]): the entries stacked per layer, and the routing
+//! memory that remembers, per sequence, which subjects it has mentioned and where.
+//!
+//! The graph calls the adapter layer by layer, so a forward call first reaches the subject
+//! layer (the hits of its positions are recorded) and later the relation layer (where an entry
+//! fires if its subject was seen within its window). During cached decoding each call holds one
+//! new token; the subject was in an earlier call, so the hits must outlive the call: they are
+//! kept beside the KV cache, one routing memory per thread (a sequence is decoded on one
+//! thread), one row per batch row. A call of more than one token (a prompt) starts new
+//! sequences; a one-token call of the same batch size continues them. A prompt fed in several
+//! chunks therefore only sees subjects of its last chunk (documented limit).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use std::thread::ThreadId;
+
+use burn::tensor::{Tensor, TensorData};
+use engram_runtime::burn;
+
+use super::gate::GateEntry;
+
+/// Unit keys of one layer, stacked `(d_ff, m)`, and which entry each column belongs to.
+struct KeyBank {
+    keys: Tensor<2>,     // (d_ff, m)
+    owner: Vec<usize>,   // entry index per column
+    threshold: Vec<f32>, // per column
+}
+
+/// A column of a [`KeyBank`] being built: owning entry, unit key, threshold.
+type Column<'a> = (usize, &'a [f32], f32);
+
+/// The gate entries of an edit set, stacked per layer for one matmul per forward call.
+pub(crate) struct GateIndex {
+    entries: Vec<(u64, GateEntry)>,
+    subject: BTreeMap<usize, KeyBank>,
+    relation: BTreeMap<usize, KeyBank>,
+    first_subject_layer: usize,
+}
+
+impl GateIndex {
+    /// Stacks `entries` (edit id, entry) on `device`.
+    pub(crate) fn new(entries: Vec<(u64, GateEntry)>, device: &burn::tensor::Device) -> Self {
+        let mut subject: BTreeMap<usize, Vec<Column>> = BTreeMap::new();
+        let mut relation: BTreeMap<usize, Vec<Column>> = BTreeMap::new();
+        for (i, (_, e)) in entries.iter().enumerate() {
+            for (j, k) in e.subject_keys.iter().enumerate() {
+                let threshold = if j == 0 {
+                    e.opening_threshold
+                } else {
+                    e.subject_threshold
+                };
+                subject
+                    .entry(e.subject_layer)
+                    .or_default()
+                    .push((i, k, threshold));
+            }
+            relation.entry(e.relation_layer).or_default().push((
+                i,
+                &e.relation_key,
+                e.relation_threshold,
+            ));
+        }
+        let bank = |cols: Vec<Column>| {
+            let (m, dff) = (cols.len(), cols[0].1.len());
+            let mut keys = vec![0f32; dff * m];
+            for (j, (_, k, _)) in cols.iter().enumerate() {
+                for (i, &v) in k.iter().enumerate() {
+                    keys[i * m + j] = v;
+                }
+            }
+            KeyBank {
+                keys: Tensor::from_data(TensorData::new(keys, [dff, m]), device),
+                owner: cols.iter().map(|c| c.0).collect(),
+                threshold: cols.iter().map(|c| c.2).collect(),
+            }
+        };
+        let first_subject_layer = subject.keys().next().copied().unwrap_or(usize::MAX);
+        let subject = subject.into_iter().map(|(l, c)| (l, bank(c))).collect();
+        let relation = relation.into_iter().map(|(l, c)| (l, bank(c))).collect();
+        Self {
+            entries,
+            subject,
+            relation,
+            first_subject_layer,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// What one sequence (batch row) has mentioned: `(entry id, absolute position)` of each
+/// subject-gate hit, latest last.
+#[derive(Default)]
+struct Sequences {
+    batch: usize,
+    /// Absolute position of the current call's first token.
+    start: usize,
+    /// Absolute position of the next call's first token.
+    next: usize,
+    hits: Vec<Vec<(u64, usize)>>,
+}
+
+/// The routing memory: one [`Sequences`] per thread.
+#[derive(Default)]
+pub(crate) struct Routing {
+    threads: Mutex<HashMap<ThreadId, Sequences>>,
+}
+
+/// Cosines `(b·t, m)` of each position's key in `x` `(b, t, d_ff)` with the unit columns of
+/// `keys`, on the host.
+fn cosines(x: &Tensor<3>, keys: &Tensor<2>) -> Vec<f32> {
+    let [b, t, dff] = x.dims();
+    let xs = x.clone().detach().reshape([b * t, dff]);
+    let norms = xs.clone().square().sum_dim(1).sqrt().clamp_min(1e-12); // (b·t, 1)
+    (xs.matmul(keys.clone()) / norms)
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 cosines")
+}
+
+impl Routing {
+    /// Forgets every sequence (the entries changed).
+    pub(crate) fn clear(&mut self) {
+        self.threads
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+
+    /// The gated memory's term for the MLP down-projection of `layer` on keys `x`
+    /// `(b, t, d_ff)`: records subject hits at subject layers, adds values at relation layers.
+    pub(crate) fn delta(
+        &self,
+        index: &GateIndex,
+        layer: usize,
+        x: &Tensor<3>,
+    ) -> Option<Tensor<3>> {
+        let [b, t, _] = x.dims();
+        let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
+        let seq = threads.entry(std::thread::current().id()).or_default();
+        if layer == index.first_subject_layer {
+            if t > 1 || seq.batch != b {
+                *seq = Sequences {
+                    batch: b,
+                    start: 0,
+                    next: t,
+                    hits: vec![Vec::new(); b],
+                };
+            } else {
+                seq.start = seq.next;
+                seq.next += t;
+            }
+        }
+        if let Some(bank) = index.subject.get(&layer) {
+            let cos = cosines(x, &bank.keys);
+            let m = bank.owner.len();
+            for row in 0..b.min(seq.hits.len()) {
+                for j in 0..t {
+                    let c = &cos[(row * t + j) * m..(row * t + j + 1) * m];
+                    for (col, &v) in c.iter().enumerate() {
+                        if v >= bank.threshold[col] {
+                            let id = index.entries[bank.owner[col]].0;
+                            seq.hits[row].push((id, seq.start + j));
+                        }
+                    }
+                }
+            }
+        }
+        let bank = index.relation.get(&layer)?;
+        if seq.hits.iter().all(Vec::is_empty) {
+            return None;
+        }
+        let cos = cosines(x, &bank.keys);
+        let m = bank.owner.len();
+        let d = index.entries[0].1.value.len();
+        let mut out = vec![0f32; b * t * d];
+        let mut any = false;
+        for row in 0..b.min(seq.hits.len()) {
+            for j in 0..t {
+                let at = seq.start + j;
+                let c = &cos[(row * t + j) * m..(row * t + j + 1) * m];
+                // The entry whose relation key is closest, among those whose subject the row
+                // mentioned within the entry's window.
+                let best = c
+                    .iter()
+                    .enumerate()
+                    .filter(|&(col, &v)| v >= bank.threshold[col])
+                    .filter(|&(col, _)| {
+                        let (id, e) = &index.entries[bank.owner[col]];
+                        seq.hits[row]
+                            .iter()
+                            .any(|&(h, p)| h == *id && p <= at && at - p <= e.window)
+                    })
+                    .max_by(|a, b| a.1.total_cmp(b.1));
+                if j + 1 == t && tracing::enabled!(tracing::Level::DEBUG) {
+                    let top = c.iter().copied().fold(f32::MIN, f32::max);
+                    let ids: Vec<u64> = seq.hits[row].iter().map(|h| h.0).collect();
+                    tracing::debug!(layer, row, at, top_relation_cos = top, subject_hits = ?ids, fired = best.is_some(), "gate");
+                }
+                if let Some((col, _)) = best {
+                    let value = &index.entries[bank.owner[col]].1.value;
+                    out[(row * t + j) * d..(row * t + j + 1) * d].copy_from_slice(value);
+                    any = true;
+                }
+            }
+        }
+        any.then(|| Tensor::from_data(TensorData::new(out, [b, t, d]), &x.device()))
+    }
+}
