@@ -166,6 +166,23 @@ fn learn_eval_state_and_serve_from_the_command_line() {
     );
     assert!(json_line(&out)["tokens"].is_array());
 
+    // Edits go into the state as a new generation, on top of the adapter.
+    let facts = tmp.path().join("facts.jsonl");
+    std::fs::write(
+        &facts,
+        r#"{"case_id": "c1", "subject": "colors", "prompt": "colors #1:", "target_new": " blue", "ground_truth": " item"}"#,
+    )
+    .unwrap();
+    let mut a = vec!["edit", "--state", s(&state), "--facts", s(&facts), "--method", "grace", "--json"];
+    a.extend(common);
+    let out = run(&a);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let j = json_line(&out);
+    assert_eq!(j["applied"][0]["case_id"], "c1");
+    let mut a = vec!["state", s(&state), "--json"];
+    a.extend(common);
+    assert_eq!(json_line(&run(&a))["edits"], 1);
+
     // A bad example line is refused with its line number, and nothing stored changes.
     let bad = tmp.path().join("bad.jsonl");
     std::fs::write(

@@ -71,6 +71,44 @@ pub struct EditorConfig {
     pub contexts: (usize, usize),
 }
 
+impl EditorConfig {
+    /// Blocks of the model the default layers were chosen on (SmolLM2-135M).
+    pub const DEFAULT_DEPTH: usize = 30;
+
+    /// The defaults with every layer moved to the same relative depth in a model of
+    /// `n_layer` blocks (unchanged for 30 blocks).
+    pub fn for_depth(n_layer: usize) -> Self {
+        let d = Self::default();
+        let at = |l: usize| (l * n_layer / Self::DEFAULT_DEPTH).min(n_layer.saturating_sub(1));
+        let mut memit: Vec<usize> = d.memit_layers.iter().map(|&l| at(l)).collect();
+        memit.dedup();
+        Self {
+            rome_layer: at(d.rome_layer),
+            memit_layers: memit,
+            grace_layer: at(d.grace_layer),
+            gate: crate::gate::GateConfig {
+                subject_layer: at(d.gate.subject_layer),
+                relation_layer: at(d.gate.relation_layer),
+                ..d.gate.clone()
+            },
+            ..d
+        }
+    }
+
+    /// The first layer of this configuration that a model of `n_layer` blocks does not have.
+    pub fn layer_outside(&self, n_layer: usize) -> Option<usize> {
+        [
+            self.rome_layer,
+            self.grace_layer,
+            self.gate.subject_layer,
+            self.gate.relation_layer,
+        ]
+        .into_iter()
+        .chain(self.memit_layers.iter().copied())
+        .find(|&l| l >= n_layer)
+    }
+}
+
 impl Default for EditorConfig {
     fn default() -> Self {
         Self {

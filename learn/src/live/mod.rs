@@ -511,11 +511,13 @@ impl LiveModel {
     pub fn edit(&self, request: &EditRequest, method: Method) -> Result<u64, LiveError> {
         let mut l = lock(&self.learning);
         let model = self.engine.model();
+        // The default layers, at the same relative depth in this model.
+        let config = EditorConfig::for_depth(model.config().n_layer);
         let mut editor = Editor::new(
             model,
             self.engine.tokenizer(),
             &self.identity.identity,
-            EditorConfig::default(),
+            config,
         );
         editor.restore_edits(l.edits.clone());
         if !editor.stats_layers(method).is_empty() {

@@ -49,6 +49,10 @@ pub struct EditArgs {
     /// JSONL edit requests (EasyEdit shape; `scripts/edit_facts.sh` writes data/edit/facts.jsonl).
     #[arg(long)]
     facts: PathBuf,
+    /// Write the edits into this learning state (on top of its adapter; committed as a new
+    /// generation) instead of an edit log; prints the applied ids.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["log", "trace"])]
+    state: Option<std::path::PathBuf>,
     /// Editing method.
     #[arg(long, value_enum, default_value = "gated")]
     method: MethodArg,
@@ -189,6 +193,10 @@ fn subject_probes(all: &[EditRequest], edited: &[EditRequest]) -> Vec<String> {
 
 /// Runs `engram edit`.
 pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
+    if let Some(dir) = &args.state {
+        let reqs = load_jsonl(&args.facts).map_err(|e| in_file(&args.facts, e))?;
+        return crate::learn::edit_state(dir, &reqs, args.method.into(), &args.shared, bars);
+    }
     let (engine, path) = args.shared.load(true, bars)?;
     let (model, tok) = (engine.model(), engine.tokenizer());
     let mut reqs = load_jsonl(&args.facts).map_err(|e| in_file(&args.facts, e))?;

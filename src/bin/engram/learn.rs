@@ -400,3 +400,46 @@ pub fn state(args: StateArgs, bars: &Bars) -> Result<()> {
     }
     Ok(())
 }
+
+/// `engram edit --state DIR`: writes `reqs` into the state (each on top of the adapter and the
+/// edits before it) and commits one generation; prints `{"applied": [{"id", "case_id"}],
+/// "generation"}` with `--json`.
+pub fn edit_state(
+    dir: &Path,
+    reqs: &[engram::edit::EditRequest],
+    method: engram::edit::Method,
+    shared: &SharedArgs,
+    bars: &Bars,
+) -> Result<()> {
+    let config = LiveModel::stored_config(dir)?.ok_or_else(|| {
+        format!(
+            "{}: no learning state (create one with `engram learn --state`)",
+            dir.display()
+        )
+    })?;
+    let engine = engine(shared, true, bars)?;
+    let live = LiveModel::open(engine, dir, &config)?;
+    bars.start(&format!("{} edits", method.name()), reqs.len() as u64);
+    let mut applied = Vec::with_capacity(reqs.len());
+    for r in reqs {
+        let id = live.edit(r, method)?;
+        applied.push(serde_json::json!({ "id": id, "case_id": r.case_id }));
+        bars.advance(1);
+    }
+    bars.finish();
+    let generation = live.commit()?;
+    if shared.json {
+        println!(
+            "{}",
+            serde_json::json!({ "applied": applied, "generation": generation })
+        );
+    } else {
+        println!(
+            "{}: {} edits ({}) written, generation {generation}",
+            dir.display(),
+            applied.len(),
+            method.name()
+        );
+    }
+    Ok(())
+}
