@@ -173,10 +173,23 @@ fn learn_eval_state_and_serve_from_the_command_line() {
         r#"{"case_id": "c1", "subject": "colors", "prompt": "colors #1:", "target_new": " blue", "ground_truth": " item"}"#,
     )
     .unwrap();
-    let mut a = vec!["edit", "--state", s(&state), "--facts", s(&facts), "--method", "grace", "--json"];
+    let mut a = vec![
+        "edit",
+        "--state",
+        s(&state),
+        "--facts",
+        s(&facts),
+        "--method",
+        "grace",
+        "--json",
+    ];
     a.extend(common);
     let out = run(&a);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let j = json_line(&out);
     assert_eq!(j["applied"][0]["case_id"], "c1");
     let mut a = vec!["state", s(&state), "--json"];
