@@ -150,16 +150,17 @@ fn run(
         std::thread::scope(|s| -> Result<()> {
             let learner =
                 s.spawn(|| learn_until(l, &train, until, &stop).map_err(|e| e.to_string()));
-            let mut served = 0;
+            // Serve a prompt whenever a new generation is published (at most twice a category).
+            let (mut served, mut last) = (0, u64::MAX);
             while !learner.is_finished() {
                 let snap = l.snapshot();
-                if served < 2 && snap.generation() > 0 {
+                if served < 2 && snap.generation() != last {
                     println!(
                         "  [serving generation {:>3}] {}",
                         snap.generation(),
                         greedy(&snap)
                     );
-                    served += 1;
+                    (served, last) = (served + 1, snap.generation());
                 }
                 std::thread::sleep(Duration::from_secs(4));
             }

@@ -94,8 +94,8 @@ pub struct LearnArgs {
 }
 
 impl LearnArgs {
-    /// The configuration the flags ask for, and whether any state setting was given.
-    fn config(&self) -> (LiveConfig, bool) {
+    /// The configuration the flags ask for (defaults for the ones not given).
+    fn config(&self) -> LiveConfig {
         let mut c = LiveConfig::default();
         if let Some(s) = self.strategy {
             c.strategy = s.strategy();
@@ -107,14 +107,7 @@ impl LearnArgs {
         c.max_len = self.max_len.unwrap_or(c.max_len);
         c.seed = self.seed.unwrap_or(c.seed);
         c.lora.seed = c.seed;
-        let given = self.strategy.is_some()
-            || self.batch.is_some()
-            || self.buffer.is_some()
-            || self.lr.is_some()
-            || self.rank.is_some()
-            || self.max_len.is_some()
-            || self.seed.is_some();
-        (c, given)
+        c
     }
 
     /// A resumed state's own settings, with every flag given checked against them.
@@ -130,7 +123,7 @@ impl LearnArgs {
         if let Some(s) = self.strategy
             && s.strategy() != stored.strategy
         {
-            return differs("strategy", stored_name(s), stored.strategy.name().into());
+            return differs("strategy", strategy_name(s), stored.strategy.name().into());
         }
         let checks: [(&str, Option<String>, String); 6] = [
             (
@@ -171,7 +164,7 @@ impl LearnArgs {
     }
 }
 
-fn stored_name(s: StrategyArg) -> String {
+fn strategy_name(s: StrategyArg) -> String {
     s.strategy().name().to_owned()
 }
 
@@ -185,12 +178,11 @@ fn engine(shared: &SharedArgs, autodiff: bool, bars: &Bars) -> Result<Arc<Engine
 /// `{"steps", "examples_seen", "generation", "seconds"}`.
 pub fn learn(args: LearnArgs, bars: &Bars) -> Result<()> {
     let started = Instant::now();
-    let (asked, given) = args.config();
+    let asked = args.config();
     let config = match LiveModel::stored_config(&args.state)? {
         Some(stored) => args.resumed(stored)?,
         None => asked,
     };
-    let _ = given;
     let engine = engine(&args.shared, true, bars)?;
     let options = LiveOptions {
         budget: args.budget_mib.map(|m| m.saturating_mul(1 << 20)),
