@@ -346,14 +346,7 @@ impl<'m> Editor<'m> {
                 self.progress.start("rome edits", reqs.len() as u64);
                 for r in reqs {
                     let t0 = Instant::now();
-                    let cx = EditContext {
-                        model: self.model,
-                        tok: self.tok,
-                        contexts: &self.contexts,
-                        inner: Some(&self.edits as &dyn LinearAdapter),
-                        target: &self.config.target,
-                        progress: self.progress,
-                    };
+                    let cx = self.context(&self.config.target);
                     let (term, _) = rome_term(&cx, r, layer, &self.inv_cov[&layer]);
                     let id = self
                         .edits
@@ -367,14 +360,7 @@ impl<'m> Editor<'m> {
                 self.progress.start("grace edits", reqs.len() as u64);
                 for r in reqs {
                     let t0 = Instant::now();
-                    let cx = EditContext {
-                        model: self.model,
-                        tok: self.tok,
-                        contexts: &self.contexts,
-                        inner: Some(&self.edits as &dyn LinearAdapter),
-                        target: &self.config.grace_target,
-                        progress: self.progress,
-                    };
+                    let cx = self.context(&self.config.grace_target);
                     let layer = self.config.grace_layer;
                     let (mut entry, _) = grace_entry(&cx, r, layer, self.config.grace_radius);
                     resolve_conflicts(&mut entry, r, &mut self.edits);
@@ -388,14 +374,7 @@ impl<'m> Editor<'m> {
                 self.progress.start("gated edits", reqs.len() as u64);
                 for r in reqs {
                     let t0 = Instant::now();
-                    let cx = EditContext {
-                        model: self.model,
-                        tok: self.tok,
-                        contexts: &self.contexts,
-                        inner: Some(&self.edits as &dyn LinearAdapter),
-                        target: &self.config.gate_target,
-                        progress: self.progress,
-                    };
+                    let cx = self.context(&self.config.gate_target);
                     let (entry, res) = gate_entry(&cx, r, &self.config.gate);
                     tracing::debug!(steps = res.steps, p_target = res.prob, "gated edit");
                     let id = self.edits.push(method, r.clone(), EditDelta::Gate(entry));
@@ -427,14 +406,7 @@ impl<'m> Editor<'m> {
                         ridge: self.config.alpha_ridge,
                     }
                 };
-                let cx = EditContext {
-                    model: self.model,
-                    tok: self.tok,
-                    contexts: &self.contexts,
-                    inner: Some(&self.edits as &dyn LinearAdapter),
-                    target: &self.config.memit_target,
-                    progress: self.progress,
-                };
+                let cx = self.context(&self.config.memit_target);
                 let terms = batch_terms(&cx, reqs, &layers, &solver)?;
                 let each = start.elapsed().as_secs_f64() / reqs.len().max(1) as f64;
                 for (r, t) in reqs.iter().zip(terms) {
@@ -468,6 +440,19 @@ impl<'m> Editor<'m> {
         let e = self.edits.undo(id).ok_or(EditError::UnknownEdit(id))?;
         self.save_log()?;
         Ok(e)
+    }
+
+    /// What every method reads: this editor's model, tokenizer, contexts and edits so far,
+    /// with the `δ` settings `target`.
+    fn context<'a>(&'a self, target: &'a TargetHparams) -> EditContext<'a> {
+        EditContext {
+            model: self.model,
+            tok: self.tok,
+            contexts: &self.contexts,
+            inner: Some(&self.edits as &dyn LinearAdapter),
+            target,
+            progress: self.progress,
+        }
     }
 
     /// Puts back edits saved earlier (by [`Editor::edits`]), ids kept, replacing any applied
