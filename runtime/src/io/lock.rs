@@ -229,14 +229,18 @@ mod tests {
             .args(["--test-threads", "1"])
             .env("ENGRAM_TEST_LOCK_HOLDER", &path)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         while !line.contains("LOCKED") {
             line.clear();
-            assert!(out.read_line(&mut line).unwrap() > 0, "the child died");
+            if out.read_line(&mut line).unwrap() == 0 {
+                let mut err = String::new();
+                let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+                panic!("the lock-holding child died before taking the lock: {err}");
+            }
         }
         assert!(matches!(
             WriterLock::acquire(&path),
