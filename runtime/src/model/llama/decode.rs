@@ -8,9 +8,12 @@
 //! share needs whole (norms, activation quantization, residual adds) each computes itself, on the
 //! same numbers in the same order, so the shares never disagree.
 //!
-//! Adapters join through [`LinearAdapter::decode_delta`]: a low-rank term `B · (A · x)` is
-//! split by rank, each share adding its partial sum for all outputs, which the readers sum
-//! after the barrier the product already has: an adapter costs its FLOPs and no extra wait.
+//! Adapters join through [`LinearAdapter::decode_delta`]: for a low-rank term `B · (A · x)`
+//! every share computes the whole `h = A · x` (rank × n_in, a few percent of its rows' work)
+//! and adds `B · h` to its own rows, rank by rank in a fixed order. So an adapter costs no
+//! extra barrier, and each output is the same sum in the same order whatever the number of
+//! shares: a token's logits do not depend on how many threads ran it (greedy decoding with an
+//! adapter is reproducible while the decoder switches between one thread and all).
 //!
 //! Training, prefill and scoring stay on the burn graph; `tests/decode.rs` checks that the two
 //! give the same logits within [`DECODE_TOLERANCE`].
@@ -163,23 +166,14 @@ impl SharedF32 {
             *v = f32::from_bits(a.load(Relaxed));
         }
     }
-
-    fn add_to(&self, offset: usize, dst: &mut [f32]) {
-        let n = dst.len();
-        for (v, a) in dst.iter_mut().zip(&self.0[offset..offset + n]) {
-            *v += f32::from_bits(a.load(Relaxed));
-        }
-    }
 }
 
-/// The buffers shares exchange: each projection's output, and per share the partial sums of
-/// the adapter terms.
+/// The buffers shares exchange: each projection's output (its adapter term included).
 struct Shared {
     out: [SharedF32; 7], // per projection: (n_out)
     ff: SharedF32,       // (d_ff)
     att: SharedF32,      // (n_head * d_head)
     logits: SharedF32,   // (n_vocab)
-    partial: Vec<[SharedF32; 7]>,
 }
 
 /// One share's private buffers.
@@ -195,7 +189,6 @@ struct Local {
     rows: Vec<f32>, // (max n_out) this share's rows of a product
     gate: Vec<f32>, // (d_ff)
     h: Vec<f32>,    // (max rank)
-    part: Vec<f32>, // (max n_out)
     scores: Vec<f32>,
     new_k: Vec<f32>, // (n_layer, d_kv) this token's keys (share 0 keeps them)
     new_v: Vec<f32>, // (n_layer, d_kv)
@@ -250,7 +243,6 @@ impl<'m> Decoder<'m> {
             ff: SharedF32::new(dff),
             att: SharedF32::new(c.n_head * c.d_head),
             logits: SharedF32::new(n_vocab),
-            partial: (0..threads).map(|_| outs()).collect(),
         };
         let locals = (0..threads)
             .map(|t| {
@@ -266,7 +258,6 @@ impl<'m> Decoder<'m> {
                     rows: vec![0.0; max_out.max(n_vocab)],
                     gate: vec![0.0; dff],
                     h: vec![0.0; max_rank],
-                    part: vec![0.0; max_out],
                     scores: vec![0.0; capacity + 1],
                     new_k: vec![0.0; c.n_layer * dkv],
                     new_v: vec![0.0; c.n_layer * dkv],
@@ -512,9 +503,9 @@ impl TokenCtx<'_> {
                 self.project(team, me, block, lp, p, d);
             }
             team.sync();
-            self.gather(team, lp, Proj::Q, &mut me.q);
-            self.gather(team, lp, Proj::K, &mut me.k);
-            self.gather(team, lp, Proj::V, &mut me.v);
+            s.out[proj_index(Proj::Q)].load(0, &mut me.q);
+            s.out[proj_index(Proj::K)].load(0, &mut me.k);
+            s.out[proj_index(Proj::V)].load(0, &mut me.v);
             let heads = team.part(c.n_head, 1);
             for h in heads.clone() {
                 self.rope(&mut me.q[h * dh..(h + 1) * dh]);
@@ -539,42 +530,27 @@ impl TokenCtx<'_> {
             me.xq_ty = None;
             self.project(team, me, block, lp, Proj::O, d);
             team.sync();
-            self.add_output(team, lp, Proj::O, me);
+            self.add_output(Proj::O, me);
 
             // Feed-forward.
             rms_norm(&me.x, &lp.ffn_norm, c.rms_eps, &mut me.xn[..d]);
             me.xq_ty = None;
+            // Each share needs only its own rows of gate and up: no exchange before SiLU.
             let rows = team.part(c.d_ff, ROW_ALIGN);
-            if lp.delta(Proj::Gate).is_none() && lp.delta(Proj::Up).is_none() {
-                let n = rows.len();
-                self.product(me, block.proj(Proj::Gate), rows.clone(), d);
-                me.gate[..n].copy_from_slice(&me.rows[..n]);
-                self.product(me, block.proj(Proj::Up), rows.clone(), d);
-                for (g, u) in me.gate[..n].iter_mut().zip(&me.rows[..n]) {
-                    *g = silu(*g) * u;
-                }
-            } else {
-                self.project(team, me, block, lp, Proj::Gate, d);
-                self.project(team, me, block, lp, Proj::Up, d);
-                team.sync();
-                let n = rows.len();
-                let gate = &mut me.gate[..n];
-                s.out[proj_index(Proj::Gate)].load(rows.start, gate);
-                self.add_partials(team, lp, Proj::Gate, rows.start, gate);
-                let up = &mut me.rows[..n];
-                s.out[proj_index(Proj::Up)].load(rows.start, up);
-                self.add_partials(team, lp, Proj::Up, rows.start, up);
-                for (g, u) in me.gate[..n].iter_mut().zip(&me.rows[..n]) {
-                    *g = silu(*g) * u;
-                }
+            let n = rows.len();
+            self.adapted_rows(me, block, lp, Proj::Gate, rows.clone(), d);
+            me.gate[..n].copy_from_slice(&me.rows[..n]);
+            self.adapted_rows(me, block, lp, Proj::Up, rows.clone(), d);
+            for (g, u) in me.gate[..n].iter_mut().zip(&me.rows[..n]) {
+                *g = silu(*g) * u;
             }
-            s.ff.store(rows.start, &me.gate[..rows.len()]);
+            s.ff.store(rows.start, &me.gate[..n]);
             team.sync();
             s.ff.load(0, &mut me.xn[..c.d_ff]);
             me.xq_ty = None;
             self.project(team, me, block, lp, Proj::Down, c.d_ff);
             team.sync();
-            self.add_output(team, lp, Proj::Down, me);
+            self.add_output(Proj::Down, me);
         }
         // The vocabulary projection.
         rms_norm(&me.x, &self.plan.output_norm, c.rms_eps, &mut me.xn[..d]);
@@ -607,8 +583,39 @@ impl TokenCtx<'_> {
         matmul_rows(&w.matrix(), rows, &me.xq, 1, &mut me.rows[..n]);
     }
 
-    /// This share's rows of projection `p` into the shared output, and its ranks of the
-    /// adapter's term (all outputs) into its partial buffer.
+    /// This share's rows `rows` of projection `p`, its adapter term included, into
+    /// `me.rows[..rows.len()]`. Every share computes the whole `h = A · xn` (identically), then
+    /// adds `B · h` to its rows one rank at a time: each output is the same sum in the same
+    /// order whichever share computes it, so the result does not depend on the team's size.
+    fn adapted_rows(
+        &self,
+        me: &mut Local,
+        block: &Block,
+        lp: &LayerPlan,
+        p: Proj,
+        rows: std::ops::Range<usize>,
+        n_in: usize,
+    ) {
+        let w = block.proj(p);
+        self.product(me, w, rows.clone(), n_in);
+        let Some(lr) = lp.delta(p) else {
+            return;
+        };
+        let n_out = w.n_out();
+        let a = QMatrix::new(GgmlType::F32, bytemuck::cast_slice(&lr.a), lr.rank, n_in)
+            .expect("factor shapes checked in Plan::new");
+        let h = &mut me.h[..lr.rank];
+        matmul_rows(&a, 0..lr.rank, bytemuck::cast_slice(&me.xn[..n_in]), 1, h);
+        let out = &mut me.rows[..rows.len()];
+        for (j, &hj) in h.iter().enumerate() {
+            let b = &lr.bt[j * n_out + rows.start..j * n_out + rows.end];
+            for (o, &bj) in out.iter_mut().zip(b) {
+                *o += hj * bj;
+            }
+        }
+    }
+
+    /// This share's rows of projection `p` (adapter term included) into the shared output.
     fn project(
         &self,
         team: &Team<'_>,
@@ -618,63 +625,16 @@ impl TokenCtx<'_> {
         p: Proj,
         n_in: usize,
     ) {
-        let w = block.proj(p);
-        let rows = team.part(w.n_out(), ROW_ALIGN);
-        self.product(me, w, rows.clone(), n_in);
-        let s = self.shared;
-        s.out[proj_index(p)].store(rows.start, &me.rows[..rows.len()]);
-        if let Some(lr) = lp.delta(p) {
-            let n_out = w.n_out();
-            let ranks = team.part(lr.rank, 1);
-            let part = &mut me.part[..n_out];
-            part.fill(0.0);
-            if !ranks.is_empty() {
-                let a = QMatrix::new(GgmlType::F32, bytemuck::cast_slice(&lr.a), lr.rank, n_in)
-                    .expect("factor shapes checked in Plan::new");
-                let h = &mut me.h[..ranks.len()];
-                matmul_rows(
-                    &a,
-                    ranks.clone(),
-                    bytemuck::cast_slice(&me.xn[..n_in]),
-                    1,
-                    h,
-                );
-                for (j, &hj) in ranks.zip(h.iter()) {
-                    for (o, &b) in part.iter_mut().zip(&lr.bt[j * n_out..(j + 1) * n_out]) {
-                        *o += hj * b;
-                    }
-                }
-            }
-            s.partial[team.index()][proj_index(p)].store(0, part);
-        }
-    }
-
-    /// The whole output of projection `p`, its adapter term included.
-    fn gather(&self, team: &Team<'_>, lp: &LayerPlan, p: Proj, dst: &mut [f32]) {
-        self.shared.out[proj_index(p)].load(0, dst);
-        self.add_partials(team, lp, p, 0, dst);
-    }
-
-    fn add_partials(
-        &self,
-        team: &Team<'_>,
-        lp: &LayerPlan,
-        p: Proj,
-        offset: usize,
-        dst: &mut [f32],
-    ) {
-        if lp.delta(p).is_some() {
-            for t in 0..team.size() {
-                self.shared.partial[t][proj_index(p)].add_to(offset, dst);
-            }
-        }
+        let rows = team.part(block.proj(p).n_out(), ROW_ALIGN);
+        self.adapted_rows(me, block, lp, p, rows.clone(), n_in);
+        self.shared.out[proj_index(p)].store(rows.start, &me.rows[..rows.len()]);
     }
 
     /// `x += ` the whole output of `p` (the residual add after o and down).
-    fn add_output(&self, team: &Team<'_>, lp: &LayerPlan, p: Proj, me: &mut Local) {
+    fn add_output(&self, p: Proj, me: &mut Local) {
         let n = me.x.len();
         let out = &mut me.xn[..n];
-        self.gather(team, lp, p, out);
+        self.shared.out[proj_index(p)].load(0, out);
         for (x, o) in me.x.iter_mut().zip(out.iter()) {
             *x += o;
         }
