@@ -49,6 +49,16 @@ fn run(args: &[&str]) -> Output {
     engram().args(args).output().unwrap()
 }
 
+/// `out`, after checking that the command succeeded (its stderr in the failure).
+fn ok(out: Output) -> Output {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 fn json_line(out: &Output) -> serde_json::Value {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
@@ -76,7 +86,7 @@ fn learn_eval_state_and_serve_from_the_command_line() {
         a.extend(extra);
         run(&a)
     };
-    let out = learn(&[
+    let out = ok(learn(&[
         "--strategy",
         "er",
         "--batch",
@@ -87,12 +97,7 @@ fn learn_eval_state_and_serve_from_the_command_line() {
         "24",
         "--rank",
         "4",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]));
     let j = json_line(&out);
     assert_eq!(j["examples_seen"], 24);
     assert!(j["steps"].as_u64().unwrap() >= 6);
@@ -106,24 +111,14 @@ fn learn_eval_state_and_serve_from_the_command_line() {
         !out.status.success() && stderr.contains("--strategy"),
         "{stderr}"
     );
-    let out = learn(&[]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ok(learn(&[]));
     let j = json_line(&out);
     assert_eq!(j["examples_seen"], 48, "continues from what it learned");
     assert!(j["generation"].as_u64().unwrap() > g1);
 
     let mut a = vec!["state", s(&state), "--verify", "--json"];
     a.extend(common);
-    let out = run(&a);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ok(run(&a));
     let st = json_line(&out);
     assert_eq!(st["config"]["strategy"]["kind"], "er");
     assert_eq!(
@@ -158,12 +153,7 @@ fn learn_eval_state_and_serve_from_the_command_line() {
         "--json",
     ];
     a.extend(common);
-    let out = run(&a);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ok(run(&a));
     assert!(json_line(&out)["tokens"].is_array());
 
     // Edits go into the state as a new generation, on top of the adapter.
@@ -184,12 +174,7 @@ fn learn_eval_state_and_serve_from_the_command_line() {
         "--json",
     ];
     a.extend(common);
-    let out = run(&a);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ok(run(&a));
     let j = json_line(&out);
     assert_eq!(j["applied"][0]["case_id"], "c1");
     let mut a = vec!["state", s(&state), "--json"];
@@ -267,12 +252,7 @@ fn a_learner_killed_at_random_points_always_reopens_and_a_reader_never_fails() {
             "4",
         ])
         .collect();
-    let out = run(&first);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(run(&first));
 
     // A reader serving from the directory the whole time.
     let stop = Arc::new(AtomicBool::new(false));
@@ -353,12 +333,7 @@ fn a_learner_killed_at_random_points_always_reopens_and_a_reader_never_fails() {
         .map(String::as_str)
         .chain(["--json"])
         .collect();
-    let out = run(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ok(run(&args));
     let j = json_line(&out);
     assert!(j["generation"].as_u64().unwrap() > last_generation);
     assert!(j["steps"].as_u64().unwrap() > last_steps);
