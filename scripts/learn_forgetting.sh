@@ -11,16 +11,19 @@
 #
 # A seed sets the adapter's initialization, the replay memory's draws and the order of each
 # category's training fortunes (a seeded permutation; `--order fixed` keeps the file order for
-# every seed).
+# every seed). `--buffer` is the replay memory in sequences (default: the runtime's own, 256,
+# which holds every earlier category's 96 training fortunes; 64 keeps a reservoir sample).
 #
 # Usage: scripts/learn_forgetting.sh [--seeds N] [--strategies naive,er,lwf,der++,mkd]
-#        [--steps S] [--order seeded|fixed] [--engram PATH]   (data: scripts/fetch_cl_data.sh fortunes)
+#        [--steps S] [--order seeded|fixed] [--buffer M] [--engram PATH]
+#        (data: scripts/fetch_cl_data.sh fortunes)
 set -euo pipefail
 
 SEEDS=3
 STRATEGIES=naive,er,lwf,der++,mkd
 STEPS=24
 ORDER=seeded
+BUFFER=256
 ENGRAM=${ENGRAM:-target/release/engram}
 while (($#)); do
     case $1 in
@@ -28,8 +31,9 @@ while (($#)); do
         --strategies) STRATEGIES=$2; shift 2 ;;
         --steps) STEPS=$2; shift 2 ;;
         --order) ORDER=$2; shift 2 ;;
+        --buffer) BUFFER=$2; shift 2 ;;
         --engram) ENGRAM=$2; shift 2 ;;
-        -h|--help) sed -n 2,20p "$0"; exit 0 ;;
+        -h|--help) sed -n 2,22p "$0"; exit 0 ;;
         *) echo "learn_forgetting: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -62,7 +66,7 @@ PY
 CATS=(science computers food)
 COMMON=(--threads 2 -q)
 [[ -n ${ENGRAM_MODEL:-} ]] && COMMON+=(--model "$ENGRAM_MODEL")
-echo "date: $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)  engram: $ENGRAM  order: $ORDER" >&2
+echo "date: $(date -u +%FT%TZ)  load: $(cut -d' ' -f1-3 /proc/loadavg)  engram: $ENGRAM  order: $ORDER  buffer: $BUFFER" >&2
 for strategy in ${STRATEGIES//,/ }; do
     for ((seed = 0; seed < SEEDS; seed++)); do
         state="$WORK/state-$strategy-$seed"
@@ -79,7 +83,7 @@ PY
         row=()
         for cat in "${CATS[@]}"; do
             "$ENGRAM" learn --state "$state" --data "$WORK/$cat.train.$seed.jsonl" --steps "$STEPS" \
-                --strategy "$strategy" --seed "$seed" --batch 4 --buffer 64 --max-len 48 \
+                --strategy "$strategy" --seed "$seed" --batch 4 --buffer "$BUFFER" --max-len 48 \
                 --lr 2e-3 --rank 8 "${COMMON[@]}" --json >/dev/null
             losses=()
             for c in "${CATS[@]}"; do

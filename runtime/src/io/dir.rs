@@ -56,7 +56,7 @@ use serde::{Deserialize, Serialize};
 use super::atomic::sync_dir;
 use super::envelope;
 pub use super::generation::{DirError, FileEntry, MAX_FILES, MAX_MANIFEST_BYTES};
-use super::generation::{check_name, file_matches, io_err, read_manifest_payload, write_entry};
+use super::generation::{check_name, file_matches, io_err, read_json_manifest, write_entry};
 use super::lock::{LockError, WriterLock, beside_path};
 
 /// The manifest file inside a committed (or staged) directory.
@@ -78,22 +78,22 @@ struct DirManifest {
 /// The manifest of directory `dir`, if it has a valid one.
 fn read_dir_manifest(dir: &Path) -> Result<Option<Vec<FileEntry>>, DirError> {
     let path = dir.join(MANIFEST_FILE);
-    let Some(sealed) = read_manifest_payload(&path, MANIFEST_MAGIC, MANIFEST_VERSION)? else {
+    let read = read_json_manifest(
+        &path,
+        MANIFEST_MAGIC,
+        MANIFEST_VERSION,
+        |m: &DirManifest| m.files.len(),
+    )?;
+    let Some(m) = read else {
         return Ok(None);
     };
-    let bad = |what: String| DirError::Manifest {
-        path: path.clone(),
-        what,
-    };
-    let m: DirManifest =
-        serde_json::from_slice(sealed.payload()).map_err(|e| bad(e.to_string()))?;
-    if m.files.len() > MAX_FILES {
-        return Err(bad(format!("{} files, at most {MAX_FILES}", m.files.len())));
-    }
     for (i, f) in m.files.iter().enumerate() {
         check_name(dir, &f.name)?;
         if m.files[..i].iter().any(|g| g.name == f.name) {
-            return Err(bad(format!("`{}` listed twice", f.name)));
+            return Err(DirError::Manifest {
+                path,
+                what: format!("`{}` listed twice", f.name),
+            });
         }
     }
     Ok(Some(m.files))

@@ -174,7 +174,31 @@ pub(crate) fn file_matches(path: &Path, size: u64, crc32: u32) -> io::Result<boo
 }
 
 /// Reads and checks an envelope of at most [`MAX_MANIFEST_BYTES`]; `Ok(None)` when absent.
-pub(crate) fn read_manifest_payload(
+/// The JSON manifest at `path` (sealed with `magic` and `version`), `None` when there is none;
+/// a manifest that does not decode as `T` or lists more than [`MAX_FILES`] files (as
+/// `n_files` counts them) is a [`DirError::Manifest`] naming it.
+pub(crate) fn read_json_manifest<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    magic: &[u8; 8],
+    version: u32,
+    n_files: impl Fn(&T) -> usize,
+) -> Result<Option<T>, DirError> {
+    let Some(sealed) = read_manifest_payload(path, magic, version)? else {
+        return Ok(None);
+    };
+    let bad = |what: String| DirError::Manifest {
+        path: path.to_path_buf(),
+        what,
+    };
+    let m: T = serde_json::from_slice(sealed.payload()).map_err(|e| bad(e.to_string()))?;
+    let n = n_files(&m);
+    if n > MAX_FILES {
+        return Err(bad(format!("{n} files, at most {MAX_FILES}")));
+    }
+    Ok(Some(m))
+}
+
+fn read_manifest_payload(
     path: &Path,
     magic: &[u8; 8],
     version: u32,

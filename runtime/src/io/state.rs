@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::atomic::sync_dir;
 use super::envelope;
 use super::generation::{
-    DirError, MAX_FILES, check_name, file_matches, io_err, read_manifest_payload, write_entry,
+    DirError, check_name, file_matches, io_err, read_json_manifest, write_entry,
 };
 use super::lock::{LOCK_FILE, WriterLock};
 
@@ -58,18 +58,10 @@ struct StateManifest {
 
 fn read_manifest(root: &Path) -> Result<StateManifest, DirError> {
     let path = root.join(MANIFEST);
-    let Some(sealed) = read_manifest_payload(&path, MAGIC, VERSION)? else {
+    let read = read_json_manifest(&path, MAGIC, VERSION, |m: &StateManifest| m.files.len())?;
+    let Some(m) = read else {
         return Ok(StateManifest::default());
     };
-    let bad = |what: String| DirError::Manifest {
-        path: path.clone(),
-        what,
-    };
-    let m: StateManifest =
-        serde_json::from_slice(sealed.payload()).map_err(|e| bad(e.to_string()))?;
-    if m.files.len() > MAX_FILES {
-        return Err(bad(format!("{} files, at most {MAX_FILES}", m.files.len())));
-    }
     for (i, f) in m.files.iter().enumerate() {
         check_name(root, &f.name)?;
         check_name(root, &f.file)?;
@@ -78,7 +70,10 @@ fn read_manifest(root: &Path) -> Result<StateManifest, DirError> {
                 .iter()
                 .any(|g| g.name == f.name || g.file == f.file)
         {
-            return Err(bad(format!("`{}` listed twice or reserved", f.name)));
+            return Err(DirError::Manifest {
+                path,
+                what: format!("`{}` listed twice or reserved", f.name),
+            });
         }
     }
     Ok(m)
