@@ -43,5 +43,8 @@ pub mod trace;
 pub use context::EditContext;
 pub use editor::{Applied, EditError, Editor, EditorConfig};
 pub use gate::{GateConfig, GateEntry};
-pub use request::{EditRequest, RequestError, load_jsonl, parse_jsonl};
+pub use request::{
+    EditRequest, RequestError, check_all_fit, load_jsonl, load_jsonl_numbered, parse_jsonl,
+    parse_jsonl_numbered,
+};
 pub use store::{Edit, EditDelta, EditSet, GraceEntry, Method, RankOne};

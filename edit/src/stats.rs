@@ -183,7 +183,19 @@ pub fn layer_stats(
     let mut have = Vec::new();
     let mut missing = Vec::new();
     for &l in layers {
-        match read_cache(&cache_path(cache_dir, &key(l)), &key(l)) {
+        let path = cache_path(cache_dir, &key(l));
+        match read_cache(&path, &key(l)) {
+            // A cache of another shape (a crafted or foreign file under our name) is computed
+            // again rather than trusted: its matrix would index past the model's keys.
+            Some(s) if s.dim != model.config().d_ff => {
+                tracing::warn!(
+                    "{}: statistics of dimension {}, the model's keys have {}; computing again",
+                    path.display(),
+                    s.dim,
+                    model.config().d_ff
+                );
+                missing.push(l);
+            }
             Some(s) => {
                 report.cached_layers.push(l);
                 have.push(s);
@@ -222,7 +234,9 @@ fn collect(
 ) -> Result<Vec<LayerStats>, StatsError> {
     let mut ids = tok.encode(corpus, false);
     ids.truncate(max_tokens);
-    let rows: Vec<Vec<u32>> = ids.chunks_exact(ROW_TOKENS).map(<[u32]>::to_vec).collect();
+    // Rows never longer than the model's context (small models have less than ROW_TOKENS).
+    let row_len = ROW_TOKENS.min(model.config().n_ctx_train);
+    let rows: Vec<Vec<u32>> = ids.chunks_exact(row_len).map(<[u32]>::to_vec).collect();
     if rows.is_empty() {
         return Err(StatsError::CorpusTooSmall(ids.len()));
     }
@@ -243,7 +257,7 @@ fn collect(
         progress.advance(1);
     }
     progress.finish();
-    let n = rows.len() * ROW_TOKENS;
+    let n = rows.len() * row_len;
     Ok(sums
         .into_iter()
         .zip(layers)
@@ -288,13 +302,15 @@ pub fn generated_corpus(model: &Llama, tok: &Tokenizer, tokens: usize, seed: u64
             seed: seed + i as u64,
         });
         let prompt = tok.encode(opening, false);
+        // A row never runs past the model's context (small models have less than a row).
+        let per = per.min(model.config().n_ctx_train.saturating_sub(prompt.len()));
         let mut cache = model.new_cache(1, prompt.len() + per);
         let mut input = prompt;
         let mut out = Vec::with_capacity(per);
         for _ in 0..per {
-            let logits = model
-                .forward(&input, 1, Some(&mut cache), None, Logits::Last)
-                .expect("cache sized for the row");
+            let Ok(logits) = model.forward(&input, 1, Some(&mut cache), None, Logits::Last) else {
+                break; // the context is full
+            };
             let v = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
             let next = sampler.sample(&v);
             if tok.is_eog(next) {

@@ -132,7 +132,8 @@ impl Lora {
             layers: (!full).then_some(lo..hi + 1),
             ..Default::default()
         };
-        let mut lora = Lora::new(model, config)?;
+        // The model's shapes cap what the file states (the rank by the narrowest projection).
+        let mut lora = Lora::new(model, config).map_err(|e| bad(e.to_string()))?;
         let mut host = lora.params.to_host();
         let slots: Vec<_> = lora.slots().collect();
         for (layer, proj, slot) in slots {

@@ -15,6 +15,7 @@ use engram_runtime::model::config::LlamaConfig;
 use engram_runtime::model::llama::{Llama, Proj};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
+use super::peft_config::{TargetModules, parse_peft_config};
 use super::{Lora, LoraConfig, LoraError};
 use crate::optim::HostParams;
 
@@ -231,7 +232,11 @@ impl Lora {
             what,
         };
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let mut lora = Lora::new(model, config)?;
+        // The model's shapes cap what the file states (the rank by the narrowest projection).
+        let mut lora = Lora::new(model, config).map_err(|e| AdapterIoError::Config {
+            path: dir.join(CONFIG_FILE),
+            what: e.to_string(),
+        })?;
         let mut host = lora.params.to_host();
         let r = lora.config.rank;
         let slots: Vec<_> = lora.slots().collect();
@@ -284,55 +289,23 @@ fn read_config(path: &Path, n_layer: usize) -> Result<LoraConfig, AdapterIoError
         path: path.to_owned(),
         what,
     };
-    let text = std::fs::read_to_string(path).map_err(|source| AdapterIoError::Io {
+    let bytes = std::fs::read(path).map_err(|source| AdapterIoError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    if v["peft_type"] != "LORA" {
-        return Err(bad(format!(
-            "peft_type {}, expected \"LORA\"",
-            v["peft_type"]
-        )));
-    }
-    let rank = v["r"].as_u64().ok_or_else(|| bad("`r` missing".into()))? as usize;
-    let alpha = v["lora_alpha"].as_f64().unwrap_or(8.0) as f32;
-    let targets = match &v["target_modules"] {
-        serde_json::Value::Array(a) => {
-            let names: Vec<&str> = a.iter().filter_map(|x| x.as_str()).collect();
-            LoraConfig::parse_targets(&names.join(",")).map_err(|e| bad(e.to_string()))?
-        }
-        serde_json::Value::String(s) if s == "all-linear" => Proj::ALL.to_vec(),
-        other => return Err(bad(format!("target_modules {other} not understood"))),
-    };
-    let layers = match &v["layers_to_transform"] {
-        serde_json::Value::Null => None,
-        serde_json::Value::Array(a) => {
-            let l: Vec<usize> = a
-                .iter()
-                .filter_map(|x| x.as_u64())
-                .map(|x| x as usize)
-                .collect();
-            let (lo, hi) = (l.iter().min().copied(), l.iter().max().copied());
-            match (lo, hi) {
-                (Some(lo), Some(hi)) if hi - lo + 1 == l.len() && hi < n_layer => Some(lo..hi + 1),
-                _ => {
-                    return Err(bad(format!(
-                        "layers_to_transform {l:?}: a contiguous range of 0..{n_layer} is supported"
-                    )));
-                }
-            }
-        }
-        serde_json::Value::Number(n) => n.as_u64().map(|l| l as usize..l as usize + 1),
-        other => return Err(bad(format!("layers_to_transform {other} not understood"))),
+    let c = parse_peft_config(&bytes, n_layer).map_err(bad)?;
+    let targets = match c.targets {
+        TargetModules::AllLinear => Proj::ALL.to_vec(),
+        TargetModules::Names(names) => LoraConfig::parse_targets(&names.join(","))
+            .map_err(|e| bad(format!("`target_modules`: {e}")))?,
     };
     Ok(LoraConfig {
-        rank,
-        alpha,
-        dropout: v["lora_dropout"].as_f64().unwrap_or(0.0) as f32,
+        rank: c.rank,
+        alpha: c.alpha,
+        dropout: c.dropout,
         targets,
-        layers,
-        rslora: v["use_rslora"].as_bool().unwrap_or(false),
+        layers: c.layers,
+        rslora: c.rslora,
         seed: 0,
     })
 }

@@ -159,13 +159,21 @@ pub fn parse_line(
 
 /// Reads a JSONL file of examples, checking every line.
 pub fn load_jsonl(path: &Path) -> Result<Vec<Observation>, ExamplesError> {
+    Ok(load_jsonl_numbered(path)?
+        .into_iter()
+        .map(|(_, x)| x)
+        .collect())
+}
+
+/// [`load_jsonl`] with each example's 1-based line number (for checks against the model).
+pub fn load_jsonl_numbered(path: &Path) -> Result<Vec<(usize, Observation)>, ExamplesError> {
     let text = std::fs::read_to_string(path).map_err(|source| ExamplesError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let mut out = Vec::new();
     for (i, l) in text.lines().enumerate() {
-        out.extend(parse_line(l, path, i + 1)?);
+        out.extend(parse_line(l, path, i + 1)?.map(|x| (i + 1, x)));
     }
     if out.is_empty() {
         return Err(ExamplesError::Empty {

@@ -153,6 +153,11 @@ impl Snapshot {
         self.edits.edits()
     }
 
+    /// The state's learning configuration (`None` when serving the base model).
+    pub fn config(&self) -> Option<&LiveConfig> {
+        self.config.as_ref()
+    }
+
     /// The model.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
