@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use engram_runtime::io::{EnvelopeError, WriterLock, remove_stale_temps};
+use engram_runtime::io::WriterLock;
 use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
 use engram_runtime::model::tokenizer::Tokenizer;
 use engram_runtime::progress::{Progress, Silent};
@@ -572,13 +572,7 @@ impl<'m> Editor<'m> {
     /// in this process or another, gets [`LogError::Lock`]) and removes temp files a killed
     /// writer left beside it.
     pub fn open_log(&mut self, path: &Path) -> Result<usize, EditError> {
-        let lock = WriterLock::beside(path).map_err(LogError::from)?;
-        remove_stale_temps(path).map_err(|source| {
-            LogError::from(EnvelopeError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        })?;
+        let lock = WriterLock::for_replace(path).map_err(LogError::from)?;
         let restored = match log::load(path)? {
             Some(c) if c.model != self.model_id => {
                 return Err(LogError::OtherModel {
@@ -589,6 +583,12 @@ impl<'m> Editor<'m> {
                 .into());
             }
             Some(c) => {
+                crate::store::check_edits(&c.edits, self.model).map_err(|what| {
+                    LogError::Shape {
+                        path: path.to_path_buf(),
+                        what,
+                    }
+                })?;
                 let n = c.edits.len();
                 self.edits.restore(c.edits);
                 n

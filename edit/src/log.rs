@@ -49,6 +49,15 @@ pub enum LogError {
         /// What did not parse.
         what: String,
     },
+    /// An edit's vectors or layers do not fit the model (the log was crafted, or written for
+    /// a model of another shape under the same name).
+    #[error("{path}: {what}")]
+    Shape {
+        /// The log file.
+        path: PathBuf,
+        /// Which edit and field, and what is wrong.
+        what: String,
+    },
     /// The log belongs to another base model.
     #[error("{path}: edit log is for model {found}, not {expected}")]
     OtherModel {

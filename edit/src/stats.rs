@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use burn::tensor::Tensor;
 use engram_runtime::burn;
+use engram_runtime::io::WriterLock;
 use engram_runtime::io::envelope::{self, EnvelopeError};
 use engram_runtime::model::llama::Llama;
 use engram_runtime::model::tokenizer::Tokenizer;
@@ -214,7 +215,12 @@ pub fn layer_stats(
         })?;
         for s in computed {
             let path = cache_path(cache_dir, &key(s.layer));
-            write_cache(&path, &key(s.layer), &s)?;
+            // Writers of one cache file take its lock and clear what a killed writer left; if
+            // another process is writing the same statistics, its file will do.
+            match WriterLock::for_replace(&path) {
+                Ok(_lock) => write_cache(&path, &key(s.layer), &s)?,
+                Err(e) => tracing::debug!("{e}; not writing the cache"),
+            }
             have.push(s);
         }
     }

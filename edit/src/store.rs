@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use burn::tensor::{Device, Tensor, TensorData};
 use engram_runtime::backend::{QWeight, quant_linear};
 use engram_runtime::burn;
-use engram_runtime::model::llama::{LinearAdapter, Proj};
+use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
 use serde::{Deserialize, Serialize};
 
 use super::gate::GateEntry;
@@ -97,6 +97,70 @@ pub struct Edit {
     pub request: EditRequest,
     /// The change.
     pub delta: EditDelta,
+}
+
+impl Edit {
+    /// Checks the edit's vectors and layers against a model of `n_layer` blocks, width
+    /// `d_model` and MLP width `d_ff` (an edit read from a file may come from another model or
+    /// be crafted: a wrong length would index past the model's activations). The error names
+    /// the edit and the field.
+    pub fn check_shape(&self, n_layer: usize, d_model: usize, d_ff: usize) -> Result<(), String> {
+        let id = self.id;
+        let layer = |field: &str, l: usize| match l < n_layer {
+            true => Ok(()),
+            false => Err(format!(
+                "edit {id}: `{field}` {l} is outside the model's {n_layer} blocks"
+            )),
+        };
+        let len = |field: &str, v: &[f32], want: usize| {
+            if v.len() != want {
+                return Err(format!(
+                    "edit {id}: `{field}` has {} values, the model needs {want}",
+                    v.len()
+                ));
+            }
+            match v.iter().all(|x| x.is_finite()) {
+                true => Ok(()),
+                false => Err(format!("edit {id}: `{field}` holds non-finite values")),
+            }
+        };
+        match &self.delta {
+            EditDelta::Weights(terms) => {
+                for t in terms {
+                    layer("layer", t.layer)?;
+                    len("r", &t.r, d_model)?;
+                    len("a", &t.a, d_ff)?;
+                    len("k", &t.k, d_ff)?;
+                }
+            }
+            EditDelta::Grace(g) => {
+                layer("layer", g.layer)?;
+                len("key", &g.key, d_ff)?;
+                len("value", &g.value, d_model)?;
+            }
+            EditDelta::Gate(g) => {
+                layer("subject_layer", g.subject_layer)?;
+                layer("relation_layer", g.relation_layer)?;
+                if g.subject_keys.is_empty() {
+                    return Err(format!("edit {id}: `subject_keys` is empty"));
+                }
+                for k in &g.subject_keys {
+                    len("subject_keys", k, d_ff)?;
+                }
+                len("relation_key", &g.relation_key, d_ff)?;
+                len("value", &g.value, d_model)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`Edit::check_shape`] of every edit against `model`.
+pub fn check_edits(edits: &[Edit], model: &Llama) -> Result<(), String> {
+    let c = model.config();
+    edits
+        .iter()
+        .try_for_each(|e| e.check_shape(c.n_layer, c.d_model, c.d_ff))
 }
 
 /// Stacked rank-one factors of one layer: `a` `(d_ff, m)` and `r` `(m, d_model)`.

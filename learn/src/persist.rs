@@ -36,6 +36,9 @@ pub enum SnapshotError {
     /// Reading or writing the file failed, or its envelope is damaged (names the file).
     #[error(transparent)]
     File(#[from] EnvelopeError),
+    /// Another writer holds the snapshot's lock, or the lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] engram_runtime::io::LockError),
     /// The bytes' envelope is damaged, foreign or of an unknown version.
     #[error("replay snapshot: {0}")]
     Envelope(#[from] Corruption),
@@ -193,6 +196,7 @@ pub fn read_payload(r: &mut Reader) -> Result<ReplayBuffer, SnapshotError> {
 /// Writes `buf` to `path` atomically (temp file, fsync, rename): a crash leaves the old
 /// snapshot or the new one, never a torn file.
 pub fn save(buf: &ReplayBuffer, path: &Path) -> Result<(), SnapshotError> {
+    let _lock = engram_runtime::io::WriterLock::for_replace(path)?;
     Ok(envelope::write_file(path, MAGIC, VERSION, &payload(buf))?)
 }
 

@@ -50,6 +50,7 @@ impl Lora {
     /// `adapter.gguf` inside an adapter directory use [`Lora::save_adapter_dir`], which commits
     /// it with the PEFT files as one generation.
     pub fn save_llama_cpp(&self, path: &Path) -> Result<(), AdapterIoError> {
+        let _lock = engram_runtime::io::WriterLock::for_replace(path)?;
         write_bytes_atomic(path, &self.to_llama_cpp_gguf()).map_err(|source| AdapterIoError::Io {
             path: path.to_owned(),
             source,

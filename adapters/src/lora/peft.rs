@@ -66,6 +66,9 @@ pub enum AdapterIoError {
     /// The adapter does not fit the model.
     #[error(transparent)]
     Lora(#[from] LoraError),
+    /// Another writer holds the file's lock, or the lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] engram_runtime::io::LockError),
     /// The adapter directory could not be committed or recovered (another writer holds it, it
     /// holds files that are not an adapter's, the file system failed); names the path.
     #[error(transparent)]

@@ -127,6 +127,7 @@ impl Snapshot {
         lora.params_mut()
             .load_host(&host)
             .map_err(|e| corrupt(files::LORA, e.to_string()))?;
+        engram_edit::store::check_edits(&edits, model).map_err(|e| corrupt(files::EDITS, e))?;
         let edits = edit_set(model, edits);
         Ok(Self {
             engine,
