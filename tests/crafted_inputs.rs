@@ -1698,7 +1698,8 @@ fn an_edit_log_whose_vectors_do_not_fit_the_model_is_refused() {
     assert!(ok, "{err}");
     let bytes = std::fs::read(&path).unwrap();
     let contents = log::decode(&bytes, &path).unwrap();
-    let crafted: [(&str, fn(&mut EditDelta)); 3] = [
+    type Craft = fn(&mut EditDelta);
+    let crafted: [(&str, Craft); 3] = [
         ("values", |delta| {
             if let EditDelta::Gate(g) = delta {
                 g.value.truncate(3);

@@ -31,6 +31,7 @@ pub mod log;
 pub mod memit;
 pub mod metrics;
 pub mod probe;
+pub mod record;
 pub mod request;
 pub mod rome;
 pub mod routing;

@@ -8,8 +8,10 @@
 
 pub mod config;
 pub mod gguf;
+pub mod gguf_layout;
 pub mod peft;
 pub mod peft_config;
+pub mod peft_weights;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -17,6 +19,9 @@ use std::sync::Mutex;
 use burn::tensor::{Tensor, TensorData};
 use engram_runtime::burn;
 use engram_runtime::model::llama::{DecodeDelta, LinearAdapter, Llama, LowRank, Proj};
+// What `gguf_layout` reaches through its parent (the fuzz crate provides the same names).
+use engram_kernels::GgmlType;
+use engram_runtime::format::Gguf;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
@@ -73,9 +78,9 @@ pub enum LoraError {
         /// Blocks in the model.
         n_layer: usize,
     },
-    /// The rank exceeds the narrowest adapted projection: `B·A` could not be of that rank, and
-    /// a crafted rank would size the factors past the model itself.
-    #[error("LoRA rank {rank} exceeds {max}, the narrowest adapted projection's width")]
+    /// The rank exceeds the largest rank an adapted projection can take: `B·A` could not be of
+    /// that rank, and a crafted rank would size the factors past the model itself.
+    #[error("LoRA rank {rank} exceeds {max}, the largest rank an adapted projection can take")]
     Rank {
         /// The rank asked for.
         rank: usize,
@@ -97,8 +102,8 @@ pub enum LoraError {
 
 pub use peft_config::MAX_ALPHA;
 
-/// The largest rank an adapter of `targets` on `model` may have: the narrowest width among
-/// the adapted projections.
+/// The largest rank an adapter of `targets` on `model` may have: the largest rank an adapted
+/// projection can take (`min(n_in, n_out)` of the roomiest one).
 pub fn max_rank(model: &Llama, targets: &[Proj]) -> usize {
     targets
         .iter()
@@ -106,7 +111,7 @@ pub fn max_rank(model: &Llama, targets: &[Proj]) -> usize {
             let w = model.weight(0, p);
             w.n_in().min(w.n_out())
         })
-        .min()
+        .max()
         .unwrap_or(0)
 }
 

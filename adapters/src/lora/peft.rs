@@ -16,6 +16,7 @@ use engram_runtime::model::llama::{Llama, Proj};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use super::peft_config::{TargetModules, parse_peft_config};
+use super::peft_weights::peft_tensor;
 use super::{Lora, LoraConfig, LoraError};
 use crate::optim::HostParams;
 
@@ -235,7 +236,7 @@ impl Lora {
             what,
         };
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        // The model's shapes cap what the file states (the rank by the narrowest projection).
+        // The model's shapes cap what the file states (the rank by the roomiest projection).
         let mut lora = Lora::new(model, config).map_err(|e| AdapterIoError::Config {
             path: dir.join(CONFIG_FILE),
             what: e.to_string(),
@@ -249,28 +250,11 @@ impl Lora {
                 ("B", slot.b, [slot.n_out, r]),
             ] {
                 let name = peft_name(layer, proj, ab);
-                let t = st
-                    .tensor(&name)
-                    .map_err(|_| bad(format!("missing tensor `{name}`")))?;
-                if t.shape() != shape {
-                    return Err(bad(format!(
-                        "`{name}`: shape {:?}, the model needs {shape:?}",
-                        t.shape()
-                    )));
-                }
-                let mut v = to_f32(t.dtype(), t.data()).ok_or_else(|| {
-                    bad(format!(
-                        "`{name}`: dtype {:?} (F32, F16, BF16 read)",
-                        t.dtype()
-                    ))
-                })?;
+                let mut v = peft_tensor(&st, &name, shape).map_err(bad)?;
                 if ab == "B"
                     && let Some(heads) = permuted_heads(model.config(), proj)
                 {
                     v = permute_rows(&v, r, heads, false);
-                }
-                if v.iter().any(|x| !x.is_finite()) {
-                    return Err(bad(format!("`{name}` holds non-finite values")));
                 }
                 host.values[id.0] = v;
             }
@@ -310,24 +294,6 @@ fn read_config(path: &Path, n_layer: usize) -> Result<LoraConfig, AdapterIoError
         layers: c.layers,
         rslora: c.rslora,
         seed: 0,
-    })
-}
-
-fn to_f32(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
-    Some(match dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        _ => return None,
     })
 }
 

@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 pub const MAX_ALPHA: f32 = 1e6;
 
 /// Largest rank a file may state before the model's shapes are consulted (the model then caps
-/// it at its narrowest adapted projection).
+/// it by its projections).
 pub const MAX_RANK: usize = 1 << 16;
 
 /// Which projections the file adapts.

@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use engram_adapters::trainer::Encoded;
-use engram_runtime::model::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 /// Longest text of one example field, in bytes (tokenizing more is wasted: sequences are cut
@@ -87,23 +85,6 @@ impl Observation {
             (Some(_), None, None) => Err("\"prompt\" without \"completion\"".into()),
             _ => Err("give either \"prompt\" and \"completion\", or \"text\"".into()),
         }
-    }
-
-    /// Tokenizes the example, cut to `max_len` tokens. `None` when nothing trainable remains
-    /// (the prompt alone fills `max_len`, or the text is a single token).
-    pub fn encode(&self, tok: &Tokenizer, max_len: usize) -> Option<Encoded> {
-        let (mut tokens, n_prompt) = match (&self.prompt, &self.completion, &self.text) {
-            (Some(p), Some(c), _) => {
-                let mut t = tok.encode(p, true);
-                let n = t.len();
-                t.extend(tok.encode(c, false));
-                (t, n)
-            }
-            (_, _, Some(text)) => (tok.encode(text, false), 1),
-            _ => return None,
-        };
-        tokens.truncate(max_len);
-        (n_prompt >= 1 && tokens.len() > n_prompt).then_some(Encoded { tokens, n_prompt })
     }
 }
 

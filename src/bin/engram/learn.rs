@@ -117,7 +117,7 @@ impl LearnArgs {
         let max = engram::adapters::lora::max_rank(model, &config.lora.targets);
         if config.lora.rank > max {
             return Err(format!(
-                "--rank {}: at most {max}, the narrowest adapted projection's width",
+                "--rank {}: at most {max}, the largest rank an adapted projection can take",
                 config.lora.rank
             )
             .into());

@@ -119,7 +119,7 @@ pub struct LoraArgs {
 
 impl LoraArgs {
     /// The flags checked against `model`: `--layers` within its blocks, `--rank` within its
-    /// narrowest adapted projection (errors name the flag).
+    /// largest rank an adapted projection can take (errors name the flag).
     fn check(&self, config: &LoraConfig, model: &Llama) -> Result<()> {
         let n_layer = model.config().n_layer;
         if let Some(l) = &self.layers
@@ -135,7 +135,7 @@ impl LoraArgs {
         let max = engram::adapters::lora::max_rank(model, &config.targets);
         if self.rank > max {
             return Err(format!(
-                "--rank {}: at most {max}, the narrowest adapted projection's width",
+                "--rank {}: at most {max}, the largest rank an adapted projection can take",
                 self.rank
             )
             .into());
