@@ -26,7 +26,9 @@ const MAGIC: &[u8; 8] = b"ENGEDLOG";
 const READS: &[u32] = &[2, 3];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let sealed;
     let file = if mode % 2 == 1 {
         rest
@@ -34,8 +36,12 @@ fuzz_target!(|data: &[u8]| {
         sealed = envelope::seal(MAGIC, 3, rest);
         &sealed
     };
-    let Ok((_, body)) = envelope::open(file, MAGIC, READS) else { return };
-    let Ok(log) = record::LogContents::decode(body) else { return };
+    let Ok((_, body)) = envelope::open(file, MAGIC, READS) else {
+        return;
+    };
+    let Ok(log) = record::LogContents::decode(body) else {
+        return;
+    };
     for e in &log.edits {
         let _ = e.check_shape(2, 64, 96);
     }

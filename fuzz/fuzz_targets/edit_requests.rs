@@ -12,8 +12,12 @@ mod request;
 
 fuzz_target!(|data: &[u8]| {
     // The CLI reads the file with `read_to_string`: invalid UTF-8 is an I/O error before this.
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(reqs) = request::parse_jsonl_numbered(text) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(reqs) = request::parse_jsonl_numbered(text) else {
+        return;
+    };
     assert!(!reqs.is_empty());
     for (line, r) in &reqs {
         assert!(*line >= 1 && !r.target_new.trim().is_empty());

@@ -12,7 +12,9 @@ use libfuzzer_sys::fuzz_target;
 mod example;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     for (i, line) in text.lines().enumerate() {
         match example::parse_line(line, Path::new("fuzz.jsonl"), i + 1) {
             Ok(Some(x)) => assert!(x.check().is_ok()),

@@ -32,7 +32,9 @@ fuzz_target!(|data: &[u8]| {
             ("ffn_down", 96, 64),
         ],
     };
-    let Ok(layout) = lora_gguf_layout(&gguf, data.len(), &shapes) else { return };
+    let Ok(layout) = lora_gguf_layout(&gguf, data.len(), &shapes) else {
+        return;
+    };
     assert!(layout.rank >= 1 && layout.rank <= 64);
     assert!(layout.alpha.is_finite());
     assert!(layout.layers.end <= 2 && layout.layers.start < layout.layers.end);

@@ -29,14 +29,20 @@ const PROJ: [(&str, &str, usize, usize); 7] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&n, rest)) = data.split_first() else { return };
+    let Some((&n, rest)) = data.split_first() else {
+        return;
+    };
     let split = (usize::from(n) * 4).min(rest.len());
     let (config, weights) = rest.split_at(split);
-    let Ok(c) = parse_peft_config(config, 2) else { return };
+    let Ok(c) = parse_peft_config(config, 2) else {
+        return;
+    };
     assert!(c.rank >= 1 && c.alpha.is_finite() && (0.0..1.0).contains(&c.dropout));
     let layers = c.layers.clone().unwrap_or(0..2);
     assert!(layers.end <= 2);
-    let Ok(st) = SafeTensors::deserialize(weights) else { return };
+    let Ok(st) = SafeTensors::deserialize(weights) else {
+        return;
+    };
     let targets: Vec<_> = match &c.targets {
         TargetModules::AllLinear => PROJ.to_vec(),
         TargetModules::Names(names) => PROJ

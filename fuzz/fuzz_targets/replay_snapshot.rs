@@ -30,7 +30,9 @@ use atomic::remove_stale_temps;
 use lock::{LockError, WriterLock};
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
     let sealed;
     let file = if mode % 2 == 1 {
         rest
