@@ -37,6 +37,7 @@ pub mod rome;
 pub mod routing;
 pub mod separation;
 pub mod stats;
+pub mod stats_cache;
 pub mod store;
 pub mod target;
 pub mod trace;

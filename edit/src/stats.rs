@@ -16,45 +16,16 @@ use engram_runtime::io::envelope::{self, EnvelopeError};
 use engram_runtime::model::llama::Llama;
 use engram_runtime::model::tokenizer::Tokenizer;
 use engram_runtime::progress::Progress;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::probe::{Batch, capture_keys};
 
-/// The statistics cache's envelope magic.
-pub const MAGIC: &[u8; 8] = b"ENGKCOV\0";
-/// Format version written and read (1 was the pre-envelope layout).
-pub const VERSION: u32 = 2;
+pub use crate::stats_cache::{LayerStats, MAGIC, StatsKey, VERSION};
 
 /// Tokens per corpus row (the covariance is over all positions of every row).
 pub const ROW_TOKENS: usize = 128;
 /// Rows per forward pass.
 pub const ROWS_PER_PASS: usize = 4;
-
-/// Key statistics of one layer.
-#[derive(Clone, Debug)]
-pub struct LayerStats {
-    /// The block.
-    pub layer: usize,
-    /// `E[k kᵀ]`, `(d_ff, d_ff)` row-major.
-    pub mom2: Vec<f32>,
-    /// `d_ff`.
-    pub dim: usize,
-    /// Tokens it was estimated from.
-    pub tokens: usize,
-}
-
-/// Identifies what a cached file was computed from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StatsKey {
-    /// Base model identity.
-    pub model: String,
-    /// FNV-1a of the corpus text.
-    pub corpus: u64,
-    /// Token budget.
-    pub max_tokens: usize,
-    /// The block.
-    pub layer: usize,
-}
 
 /// How a statistics pass went.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -115,24 +86,7 @@ fn write_cache(path: &Path, key: &StatsKey, s: &LayerStats) -> Result<(), Envelo
 /// (a cache: any doubt means compute again).
 fn read_cache(path: &Path, key: &StatsKey) -> Option<LayerStats> {
     let sealed = envelope::read_file(path, MAGIC, &[VERSION]).ok()?;
-    let body = sealed.payload();
-    let hlen = u32::from_le_bytes(body.get(..4)?.try_into().ok()?) as usize;
-    let header = body.get(4..4usize.checked_add(hlen)?)?;
-    let (k, dim, tokens): (StatsKey, usize, usize) = serde_json::from_slice(header).ok()?;
-    let data = body.get(4 + hlen..)?;
-    if k != *key || data.len() != dim.checked_mul(dim)?.checked_mul(4)? {
-        return None;
-    }
-    let mom2 = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect();
-    Some(LayerStats {
-        layer: k.layer,
-        mom2,
-        dim,
-        tokens,
-    })
+    crate::stats_cache::decode(sealed.payload(), key)
 }
 
 /// 64-bit FNV-1a: names a cache file after what it was computed from.
