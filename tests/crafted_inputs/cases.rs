@@ -451,6 +451,24 @@ pub(super) fn cases(f: &Fixtures) -> Vec<Case> {
         vec!["adapter_config.json", "peft_type"],
     );
     peft_case(
+        "DoRA",
+        &set("use_dora", json!(true)),
+        &weights,
+        vec!["adapter_config.json", "use_dora"],
+    );
+    peft_case(
+        "modules to save",
+        &set("modules_to_save", json!(["lm_head"])),
+        &weights,
+        vec!["adapter_config.json", "modules_to_save"],
+    );
+    peft_case(
+        "rank pattern",
+        &set("rank_pattern", json!({"q_proj": 4})),
+        &weights,
+        vec!["adapter_config.json", "rank_pattern"],
+    );
+    peft_case(
         "config an array",
         &|c| *c = json!([1, 2]),
         &weights,

@@ -86,6 +86,33 @@ pub fn parse_peft_config(bytes: &[u8], n_layer: usize) -> Result<PeftLoraConfig,
         return Err(format!("`lora_dropout` {dropout} is not in [0, 1)"));
     }
     let rslora: bool = field(obj, "use_rslora")?.unwrap_or(false);
+    // Settings that change what the weights mean: loading such an adapter as plain LoRA would
+    // run something else than what was trained, silently.
+    if field::<bool>(obj, "use_dora")?.unwrap_or(false) {
+        return Err("`use_dora` true: DoRA adapters are not supported".into());
+    }
+    if field::<bool>(obj, "fan_in_fan_out")?.unwrap_or(false) {
+        return Err("`fan_in_fan_out` true: only nn.Linear-layout weights are supported".into());
+    }
+    let bias: String = field(obj, "bias")?.unwrap_or_else(|| "none".into());
+    if bias != "none" {
+        return Err(format!("`bias` {bias:?}: only \"none\" is supported"));
+    }
+    for key in ["rank_pattern", "alpha_pattern"] {
+        let pattern: serde_json::Map<String, serde_json::Value> =
+            field(obj, key)?.unwrap_or_default();
+        if !pattern.is_empty() {
+            return Err(format!(
+                "`{key}`: per-module ranks and alphas are not supported"
+            ));
+        }
+    }
+    let saved: Vec<String> = field(obj, "modules_to_save")?.unwrap_or_default();
+    if !saved.is_empty() {
+        return Err(format!(
+            "`modules_to_save` {saved:?}: adapters that replace whole modules are not supported"
+        ));
+    }
     let targets = match obj.get("target_modules") {
         Some(serde_json::Value::String(s)) if s == "all-linear" => TargetModules::AllLinear,
         Some(serde_json::Value::Array(_)) => {
@@ -163,6 +190,10 @@ mod tests {
         let ok = br#"{"peft_type":"LORA","r":8,"lora_alpha":16,"target_modules":["q_proj","v_proj"],"layers_to_transform":null,"modules_to_save":null}"#;
         let c = parse_peft_config(ok, 30).unwrap();
         assert_eq!((c.rank, c.alpha, c.layers), (8, 16.0, None));
+        // What PEFT 0.13's save_pretrained writes for a plain LoRA adapter.
+        let peft = br#"{"alpha_pattern":{},"auto_mapping":null,"base_model_name_or_path":"HuggingFaceTB/SmolLM2-135M-Instruct","bias":"none","fan_in_fan_out":false,"inference_mode":true,"init_lora_weights":true,"layer_replication":null,"layers_pattern":null,"layers_to_transform":null,"loftq_config":{},"lora_alpha":16,"lora_dropout":0.05,"megatron_config":null,"megatron_core":"megatron.core","modules_to_save":null,"peft_type":"LORA","r":8,"rank_pattern":{},"revision":null,"target_modules":["v_proj","q_proj"],"task_type":"CAUSAL_LM","use_dora":false,"use_rslora":false}"#;
+        let c = parse_peft_config(peft, 30).unwrap();
+        assert_eq!((c.rank, c.dropout), (8, 0.05));
         for (bad, says) in [
             (
                 r#"{"peft_type":"LORA","r":"8","target_modules":["q_proj"]}"#,
@@ -197,6 +228,18 @@ mod tests {
                 "`r`",
             ),
             (r#"[1]"#, "object"),
+            (
+                r#"{"peft_type":"LORA","r":8,"target_modules":["q_proj"],"use_dora":true}"#,
+                "`use_dora`",
+            ),
+            (
+                r#"{"peft_type":"LORA","r":8,"target_modules":["q_proj"],"rank_pattern":{"q":4}}"#,
+                "`rank_pattern`",
+            ),
+            (
+                r#"{"peft_type":"LORA","r":8,"target_modules":["q_proj"],"modules_to_save":["lm_head"]}"#,
+                "`modules_to_save`",
+            ),
         ] {
             let e = parse_peft_config(bad.as_bytes(), 30).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");
