@@ -1169,6 +1169,24 @@ pub(super) fn cases(f: &Fixtures) -> Vec<Case> {
         v(&["edit", "--model", &m, "--facts", &s(&d.join("nope.jsonl"))]),
         &["nope.jsonl"]
     );
+    for (flag, value) in [("--layer", "1"), ("--config", "x.json"), ("--limit", "1")] {
+        add!(
+            "edit",
+            format!("--state with {flag} (the state keeps its settings)"),
+            v(&[
+                "edit",
+                "--model",
+                &m,
+                "--facts",
+                &good_facts,
+                "--state",
+                &s(&d.join("edit-state")),
+                flag,
+                value,
+            ]),
+            &[flag, "cannot be used with"]
+        );
+    }
     for (name, bytes) in [
         ("log garbage", b"garbage garbage garbage".to_vec()),
         ("log empty", Vec::new()),

@@ -51,7 +51,12 @@ pub struct EditArgs {
     facts: PathBuf,
     /// Write the edits into this learning state (on top of its adapter; committed as a new
     /// generation) instead of an edit log; prints the applied ids.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["log", "trace"])]
+    /// The state keeps its own editor settings, so the flags that tune or measure an edit run
+    /// are refused with it rather than ignored.
+    #[arg(long, value_name = "DIR", conflicts_with_all = [
+        "log", "trace", "separation", "config", "layer", "limit", "known_only", "known_probes",
+        "corpus", "stats_dir", "sequential", "details", "fluency", "generate",
+    ])]
     state: Option<std::path::PathBuf>,
     /// Editing method.
     #[arg(long, value_enum, default_value = "gated")]
