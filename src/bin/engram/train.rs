@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use engram::adapters::full::{Compute, FullFinetune, plan_full, plan_full_within};
 use engram::adapters::lora::{Lora, LoraConfig};
 use engram::adapters::optim::AdamWConfig;
+use engram::adapters::trainer::example::parse_example_line;
 use engram::adapters::trainer::plan::{TrainShape, plan, plan_within};
 use engram::adapters::trainer::{Encoded, Example, TrainConfig, TrainEvent, Trainable, Trainer};
 use engram::runtime::engine::Engine;
@@ -226,12 +227,9 @@ fn read_jsonl(path: &Path) -> Result<Vec<(usize, Example)>> {
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let at = |e: &dyn std::fmt::Display| format!("{}:{}: {e}", path.display(), i + 1);
         let line = line.map_err(|e| at(&e))?;
-        if line.trim().is_empty() {
-            continue;
+        if let Some(ex) = parse_example_line(&line).map_err(|e| at(&e))? {
+            out.push((i + 1, ex));
         }
-        let ex: Example = serde_json::from_str(&line).map_err(|e| at(&e))?;
-        ex.check().map_err(|e| at(&e))?;
-        out.push((i + 1, ex));
     }
     if out.is_empty() {
         return Err(format!("{}: no examples", path.display()).into());
