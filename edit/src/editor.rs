@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use engram_runtime::io::{EnvelopeError, WriterLock, remove_stale_temps};
+use engram_runtime::io::WriterLock;
 use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
 use engram_runtime::model::tokenizer::Tokenizer;
 use engram_runtime::progress::{Progress, Silent};
@@ -29,7 +29,7 @@ use super::target::TargetHparams;
 /// Deserializes from partial JSON (missing fields take their defaults), which is how
 /// `engram edit --config FILE` reads it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EditorConfig {
     /// ROME's layer (causal tracing picks it; see `trace`).
     pub rome_layer: usize,
@@ -107,7 +107,110 @@ impl EditorConfig {
         .chain(self.memit_layers.iter().copied())
         .find(|&l| l >= n_layer)
     }
+
+    /// Checks a configuration (from a file or flags) against a model of `n_layer` blocks:
+    /// every layer inside the model, a non-empty MEMIT layer list, finite hyper-parameters in
+    /// their ranges, bounded step and token counts. The error names the field.
+    pub fn check(&self, n_layer: usize) -> Result<(), String> {
+        let layers = [
+            ("rome_layer", self.rome_layer),
+            ("grace_layer", self.grace_layer),
+            ("gate.subject_layer", self.gate.subject_layer),
+            ("gate.relation_layer", self.gate.relation_layer),
+        ];
+        let memit = self.memit_layers.iter().map(|&l| ("memit_layers", l));
+        for (field, l) in layers.into_iter().chain(memit) {
+            if l >= n_layer {
+                return Err(format!(
+                    "`{field}` {l} is outside the model's {n_layer} blocks (0..{n_layer})"
+                ));
+            }
+        }
+        if self.memit_layers.is_empty() {
+            return Err(
+                "`memit_layers` is empty (MEMIT and AlphaEdit spread edits over them)".into(),
+            );
+        }
+        let finite = [
+            ("lambda", f64::from(self.lambda)),
+            ("alpha_ridge", f64::from(self.alpha_ridge)),
+            ("null_energy", self.null_energy),
+            ("grace_radius", f64::from(self.grace_radius)),
+            ("cov_ridge", self.cov_ridge),
+            (
+                "gate.subject_threshold",
+                f64::from(self.gate.subject_threshold),
+            ),
+            (
+                "gate.opening_threshold",
+                f64::from(self.gate.opening_threshold),
+            ),
+            (
+                "gate.relation_threshold",
+                f64::from(self.gate.relation_threshold),
+            ),
+        ];
+        for (field, v) in finite {
+            if !v.is_finite() || v < 0.0 {
+                return Err(format!("`{field}` {v} is not a finite value >= 0"));
+            }
+        }
+        let targets = [
+            ("gate_target", &self.gate_target),
+            ("target", &self.target),
+            ("grace_target", &self.grace_target),
+            ("memit_target", &self.memit_target),
+        ];
+        for (field, t) in targets {
+            let values = [
+                ("lr", t.lr),
+                ("kl_factor", t.kl_factor),
+                ("weight_decay", t.weight_decay),
+                ("clamp", t.clamp),
+                ("stop_loss", t.stop_loss),
+                ("stop_prob", t.stop_prob),
+            ];
+            for (name, v) in values {
+                if !v.is_finite() || v < 0.0 {
+                    return Err(format!("`{field}.{name}` {v} is not a finite value >= 0"));
+                }
+            }
+            if t.steps > MAX_TARGET_STEPS {
+                return Err(format!(
+                    "`{field}.steps` {} exceeds {MAX_TARGET_STEPS}",
+                    t.steps
+                ));
+            }
+        }
+        if self.stats_tokens == 0 || self.stats_tokens > MAX_STATS_TOKENS {
+            return Err(format!(
+                "`stats_tokens` {} is outside 1..={MAX_STATS_TOKENS}",
+                self.stats_tokens
+            ));
+        }
+        let (n, len) = self.contexts;
+        if n > MAX_CONTEXTS || len > MAX_CONTEXTS {
+            return Err(format!(
+                "`contexts` ({n}, {len}): at most {MAX_CONTEXTS} prefixes of at most \
+                 {MAX_CONTEXTS} tokens"
+            ));
+        }
+        if self.gate.window > MAX_CONTEXTS {
+            return Err(format!(
+                "`gate.window` {} exceeds {MAX_CONTEXTS}",
+                self.gate.window
+            ));
+        }
+        Ok(())
+    }
 }
+
+/// Most optimization steps a `δ` search may be configured with.
+pub const MAX_TARGET_STEPS: usize = 10_000;
+/// Most corpus tokens the key statistics may be configured with.
+pub const MAX_STATS_TOKENS: usize = 1 << 24;
+/// Most context prefixes (and tokens in each) an editor may be configured with.
+pub const MAX_CONTEXTS: usize = 64;
 
 impl Default for EditorConfig {
     fn default() -> Self {
@@ -469,13 +572,7 @@ impl<'m> Editor<'m> {
     /// in this process or another, gets [`LogError::Lock`]) and removes temp files a killed
     /// writer left beside it.
     pub fn open_log(&mut self, path: &Path) -> Result<usize, EditError> {
-        let lock = WriterLock::beside(path).map_err(LogError::from)?;
-        remove_stale_temps(path).map_err(|source| {
-            LogError::from(EnvelopeError::Io {
-                path: path.to_path_buf(),
-                source,
-            })
-        })?;
+        let lock = WriterLock::for_replace(path).map_err(LogError::from)?;
         let restored = match log::load(path)? {
             Some(c) if c.model != self.model_id => {
                 return Err(LogError::OtherModel {
@@ -486,6 +583,12 @@ impl<'m> Editor<'m> {
                 .into());
             }
             Some(c) => {
+                crate::store::check_edits(&c.edits, self.model).map_err(|what| {
+                    LogError::Shape {
+                        path: path.to_path_buf(),
+                        what,
+                    }
+                })?;
                 let n = c.edits.len();
                 self.edits.restore(c.edits);
                 n

@@ -53,41 +53,14 @@ impl Default for GateConfig {
             subject_layer: 3,
             relation_layer: 20,
             subject_threshold: 0.75,
-            opening_threshold: 0.98,
+            opening_threshold: crate::record::DEFAULT_OPENING_THRESHOLD,
             relation_threshold: 0.8,
             window: 24,
         }
     }
 }
 
-/// One gated memory entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GateEntry {
-    /// The subject gate's layer.
-    pub subject_layer: usize,
-    /// Unit subject keys at `subject_layer`, `d_ff` values each: the subject opening a text
-    /// first, then (when there is one) the subject after a space.
-    pub subject_keys: Vec<Vec<f32>>,
-    /// Cosine needed with a subject key after the first.
-    pub subject_threshold: f32,
-    /// Cosine needed with the first subject key (the subject opening a text).
-    #[serde(default = "default_opening")]
-    pub opening_threshold: f32,
-    /// The relation gate's layer, where `value` is added.
-    pub relation_layer: usize,
-    /// Unit relation key at `relation_layer`, `d_ff` values.
-    pub relation_key: Vec<f32>,
-    /// Cosine needed with `relation_key`.
-    pub relation_threshold: f32,
-    /// Positions after the subject within which the relation gate may fire.
-    pub window: usize,
-    /// Added to the MLP output of `relation_layer` where both gates fire, `d_model` values.
-    pub value: Vec<f32>,
-}
-
-fn default_opening() -> f32 {
-    GateConfig::default().opening_threshold
-}
+pub use crate::record::GateEntry;
 
 /// The value's problem: the prompt in every context template, then the target's tokens;
 /// `δ` at the prompt's last token (where the relation gate fires), no essence term.

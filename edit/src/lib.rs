@@ -31,11 +31,13 @@ pub mod log;
 pub mod memit;
 pub mod metrics;
 pub mod probe;
+pub mod record;
 pub mod request;
 pub mod rome;
 pub mod routing;
 pub mod separation;
 pub mod stats;
+pub mod stats_cache;
 pub mod store;
 pub mod target;
 pub mod trace;
@@ -43,5 +45,8 @@ pub mod trace;
 pub use context::EditContext;
 pub use editor::{Applied, EditError, Editor, EditorConfig};
 pub use gate::{GateConfig, GateEntry};
-pub use request::{EditRequest, RequestError, load_jsonl, parse_jsonl};
+pub use request::{
+    EditRequest, RequestError, check_all_fit, load_jsonl, load_jsonl_numbered, parse_jsonl,
+    parse_jsonl_numbered,
+};
 pub use store::{Edit, EditDelta, EditSet, GraceEntry, Method, RankOne};

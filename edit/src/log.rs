@@ -9,9 +9,6 @@ use std::path::{Path, PathBuf};
 
 use engram_runtime::io::envelope::{self, EnvelopeError};
 use engram_runtime::io::lock::LockError;
-use serde::{Deserialize, Serialize};
-
-use super::store::Edit;
 
 /// The envelope's magic.
 pub const MAGIC: &[u8; 8] = b"ENGEDLOG";
@@ -21,14 +18,7 @@ pub const VERSION: u32 = 3;
 /// The versions this build reads: a version-2 payload is a version-3 one without gated entries.
 pub const READS: &[u32] = &[2, 3];
 
-/// What the log holds.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct LogContents {
-    /// Identity of the base model the deltas apply to.
-    pub model: String,
-    /// The applied edits, oldest first.
-    pub edits: Vec<Edit>,
-}
+pub use crate::record::LogContents;
 
 /// Reading or writing the edit log failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +37,15 @@ pub enum LogError {
         /// The log file.
         path: PathBuf,
         /// What did not parse.
+        what: String,
+    },
+    /// An edit's vectors or layers do not fit the model (the log was crafted, or written for
+    /// a model of another shape under the same name).
+    #[error("{path}: {what}")]
+    Shape {
+        /// The log file.
+        path: PathBuf,
+        /// Which edit and field, and what is wrong.
         what: String,
     },
     /// The log belongs to another base model.
@@ -77,9 +76,9 @@ pub fn decode(bytes: &[u8], path: &Path) -> Result<LogContents, LogError> {
 }
 
 fn parse(body: &[u8], path: &Path) -> Result<LogContents, LogError> {
-    serde_json::from_slice(body).map_err(|e| LogError::Damaged {
+    LogContents::decode(body).map_err(|what| LogError::Damaged {
         path: path.to_path_buf(),
-        what: format!("payload: {e}"),
+        what,
     })
 }
 

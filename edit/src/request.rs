@@ -67,7 +67,17 @@ pub enum RequestError {
         /// What is wrong.
         what: String,
     },
+    /// The file holds no request (an edit run of nothing would report perfect scores).
+    #[error("no requests (one JSON object per line)")]
+    Empty,
 }
+
+/// Longest prompt (or paraphrase, locality or portability prompt) of a request, in bytes.
+pub const MAX_PROMPT_BYTES: usize = 16 << 10;
+/// Longest `target_new` / `ground_truth`, in bytes: an answer, not a document.
+pub const MAX_TARGET_BYTES: usize = 1 << 10;
+/// Most probe prompts of one kind in a request.
+pub const MAX_PROBES: usize = 256;
 
 impl EditRequest {
     /// Checks the request can be edited: subject inside the prompt, non-empty target.
@@ -87,12 +97,97 @@ impl EditRequest {
         if self.locality_ground_truth.len() > self.locality_prompts.len() {
             return Err("more `locality_ground_truth` than `locality_prompts`".into());
         }
+        let bounded = |field: &str, text: &str, max: usize| -> Result<(), String> {
+            match text.len() > max {
+                true => Err(format!("`{field}` has {} bytes, at most {max}", text.len())),
+                false => Ok(()),
+            }
+        };
+        bounded("prompt", &self.prompt, MAX_PROMPT_BYTES)?;
+        bounded("target_new", &self.target_new, MAX_TARGET_BYTES)?;
+        bounded("ground_truth", &self.ground_truth, MAX_TARGET_BYTES)?;
+        for (field, prompts) in self.probe_lists() {
+            if prompts.len() > MAX_PROBES {
+                return Err(format!(
+                    "`{field}` has {} prompts, at most {MAX_PROBES}",
+                    prompts.len()
+                ));
+            }
+            for (i, p) in prompts.iter().enumerate() {
+                if p.trim().is_empty() {
+                    return Err(format!("`{field}`[{i}] is empty"));
+                }
+                bounded(field, p, MAX_PROMPT_BYTES)?;
+            }
+        }
+        for (field, answers) in [
+            ("locality_ground_truth", &self.locality_ground_truth),
+            ("portability_ground_truth", &self.portability_ground_truth),
+        ] {
+            for a in answers {
+                bounded(field, a, MAX_TARGET_BYTES)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The probe prompt lists with their field names.
+    fn probe_lists(&self) -> [(&'static str, &Vec<String>); 3] {
+        [
+            ("rephrase_prompts", &self.rephrase_prompts),
+            ("locality_prompts", &self.locality_prompts),
+            ("portability_prompts", &self.portability_prompts),
+        ]
+    }
+
+    /// Checks every text the editor and the metrics run through the model fits a context of
+    /// `n_ctx` positions: the prompt with the target, every probe prompt with the longest
+    /// answer it is scored on. `n_tokens` counts the tokens of a text (the model's tokenizer).
+    pub fn check_fits(&self, n_tokens: impl Fn(&str) -> usize, n_ctx: usize) -> Result<(), String> {
+        let answer = n_tokens(&self.target_new).max(n_tokens(&self.ground_truth));
+        let fits = |field: &str, prompt: &str| -> Result<(), String> {
+            let n = n_tokens(prompt) + answer;
+            match n < n_ctx {
+                true => Ok(()),
+                false => Err(format!(
+                    "`{field}` with its target takes {n} tokens; the model's context has {n_ctx}"
+                )),
+            }
+        };
+        fits("prompt", &self.prompt)?;
+        for (field, prompts) in self.probe_lists() {
+            for p in prompts {
+                fits(field, p)?;
+            }
+        }
         Ok(())
     }
 }
 
+/// Checks [`EditRequest::check_fits`] for every request of a file `parse_jsonl_numbered` read,
+/// naming the line of the first that does not fit.
+pub fn check_all_fit(
+    requests: &[(usize, EditRequest)],
+    n_tokens: impl Fn(&str) -> usize,
+    n_ctx: usize,
+) -> Result<(), RequestError> {
+    for (line, r) in requests {
+        r.check_fits(&n_tokens, n_ctx)
+            .map_err(|what| RequestError::Invalid { line: *line, what })?;
+    }
+    Ok(())
+}
+
 /// Parses JSONL text: one request per non-blank line.
 pub fn parse_jsonl(text: &str) -> Result<Vec<EditRequest>, RequestError> {
+    Ok(parse_jsonl_numbered(text)?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
+}
+
+/// [`parse_jsonl`] with each request's 1-based line number; at least one request.
+pub fn parse_jsonl_numbered(text: &str) -> Result<Vec<(usize, EditRequest)>, RequestError> {
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let line_no = i + 1;
@@ -111,18 +206,29 @@ pub fn parse_jsonl(text: &str) -> Result<Vec<EditRequest>, RequestError> {
         if req.case_id.is_empty() {
             req.case_id = format!("line:{line_no}");
         }
-        out.push(req);
+        out.push((line_no, req));
+    }
+    if out.is_empty() {
+        return Err(RequestError::Empty);
     }
     Ok(out)
 }
 
 /// Reads and parses a JSONL request file.
 pub fn load_jsonl(path: &Path) -> Result<Vec<EditRequest>, RequestError> {
+    Ok(load_jsonl_numbered(path)?
+        .into_iter()
+        .map(|(_, r)| r)
+        .collect())
+}
+
+/// [`load_jsonl`] with each request's line number (for [`check_all_fit`]).
+pub fn load_jsonl_numbered(path: &Path) -> Result<Vec<(usize, EditRequest)>, RequestError> {
     let text = std::fs::read_to_string(path).map_err(|source| RequestError::Io {
         path: path.display().to_string(),
         source,
     })?;
-    parse_jsonl(&text)
+    parse_jsonl_numbered(&text)
 }
 
 #[cfg(test)]

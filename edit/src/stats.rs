@@ -11,49 +11,21 @@ use std::time::Instant;
 
 use burn::tensor::Tensor;
 use engram_runtime::burn;
+use engram_runtime::io::WriterLock;
 use engram_runtime::io::envelope::{self, EnvelopeError};
 use engram_runtime::model::llama::Llama;
 use engram_runtime::model::tokenizer::Tokenizer;
 use engram_runtime::progress::Progress;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::probe::{Batch, capture_keys};
 
-/// The statistics cache's envelope magic.
-pub const MAGIC: &[u8; 8] = b"ENGKCOV\0";
-/// Format version written and read (1 was the pre-envelope layout).
-pub const VERSION: u32 = 2;
+pub use crate::stats_cache::{LayerStats, MAGIC, StatsKey, VERSION};
 
 /// Tokens per corpus row (the covariance is over all positions of every row).
 pub const ROW_TOKENS: usize = 128;
 /// Rows per forward pass.
 pub const ROWS_PER_PASS: usize = 4;
-
-/// Key statistics of one layer.
-#[derive(Clone, Debug)]
-pub struct LayerStats {
-    /// The block.
-    pub layer: usize,
-    /// `E[k kᵀ]`, `(d_ff, d_ff)` row-major.
-    pub mom2: Vec<f32>,
-    /// `d_ff`.
-    pub dim: usize,
-    /// Tokens it was estimated from.
-    pub tokens: usize,
-}
-
-/// Identifies what a cached file was computed from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StatsKey {
-    /// Base model identity.
-    pub model: String,
-    /// FNV-1a of the corpus text.
-    pub corpus: u64,
-    /// Token budget.
-    pub max_tokens: usize,
-    /// The block.
-    pub layer: usize,
-}
 
 /// How a statistics pass went.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -114,24 +86,7 @@ fn write_cache(path: &Path, key: &StatsKey, s: &LayerStats) -> Result<(), Envelo
 /// (a cache: any doubt means compute again).
 fn read_cache(path: &Path, key: &StatsKey) -> Option<LayerStats> {
     let sealed = envelope::read_file(path, MAGIC, &[VERSION]).ok()?;
-    let body = sealed.payload();
-    let hlen = u32::from_le_bytes(body.get(..4)?.try_into().ok()?) as usize;
-    let header = body.get(4..4usize.checked_add(hlen)?)?;
-    let (k, dim, tokens): (StatsKey, usize, usize) = serde_json::from_slice(header).ok()?;
-    let data = body.get(4 + hlen..)?;
-    if k != *key || data.len() != dim.checked_mul(dim)?.checked_mul(4)? {
-        return None;
-    }
-    let mom2 = data
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
-        .collect();
-    Some(LayerStats {
-        layer: k.layer,
-        mom2,
-        dim,
-        tokens,
-    })
+    crate::stats_cache::decode(sealed.payload(), key)
 }
 
 /// 64-bit FNV-1a: names a cache file after what it was computed from.
@@ -183,7 +138,19 @@ pub fn layer_stats(
     let mut have = Vec::new();
     let mut missing = Vec::new();
     for &l in layers {
-        match read_cache(&cache_path(cache_dir, &key(l)), &key(l)) {
+        let path = cache_path(cache_dir, &key(l));
+        match read_cache(&path, &key(l)) {
+            // A cache of another shape (a crafted or foreign file under our name) is computed
+            // again rather than trusted: its matrix would index past the model's keys.
+            Some(s) if s.dim != model.config().d_ff => {
+                tracing::warn!(
+                    "{}: statistics of dimension {}, the model's keys have {}; computing again",
+                    path.display(),
+                    s.dim,
+                    model.config().d_ff
+                );
+                missing.push(l);
+            }
             Some(s) => {
                 report.cached_layers.push(l);
                 have.push(s);
@@ -202,7 +169,12 @@ pub fn layer_stats(
         })?;
         for s in computed {
             let path = cache_path(cache_dir, &key(s.layer));
-            write_cache(&path, &key(s.layer), &s)?;
+            // Writers of one cache file take its lock and clear what a killed writer left; if
+            // another process is writing the same statistics, its file will do.
+            match WriterLock::for_replace(&path) {
+                Ok(_lock) => write_cache(&path, &key(s.layer), &s)?,
+                Err(e) => tracing::debug!("{e}; not writing the cache"),
+            }
             have.push(s);
         }
     }
@@ -222,7 +194,9 @@ fn collect(
 ) -> Result<Vec<LayerStats>, StatsError> {
     let mut ids = tok.encode(corpus, false);
     ids.truncate(max_tokens);
-    let rows: Vec<Vec<u32>> = ids.chunks_exact(ROW_TOKENS).map(<[u32]>::to_vec).collect();
+    // Rows never longer than the model's context (small models have less than ROW_TOKENS).
+    let row_len = ROW_TOKENS.min(model.config().n_ctx_train);
+    let rows: Vec<Vec<u32>> = ids.chunks_exact(row_len).map(<[u32]>::to_vec).collect();
     if rows.is_empty() {
         return Err(StatsError::CorpusTooSmall(ids.len()));
     }
@@ -243,7 +217,7 @@ fn collect(
         progress.advance(1);
     }
     progress.finish();
-    let n = rows.len() * ROW_TOKENS;
+    let n = rows.len() * row_len;
     Ok(sums
         .into_iter()
         .zip(layers)
@@ -288,13 +262,15 @@ pub fn generated_corpus(model: &Llama, tok: &Tokenizer, tokens: usize, seed: u64
             seed: seed + i as u64,
         });
         let prompt = tok.encode(opening, false);
+        // A row never runs past the model's context (small models have less than a row).
+        let per = per.min(model.config().n_ctx_train.saturating_sub(prompt.len()));
         let mut cache = model.new_cache(1, prompt.len() + per);
         let mut input = prompt;
         let mut out = Vec::with_capacity(per);
         for _ in 0..per {
-            let logits = model
-                .forward(&input, 1, Some(&mut cache), None, Logits::Last)
-                .expect("cache sized for the row");
+            let Ok(logits) = model.forward(&input, 1, Some(&mut cache), None, Logits::Last) else {
+                break; // the context is full
+            };
             let v = logits.into_data().try_to_vec::<f32>().expect("f32 logits");
             let next = sampler.sample(&v);
             if tok.is_eog(next) {

@@ -11,92 +11,19 @@ use std::sync::Mutex;
 use burn::tensor::{Device, Tensor, TensorData};
 use engram_runtime::backend::{QWeight, quant_linear};
 use engram_runtime::burn;
-use engram_runtime::model::llama::{LinearAdapter, Proj};
-use serde::{Deserialize, Serialize};
+use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
 
-use super::gate::GateEntry;
 use super::request::EditRequest;
 use super::routing::{GateIndex, Routing};
 
-/// Which algorithm made an edit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Method {
-    /// Rank-one model editing at one layer (Meng et al. 2022).
-    Rome,
-    /// Mass editing spread over a layer range (Meng et al. 2023).
-    Memit,
-    /// MEMIT with updates projected on the null space of preserved keys (Fang et al. 2025).
-    AlphaEdit,
-    /// A codebook at one layer with a deferral radius (Hartvigsen et al. 2023).
-    Grace,
-    /// The gated side memory ([`crate::gate`]): a subject gate at an early layer, a relation
-    /// gate at a late one, a value added where both fire. engram's default.
-    Gated,
-}
+pub use crate::record::{Edit, EditDelta, GraceEntry, Method, RankOne};
 
-impl Method {
-    /// The CLI name (`rome`, `memit`, `alphaedit`, `grace`, `gated`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Gated => "gated",
-            Method::Rome => "rome",
-            Method::Memit => "memit",
-            Method::AlphaEdit => "alphaedit",
-            Method::Grace => "grace",
-        }
-    }
-}
-
-/// One rank-one term on the down-projection of `layer`: output += `(x · a) r`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RankOne {
-    /// The block.
-    pub layer: usize,
-    /// Output direction, `d_model` values.
-    pub r: Vec<f32>,
-    /// Key direction, `d_ff` values.
-    pub a: Vec<f32>,
-    /// The key this term was written for, `d_ff` values (AlphaEdit protects it afterwards).
-    pub k: Vec<f32>,
-}
-
-/// A GRACE codebook entry: where the down-projection input at the last position is within
-/// `radius` of `key`, its output is replaced by `value`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct GraceEntry {
-    /// The block.
-    pub layer: usize,
-    /// The MLP key of the edited prompt's last token, `d_ff` values.
-    pub key: Vec<f32>,
-    /// The down-projection output to substitute, `d_model` values.
-    pub value: Vec<f32>,
-    /// Deferral radius (Euclidean).
-    pub radius: f32,
-}
-
-/// What an edit changes.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum EditDelta {
-    /// Rank-one weight terms.
-    Weights(Vec<RankOne>),
-    /// A side-memory entry.
-    Grace(GraceEntry),
-    /// A gated side-memory entry.
-    Gate(GateEntry),
-}
-
-/// One applied edit.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Edit {
-    /// Unique within its [`EditSet`], increasing in application order.
-    pub id: u64,
-    /// The algorithm.
-    pub method: Method,
-    /// The fact.
-    pub request: EditRequest,
-    /// The change.
-    pub delta: EditDelta,
+/// [`Edit::check_shape`] of every edit against `model`.
+pub fn check_edits(edits: &[Edit], model: &Llama) -> Result<(), String> {
+    let c = model.config();
+    edits
+        .iter()
+        .try_for_each(|e| e.check_shape(c.n_layer, c.d_model, c.d_ff))
 }
 
 /// Stacked rank-one factors of one layer: `a` `(d_ff, m)` and `r` `(m, d_model)`.

@@ -112,7 +112,7 @@ impl Default for TinyLlamaSpec {
 /// # Panics
 /// On another `ty`, or widths that are not multiples of 32.
 pub fn tiny_llama_gguf(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64) -> Vec<u8> {
-    tiny_llama(spec, ty, seed, GgufBuilder::new()).build()
+    tiny_llama(spec, ty, seed, Vec::new(), &[]).build()
 }
 
 /// [`tiny_llama_gguf`] with [`byte_tokenizer`]'s vocabulary in the file's `tokenizer.ggml.*`
@@ -121,32 +121,59 @@ pub fn tiny_llama_gguf(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64) -> Vec<u8>
 /// # Panics
 /// When `spec.n_vocab` is not [`BYTE_VOCAB`], and as [`tiny_llama_gguf`].
 pub fn tiny_llama_gguf_with_bytes(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64) -> Vec<u8> {
-    assert_eq!(spec.n_vocab, BYTE_VOCAB, "the byte tokenizer's vocabulary");
-    let (tokens, types) = byte_vocab();
-    let b = GgufBuilder::new()
-        .metadata("tokenizer.ggml.model", MetaValue::Str("gpt2".into()))
-        .metadata("tokenizer.ggml.pre", MetaValue::Str("gpt-2".into()))
-        .metadata(
-            "tokenizer.ggml.tokens",
-            MetaValue::Array(tokens.into_iter().map(MetaValue::Str).collect()),
-        )
-        .metadata(
-            "tokenizer.ggml.token_type",
-            MetaValue::Array(types.into_iter().map(MetaValue::I32).collect()),
-        )
-        .metadata("tokenizer.ggml.merges", MetaValue::Array(Vec::new()))
-        .metadata(
-            "tokenizer.ggml.eos_token_id",
-            MetaValue::U32(BYTE_SPECIAL.eos),
-        )
-        .metadata(
-            "tokenizer.ggml.padding_token_id",
-            MetaValue::U32(BYTE_SPECIAL.pad.expect("the byte vocabulary pads")),
-        );
-    tiny_llama(spec, ty, seed, b).build()
+    tiny_llama_gguf_with_bytes_and(spec, ty, seed, &[])
 }
 
-fn tiny_llama(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64, b: GgufBuilder) -> GgufBuilder {
+/// [`tiny_llama_gguf_with_bytes`] with the metadata values in `overrides` replacing (or adding
+/// to) the ones it writes: crafted models for error-path tests (`llama.context_length` 0, a
+/// NaN `rms_eps`, a tokenizer shorter than the vocabulary, ...). The tensors keep `spec`'s
+/// shapes.
+///
+/// # Panics
+/// When `spec.n_vocab` is not [`BYTE_VOCAB`], and as [`tiny_llama_gguf`].
+pub fn tiny_llama_gguf_with_bytes_and(
+    spec: &TinyLlamaSpec,
+    ty: GgmlType,
+    seed: u64,
+    overrides: &[(&str, MetaValue)],
+) -> Vec<u8> {
+    assert_eq!(spec.n_vocab, BYTE_VOCAB, "the byte tokenizer's vocabulary");
+    let (tokens, types) = byte_vocab();
+    let s = |v: &str| MetaValue::Str(v.into());
+    let meta = vec![
+        ("tokenizer.ggml.model".to_string(), s("gpt2")),
+        ("tokenizer.ggml.pre".to_string(), s("gpt-2")),
+        (
+            "tokenizer.ggml.tokens".to_string(),
+            MetaValue::Array(tokens.into_iter().map(MetaValue::Str).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".to_string(),
+            MetaValue::Array(types.into_iter().map(MetaValue::I32).collect()),
+        ),
+        (
+            "tokenizer.ggml.merges".to_string(),
+            MetaValue::Array(Vec::new()),
+        ),
+        (
+            "tokenizer.ggml.eos_token_id".to_string(),
+            MetaValue::U32(BYTE_SPECIAL.eos),
+        ),
+        (
+            "tokenizer.ggml.padding_token_id".to_string(),
+            MetaValue::U32(BYTE_SPECIAL.pad.expect("the byte vocabulary pads")),
+        ),
+    ];
+    tiny_llama(spec, ty, seed, meta, overrides).build()
+}
+
+fn tiny_llama(
+    spec: &TinyLlamaSpec,
+    ty: GgmlType,
+    seed: u64,
+    mut meta: Vec<(String, MetaValue)>,
+    overrides: &[(&str, MetaValue)],
+) -> GgufBuilder {
     let s = spec;
     assert!(
         s.d_model.is_multiple_of(32) && s.d_ff.is_multiple_of(32),
@@ -156,20 +183,36 @@ fn tiny_llama(spec: &TinyLlamaSpec, ty: GgmlType, seed: u64, b: GgufBuilder) -> 
     let d_kv = s.d_model / s.n_head * s.n_head_kv;
     let arch = |k: &str| format!("llama.{k}");
     let u = |v: usize| MetaValue::U32(v as u32);
-    let mut b = b
-        .metadata("general.architecture", MetaValue::Str("llama".into()))
-        .metadata(arch("vocab_size"), u(s.n_vocab))
-        .metadata(arch("context_length"), u(s.n_ctx))
-        .metadata(arch("embedding_length"), u(s.d_model))
-        .metadata(arch("block_count"), u(s.n_layer))
-        .metadata(arch("feed_forward_length"), u(s.d_ff))
-        .metadata(arch("attention.head_count"), u(s.n_head))
-        .metadata(arch("attention.head_count_kv"), u(s.n_head_kv))
-        .metadata(
-            arch("attention.layer_norm_rms_epsilon"),
-            MetaValue::F32(1e-5),
-        )
-        .metadata(arch("rope.freq_base"), MetaValue::F32(10_000.0));
+    meta.splice(
+        0..0,
+        [
+            (
+                "general.architecture".to_string(),
+                MetaValue::Str("llama".into()),
+            ),
+            (arch("vocab_size"), u(s.n_vocab)),
+            (arch("context_length"), u(s.n_ctx)),
+            (arch("embedding_length"), u(s.d_model)),
+            (arch("block_count"), u(s.n_layer)),
+            (arch("feed_forward_length"), u(s.d_ff)),
+            (arch("attention.head_count"), u(s.n_head)),
+            (arch("attention.head_count_kv"), u(s.n_head_kv)),
+            (
+                arch("attention.layer_norm_rms_epsilon"),
+                MetaValue::F32(1e-5),
+            ),
+            (arch("rope.freq_base"), MetaValue::F32(10_000.0)),
+        ],
+    );
+    for (key, value) in overrides {
+        match meta.iter_mut().find(|(k, _)| k == key) {
+            Some(slot) => slot.1 = value.clone(),
+            None => meta.push((key.to_string(), value.clone())),
+        }
+    }
+    let mut b = meta
+        .into_iter()
+        .fold(GgufBuilder::new(), |b, (k, v)| b.metadata(k, v));
     let mut matrix = |b: GgufBuilder, name: String, n_in: usize, n_out: usize| {
         let scale = 1.0 / (n_in as f32).sqrt();
         let w: Vec<f32> = (0..n_in * n_out)

@@ -24,3 +24,7 @@ mod persist_tests;
 pub use buffer::{BufferError, MAX_CAPACITY, ReplayBatch, ReplayBuffer};
 pub use engram_kernels::replay::{Admission, Policy, Retention, Sampling, SlotMeta};
 pub use persist::SnapshotError;
+
+// What `persist` reaches through its parent: the fuzz crate compiles `persist`, `buffer` and
+// `codec` directly, with these names at its root.
+use engram_runtime::io::{LockError, WriterLock, envelope};

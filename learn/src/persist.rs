@@ -18,8 +18,9 @@
 
 use std::path::Path;
 
+use super::envelope::{self, Corruption, EnvelopeError};
+use super::{LockError, WriterLock};
 use engram_kernels::replay::{CoreState, Policy, RestoreError, Retention, Sampling, SlotMeta};
-use engram_runtime::io::envelope::{self, Corruption, EnvelopeError};
 
 use super::buffer::{MAX_CAPACITY, Parts, ReplayBuffer, check_size};
 use super::codec::{Reader, Short, Writer};
@@ -36,6 +37,9 @@ pub enum SnapshotError {
     /// Reading or writing the file failed, or its envelope is damaged (names the file).
     #[error(transparent)]
     File(#[from] EnvelopeError),
+    /// Another writer holds the snapshot's lock, or the lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] LockError),
     /// The bytes' envelope is damaged, foreign or of an unknown version.
     #[error("replay snapshot: {0}")]
     Envelope(#[from] Corruption),
@@ -193,6 +197,7 @@ pub fn read_payload(r: &mut Reader) -> Result<ReplayBuffer, SnapshotError> {
 /// Writes `buf` to `path` atomically (temp file, fsync, rename): a crash leaves the old
 /// snapshot or the new one, never a torn file.
 pub fn save(buf: &ReplayBuffer, path: &Path) -> Result<(), SnapshotError> {
+    let _lock = WriterLock::for_replace(path)?;
     Ok(envelope::write_file(path, MAGIC, VERSION, &payload(buf))?)
 }
 

@@ -35,6 +35,18 @@ pub enum EngineError {
     /// Generation could not run.
     #[error(transparent)]
     Generate(#[from] GenerateError),
+    /// The tokenizer's vocabulary and the model's embedding rows differ: ids one side makes
+    /// would index past the other.
+    #[error(
+        "the tokenizer has {tokenizer} tokens but the model's vocabulary has {model} rows \
+         (tokenizer.ggml.tokens vs llama.vocab_size)"
+    )]
+    VocabMismatch {
+        /// Tokens in `tokenizer.ggml.tokens`.
+        tokenizer: usize,
+        /// Rows of the token embedding.
+        model: usize,
+    },
 }
 
 /// A loaded model: the mapped file, the llama graph on a device, and the tokenizer.
@@ -56,6 +68,13 @@ impl Engine {
         let file = ModelFile::open(path)?;
         let model = Llama::load(&file, device, Arc::new(CpuContext::new(threads)?))?;
         let tokenizer = Tokenizer::from_gguf(file.gguf())?;
+        let (tokenizer_vocab, model_vocab) = (tokenizer.vocab_size(), model.config().n_vocab);
+        if tokenizer_vocab != model_vocab {
+            return Err(EngineError::VocabMismatch {
+                tokenizer: tokenizer_vocab,
+                model: model_vocab,
+            });
+        }
         let template = ChatTemplate::from_gguf(file.gguf())?;
         Ok(Self {
             file,

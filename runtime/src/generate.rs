@@ -363,6 +363,16 @@ pub fn last_logits_with(
     adaptation: Adaptation<'_>,
 ) -> Result<Vec<f32>, GenerateError> {
     check_prompt(model, tokens)?;
+    // Checked before the forward pass: it would embed every token first.
+    let capacity = model.config().n_ctx_train;
+    let requested = tokens.len() + adaptation.prefix_len();
+    if requested > capacity {
+        return Err(GenerateError::PromptTooLong(ContextFull {
+            used: 0,
+            requested,
+            capacity,
+        }));
+    }
     let logits = adaptation
         .forward(model, tokens, 1, None, Logits::Last)
         .map_err(GenerateError::PromptTooLong)?;

@@ -25,6 +25,9 @@ use super::FullFinetune;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ExportError {
+    /// Another writer holds the output file's lock, or the lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] engram_runtime::io::LockError),
     /// The base file is not the one the weights were made from.
     #[error("tensor `{tensor}`: {what} (export over the model file the weights came from)")]
     Mismatch {
@@ -179,6 +182,7 @@ impl FullFinetune {
             });
         }
         let (bytes, report) = self.to_gguf(base)?;
+        let _lock = engram_runtime::io::WriterLock::for_replace(path)?;
         write_bytes_atomic(path, &bytes).map_err(|source| ExportError::Io {
             path: path.to_owned(),
             source,

@@ -10,6 +10,7 @@ use engram_runtime::format::{Gguf, GgufBuilder, MetaValue};
 use engram_runtime::io::{recover, write_bytes_atomic};
 use engram_runtime::model::llama::{Llama, Proj};
 
+use super::gguf_layout::{ProjShapes, lora_gguf_layout, lora_tensor_values};
 use super::peft::AdapterIoError;
 use super::{Lora, LoraConfig};
 
@@ -50,6 +51,7 @@ impl Lora {
     /// `adapter.gguf` inside an adapter directory use [`Lora::save_adapter_dir`], which commits
     /// it with the PEFT files as one generation.
     pub fn save_llama_cpp(&self, path: &Path) -> Result<(), AdapterIoError> {
+        let _lock = engram_runtime::io::WriterLock::for_replace(path)?;
         write_bytes_atomic(path, &self.to_llama_cpp_gguf()).map_err(|source| AdapterIoError::Io {
             path: path.to_owned(),
             source,
@@ -71,68 +73,33 @@ impl Lora {
             source,
         })?;
         let gguf = Gguf::parse(&bytes).map_err(|e| bad(e.to_string()))?;
-        let meta = |k: &str| gguf.get_str(k).map_err(|e| bad(e.to_string()));
-        if meta("general.type")? != "adapter" || meta("adapter.type")? != "lora" {
-            return Err(bad(
-                "not a LoRA adapter (general.type / adapter.type)".into()
-            ));
-        }
-        let alpha = gguf
-            .get_f32("adapter.lora.alpha")
-            .map_err(|e| bad(e.to_string()))?;
-        let mut targets = Vec::new();
-        let mut layers = Vec::new();
-        let mut rank = None;
-        for t in gguf.tensors() {
-            let Some(stem) = t.name.strip_suffix(".weight.lora_a") else {
-                continue;
-            };
-            let mut parts = stem.splitn(3, '.');
-            let (Some("blk"), Some(layer), Some(proj)) = (parts.next(), parts.next(), parts.next())
-            else {
-                return Err(bad(format!(
-                    "`{}`: only blk.N.<proj> tensors are supported",
-                    t.name
-                )));
-            };
-            let layer: usize = layer
-                .parse()
-                .map_err(|_| bad(format!("`{}`: bad layer", t.name)))?;
-            let proj = Proj::ALL
+        let c = model.config();
+        let shapes = ProjShapes {
+            n_layer: c.n_layer,
+            projections: Proj::ALL
                 .into_iter()
-                .find(|p| p.gguf_name() == proj)
-                .ok_or_else(|| bad(format!("`{}`: unknown projection", t.name)))?;
-            if t.dims.len() != 2 || rank.is_some_and(|r| r != t.dims[1]) {
-                return Err(bad(format!("`{}`: dims {:?}", t.name, t.dims)));
-            }
-            rank = Some(t.dims[1]);
-            if !targets.contains(&proj) {
-                targets.push(proj);
-            }
-            if !layers.contains(&layer) {
-                layers.push(layer);
-            }
-        }
-        let rank = rank.ok_or_else(|| bad("no lora_a tensors".into()))?;
-        let (lo, hi) = (
-            *layers.iter().min().unwrap_or(&0),
-            *layers.iter().max().unwrap_or(&0),
-        );
-        if hi - lo + 1 != layers.len() || hi >= model.config().n_layer {
-            return Err(bad(format!(
-                "adapted layers {layers:?} are not a range of the model's"
-            )));
-        }
-        targets.sort_by_key(|p| Proj::ALL.iter().position(|q| q == p));
-        let full = lo == 0 && hi + 1 == model.config().n_layer;
+                .map(|p| {
+                    let w = model.weight(0, p);
+                    (p.gguf_name(), w.n_in(), w.n_out())
+                })
+                .collect(),
+        };
+        let layout = lora_gguf_layout(&gguf, bytes.len(), &shapes).map_err(bad)?;
+        let rank = layout.rank;
+        let targets: Vec<Proj> = Proj::ALL
+            .into_iter()
+            .filter(|p| layout.targets.contains(&p.gguf_name()))
+            .collect();
+        let full = layout.layers == (0..c.n_layer);
         let config = LoraConfig {
             rank,
-            alpha,
+            alpha: layout.alpha,
             targets,
-            layers: (!full).then_some(lo..hi + 1),
+            layers: (!full).then_some(layout.layers),
             ..Default::default()
         };
-        let mut lora = Lora::new(model, config)?;
+        // The layout is checked against the model's shapes; what is left is the config's own.
+        let mut lora = Lora::new(model, config).map_err(|e| bad(e.to_string()))?;
         let mut host = lora.params.to_host();
         let slots: Vec<_> = lora.slots().collect();
         for (layer, proj, slot) in slots {
@@ -150,19 +117,7 @@ impl Lora {
                         t.dims
                     )));
                 }
-                let data = bytes
-                    .get(t.byte_range())
-                    .ok_or_else(|| bad(format!("`{name}`: data past the end of the file")))?;
-                let mut v = vec![0f32; t.n_elements()];
-                match t.ty {
-                    GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 => {
-                        engram_kernels::dequantize_row(t.ty, data, &mut v)
-                    }
-                    other => return Err(bad(format!("`{name}`: type {} not read", other.name()))),
-                }
-                if v.iter().any(|x| !x.is_finite()) {
-                    return Err(bad(format!("`{name}` holds non-finite values")));
-                }
+                let v = lora_tensor_values(&gguf, &bytes, &name).map_err(bad)?;
                 host.values[id.0] = v;
             }
         }

@@ -8,7 +8,10 @@
 
 pub mod config;
 pub mod gguf;
+pub mod gguf_layout;
 pub mod peft;
+pub mod peft_config;
+pub mod peft_weights;
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -16,6 +19,9 @@ use std::sync::Mutex;
 use burn::tensor::{Tensor, TensorData};
 use engram_runtime::burn;
 use engram_runtime::model::llama::{DecodeDelta, LinearAdapter, Llama, LowRank, Proj};
+// What `gguf_layout` reaches through its parent (the fuzz crate provides the same names).
+use engram_kernels::GgmlType;
+use engram_runtime::format::Gguf;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
 
@@ -72,19 +78,74 @@ pub enum LoraError {
         /// Blocks in the model.
         n_layer: usize,
     },
+    /// The rank exceeds the largest rank an adapted projection can take: `B·A` could not be of
+    /// that rank, and a crafted rank would size the factors past the model itself.
+    #[error("LoRA rank {rank} exceeds {max}, the largest rank an adapted projection can take")]
+    Rank {
+        /// The rank asked for.
+        rank: usize,
+        /// The largest rank the adapted projections allow.
+        max: usize,
+    },
+    /// The layer range is empty or reaches past the model's blocks (an adapter saved with it
+    /// could not be loaded again).
+    #[error("LoRA layers {start}..{end} are not a non-empty range within the model's 0..{n_layer}")]
+    Layers {
+        /// First adapted block.
+        start: usize,
+        /// One past the last adapted block.
+        end: usize,
+        /// Blocks in the model.
+        n_layer: usize,
+    },
+}
+
+pub use peft_config::MAX_ALPHA;
+
+/// The largest rank an adapter of `targets` on `model` may have: the largest rank an adapted
+/// projection can take (`min(n_in, n_out)` of the roomiest one).
+pub fn max_rank(model: &Llama, targets: &[Proj]) -> usize {
+    targets
+        .iter()
+        .map(|&p| {
+            let w = model.weight(0, p);
+            w.n_in().min(w.n_out())
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 impl Lora {
     /// A fresh adapter for `model` (A random, B zero) on the model's device.
     pub fn new(model: &Llama, config: LoraConfig) -> Result<Self, LoraError> {
-        if config.rank == 0 || !config.alpha.is_finite() || !(0.0..1.0).contains(&config.dropout) {
+        if config.rank == 0
+            || !config.alpha.is_finite()
+            || config.alpha.abs() > MAX_ALPHA
+            || !(0.0..1.0).contains(&config.dropout)
+        {
             return Err(LoraError::Config(format!(
-                "rank {}, alpha {}, dropout {}",
+                "rank {}, alpha {} (finite, |alpha| <= {MAX_ALPHA}), dropout {} (in [0, 1))",
                 config.rank, config.alpha, config.dropout
             )));
         }
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let n_layer = model.config().n_layer;
+        if let Some(l) = &config.layers
+            && (l.start >= l.end || l.end > n_layer)
+        {
+            return Err(LoraError::Layers {
+                start: l.start,
+                end: l.end,
+                n_layer,
+            });
+        }
+        let max = max_rank(model, &config.targets);
+        if config.rank > max && max > 0 {
+            return Err(LoraError::Rank {
+                rank: config.rank,
+                max,
+            });
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
         let r = config.rank;
         let device = model.device().clone();
         let mut params = ParamSet::new();

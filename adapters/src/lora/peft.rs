@@ -15,6 +15,8 @@ use engram_runtime::model::config::LlamaConfig;
 use engram_runtime::model::llama::{Llama, Proj};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
+use super::peft_config::{TargetModules, parse_peft_config};
+use super::peft_weights::peft_tensor;
 use super::{Lora, LoraConfig, LoraError};
 use crate::optim::HostParams;
 
@@ -65,6 +67,9 @@ pub enum AdapterIoError {
     /// The adapter does not fit the model.
     #[error(transparent)]
     Lora(#[from] LoraError),
+    /// Another writer holds the file's lock, or the lock could not be taken.
+    #[error(transparent)]
+    Lock(#[from] engram_runtime::io::LockError),
     /// The adapter directory could not be committed or recovered (another writer holds it, it
     /// holds files that are not an adapter's, the file system failed); names the path.
     #[error(transparent)]
@@ -231,7 +236,11 @@ impl Lora {
             what,
         };
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let mut lora = Lora::new(model, config)?;
+        // The model's shapes cap what the file states (the rank by the roomiest projection).
+        let mut lora = Lora::new(model, config).map_err(|e| AdapterIoError::Config {
+            path: dir.join(CONFIG_FILE),
+            what: e.to_string(),
+        })?;
         let mut host = lora.params.to_host();
         let r = lora.config.rank;
         let slots: Vec<_> = lora.slots().collect();
@@ -241,28 +250,11 @@ impl Lora {
                 ("B", slot.b, [slot.n_out, r]),
             ] {
                 let name = peft_name(layer, proj, ab);
-                let t = st
-                    .tensor(&name)
-                    .map_err(|_| bad(format!("missing tensor `{name}`")))?;
-                if t.shape() != shape {
-                    return Err(bad(format!(
-                        "`{name}`: shape {:?}, the model needs {shape:?}",
-                        t.shape()
-                    )));
-                }
-                let mut v = to_f32(t.dtype(), t.data()).ok_or_else(|| {
-                    bad(format!(
-                        "`{name}`: dtype {:?} (F32, F16, BF16 read)",
-                        t.dtype()
-                    ))
-                })?;
+                let mut v = peft_tensor(&st, &name, shape).map_err(bad)?;
                 if ab == "B"
                     && let Some(heads) = permuted_heads(model.config(), proj)
                 {
                     v = permute_rows(&v, r, heads, false);
-                }
-                if v.iter().any(|x| !x.is_finite()) {
-                    return Err(bad(format!("`{name}` holds non-finite values")));
                 }
                 host.values[id.0] = v;
             }
@@ -284,74 +276,24 @@ fn read_config(path: &Path, n_layer: usize) -> Result<LoraConfig, AdapterIoError
         path: path.to_owned(),
         what,
     };
-    let text = std::fs::read_to_string(path).map_err(|source| AdapterIoError::Io {
+    let bytes = std::fs::read(path).map_err(|source| AdapterIoError::Io {
         path: path.to_owned(),
         source,
     })?;
-    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-    if v["peft_type"] != "LORA" {
-        return Err(bad(format!(
-            "peft_type {}, expected \"LORA\"",
-            v["peft_type"]
-        )));
-    }
-    let rank = v["r"].as_u64().ok_or_else(|| bad("`r` missing".into()))? as usize;
-    let alpha = v["lora_alpha"].as_f64().unwrap_or(8.0) as f32;
-    let targets = match &v["target_modules"] {
-        serde_json::Value::Array(a) => {
-            let names: Vec<&str> = a.iter().filter_map(|x| x.as_str()).collect();
-            LoraConfig::parse_targets(&names.join(",")).map_err(|e| bad(e.to_string()))?
-        }
-        serde_json::Value::String(s) if s == "all-linear" => Proj::ALL.to_vec(),
-        other => return Err(bad(format!("target_modules {other} not understood"))),
-    };
-    let layers = match &v["layers_to_transform"] {
-        serde_json::Value::Null => None,
-        serde_json::Value::Array(a) => {
-            let l: Vec<usize> = a
-                .iter()
-                .filter_map(|x| x.as_u64())
-                .map(|x| x as usize)
-                .collect();
-            let (lo, hi) = (l.iter().min().copied(), l.iter().max().copied());
-            match (lo, hi) {
-                (Some(lo), Some(hi)) if hi - lo + 1 == l.len() && hi < n_layer => Some(lo..hi + 1),
-                _ => {
-                    return Err(bad(format!(
-                        "layers_to_transform {l:?}: a contiguous range of 0..{n_layer} is supported"
-                    )));
-                }
-            }
-        }
-        serde_json::Value::Number(n) => n.as_u64().map(|l| l as usize..l as usize + 1),
-        other => return Err(bad(format!("layers_to_transform {other} not understood"))),
+    let c = parse_peft_config(&bytes, n_layer).map_err(bad)?;
+    let targets = match c.targets {
+        TargetModules::AllLinear => Proj::ALL.to_vec(),
+        TargetModules::Names(names) => LoraConfig::parse_targets(&names.join(","))
+            .map_err(|e| bad(format!("`target_modules`: {e}")))?,
     };
     Ok(LoraConfig {
-        rank,
-        alpha,
-        dropout: v["lora_dropout"].as_f64().unwrap_or(0.0) as f32,
+        rank: c.rank,
+        alpha: c.alpha,
+        dropout: c.dropout,
         targets,
-        layers,
-        rslora: v["use_rslora"].as_bool().unwrap_or(false),
+        layers: c.layers,
+        rslora: c.rslora,
         seed: 0,
-    })
-}
-
-fn to_f32(dtype: Dtype, data: &[u8]) -> Option<Vec<f32>> {
-    Some(match dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        _ => return None,
     })
 }
 

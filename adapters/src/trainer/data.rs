@@ -5,24 +5,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 use engram_runtime::burn;
 use engram_runtime::model::tokenizer::Tokenizer;
 
-/// One training example: the model reads `prompt` and learns to continue with `completion`.
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Example {
-    /// Context the model is given (not trained on).
-    pub prompt: String,
-    /// Text the model learns to produce after it.
-    pub completion: String,
-}
-
-impl Example {
-    /// A prompt/completion pair.
-    pub fn new(prompt: impl Into<String>, completion: impl Into<String>) -> Self {
-        Self {
-            prompt: prompt.into(),
-            completion: completion.into(),
-        }
-    }
-}
+pub use super::example::{Example, MAX_EXAMPLE_BYTES};
 
 /// A tokenized example: `tokens[..n_prompt]` is the prompt.
 #[derive(Clone, Debug, PartialEq)]

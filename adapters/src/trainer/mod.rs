@@ -4,6 +4,7 @@
 //! non-finite steps skipped without touching the weights. Seeded and deterministic on CPU.
 
 pub mod data;
+pub mod example;
 pub mod plan;
 pub mod trainable;
 

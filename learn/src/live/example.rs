@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 
-use engram_adapters::trainer::Encoded;
-use engram_runtime::model::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 /// Longest text of one example field, in bytes (tokenizing more is wasted: sequences are cut
@@ -88,23 +86,6 @@ impl Observation {
             _ => Err("give either \"prompt\" and \"completion\", or \"text\"".into()),
         }
     }
-
-    /// Tokenizes the example, cut to `max_len` tokens. `None` when nothing trainable remains
-    /// (the prompt alone fills `max_len`, or the text is a single token).
-    pub fn encode(&self, tok: &Tokenizer, max_len: usize) -> Option<Encoded> {
-        let (mut tokens, n_prompt) = match (&self.prompt, &self.completion, &self.text) {
-            (Some(p), Some(c), _) => {
-                let mut t = tok.encode(p, true);
-                let n = t.len();
-                t.extend(tok.encode(c, false));
-                (t, n)
-            }
-            (_, _, Some(text)) => (tok.encode(text, false), 1),
-            _ => return None,
-        };
-        tokens.truncate(max_len);
-        (n_prompt >= 1 && tokens.len() > n_prompt).then_some(Encoded { tokens, n_prompt })
-    }
 }
 
 /// A line of an examples file that is not an example.
@@ -159,13 +140,21 @@ pub fn parse_line(
 
 /// Reads a JSONL file of examples, checking every line.
 pub fn load_jsonl(path: &Path) -> Result<Vec<Observation>, ExamplesError> {
+    Ok(load_jsonl_numbered(path)?
+        .into_iter()
+        .map(|(_, x)| x)
+        .collect())
+}
+
+/// [`load_jsonl`] with each example's 1-based line number (for checks against the model).
+pub fn load_jsonl_numbered(path: &Path) -> Result<Vec<(usize, Observation)>, ExamplesError> {
     let text = std::fs::read_to_string(path).map_err(|source| ExamplesError::Io {
         path: path.to_path_buf(),
         source,
     })?;
     let mut out = Vec::new();
     for (i, l) in text.lines().enumerate() {
-        out.extend(parse_line(l, path, i + 1)?);
+        out.extend(parse_line(l, path, i + 1)?.map(|x| (i + 1, x)));
     }
     if out.is_empty() {
         return Err(ExamplesError::Empty {

@@ -52,7 +52,9 @@ pub use config::{
     ConfigError, LiveConfig, MAX_BUFFER, MAX_LEN, MAX_TOP_K, ReplayPolicy, RetentionKind,
     SamplingKind, Strategy,
 };
-pub use example::{ExamplesError, MAX_TEXT_BYTES, Observation, load_jsonl, parse_line};
+pub use example::{
+    ExamplesError, MAX_TEXT_BYTES, Observation, load_jsonl, load_jsonl_numbered, parse_line,
+};
 pub use plan::LivePlan;
 pub use sequences::{Replayed, SequenceBuffer};
 pub use snapshot::{EvalReport, Snapshot};

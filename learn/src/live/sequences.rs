@@ -7,6 +7,7 @@
 
 use engram_adapters::trainer::Encoded;
 use engram_kernels::replay::{Admission, Policy};
+use engram_runtime::model::tokenizer::Tokenizer;
 
 use crate::buffer::{BufferError, ReplayBuffer};
 use crate::codec::{Reader, Writer};
@@ -224,6 +225,27 @@ impl SequenceBuffer {
         }
         out.slots = slots;
         Ok(out)
+    }
+}
+
+// Tokenizing lives here, beside the sequences it makes: `example.rs` stays free of the model
+// (the fuzz crate compiles it directly).
+impl super::example::Observation {
+    /// Tokenizes the example, cut to `max_len` tokens. `None` when nothing trainable remains
+    /// (the prompt alone fills `max_len`, or the text is a single token).
+    pub fn encode(&self, tok: &Tokenizer, max_len: usize) -> Option<Encoded> {
+        let (mut tokens, n_prompt) = match (&self.prompt, &self.completion, &self.text) {
+            (Some(p), Some(c), _) => {
+                let mut t = tok.encode(p, true);
+                let n = t.len();
+                t.extend(tok.encode(c, false));
+                (t, n)
+            }
+            (_, _, Some(text)) => (tok.encode(text, false), 1),
+            _ => return None,
+        };
+        tokens.truncate(max_len);
+        (n_prompt >= 1 && tokens.len() > n_prompt).then_some(Encoded { tokens, n_prompt })
     }
 }
 

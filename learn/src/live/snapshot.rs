@@ -127,6 +127,7 @@ impl Snapshot {
         lora.params_mut()
             .load_host(&host)
             .map_err(|e| corrupt(files::LORA, e.to_string()))?;
+        engram_edit::store::check_edits(&edits, model).map_err(|e| corrupt(files::EDITS, e))?;
         let edits = edit_set(model, edits);
         Ok(Self {
             engine,
@@ -151,6 +152,11 @@ impl Snapshot {
     /// The edits it serves.
     pub fn edits(&self) -> &[Edit] {
         self.edits.edits()
+    }
+
+    /// The state's learning configuration (`None` when serving the base model).
+    pub fn config(&self) -> Option<&LiveConfig> {
+        self.config.as_ref()
     }
 
     /// The model.

@@ -240,6 +240,7 @@ pub(super) fn decode_state(
     };
     let progress: Progress = json(dir, files::PROGRESS, &read(files::PROGRESS)?)?;
     let edits: Vec<Edit> = json(dir, files::EDITS, &read(files::EDITS)?)?;
+    engram_edit::store::check_edits(&edits, model).map_err(|e| corrupt(files::EDITS, e))?;
 
     let mut lora = Lora::new(model, config.lora.clone())?;
     let body = open(files::LORA, magic::LORA)?;

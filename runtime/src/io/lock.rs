@@ -108,6 +108,19 @@ impl WriterLock {
         Self::acquire(&beside_path(path, "engram-lock"))
     }
 
+    /// Locks `path` for replacing it ([`WriterLock::beside`]) and removes the temp files a
+    /// killed writer of it left ([`remove_stale_temps`](super::remove_stale_temps)): what every
+    /// single-file writer of engram state (edit log, statistics cache, replay snapshot, adapter
+    /// and model files) does before writing, so no temp file outlives the next write.
+    pub fn for_replace(path: &Path) -> Result<Self, LockError> {
+        let lock = Self::beside(path)?;
+        super::remove_stale_temps(path).map_err(|source| LockError::Io {
+            path: lock.path.clone(),
+            source,
+        })?;
+        Ok(lock)
+    }
+
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -29,6 +29,14 @@ pub struct LlamaConfig {
     pub rms_eps: f32,
 }
 
+/// Largest width, count or vocabulary a model file may state (2^24): larger than any model
+/// engram targets by far, small enough that products of two fit comfortably.
+pub const MAX_DIM: usize = 1 << 24;
+
+/// Longest trained context a model file may state (2^20 positions): the rope tables and the
+/// default KV cache are sized from it.
+pub const MAX_CONTEXT: usize = 1 << 20;
+
 /// The model file describes something this graph cannot run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -99,7 +107,67 @@ impl LlamaConfig {
         if config.n_layer == 0 || config.d_ff == 0 || config.n_vocab == 0 || d_head % 2 != 0 {
             return Err(ConfigError::Unsupported(format!("{config:?}")));
         }
+        config.check_bounds()?;
         Ok(config)
+    }
+
+    /// Sanity bounds on values a file states and the graph allocates or divides by: every
+    /// size within [`MAX_DIM`], every size product the graph builds representable, the trained
+    /// context at least one position and at most [`MAX_CONTEXT`], `rms_eps` finite and in
+    /// `(0, 1)`, the rope base finite and above 1. A crafted file fails here, naming the key,
+    /// instead of aborting on a giant allocation or producing NaN logits.
+    pub fn check_bounds(&self) -> Result<(), ConfigError> {
+        let bad = |what: String| Err(ConfigError::Unsupported(what));
+        let sizes = [
+            ("vocab_size", self.n_vocab),
+            ("embedding_length", self.d_model),
+            ("block_count", self.n_layer),
+            ("attention.head_count", self.n_head),
+            ("attention.head_count_kv", self.n_head_kv),
+            ("feed_forward_length", self.d_ff),
+        ];
+        for (key, v) in sizes {
+            if v > MAX_DIM {
+                return bad(format!("llama.{key} {v} exceeds {MAX_DIM}"));
+            }
+        }
+        if self.n_ctx_train == 0 || self.n_ctx_train > MAX_CONTEXT {
+            return bad(format!(
+                "llama.context_length {} is outside 1..={MAX_CONTEXT}",
+                self.n_ctx_train
+            ));
+        }
+        if !(self.rms_eps.is_finite() && self.rms_eps > 0.0 && self.rms_eps < 1.0) {
+            return bad(format!(
+                "llama.attention.layer_norm_rms_epsilon {} is not a finite value in (0, 1)",
+                self.rms_eps
+            ));
+        }
+        if !(self.rope_base.is_finite() && self.rope_base > 1.0) {
+            return bad(format!(
+                "llama.rope.freq_base {} is not a finite value above 1",
+                self.rope_base
+            ));
+        }
+        let products = [
+            ("vocab_size × embedding_length", self.n_vocab, self.d_model),
+            (
+                "embedding_length × feed_forward_length",
+                self.d_model,
+                self.d_ff,
+            ),
+            (
+                "context_length × embedding_length",
+                self.n_ctx_train,
+                self.d_model,
+            ),
+        ];
+        for (what, a, b) in products {
+            if a.checked_mul(b).and_then(|n| n.checked_mul(4)).is_none() {
+                return bad(format!("{what} ({a} × {b}) overflows"));
+            }
+        }
+        Ok(())
     }
 
     /// Query heads sharing one key/value head.

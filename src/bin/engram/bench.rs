@@ -25,16 +25,17 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     device: DeviceArg,
     /// CPU thread counts to measure, comma-separated (0 = all cores).
-    #[arg(long, value_delimiter = ',', default_value = "0")]
+    #[arg(long, value_delimiter = ',', default_value = "0",
+          value_parser = crate::shared::thread_count)]
     threads: Vec<usize>,
     /// Prompt length in tokens.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::shared::at_least_one)]
     prompt_tokens: usize,
     /// Tokens to decode.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::shared::at_least_one)]
     gen_tokens: usize,
     /// Timed runs per configuration, after one warm-up run; mean ± sd reported.
-    #[arg(long, alias = "runs", default_value_t = 5)]
+    #[arg(long, alias = "runs", default_value_t = 5, value_parser = crate::shared::at_least_one)]
     repeats: usize,
     /// What runs on the base, comma-separated: `base`; `lora` (rank 8 on q and v, random B);
     /// `edits` (100 random rank-one terms on the down projections, the factors a set of 100
@@ -81,6 +82,15 @@ pub fn run(args: BenchArgs, bars: &Bars) -> Result<()> {
         };
         let (engine, _) = shared.load(false, bars)?;
         let model = engine.model();
+        let trained = model.config().n_ctx_train;
+        if args.prompt_tokens.saturating_add(args.gen_tokens) >= trained {
+            return Err(format!(
+                "--prompt-tokens {} + --gen-tokens {} do not fit the model's context of {trained} \
+                 positions (llama.context_length)",
+                args.prompt_tokens, args.gen_tokens
+            )
+            .into());
+        }
         let prompt = prompt(&engine, args.prompt_tokens);
         let lora = args
             .with

@@ -84,13 +84,13 @@ pub struct ClBenchArgs {
     #[arg(long, value_enum, default_value_t = StreamArg::Digits)]
     stream: StreamArg,
     /// Seeds per configuration (0..N).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=1000))]
     seeds: u64,
     /// The training regime (MLP streams).
     #[arg(long, value_enum, default_value_t = ModeArg::Online)]
     mode: ModeArg,
     /// Passes per task in offline mode.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::shared::at_least_one)]
     epochs: usize,
     /// Replay memory sizes for the replay strategies.
     #[arg(long, value_delimiter = ',', default_value = "200,500")]
@@ -99,7 +99,8 @@ pub struct ClBenchArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     strategies: Vec<StrategyArg>,
     /// Hidden widths of the MLP.
-    #[arg(long, value_delimiter = ',', default_value = "100,100")]
+    #[arg(long, value_delimiter = ',', default_value = "100,100",
+          value_parser = crate::shared::at_least_one)]
     hidden: Vec<usize>,
     /// Frozen hyper-parameters (JSON, as `--tune` writes); default: the committed ones.
     #[arg(long)]
@@ -115,7 +116,7 @@ pub struct ClBenchArgs {
     #[arg(long, value_delimiter = ',', default_value = "science,computers,food")]
     categories: Vec<String>,
     /// LM track: optimizer steps per category.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u64).range(1..))]
     lm_steps: u64,
     /// LM track: llama.cpp's reference logits (`logits_public.json`), for top-1 retention
     /// (default: `$ENGRAM_REFERENCE_DIR/logits_public.json`).

@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use engram::edit::metrics::{self, Probes};
 use engram::edit::stats::generated_corpus;
-use engram::edit::{EditRequest, Editor, EditorConfig, Method, load_jsonl};
+use engram::edit::{EditRequest, Editor, EditorConfig, Method, check_all_fit, load_jsonl_numbered};
 use engram::edit::{separation, trace};
 use engram::runtime::engine::Engine;
 use engram::runtime::model::llama::LinearAdapter;
@@ -51,7 +51,12 @@ pub struct EditArgs {
     facts: PathBuf,
     /// Write the edits into this learning state (on top of its adapter; committed as a new
     /// generation) instead of an edit log; prints the applied ids.
-    #[arg(long, value_name = "DIR", conflicts_with_all = ["log", "trace"])]
+    /// The state keeps its own editor settings, so the flags that tune or measure an edit run
+    /// are refused with it rather than ignored.
+    #[arg(long, value_name = "DIR", conflicts_with_all = [
+        "log", "trace", "separation", "config", "layer", "limit", "known_only", "known_probes",
+        "corpus", "stats_dir", "sequential", "details", "fluency", "generate",
+    ])]
     state: Option<std::path::PathBuf>,
     /// Editing method.
     #[arg(long, value_enum, default_value = "gated")]
@@ -96,11 +101,11 @@ pub struct EditArgs {
     generate: usize,
     /// Key separation instead of editing: per layer, cosines of subject keys (same subject in
     /// other phrasings vs other subjects) and of last-token keys, over this many known facts.
-    #[arg(long)]
+    #[arg(long, value_parser = shared::at_least_one)]
     separation: Option<usize>,
     /// Causal tracing instead of editing: trace this many known facts, print the per-layer
     /// effects as JSON and exit.
-    #[arg(long)]
+    #[arg(long, value_parser = shared::at_least_one)]
     trace: Option<usize>,
     #[command(flatten)]
     pub shared: SharedArgs,
@@ -192,14 +197,89 @@ fn subject_probes(all: &[EditRequest], edited: &[EditRequest]) -> Vec<String> {
 }
 
 /// Runs `engram edit`.
+/// The requests of `path`, every one checked on load and against `engine`'s context (errors
+/// name the file and line).
+pub fn requests(engine: &Engine, path: &Path) -> Result<Vec<EditRequest>> {
+    let numbered = load_jsonl_numbered(path).map_err(|e| in_file(path, e))?;
+    let tok = engine.tokenizer();
+    let n_ctx = engine.model().config().n_ctx_train;
+    check_all_fit(&numbered, |t| tok.encode(t, false).len(), n_ctx)
+        .map_err(|e| in_file(path, e))?;
+    Ok(numbered.into_iter().map(|(_, r)| r).collect())
+}
+
+/// The editor configuration: `--config` (checked, errors naming the file) or the defaults at
+/// the model's depth, with `--layer` (checked, errors naming the flag).
+fn editor_config(args: &EditArgs, n_layer: usize) -> Result<EditorConfig> {
+    let defaults = EditorConfig::for_depth(n_layer);
+    let mut config: EditorConfig = match &args.config {
+        Some(p) => {
+            let given: serde_json::Value = shared::read_json(p)?;
+            let c = overlay(&defaults, &given).map_err(|e| in_file(p, e))?;
+            c.check(n_layer).map_err(|e| in_file(p, e))?;
+            c
+        }
+        None => defaults,
+    };
+    if let Some(l) = args.layer {
+        if l >= n_layer {
+            return Err(
+                format!("--layer {l}: the model has {n_layer} blocks (0..{n_layer})").into(),
+            );
+        }
+        config.rome_layer = l;
+    }
+    Ok(config)
+}
+
+/// `given` (a JSON object of some of [`EditorConfig`]'s fields) over `defaults`, nested objects
+/// merged field by field. An unknown field or a value of the wrong type is an error naming
+/// the field.
+fn overlay(
+    defaults: &EditorConfig,
+    given: &serde_json::Value,
+) -> std::result::Result<EditorConfig, String> {
+    fn merge(base: &mut serde_json::Value, top: &serde_json::Value) {
+        match (base, top) {
+            (serde_json::Value::Object(b), serde_json::Value::Object(t)) => {
+                for (k, v) in t {
+                    match b.get_mut(k) {
+                        Some(slot) => merge(slot, v),
+                        None => {
+                            b.insert(k.clone(), v.clone());
+                        }
+                    }
+                }
+            }
+            (b, t) => *b = t.clone(),
+        }
+    }
+    let Some(fields) = given.as_object() else {
+        return Err("expected a JSON object of EditorConfig fields".into());
+    };
+    let base = serde_json::to_value(defaults).map_err(|e| e.to_string())?;
+    // One field at a time first, so an error names the field serde's message leaves out.
+    for (key, value) in fields {
+        let mut one = base.clone();
+        merge(&mut one, &serde_json::json!({ key: value }));
+        if let Err(e) = serde_json::from_value::<EditorConfig>(one) {
+            return Err(format!("`{key}`: {e}"));
+        }
+    }
+    let mut all = base;
+    merge(&mut all, given);
+    serde_json::from_value(all).map_err(|e| e.to_string())
+}
+
 pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
+    // Files first: a bad request file fails before the model loads.
+    load_jsonl_numbered(&args.facts).map_err(|e| in_file(&args.facts, e))?;
     if let Some(dir) = &args.state {
-        let reqs = load_jsonl(&args.facts).map_err(|e| in_file(&args.facts, e))?;
-        return crate::learn::edit_state(dir, &reqs, args.method.into(), &args.shared, bars);
+        return crate::learn::edit_state(dir, &args.facts, args.method.into(), &args.shared, bars);
     }
     let (engine, path) = args.shared.load(true, bars)?;
     let (model, tok) = (engine.model(), engine.tokenizer());
-    let mut reqs = load_jsonl(&args.facts).map_err(|e| in_file(&args.facts, e))?;
+    let mut reqs = requests(&engine, &args.facts)?;
     let all_facts = reqs.clone();
     let mut probes_known: Vec<EditRequest> = Vec::new();
     if let Some(n) = args.trace {
@@ -228,13 +308,7 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
     if let Some(n) = args.limit {
         reqs.truncate(n);
     }
-    let mut config: EditorConfig = match &args.config {
-        Some(p) => shared::read_json(p)?,
-        None => EditorConfig::default(),
-    };
-    if let Some(l) = args.layer {
-        config.rome_layer = l;
-    }
+    let config = editor_config(&args, model.config().n_layer)?;
     let method: Method = args.method.into();
     let mut editor = Editor::new(model, tok, &model_id(&path), config);
     editor.set_progress(bars);

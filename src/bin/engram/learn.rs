@@ -12,6 +12,7 @@ use engram::learn::live::{
     parse_line,
 };
 use engram::runtime::engine::Engine;
+use engram::runtime::model::llama::Llama;
 use engram::runtime::progress::Progress;
 
 use crate::shared::{Result, SharedArgs, in_file, peak_rss};
@@ -58,7 +59,8 @@ pub struct LearnArgs {
     #[arg(long, value_enum)]
     pub strategy: Option<StrategyArg>,
     /// Passes over the file (not with stdin).
-    #[arg(long, default_value_t = 1, conflicts_with = "steps")]
+    #[arg(long, default_value_t = 1, conflicts_with = "steps",
+          value_parser = clap::value_parser!(u32).range(1..))]
     pub epochs: u32,
     /// Exactly this many steps, cycling through the file as often as needed (what is left
     /// queued at the end is dropped): every strategy then spends the same compute, whatever
@@ -66,19 +68,19 @@ pub struct LearnArgs {
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub steps: Option<u64>,
     /// Sequences per step of a new state (default 4).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::shared::at_least_one)]
     pub batch: Option<usize>,
     /// Replay memory of a new state, in sequences (default 256).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::shared::at_least_one)]
     pub buffer: Option<usize>,
     /// Learning rate of a new state (default 2e-3).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::shared::finite_positive)]
     pub lr: Option<f32>,
     /// LoRA rank of a new state (default 8).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::shared::at_least_one)]
     pub rank: Option<usize>,
     /// Longest sequence of a new state, in tokens (default 64).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::shared::at_least_one)]
     pub max_len: Option<usize>,
     /// Seed of a new state (default 0).
     #[arg(long)]
@@ -87,7 +89,7 @@ pub struct LearnArgs {
     #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
     pub commit_every: u64,
     /// Refuse to start when the memory plan exceeds this many MiB.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::shared::budget_mib)]
     pub budget_mib: Option<u64>,
     #[command(flatten)]
     pub shared: SharedArgs,
@@ -108,6 +110,21 @@ impl LearnArgs {
         c.seed = self.seed.unwrap_or(c.seed);
         c.lora.seed = c.seed;
         c
+    }
+
+    /// A new state's settings checked against `model`, errors naming the flag that set them.
+    fn check_new(&self, config: &LiveConfig, model: &Llama) -> Result<()> {
+        let max = engram::adapters::lora::max_rank(model, &config.lora.targets);
+        if config.lora.rank > max {
+            return Err(format!(
+                "--rank {}: at most {max}, the largest rank an adapted projection can take",
+                config.lora.rank
+            )
+            .into());
+        }
+        config
+            .validate(model.config().n_ctx_train)
+            .map_err(|e| format!("--{} {}", e.field.replace('_', "-"), e.what).into())
     }
 
     /// A resumed state's own settings, with every flag given checked against them.
@@ -179,13 +196,18 @@ fn engine(shared: &SharedArgs, autodiff: bool, bars: &Bars) -> Result<Arc<Engine
 pub fn learn(args: LearnArgs, bars: &Bars) -> Result<()> {
     let started = Instant::now();
     let asked = args.config();
-    let config = match LiveModel::stored_config(&args.state)? {
+    let stored = LiveModel::stored_config(&args.state)?;
+    let fresh = stored.is_none();
+    let config = match stored {
         Some(stored) => args.resumed(stored)?,
         None => asked,
     };
     let engine = engine(&args.shared, true, bars)?;
+    if fresh {
+        args.check_new(&config, engine.model())?;
+    }
     let options = LiveOptions {
-        budget: args.budget_mib.map(|m| m.saturating_mul(1 << 20)),
+        budget: args.budget_mib.map(|m| m << 20), // checked by the flag's parser
         edit_cache: None,
     };
     let live = LiveModel::open_with(engine, &args.state, &config, options)?;
@@ -322,9 +344,24 @@ pub struct EvalArgs {
 
 /// `engram eval`: `{"loss": nats per completion token, "tokens": n}` with `--json`.
 pub fn eval(args: EvalArgs, bars: &Bars) -> Result<()> {
-    let data = live::load_jsonl(&args.data)?;
+    let lines = live::load_jsonl_numbered(&args.data)?;
     let engine = engine(&args.shared, false, bars)?;
     let snap = serving(engine, args.state.as_deref())?;
+    // Every example must leave some completion to score within the state's sequence length:
+    // one that does not would be dropped and the loss reported over the rest.
+    let max_len = snap.config().cloned().unwrap_or_default().max_len;
+    let tok = snap.engine().tokenizer();
+    for (line, x) in &lines {
+        if x.encode(tok, max_len).is_none() {
+            return Err(format!(
+                "{}:{line}: nothing of the completion fits in the {max_len}-token context \
+                 (the prompt fills it, or the text is one token)",
+                args.data.display()
+            )
+            .into());
+        }
+    }
+    let data: Vec<_> = lines.into_iter().map(|(_, x)| x).collect();
     let r = snap.evaluate(&data)?;
     if args.shared.json {
         println!(
@@ -398,7 +435,7 @@ pub fn state(args: StateArgs, bars: &Bars) -> Result<()> {
 /// "generation"}` with `--json`.
 pub fn edit_state(
     dir: &Path,
-    reqs: &[engram::edit::EditRequest],
+    facts: &Path,
     method: engram::edit::Method,
     shared: &SharedArgs,
     bars: &Bars,
@@ -410,6 +447,8 @@ pub fn edit_state(
         )
     })?;
     let engine = engine(shared, true, bars)?;
+    // Every request is checked before the first is applied: a bad one changes nothing.
+    let reqs = &crate::edit::requests(&engine, facts)?;
     let live = LiveModel::open(engine, dir, &config)?;
     bars.start(&format!("{} edits", method.name()), reqs.len() as u64);
     let mut applied = Vec::with_capacity(reqs.len());

@@ -89,7 +89,7 @@ enum Command {
         prompt: String,
         /// How many logits to print (`--json`: one object `{"tokens": [...], "top": [[id,
         /// logit], ...]}`).
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, value_parser = shared::at_least_one)]
         top: usize,
         #[command(flatten)]
         shared: SharedArgs,
@@ -184,29 +184,46 @@ impl Served {
 
 #[derive(Args)]
 struct GenArgs {
-    /// Maximum new tokens.
-    #[arg(long, default_value_t = 128)]
+    /// Maximum new tokens (at least 1).
+    #[arg(long, default_value_t = 128, value_parser = shared::at_least_one)]
     max_tokens: usize,
-    /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.0)]
+    /// Sampling temperature (0 = greedy; finite, not negative).
+    #[arg(long, default_value_t = 0.0, value_parser = shared::finite_non_negative)]
     temperature: f32,
     /// Top-k (0 = off).
     #[arg(long, default_value_t = 0)]
     top_k: usize,
-    /// Top-p (1 = off).
-    #[arg(long, default_value_t = 1.0)]
+    /// Top-p (1 = off; in (0, 1]).
+    #[arg(long, default_value_t = 1.0, value_parser = shared::probability)]
     top_p: f32,
     /// Sampling seed.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Context (KV-cache) length in tokens.
-    #[arg(long, default_value_t = 2048)]
-    context: usize,
+    /// Context (KV-cache) length in tokens, 1 to the model's trained context (default: 2048 or
+    /// the model's, whichever is less).
+    #[arg(long, value_parser = shared::at_least_one)]
+    context: Option<usize>,
 }
 
+/// Context the generation commands use when `--context` is not given.
+const DEFAULT_CONTEXT: usize = 2048;
+
 impl GenArgs {
-    fn options(&self) -> GenerateOptions {
-        GenerateOptions {
+    /// The options for `engine`'s model: `--context` must fit the model's trained context.
+    fn options(&self, engine: &Engine) -> Result<GenerateOptions> {
+        let trained = engine.model().config().n_ctx_train;
+        let context = match self.context {
+            Some(c) if c > trained => {
+                return Err(format!(
+                    "--context {c}: the model was trained for {trained} positions \
+                     (llama.context_length); give at most {trained}"
+                )
+                .into());
+            }
+            Some(c) => c,
+            None => DEFAULT_CONTEXT.min(trained),
+        };
+        Ok(GenerateOptions {
             max_new_tokens: self.max_tokens,
             sampling: SamplingParams {
                 temperature: self.temperature,
@@ -215,8 +232,8 @@ impl GenArgs {
                 seed: self.seed,
             },
             stop_tokens: Vec::new(),
-            context: self.context,
-        }
+            context,
+        })
     }
 }
 
@@ -266,13 +283,13 @@ fn run(command: Command, bars: &Bars) -> Result<()> {
             adapter,
             prompt,
             sampling,
-        } => generate(&shared, &adapter, &prompt, &sampling.options(), bars)?,
+        } => generate(&shared, &adapter, &prompt, &sampling, bars)?,
         Command::Chat {
             shared,
             state,
             system,
             sampling,
-        } => chat(&shared, state.as_deref(), system, &sampling.options(), bars)?,
+        } => chat(&shared, state.as_deref(), system, &sampling, bars)?,
         Command::Logits {
             shared,
             adapter,
@@ -345,10 +362,11 @@ fn generate(
     shared: &SharedArgs,
     adapter: &AdapterArgs,
     prompt: &str,
-    opts: &GenerateOptions,
+    sampling: &GenArgs,
     bars: &Bars,
 ) -> Result<()> {
     let engine = Arc::new(shared.load(false, bars)?.0);
+    let opts = &sampling.options(&engine)?;
     let served = adapter.load(&engine)?;
     let mut out = std::io::stdout();
     if !shared.json {
@@ -396,10 +414,11 @@ fn chat(
     shared: &SharedArgs,
     state: Option<&std::path::Path>,
     system: Option<String>,
-    opts: &GenerateOptions,
+    sampling: &GenArgs,
     bars: &Bars,
 ) -> Result<()> {
     let engine = Arc::new(shared.load(false, bars)?.0);
+    let opts = &sampling.options(&engine)?;
     let snap = learn::serving(engine.clone(), state)?;
     let mut messages: Vec<ChatMessage> = system
         .map(|content| ChatMessage {

@@ -23,7 +23,7 @@ pub struct SharedArgs {
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
     /// CPU threads for the quantized kernels (0 = all cores).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = thread_count)]
     pub threads: usize,
     /// Print the command's result as JSON on stdout (no progress bars).
     #[arg(long)]
@@ -62,7 +62,7 @@ impl SharedArgs {
         let path = self.model_path(progress)?;
         let device = self.device()?;
         let device = if autodiff { device.autodiff() } else { device };
-        let engine = Engine::load(&path, &device, self.threads)?;
+        let engine = Engine::load(&path, &device, self.threads).map_err(|e| in_file(&path, e))?;
         Ok((engine, path))
     }
 }
@@ -90,6 +90,84 @@ pub fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
 /// The JSON in the file at `path`, any error naming the path.
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     serde_json::from_str(&read_to_string(path)?).map_err(|e| in_file(path, e))
+}
+
+/// Most CPU threads `--threads` may ask for.
+pub const MAX_THREADS: usize = 1024;
+
+/// A thread count: 0 (all cores) to [`MAX_THREADS`].
+pub fn thread_count(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= MAX_THREADS => Ok(n),
+        Ok(n) => Err(format!("{n} threads: at most {MAX_THREADS}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A count flag that must be at least 1 (`--max-tokens 0` would still generate one token).
+pub fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A float flag that must be finite and not negative (temperatures, learning rates).
+pub fn finite_non_negative(s: &str) -> std::result::Result<f32, String> {
+    let v: f32 = s.parse().map_err(|e| format!("{e}"))?;
+    match v.is_finite() && v >= 0.0 {
+        true => Ok(v),
+        false => Err(format!("{v} is not a finite value >= 0")),
+    }
+}
+
+/// A float flag that must be finite and positive (learning rates).
+pub fn finite_positive(s: &str) -> std::result::Result<f32, String> {
+    let v = finite_non_negative(s)?;
+    match v > 0.0 {
+        true => Ok(v),
+        false => Err("must be above 0".into()),
+    }
+}
+
+/// A LoRA alpha: finite, positive, at most [`engram::adapters::lora::MAX_ALPHA`].
+pub fn lora_alpha(s: &str) -> std::result::Result<f32, String> {
+    let v = finite_positive(s)?;
+    let max = engram::adapters::lora::MAX_ALPHA;
+    match v <= max {
+        true => Ok(v),
+        false => Err(format!("{v} is above {max}")),
+    }
+}
+
+/// A probability in `(0, 1]` (top-p).
+pub fn probability(s: &str) -> std::result::Result<f32, String> {
+    let v = finite_non_negative(s)?;
+    match v > 0.0 && v <= 1.0 {
+        true => Ok(v),
+        false => Err(format!("{v} is not in (0, 1]")),
+    }
+}
+
+/// A probability in `[0, 1)` (dropout).
+pub fn dropout(s: &str) -> std::result::Result<f32, String> {
+    let v = finite_non_negative(s)?;
+    match v < 1.0 {
+        true => Ok(v),
+        false => Err(format!("{v} is not in [0, 1)")),
+    }
+}
+
+/// A memory budget in MiB, as bytes: at least 1 MiB, and `MiB << 20` must not overflow.
+pub fn budget_mib(s: &str) -> std::result::Result<u64, String> {
+    let mib: u64 = s.parse().map_err(|e| format!("{e}"))?;
+    if mib == 0 {
+        return Err("must be at least 1".into());
+    }
+    mib.checked_mul(1 << 20)
+        .map(|_| mib)
+        .ok_or_else(|| format!("{mib} MiB does not fit in 64-bit bytes"))
 }
 
 /// Peak resident set of this process (Linux `VmHWM`), in bytes.

@@ -9,9 +9,11 @@ use clap::{Args, ValueEnum};
 use engram::adapters::full::{Compute, FullFinetune, plan_full, plan_full_within};
 use engram::adapters::lora::{Lora, LoraConfig};
 use engram::adapters::optim::AdamWConfig;
+use engram::adapters::trainer::example::parse_example_line;
 use engram::adapters::trainer::plan::{TrainShape, plan, plan_within};
 use engram::adapters::trainer::{Encoded, Example, TrainConfig, TrainEvent, Trainable, Trainer};
 use engram::runtime::engine::Engine;
+use engram::runtime::model::llama::Llama;
 use engram::runtime::progress::Progress;
 use rand::rngs::ChaCha8Rng;
 use rand::{RngExt, SeedableRng};
@@ -97,10 +99,10 @@ fn parse_layers(s: &str) -> std::result::Result<std::ops::Range<usize>, String> 
 #[derive(Args)]
 pub struct LoraArgs {
     /// LoRA rank.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = crate::shared::at_least_one)]
     rank: usize,
     /// LoRA alpha (scale alpha / rank).
-    #[arg(long, default_value_t = 16.0)]
+    #[arg(long, default_value_t = 16.0, value_parser = crate::shared::lora_alpha)]
     alpha: f32,
     /// Adapted projections (also q_proj..., attn_q...).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "q,v")]
@@ -112,11 +114,36 @@ pub struct LoraArgs {
     #[arg(long)]
     rslora: bool,
     /// Dropout on the adapter input while training.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, value_parser = crate::shared::dropout)]
     dropout: f32,
 }
 
 impl LoraArgs {
+    /// The flags checked against `model`: `--layers` within its blocks, `--rank` within its
+    /// largest rank an adapted projection can take (errors name the flag).
+    fn check(&self, config: &LoraConfig, model: &Llama) -> Result<()> {
+        let n_layer = model.config().n_layer;
+        if let Some(l) = &self.layers
+            && (l.start >= l.end || l.end > n_layer)
+        {
+            return Err(format!(
+                "--layers {}..{}: not a non-empty range of the model's {n_layer} blocks \
+                 (0..{n_layer})",
+                l.start, l.end
+            )
+            .into());
+        }
+        let max = engram::adapters::lora::max_rank(model, &config.targets);
+        if self.rank > max {
+            return Err(format!(
+                "--rank {}: at most {max}, the largest rank an adapted projection can take",
+                self.rank
+            )
+            .into());
+        }
+        Ok(())
+    }
+
     fn config(&self, seed: u64) -> Result<LoraConfig> {
         let layers = self.layers.clone();
         Ok(LoraConfig {
@@ -162,19 +189,19 @@ pub struct TrainArgs {
     #[arg(long, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
     /// Passes over the data.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     epochs: u32,
     /// Examples per micro-batch.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::shared::at_least_one)]
     batch: usize,
     /// Micro-batches per optimizer step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::shared::at_least_one)]
     grad_accum: usize,
     /// Peak learning rate.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, default_value_t = 1e-3, value_parser = crate::shared::finite_positive)]
     lr: f32,
     /// Longest example in tokens.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 128, value_parser = crate::shared::at_least_one)]
     seq_len: usize,
     /// Append end-of-sequence to completions.
     #[arg(long)]
@@ -183,7 +210,7 @@ pub struct TrainArgs {
     #[arg(long)]
     patience: Option<u32>,
     /// Refuse to start when the plan exceeds this many MiB.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::shared::budget_mib)]
     budget_mib: Option<u64>,
     /// Seed (adapter initialization, dropout, shuffling).
     #[arg(long, default_value_t = 0)]
@@ -192,19 +219,54 @@ pub struct TrainArgs {
     pub shared: SharedArgs,
 }
 
-fn read_jsonl(path: &Path) -> Result<Vec<Example>> {
+/// The examples of a JSONL file with their line numbers, each checked ([`Example::check`]);
+/// errors name the file and line.
+fn read_jsonl(path: &Path) -> Result<Vec<(usize, Example)>> {
     let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let mut out = Vec::new();
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
-        if line.trim().is_empty() {
-            continue;
+        let at = |e: &dyn std::fmt::Display| format!("{}:{}: {e}", path.display(), i + 1);
+        let line = line.map_err(|e| at(&e))?;
+        if let Some(ex) = parse_example_line(&line).map_err(|e| at(&e))? {
+            out.push((i + 1, ex));
         }
-        let ex: Example = serde_json::from_str(&line)
-            .map_err(|e| format!("{}:{}: {e}", path.display(), i + 1))?;
-        out.push(ex);
+    }
+    if out.is_empty() {
+        return Err(format!("{}: no examples", path.display()).into());
     }
     Ok(out)
+}
+
+/// The examples of `path` whose prompt leaves room for some completion in `seq_len` tokens
+/// (errors name the file and line of the first that does not).
+fn checked_examples(
+    path: &Path,
+    lines: Vec<(usize, Example)>,
+    engine: &Engine,
+    seq_len: usize,
+) -> Result<Vec<Example>> {
+    let tok = engine.tokenizer();
+    lines
+        .into_iter()
+        .map(|(line, ex)| {
+            Example::check_fits(tok.encode(&ex.prompt, true).len(), seq_len)
+                .map_err(|e| format!("{}:{line}: {e}", path.display()))?;
+            Ok(ex)
+        })
+        .collect()
+}
+
+/// `--seq-len` within the model's trained context.
+fn check_seq_len(seq_len: usize, model: &Llama) -> Result<()> {
+    let trained = model.config().n_ctx_train;
+    match seq_len <= trained {
+        true => Ok(()),
+        false => Err(format!(
+            "--seq-len {seq_len}: the model was trained for {trained} positions \
+             (llama.context_length)"
+        )
+        .into()),
+    }
 }
 
 fn file_len(engine: &Engine) -> u64 {
@@ -214,15 +276,17 @@ fn file_len(engine: &Engine) -> u64 {
 /// Runs `engram train`.
 pub fn train(a: TrainArgs, bars: &Bars) -> Result<()> {
     let train = read_jsonl(&a.data)?;
-    let eval = a
-        .eval
-        .as_deref()
-        .map(read_jsonl)
-        .transpose()?
-        .unwrap_or_default();
+    let eval = a.eval.as_deref().map(read_jsonl).transpose()?;
     let (engine, path) = a.shared.load(true, bars)?;
     let model = engine.model();
     let lora_config = a.lora.config(a.seed)?;
+    a.lora.check(&lora_config, model)?;
+    check_seq_len(a.seq_len, model)?;
+    let train = checked_examples(&a.data, train, &engine, a.seq_len)?;
+    let eval = match (a.eval.as_deref(), eval) {
+        (Some(p), Some(lines)) => checked_examples(p, lines, &engine, a.seq_len)?,
+        _ => Vec::new(),
+    };
     let shape = TrainShape {
         batch: a.batch,
         seq_len: a.seq_len,
@@ -401,13 +465,13 @@ pub struct TrainBenchArgs {
     #[command(flatten)]
     lora: LoraArgs,
     /// Tokens per sequence.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = crate::shared::at_least_one)]
     seq_len: usize,
     /// Sequences per step.
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::shared::at_least_one)]
     batch: usize,
     /// Timed optimizer steps (after one untimed warm-up step).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::shared::at_least_one)]
     steps: usize,
     /// Train every weight instead of a LoRA adapter (the LoRA options are ignored).
     #[arg(long)]
@@ -424,6 +488,8 @@ pub fn train_bench(a: TrainBenchArgs, bars: &Bars) -> Result<()> {
     let (engine, _) = a.shared.load(true, bars)?;
     let model = engine.model();
     let lora_config = a.lora.config(0)?;
+    a.lora.check(&lora_config, model)?;
+    check_seq_len(a.seq_len, model)?;
     let shape = TrainShape {
         batch: a.batch,
         seq_len: a.seq_len,

@@ -1,0 +1,195 @@
+//! The edits as they are stored (edit log, learning state): plain data, serde only, with the
+//! check that an edit read from a file fits the model. No model code here: the fuzz crate
+//! compiles this file (and `request.rs`) directly to fuzz the edit log's decoding.
+
+use serde::{Deserialize, Serialize};
+
+use crate::request::EditRequest;
+
+/// The gated memory's default cosine for the subject opening a text
+/// ([`GateConfig::opening_threshold`](crate::gate::GateConfig::opening_threshold)); entries
+/// written before the field existed read it.
+pub const DEFAULT_OPENING_THRESHOLD: f32 = 0.98;
+
+/// Which algorithm made an edit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Rank-one model editing at one layer (Meng et al. 2022).
+    Rome,
+    /// Mass editing spread over a layer range (Meng et al. 2023).
+    Memit,
+    /// MEMIT with updates projected on the null space of preserved keys (Fang et al. 2025).
+    AlphaEdit,
+    /// A codebook at one layer with a deferral radius (Hartvigsen et al. 2023).
+    Grace,
+    /// The gated side memory ([`crate::gate`]): a subject gate at an early layer, a relation
+    /// gate at a late one, a value added where both fire. engram's default.
+    Gated,
+}
+
+impl Method {
+    /// The CLI name (`rome`, `memit`, `alphaedit`, `grace`, `gated`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Gated => "gated",
+            Method::Rome => "rome",
+            Method::Memit => "memit",
+            Method::AlphaEdit => "alphaedit",
+            Method::Grace => "grace",
+        }
+    }
+}
+
+/// One rank-one term on the down-projection of `layer`: output += `(x · a) r`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RankOne {
+    /// The block.
+    pub layer: usize,
+    /// Output direction, `d_model` values.
+    pub r: Vec<f32>,
+    /// Key direction, `d_ff` values.
+    pub a: Vec<f32>,
+    /// The key this term was written for, `d_ff` values (AlphaEdit protects it afterwards).
+    pub k: Vec<f32>,
+}
+
+/// A GRACE codebook entry: where the down-projection input at the last position is within
+/// `radius` of `key`, its output is replaced by `value`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GraceEntry {
+    /// The block.
+    pub layer: usize,
+    /// The MLP key of the edited prompt's last token, `d_ff` values.
+    pub key: Vec<f32>,
+    /// The down-projection output to substitute, `d_model` values.
+    pub value: Vec<f32>,
+    /// Deferral radius (Euclidean).
+    pub radius: f32,
+}
+
+/// What an edit changes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum EditDelta {
+    /// Rank-one weight terms.
+    Weights(Vec<RankOne>),
+    /// A side-memory entry.
+    Grace(GraceEntry),
+    /// A gated side-memory entry.
+    Gate(GateEntry),
+}
+
+/// One applied edit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Edit {
+    /// Unique within its [`EditSet`], increasing in application order.
+    pub id: u64,
+    /// The algorithm.
+    pub method: Method,
+    /// The fact.
+    pub request: EditRequest,
+    /// The change.
+    pub delta: EditDelta,
+}
+
+impl Edit {
+    /// Checks the edit's vectors and layers against a model of `n_layer` blocks, width
+    /// `d_model` and MLP width `d_ff` (an edit read from a file may come from another model or
+    /// be crafted: a wrong length would index past the model's activations). The error names
+    /// the edit and the field.
+    pub fn check_shape(&self, n_layer: usize, d_model: usize, d_ff: usize) -> Result<(), String> {
+        let id = self.id;
+        let layer = |field: &str, l: usize| match l < n_layer {
+            true => Ok(()),
+            false => Err(format!(
+                "edit {id}: `{field}` {l} is outside the model's {n_layer} blocks"
+            )),
+        };
+        let len = |field: &str, v: &[f32], want: usize| {
+            if v.len() != want {
+                return Err(format!(
+                    "edit {id}: `{field}` has {} values, the model needs {want}",
+                    v.len()
+                ));
+            }
+            match v.iter().all(|x| x.is_finite()) {
+                true => Ok(()),
+                false => Err(format!("edit {id}: `{field}` holds non-finite values")),
+            }
+        };
+        match &self.delta {
+            EditDelta::Weights(terms) => {
+                for t in terms {
+                    layer("layer", t.layer)?;
+                    len("r", &t.r, d_model)?;
+                    len("a", &t.a, d_ff)?;
+                    len("k", &t.k, d_ff)?;
+                }
+            }
+            EditDelta::Grace(g) => {
+                layer("layer", g.layer)?;
+                len("key", &g.key, d_ff)?;
+                len("value", &g.value, d_model)?;
+            }
+            EditDelta::Gate(g) => {
+                layer("subject_layer", g.subject_layer)?;
+                layer("relation_layer", g.relation_layer)?;
+                if g.subject_keys.is_empty() {
+                    return Err(format!("edit {id}: `subject_keys` is empty"));
+                }
+                for k in &g.subject_keys {
+                    len("subject_keys", k, d_ff)?;
+                }
+                len("relation_key", &g.relation_key, d_ff)?;
+                len("value", &g.value, d_model)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One gated memory entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GateEntry {
+    /// The subject gate's layer.
+    pub subject_layer: usize,
+    /// Unit subject keys at `subject_layer`, `d_ff` values each: the subject opening a text
+    /// first, then (when there is one) the subject after a space.
+    pub subject_keys: Vec<Vec<f32>>,
+    /// Cosine needed with a subject key after the first.
+    pub subject_threshold: f32,
+    /// Cosine needed with the first subject key (the subject opening a text).
+    #[serde(default = "default_opening")]
+    pub opening_threshold: f32,
+    /// The relation gate's layer, where `value` is added.
+    pub relation_layer: usize,
+    /// Unit relation key at `relation_layer`, `d_ff` values.
+    pub relation_key: Vec<f32>,
+    /// Cosine needed with `relation_key`.
+    pub relation_threshold: f32,
+    /// Positions after the subject within which the relation gate may fire.
+    pub window: usize,
+    /// Added to the MLP output of `relation_layer` where both gates fire, `d_model` values.
+    pub value: Vec<f32>,
+}
+
+fn default_opening() -> f32 {
+    DEFAULT_OPENING_THRESHOLD
+}
+
+/// What the log holds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LogContents {
+    /// Identity of the base model the deltas apply to.
+    pub model: String,
+    /// The applied edits, oldest first.
+    pub edits: Vec<Edit>,
+}
+
+impl LogContents {
+    /// Decodes an edit log's payload (the envelope already opened): the JSON of
+    /// [`LogContents`]; the error says what did not parse.
+    pub fn decode(body: &[u8]) -> Result<Self, String> {
+        serde_json::from_slice(body).map_err(|e| format!("payload: {e}"))
+    }
+}
