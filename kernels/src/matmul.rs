@@ -19,8 +19,8 @@ use crate::quant::*;
 pub const fn activation_type(w: GgmlType) -> GgmlType {
     match w {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => GgmlType::F32,
-        GgmlType::Q4_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
-        GgmlType::Q4_1 => GgmlType::Q8_1,
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4NL => GgmlType::Q8_0,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
         GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => GgmlType::Q8K,
         GgmlType::Q8_1 | GgmlType::Q8K => panic!("Q8_1 and Q8_K are activation types, not weights"),
     }
@@ -113,6 +113,9 @@ pub(crate) fn matmul_rows_with(
         GgmlType::BF16 => rows_typed(w, xq, shape, out, kt.bf16_f32, None),
         GgmlType::Q4_0 => rows_typed(w, xq, shape, out, kt.q4_0_q8_0, None),
         GgmlType::Q4_1 => rows_typed(w, xq, shape, out, kt.q4_1_q8_1, kt.q4_1_q8_1_tiles),
+        GgmlType::Q5_0 => rows_typed(w, xq, shape, out, kt.q5_0_q8_0, None),
+        GgmlType::Q5_1 => rows_typed(w, xq, shape, out, kt.q5_1_q8_1, None),
+        GgmlType::IQ4NL => rows_typed(w, xq, shape, out, kt.iq4_nl_q8_0, None),
         GgmlType::Q8_0 => rows_typed(w, xq, shape, out, kt.q8_0_q8_0, kt.q8_0_q8_0_tiles),
         GgmlType::Q4K => rows_typed(w, xq, shape, out, kt.q4_k_q8_k, None),
         GgmlType::Q5K => rows_typed(w, xq, shape, out, kt.q5_k_q8_k, None),

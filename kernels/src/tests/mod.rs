@@ -24,6 +24,15 @@ pub const MAX_QUANTIZATION_TOTAL_ERROR_Q8: f32 = 0.0002;
 pub const MAX_DOT_PRODUCT_ERROR_Q4_0: f32 = 0.02;
 /// Per-element error of `vec_dot_q4_1_q8_1` against the f32 dot of the unquantized data.
 pub const MAX_DOT_PRODUCT_ERROR_Q4_1: f32 = 0.02;
+/// Per-element error of `vec_dot_q5_0_q8_0` against the f32 dot of the unquantized data (one
+/// more bit than Q4_0: half its step).
+pub const MAX_DOT_PRODUCT_ERROR_Q5_0: f32 = 0.01;
+/// Per-element error of `vec_dot_q5_1_q8_1` against the f32 dot of the unquantized data.
+pub const MAX_DOT_PRODUCT_ERROR_Q5_1: f32 = 0.01;
+/// ggml's `MAX_QUANTIZATION_TOTAL_ERROR` for the 5-bit formats, tightened to half the 4-bit one.
+pub const MAX_QUANTIZATION_TOTAL_ERROR_Q5: f32 = 0.001;
+/// Per-element difference between an IQ4_NL integer dot and the f32 dot of both dequantized rows.
+pub const MAX_IQ4_NL_DOT_VS_DEQUANT_ERROR: f32 = 1e-5;
 /// Per-element error of `vec_dot_q8_0_q8_0` against the f32 dot of the unquantized data.
 pub const MAX_DOT_PRODUCT_ERROR_Q8_0: f32 = 0.005;
 /// Per-element difference allowed between an optimized kernel and its `_ref` twin: they do the
@@ -100,7 +109,7 @@ pub(crate) fn qm(ty: GgmlType, w: &[u8], k: usize) -> QMatrix<'_> {
     QMatrix::new(ty, w, rows, k).expect("whole rows")
 }
 
-/// K-quant blocks from random bytes with sane f16 scales (no k-quant quantizer yet).
+/// K-quant (and IQ4_NL) blocks from random bytes with sane f16 scales (no quantizer for them).
 pub(crate) fn random_kquant_row(ty: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
     let mut raw = rng.bytes(nb * ty.type_size());
     for blk in raw.chunks_exact_mut(ty.type_size()) {
@@ -116,6 +125,7 @@ pub(crate) fn random_kquant_row(ty: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u
                 blk[2..4].copy_from_slice(&dmin);
             }
             GgmlType::Q6K => blk[208..210].copy_from_slice(&d),
+            GgmlType::IQ4NL => blk[0..2].copy_from_slice(&d),
             _ => unreachable!(),
         }
     }
@@ -152,6 +162,51 @@ fn block_sizes_match_ggml_type_sizes() {
     assert_eq!(size_of::<BlockQ5K>(), GgmlType::Q5K.type_size());
     assert_eq!(size_of::<BlockQ6K>(), GgmlType::Q6K.type_size());
     assert_eq!(size_of::<BlockQ8K>(), GgmlType::Q8K.type_size());
+    assert_eq!(size_of::<BlockQ5_0>(), GgmlType::Q5_0.type_size());
+    assert_eq!(size_of::<BlockQ5_1>(), GgmlType::Q5_1.type_size());
+    assert_eq!(size_of::<BlockIQ4NL>(), GgmlType::IQ4NL.type_size());
+    for ty in GgmlType::ALL {
+        assert_eq!(GgmlType::from_u32(ty.id()), Some(ty), "{}", ty.name());
+    }
+}
+
+#[test]
+fn dequantize_q5_hand_computed_blocks() {
+    // qh bit j is weight j's fifth bit, bit j + 16 weight j + 16's (ggml's dequantize_row_q5_0).
+    // Byte j = (hi << 4) | lo with lo = j, hi = 15 − j; fifth bits set on weights 1 and 17.
+    let qh = (1u32 << 1 | 1 << 17).to_le_bytes();
+    let qs: Vec<u8> = (0..16u8).map(|j| (15 - j) << 4 | j).collect();
+    let mut raw0 = f16::from_f32(0.5).to_bits().to_le_bytes().to_vec();
+    raw0.extend_from_slice(&qh);
+    raw0.extend_from_slice(&qs);
+    let y = dequant(GgmlType::Q5_0, &raw0);
+    let code = |w: usize| -> i32 {
+        let (j, hi) = (w % 16, w >= 16);
+        let nib = if hi { 15 - j } else { j } as i32;
+        nib + if w == 1 || w == 17 { 16 } else { 0 }
+    };
+    for (w, v) in y.iter().enumerate() {
+        assert_eq!(*v, (code(w) - 16) as f32 * 0.5, "q5_0 weight {w}");
+    }
+    let mut raw1 = f16::from_f32(0.5).to_bits().to_le_bytes().to_vec();
+    raw1.extend_from_slice(&f16::from_f32(-1.0).to_bits().to_le_bytes());
+    raw1.extend_from_slice(&qh);
+    raw1.extend_from_slice(&qs);
+    let y = dequant(GgmlType::Q5_1, &raw1);
+    for (w, v) in y.iter().enumerate() {
+        assert_eq!(*v, code(w) as f32 * 0.5 - 1.0, "q5_1 weight {w}");
+    }
+}
+
+#[test]
+fn dequantize_iq4_nl_hand_computed_block() {
+    let mut raw = f16::from_f32(0.25).to_bits().to_le_bytes().to_vec();
+    raw.extend((0..16u8).map(|j| (15 - j) << 4 | j));
+    let y = dequant(GgmlType::IQ4NL, &raw);
+    for j in 0..16 {
+        assert_eq!(y[j], KVALUES_IQ4NL[j] as f32 * 0.25);
+        assert_eq!(y[j + 16], KVALUES_IQ4NL[15 - j] as f32 * 0.25);
+    }
 }
 
 #[test]
@@ -193,6 +248,8 @@ fn quantize_round_trip_error() {
     for (ty, max) in [
         (GgmlType::Q4_0, MAX_QUANTIZATION_TOTAL_ERROR_Q4),
         (GgmlType::Q4_1, MAX_QUANTIZATION_TOTAL_ERROR_Q4),
+        (GgmlType::Q5_0, MAX_QUANTIZATION_TOTAL_ERROR_Q5),
+        (GgmlType::Q5_1, MAX_QUANTIZATION_TOTAL_ERROR_Q5),
         (GgmlType::Q8_0, MAX_QUANTIZATION_TOTAL_ERROR_Q8),
     ] {
         let err = rmse(&x, &dequant(ty, &quantize_weights(ty, &x)));
@@ -229,6 +286,8 @@ fn quantized_dot_close_to_f32_dot() {
     for (ty, max) in [
         (GgmlType::Q4_0, MAX_DOT_PRODUCT_ERROR_Q4_0),
         (GgmlType::Q4_1, MAX_DOT_PRODUCT_ERROR_Q4_1),
+        (GgmlType::Q5_0, MAX_DOT_PRODUCT_ERROR_Q5_0),
+        (GgmlType::Q5_1, MAX_DOT_PRODUCT_ERROR_Q5_1),
         (GgmlType::Q8_0, MAX_DOT_PRODUCT_ERROR_Q8_0),
     ] {
         let w = quantize_weights(ty, &x);
@@ -268,6 +327,24 @@ fn kquant_integer_dot_matches_dequantized_dot() {
 }
 
 #[test]
+fn iq4_nl_integer_dot_matches_dequantized_dot() {
+    let mut rng = Rng::new(9);
+    let ty = GgmlType::IQ4NL;
+    let k = 1024;
+    let w = random_kquant_row(ty, k / 32, &mut rng);
+    let x = rng.vec(k);
+    let mut xq = vec![0u8; crate::activation_bytes(ty, k)];
+    crate::quantize_activations(ty, &x, &mut xq);
+    let want = dot_f32(&dequant(ty, &w), &dequant(GgmlType::Q8_0, &xq));
+    for (isa, kt) in tables() {
+        let mut out = [0.0f32];
+        crate::matmul::matmul_rows_with(kt, &qm(ty, &w, k), 0..1, &xq, 1, &mut out);
+        let err = (out[0] - want).abs() / k as f32;
+        assert!(err < MAX_IQ4_NL_DOT_VS_DEQUANT_ERROR, "{isa:?}: {err}");
+    }
+}
+
+#[test]
 fn q6_k_dequant_matches_ggml_bit_layout() {
     // Weight 0 takes ql[0] low nibble and qh[0] bits 0-1; weight 96 takes ql[32] high nibble and
     // qh[0] bits 6-7 (ggml's dequantize_row_q6_K loop).
@@ -291,6 +368,9 @@ fn optimized_kernels_match_ref_twins() {
     for ty in [
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::IQ4NL,
         GgmlType::Q8_0,
         GgmlType::Q4K,
         GgmlType::Q5K,
@@ -325,6 +405,9 @@ fn dequantize_misaligned_bytes_matches_aligned() {
     let mut rng = Rng::new(11);
     for ty in [
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::IQ4NL,
         GgmlType::Q4K,
         GgmlType::Q6K,
         GgmlType::F16,
@@ -360,6 +443,8 @@ fn quantize_row_matches_typed_ref_quantizers() {
         (GgmlType::BF16, typed(&x, 1, quantize_row_bf16)),
         (GgmlType::Q4_0, typed(&x, QK4_0, quantize_row_q4_0_ref)),
         (GgmlType::Q4_1, typed(&x, QK4_1, quantize_row_q4_1_ref)),
+        (GgmlType::Q5_0, typed(&x, QK5_0, quantize_row_q5_0_ref)),
+        (GgmlType::Q5_1, typed(&x, QK5_1, quantize_row_q5_1_ref)),
         (GgmlType::Q8_0, typed(&x, QK8_0, quantize_row_q8_0_ref)),
         (GgmlType::Q8_1, typed(&x, QK8_1, quantize_row_q8_1_ref)),
         (GgmlType::Q8K, typed(&x, QK_K, quantize_row_q8_k_ref)),
@@ -372,7 +457,7 @@ fn quantize_row_matches_typed_ref_quantizers() {
             assert_eq!(dst, &want[..], "{} at offset {off}", ty.name());
         }
     }
-    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::IQ4NL] {
         let mut dst = vec![7u8; ty.row_bytes(512).unwrap()];
         assert_eq!(
             quantize_row(ty, &x, &mut dst),
