@@ -143,8 +143,14 @@ fn benches(c: &mut Criterion) {
     matvec(c, &arena, GgmlType::Q4_1, 192, 576, false);
     matvec(c, &arena, GgmlType::Q4_1, 576, 576, false);
     matvec(c, &arena, GgmlType::Q8_0, 49152, 576, true);
+    // Q4_K_M of SmolLM2: its 576-wide rows fall back to Q5_0 (Q5_K_M: Q5_1).
+    matvec(c, &arena, GgmlType::Q5_0, 1536, 576, true);
+    matvec(c, &arena, GgmlType::Q5_1, 1536, 576, true);
     for ty in [
         GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::IQ4NL,
         GgmlType::Q8_0,
         GgmlType::Q4K,
         GgmlType::Q5K,
@@ -158,6 +164,9 @@ fn benches(c: &mut Criterion) {
     for ty in [
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::IQ4NL,
         GgmlType::Q8_0,
         GgmlType::Q4K,
         GgmlType::Q5K,
