@@ -21,7 +21,9 @@ pub const fn activation_type(w: GgmlType) -> GgmlType {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => GgmlType::F32,
         GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4NL => GgmlType::Q8_0,
         GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
-        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => GgmlType::Q8K,
+        GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+            GgmlType::Q8K
+        }
         GgmlType::Q8_1 | GgmlType::Q8K => panic!("Q8_1 and Q8_K are activation types, not weights"),
     }
 }
@@ -117,6 +119,8 @@ pub(crate) fn matmul_rows_with(
         GgmlType::Q5_1 => rows_typed(w, xq, shape, out, kt.q5_1_q8_1, None),
         GgmlType::IQ4NL => rows_typed(w, xq, shape, out, kt.iq4_nl_q8_0, None),
         GgmlType::Q8_0 => rows_typed(w, xq, shape, out, kt.q8_0_q8_0, kt.q8_0_q8_0_tiles),
+        GgmlType::Q2K => rows_typed(w, xq, shape, out, kt.q2_k_q8_k, None),
+        GgmlType::Q3K => rows_typed(w, xq, shape, out, kt.q3_k_q8_k, None),
         GgmlType::Q4K => rows_typed(w, xq, shape, out, kt.q4_k_q8_k, None),
         GgmlType::Q5K => rows_typed(w, xq, shape, out, kt.q5_k_q8_k, None),
         GgmlType::Q6K => rows_typed(w, xq, shape, out, kt.q6_k_q8_k, None),

@@ -11,6 +11,8 @@ pub(crate) static GENERIC: Kernels = Kernels {
     q5_1_q8_1: vec_dot_q5_1_q8_1_ref,
     iq4_nl_q8_0: vec_dot_iq4_nl_q8_0_ref,
     q8_0_q8_0: vec_dot_q8_0_q8_0_ref,
+    q2_k_q8_k: vec_dot_q2_k_q8_k_ref,
+    q3_k_q8_k: vec_dot_q3_k_q8_k_ref,
     q4_k_q8_k: vec_dot_q4_k_q8_k_ref,
     q5_k_q8_k: vec_dot_q5_k_q8_k_ref,
     q6_k_q8_k: vec_dot_q6_k_q8_k_ref,

@@ -6,8 +6,8 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use half::{bf16, f16};
 
 use crate::quant::{
-    BlockIQ4NL, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K, BlockQ6K,
-    BlockQ8_0, BlockQ8_1, BlockQ8K,
+    BlockIQ4NL, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K,
+    BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -55,6 +55,8 @@ pub(crate) struct Kernels {
     pub q5_1_q8_1: fn(&[BlockQ5_1], &[BlockQ8_1]) -> f32,
     pub iq4_nl_q8_0: fn(&[BlockIQ4NL], &[BlockQ8_0]) -> f32,
     pub q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
+    pub q2_k_q8_k: fn(&[BlockQ2K], &[BlockQ8K]) -> f32,
+    pub q3_k_q8_k: fn(&[BlockQ3K], &[BlockQ8K]) -> f32,
     pub q4_k_q8_k: fn(&[BlockQ4K], &[BlockQ8K]) -> f32,
     pub q5_k_q8_k: fn(&[BlockQ5K], &[BlockQ8K]) -> f32,
     pub q6_k_q8_k: fn(&[BlockQ6K], &[BlockQ8K]) -> f32,

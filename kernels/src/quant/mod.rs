@@ -5,6 +5,8 @@ use bytemuck::Pod;
 
 pub mod float;
 pub mod iq4_nl;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
@@ -18,6 +20,8 @@ pub mod q8_k;
 
 pub use float::*;
 pub use iq4_nl::*;
+pub use q2_k::*;
+pub use q3_k::*;
 pub use q4_0::*;
 pub use q4_1::*;
 pub use q4_k::*;
@@ -49,6 +53,10 @@ pub enum GgmlType {
     Q8_0,
     /// 8-bit, 32 weights a block, f16 scale and f16 sum (activations for Q4_1).
     Q8_1,
+    /// 2-bit k-quant, 256 weights a super-block.
+    Q2K,
+    /// 3-bit k-quant, 256 weights a super-block.
+    Q3K,
     /// 4-bit k-quant, 256 weights a super-block.
     Q4K,
     /// 5-bit k-quant, 256 weights a super-block.
@@ -65,7 +73,7 @@ pub enum GgmlType {
 
 impl GgmlType {
     /// Every type engram knows.
-    pub const ALL: [GgmlType; 14] = [
+    pub const ALL: [GgmlType; 16] = [
         Self::F32,
         Self::F16,
         Self::Q4_0,
@@ -74,6 +82,8 @@ impl GgmlType {
         Self::Q5_1,
         Self::Q8_0,
         Self::Q8_1,
+        Self::Q2K,
+        Self::Q3K,
         Self::Q4K,
         Self::Q5K,
         Self::Q6K,
@@ -93,6 +103,8 @@ impl GgmlType {
             7 => Self::Q5_1,
             8 => Self::Q8_0,
             9 => Self::Q8_1,
+            10 => Self::Q2K,
+            11 => Self::Q3K,
             12 => Self::Q4K,
             13 => Self::Q5K,
             14 => Self::Q6K,
@@ -114,6 +126,8 @@ impl GgmlType {
             Self::Q5_1 => 7,
             Self::Q8_0 => 8,
             Self::Q8_1 => 9,
+            Self::Q2K => 10,
+            Self::Q3K => 11,
             Self::Q4K => 12,
             Self::Q5K => 13,
             Self::Q6K => 14,
@@ -134,6 +148,8 @@ impl GgmlType {
             Self::Q5_1 => "q5_1",
             Self::Q8_0 => "q8_0",
             Self::Q8_1 => "q8_1",
+            Self::Q2K => "q2_K",
+            Self::Q3K => "q3_K",
             Self::Q4K => "q4_K",
             Self::Q5K => "q5_K",
             Self::Q6K => "q6_K",
@@ -154,7 +170,7 @@ impl GgmlType {
             | Self::Q8_0
             | Self::Q8_1
             | Self::IQ4NL => 32,
-            Self::Q4K | Self::Q5K | Self::Q6K | Self::Q8K => 256,
+            Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::Q8K => 256,
         }
     }
 
@@ -169,6 +185,8 @@ impl GgmlType {
             Self::Q5_1 => 24,
             Self::Q8_0 => 34,
             Self::Q8_1 => 36,
+            Self::Q2K => 84,
+            Self::Q3K => 110,
             Self::Q4K => 144,
             Self::Q5K => 176,
             Self::Q6K => 210,
@@ -215,6 +233,8 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         GgmlType::IQ4NL => with_blocks(src, dst, bs, dequantize_row_iq4_nl),
         GgmlType::Q8_0 => with_blocks(src, dst, bs, dequantize_row_q8_0),
         GgmlType::Q8_1 => with_blocks(src, dst, bs, dequantize_row_q8_1),
+        GgmlType::Q2K => with_blocks(src, dst, bs, dequantize_row_q2_k),
+        GgmlType::Q3K => with_blocks(src, dst, bs, dequantize_row_q3_k),
         GgmlType::Q4K => with_blocks(src, dst, bs, dequantize_row_q4_k),
         GgmlType::Q5K => with_blocks(src, dst, bs, dequantize_row_q5_k),
         GgmlType::Q6K => with_blocks(src, dst, bs, dequantize_row_q6_k),
@@ -226,7 +246,7 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum QuantizeError {
-    /// The k-quant weight formats (Q4_K, Q5_K, Q6_K) and IQ4_NL (whose quantizer searches
+    /// The k-quant weight formats (Q2_K to Q6_K) and IQ4_NL (whose quantizer searches
     /// scales against importance weights): engram reads them but cannot write them.
     Unsupported(GgmlType),
 }
@@ -274,7 +294,12 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
         GgmlType::Q8_0 => quantize_into(src, dst, bs, quantize_row_q8_0_ref),
         GgmlType::Q8_1 => quantize_into(src, dst, bs, quantize_row_q8_1_ref),
         GgmlType::Q8K => quantize_into(src, dst, bs, quantize_row_q8_k_ref),
-        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K | GgmlType::IQ4NL => {
+        GgmlType::Q2K
+        | GgmlType::Q3K
+        | GgmlType::Q4K
+        | GgmlType::Q5K
+        | GgmlType::Q6K
+        | GgmlType::IQ4NL => {
             return Err(QuantizeError::Unsupported(ty));
         }
     }

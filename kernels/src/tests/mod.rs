@@ -126,6 +126,11 @@ pub(crate) fn random_kquant_row(ty: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u
             }
             GgmlType::Q6K => blk[208..210].copy_from_slice(&d),
             GgmlType::IQ4NL => blk[0..2].copy_from_slice(&d),
+            GgmlType::Q2K => {
+                blk[80..82].copy_from_slice(&d);
+                blk[82..84].copy_from_slice(&dmin);
+            }
+            GgmlType::Q3K => blk[108..110].copy_from_slice(&d),
             _ => unreachable!(),
         }
     }
@@ -165,6 +170,8 @@ fn block_sizes_match_ggml_type_sizes() {
     assert_eq!(size_of::<BlockQ5_0>(), GgmlType::Q5_0.type_size());
     assert_eq!(size_of::<BlockQ5_1>(), GgmlType::Q5_1.type_size());
     assert_eq!(size_of::<BlockIQ4NL>(), GgmlType::IQ4NL.type_size());
+    assert_eq!(size_of::<BlockQ2K>(), GgmlType::Q2K.type_size());
+    assert_eq!(size_of::<BlockQ3K>(), GgmlType::Q3K.type_size());
     for ty in GgmlType::ALL {
         assert_eq!(GgmlType::from_u32(ty.id()), Some(ty), "{}", ty.name());
     }
@@ -306,7 +313,13 @@ fn quantized_dot_close_to_f32_dot() {
 #[test]
 fn kquant_integer_dot_matches_dequantized_dot() {
     let mut rng = Rng::new(7);
-    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+    for ty in [
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ] {
         let k = 1024;
         let w = random_kquant_row(ty, k / 256, &mut rng);
         let x = rng.vec(k);
@@ -345,6 +358,36 @@ fn iq4_nl_integer_dot_matches_dequantized_dot() {
 }
 
 #[test]
+fn q2_k_and_q3_k_dequant_match_ggml_bit_layout() {
+    // Weight 128 n + 32 j + l takes bits 2j.. of qs[32 n + l]; Q3_K's high bit is bit 4n + j of
+    // hmask[l], and a clear bit subtracts 4 (ggml's dequantize_row_q2_K / _q3_K loops).
+    let mut b2 = BlockQ2K::zeroed();
+    b2.d = f16::from_f32(1.0);
+    b2.dmin = f16::from_f32(0.5);
+    b2.scales = [0x21; 16]; // scale 1, minimum 2
+    b2.qs[32 + 5] = 0b11_00_10_00; // n = 1, l = 5: j = 1 → 2, j = 3 → 3
+    let mut y = [0.0f32; 256];
+    dequantize_row_q2_k(&[b2], &mut y);
+    assert_eq!(y[128 + 32 + 5], 2.0 - 1.0);
+    assert_eq!(y[128 + 96 + 5], 3.0 - 1.0);
+    assert_eq!(y[5], -1.0);
+    let mut b3 = BlockQ3K::zeroed();
+    b3.d = f16::from_f32(1.0);
+    // Scale of sub-block i: low nibble i / 8 of byte i % 8, high bits 2(i / 4) of byte 8 + i % 4.
+    b3.scales[1] = 0x03; // sub-block 1 low = 3, sub-block 9 low = 0
+    b3.scales[9] = 0b10 << 2; // sub-block 5 high bits = 2
+    let sc = q3_k_scales(&b3.scales);
+    assert_eq!((sc[1], sc[5], sc[9], sc[0]), (3 - 32, 32 - 32, -32, -32));
+    b3.scales = [0; 12];
+    b3.scales[8] = 0b11; // sub-block 0: 48 − 32 = 16
+    b3.qs[3] = 0b01; // weight 3: low bits 1
+    b3.hmask[3] = 1; // weight 3: high bit set (bit 4·0 + 0)
+    dequantize_row_q3_k(&[b3], &mut y);
+    assert_eq!(y[3], 16.0);
+    assert_eq!(y[4], 16.0 * -4.0);
+}
+
+#[test]
 fn q6_k_dequant_matches_ggml_bit_layout() {
     // Weight 0 takes ql[0] low nibble and qh[0] bits 0-1; weight 96 takes ql[32] high nibble and
     // qh[0] bits 6-7 (ggml's dequantize_row_q6_K loop).
@@ -372,6 +415,8 @@ fn optimized_kernels_match_ref_twins() {
         GgmlType::Q5_1,
         GgmlType::IQ4NL,
         GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
         GgmlType::Q4K,
         GgmlType::Q5K,
         GgmlType::Q6K,
@@ -457,7 +502,14 @@ fn quantize_row_matches_typed_ref_quantizers() {
             assert_eq!(dst, &want[..], "{} at offset {off}", ty.name());
         }
     }
-    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K, GgmlType::IQ4NL] {
+    for ty in [
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+        GgmlType::IQ4NL,
+    ] {
         let mut dst = vec![7u8; ty.row_bytes(512).unwrap()];
         assert_eq!(
             quantize_row(ty, &x, &mut dst),

@@ -33,6 +33,14 @@ pub(crate) static NEON: Kernels = Kernels {
         // SAFETY: as for `q5_0_q8_0`.
         unsafe { neon_q5_iq4::vec_dot_iq4_nl_q8_0::<false>(x, y) }
     },
+    q2_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { neon_kquant::vec_dot_q2_k_q8_k::<false>(x, y) }
+    },
+    q3_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { neon_kquant::vec_dot_q3_k_q8_k::<false>(x, y) }
+    },
     q4_k_q8_k: |x, y| {
         // SAFETY: as for `q5_0_q8_0`.
         unsafe { neon_kquant::vec_dot_q4_k_q8_k::<false>(x, y) }
@@ -68,6 +76,14 @@ pub(crate) static NEON_DOTPROD: Kernels = Kernels {
     iq4_nl_q8_0: |x, y| {
         // SAFETY: as for `q5_0_q8_0`.
         unsafe { sdot_entry::iq4_nl_q8_0(x, y) }
+    },
+    q2_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { sdot_entry::q2_k_q8_k(x, y) }
+    },
+    q3_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { sdot_entry::q3_k_q8_k(x, y) }
     },
     q4_k_q8_k: |x, y| {
         // SAFETY: as for `q5_0_q8_0`.
@@ -182,6 +198,18 @@ mod sdot_entry {
         neon_q5_iq4::vec_dot_iq4_nl_q8_0,
         BlockIQ4NL,
         BlockQ8_0
+    );
+    entry!(
+        q2_k_q8_k,
+        neon_kquant::vec_dot_q2_k_q8_k,
+        BlockQ2K,
+        BlockQ8K
+    );
+    entry!(
+        q3_k_q8_k,
+        neon_kquant::vec_dot_q3_k_q8_k,
+        BlockQ3K,
+        BlockQ8K
     );
     entry!(
         q4_k_q8_k,

@@ -1,4 +1,4 @@
-//! NEON k-quant dot products (Q4_K, Q5_K, Q6_K against Q8_K), after ggml's
+//! NEON k-quant dot products (Q2_K to Q6_K against Q8_K), after ggml's
 //! `ggml-cpu/arch/arm/quants.c`, in the two flavours of [`super::neon`] (`SDOT`).
 //!
 //! Each super-block's integer sum is computed exactly in i32 lanes and reduced once; the f32
@@ -10,7 +10,9 @@
 use core::arch::aarch64::*;
 
 use super::neon::{dot_i8x32, sdot};
-use crate::quant::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, get_scale_min_k4};
+use crate::quant::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, get_scale_min_k4, q3_k_scales,
+};
 
 /// 32 bytes from `s[at..at + 32]` as two vectors.
 #[inline]
@@ -182,6 +184,90 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k<const SDOT: bool>(x: &[BlockQ6K], y: &[Bl
                     // SAFETY: dotprod was checked when `SDOT` (this function's contract).
                     let p = unsafe { dot_i8x16::<SDOT>(q, q8[k]) };
                     acc = vmlaq_n_s32(acc, p, i32::from(a.scales[is + k]));
+                }
+            }
+        }
+        let sumi = vaddvq_s32(acc);
+        sum += a.d.to_f32() * b.d * sumi as f32;
+    }
+    sum
+}
+
+/// `v >> (2 j)` per byte, `j` in `0..4` (a constant shift per arm).
+#[inline]
+#[target_feature(enable = "neon")]
+fn shift_pairs(v: uint8x16_t, j: usize) -> uint8x16_t {
+    match j {
+        0 => v,
+        1 => vshrq_n_u8::<2>(v),
+        2 => vshrq_n_u8::<4>(v),
+        _ => vshrq_n_u8::<6>(v),
+    }
+}
+
+/// Q2_K · Q8_K: weight `128 n + 32 j + l` is bits `2j..` of `qs[32 n + l]`; each 16 bytes of a
+/// group are one sub-block.
+///
+/// # Safety
+/// The CPU must have neon, and dotprod with `SDOT`.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn vec_dot_q2_k_q8_k<const SDOT: bool>(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_q2_k_q8_k: block count mismatch");
+    let three = vdupq_n_u8(3);
+    let mut sum = 0.0f32;
+    for (a, b) in x.iter().zip(y) {
+        let mut summ = 0i32;
+        for (&sc, &bs) in a.scales.iter().zip(&b.bsums) {
+            summ += i32::from(sc >> 4) * i32::from(bs);
+        }
+        let mut acc = vdupq_n_s32(0);
+        for n in 0..2 {
+            let q = load_u8x32(&a.qs, 32 * n);
+            for j in 0..4 {
+                let q8 = load_q8(&b.qs, 128 * n + 32 * j);
+                for k in 0..2 {
+                    let q2 = vreinterpretq_s8_u8(vandq_u8(shift_pairs(q[k], j), three));
+                    // SAFETY: dotprod was checked when `SDOT` (this function's contract).
+                    let p = unsafe { dot_i8x16::<SDOT>(q2, q8[k]) };
+                    let sc = a.scales[8 * n + 2 * j + k] & 0x0F;
+                    acc = vmlaq_n_s32(acc, p, i32::from(sc));
+                }
+            }
+        }
+        let sumi = vaddvq_s32(acc);
+        sum += b.d * (a.d.to_f32() * sumi as f32 - a.dmin.to_f32() * summ as f32);
+    }
+    sum
+}
+
+/// Q3_K · Q8_K: codes `low2 − 4` where the group's `hmask` bit (`4n + j`) is clear.
+///
+/// # Safety
+/// The CPU must have neon, and dotprod with `SDOT`.
+#[inline]
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn vec_dot_q3_k_q8_k<const SDOT: bool>(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_q3_k_q8_k: block count mismatch");
+    let (three, four) = (vdupq_n_u8(3), vdupq_n_s8(4));
+    let mut sum = 0.0f32;
+    for (a, b) in x.iter().zip(y) {
+        let sc = q3_k_scales(&a.scales);
+        let hm = load_u8x32(&a.hmask, 0);
+        let mut acc = vdupq_n_s32(0);
+        for n in 0..2 {
+            let q = load_u8x32(&a.qs, 32 * n);
+            for j in 0..4 {
+                let bit = vdupq_n_u8(1 << (4 * n + j));
+                let q8 = load_q8(&b.qs, 128 * n + 32 * j);
+                for k in 0..2 {
+                    let low = vreinterpretq_s8_u8(vandq_u8(shift_pairs(q[k], j), three));
+                    // 4 where the high bit is clear, else 0.
+                    let clear = vreinterpretq_s8_u8(vceqq_u8(vandq_u8(hm[k], bit), vdupq_n_u8(0)));
+                    let q3 = vsubq_s8(low, vandq_s8(clear, four));
+                    // SAFETY: dotprod was checked when `SDOT` (this function's contract).
+                    let p = unsafe { dot_i8x16::<SDOT>(q3, q8[k]) };
+                    acc = vmlaq_n_s32(acc, p, i32::from(sc[8 * n + 2 * j + k]));
                 }
             }
         }

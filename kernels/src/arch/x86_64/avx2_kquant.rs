@@ -1,4 +1,4 @@
-//! AVX2 + FMA + F16C k-quant dot products (Q4_K, Q5_K, Q6_K against Q8_K), after ggml's
+//! AVX2 + FMA + F16C k-quant dot products (Q2_K to Q6_K against Q8_K), after ggml's
 //! `ggml-cpu/arch/x86/quants.c`.
 //!
 //! Each super-block's integer sum (`Σ sc·Σq·q8`, and the minimums' `Σ m·bsum`) is computed
@@ -10,7 +10,9 @@
 
 use core::arch::x86_64::*;
 
-use crate::quant::{BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, get_scale_min_k4};
+use crate::quant::{
+    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, get_scale_min_k4, q3_k_scales,
+};
 
 /// 32 bytes from `s[at..at + 32]`.
 #[inline]
@@ -146,6 +148,90 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
                     _mm_set1_epi16(i16::from(a.scales[is])),
                 );
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc));
+            }
+        }
+        let sumi = hsum_i32(acc);
+        sum += a.d.to_f32() * b.d * sumi as f32;
+    }
+    sum
+}
+
+/// `v >> (2 j)` per 16-bit lane, `j` in `0..4` (a constant shift per arm).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn shift_pairs(v: __m256i, j: usize) -> __m256i {
+    match j {
+        0 => v,
+        1 => _mm256_srli_epi16::<2>(v),
+        2 => _mm256_srli_epi16::<4>(v),
+        _ => _mm256_srli_epi16::<6>(v),
+    }
+}
+
+/// Two 16-value sub-blocks' scales as the i16 multipliers of `maddubs` pair sums (lanes 0..8
+/// take `lo`, lanes 8..16 take `hi`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_pair(lo: i16, hi: i16) -> __m256i {
+    _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+}
+
+/// Q2_K · Q8_K: weight `128 n + 32 j + l` is bits `2j..` of `qs[32 n + l]`, so one 32-byte
+/// load serves four groups of 32 weights; each group spans two 16-value sub-blocks.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_q2_k_q8_k: block count mismatch");
+    let three = _mm256_set1_epi8(3);
+    let mut sum = 0.0f32;
+    for (a, b) in x.iter().zip(y) {
+        let mut summ = 0i32;
+        for (&sc, &bs) in a.scales.iter().zip(&b.bsums) {
+            summ += i32::from(sc >> 4) * i32::from(bs);
+        }
+        let mut acc = _mm256_setzero_si256();
+        for n in 0..2 {
+            let q = load32(&a.qs, 32 * n);
+            for j in 0..4 {
+                let q2 = _mm256_and_si256(shift_pairs(q, j), three);
+                let q8 = load32(&b.qs, 128 * n + 32 * j);
+                let is = 8 * n + 2 * j;
+                let sc = scale_pair(
+                    i16::from(a.scales[is] & 0x0F),
+                    i16::from(a.scales[is + 1] & 0x0F),
+                );
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q2, q8), sc));
+            }
+        }
+        let sumi = hsum_i32(acc);
+        sum += b.d * (a.d.to_f32() * sumi as f32 - a.dmin.to_f32() * summ as f32);
+    }
+    sum
+}
+
+/// Q3_K · Q8_K: codes `u − 4` with `u = low2 | high << 2` in `0..8`, as
+/// `maddubs(u, q8) − maddubs(4, q8)`; the high bit of group `(n, j)` is bit `4n + j` of `hmask`.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_q3_k_q8_k: block count mismatch");
+    let (three, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
+    let mut sum = 0.0f32;
+    for (a, b) in x.iter().zip(y) {
+        let sc = q3_k_scales(&a.scales);
+        let mut hbits = load32(&a.hmask, 0);
+        let mut acc = _mm256_setzero_si256();
+        for n in 0..2 {
+            let q = load32(&a.qs, 32 * n);
+            for j in 0..4 {
+                // Bit 0 of `hbits` is the current group's high bit, moved to bit 2.
+                let high = _mm256_and_si256(_mm256_slli_epi16::<2>(hbits), four);
+                hbits = _mm256_srli_epi16::<1>(hbits);
+                let u = _mm256_or_si256(_mm256_and_si256(shift_pairs(q, j), three), high);
+                let q8 = load32(&b.qs, 128 * n + 32 * j);
+                let p =
+                    _mm256_sub_epi16(_mm256_maddubs_epi16(u, q8), _mm256_maddubs_epi16(four, q8));
+                let is = 8 * n + 2 * j;
+                let s = scale_pair(i16::from(sc[is]), i16::from(sc[is + 1]));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
             }
         }
         let sumi = hsum_i32(acc);

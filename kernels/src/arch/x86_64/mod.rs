@@ -29,6 +29,14 @@ pub(crate) static AVX2: Kernels = Kernels {
         // SAFETY: as for `q5_0_q8_0`.
         unsafe { avx2_q5_iq4::vec_dot_iq4_nl_q8_0(x, y) }
     },
+    q2_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { avx2_kquant::vec_dot_q2_k_q8_k(x, y) }
+    },
+    q3_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { avx2_kquant::vec_dot_q3_k_q8_k(x, y) }
+    },
     q4_k_q8_k: |x, y| {
         // SAFETY: as for `q5_0_q8_0`.
         unsafe { avx2_kquant::vec_dot_q4_k_q8_k(x, y) }
