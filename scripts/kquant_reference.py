@@ -125,9 +125,25 @@ def sha256(path):
     return h.hexdigest()
 
 
+def no_extra_buffer_types():
+    """llama.cpp's "extra" CPU buffer types (AMX, the repacked Q4_K/Q8_0 layouts) off, as in
+    scripts/llamacpp_bench.py: this VM reports AMX but does not grant it, and llama.cpp's AMX
+    matmul segfaults on the first eval (2026-12-06). The reference is then llama.cpp's plain
+    `vec_dot` path for every type."""
+    low = llama_cpp.llama_cpp  # the module llama_cpp.Llama reads its defaults from
+    default_params = low.llama_model_default_params
+
+    def model_params():
+        p = default_params()
+        p.use_extra_bufts = False
+        return p
+
+    low.llama_model_default_params = model_params
+
+
 def run_prompts(path, prompts, threads):
     llm = llama_cpp.Llama(model_path=path, n_ctx=256, n_threads=threads, n_batch=256,
-                          logits_all=False, verbose=False)
+                          logits_all=True, verbose=False)
     cases = []
     for prompt in prompts:
         tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True)
@@ -165,13 +181,14 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--types", default=",".join(FTYPES))
     args = ap.parse_args()
+    no_extra_buffer_types()
 
     with open(args.prompts) as f:
         prompts = [c["prompt"] for c in json.load(f)]
     base = os.path.basename(args.f32).replace(".F32.gguf", "")
     out = {
-        "producer": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp CPU), "
-                    f"{args.threads} threads; scripts/kquant_reference.py",
+        "producer": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp CPU, extra buffer "
+                    f"types off), {args.threads} threads; scripts/kquant_reference.py",
         "f32_sha256": sha256(args.f32),
         "models": {},
     }
