@@ -22,6 +22,9 @@ pub(crate) static GENERIC: Kernels = Kernels {
     axpy_panel: axpy_panel_ref,
     q4_1_q8_1_tiles: None,
     q8_0_q8_0_tiles: None,
+    q5_0_q8_0_tiles: None,
+    q5_1_q8_1_tiles: None,
+    iq4_nl_q8_0_tiles: None,
     quantize_q8_0: quantize_row_q8_0_ref,
     quantize_q8_1: quantize_row_q8_1_ref,
 };

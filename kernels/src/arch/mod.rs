@@ -71,6 +71,12 @@ pub(crate) struct Kernels {
     pub q4_1_q8_1_tiles: Option<Tiles<BlockQ4_1, BlockQ8_1>>,
     /// Multi-row Q8_0 · Q8_0 tiles, each result bit-identical to `q8_0_q8_0`'s (see above).
     pub q8_0_q8_0_tiles: Option<Tiles<BlockQ8_0, BlockQ8_0>>,
+    /// Multi-row Q5_0 · Q8_0 tiles, each result bit-identical to `q5_0_q8_0`'s (see above).
+    pub q5_0_q8_0_tiles: Option<Tiles<BlockQ5_0, BlockQ8_0>>,
+    /// Multi-row Q5_1 · Q8_1 tiles, each result bit-identical to `q5_1_q8_1`'s (see above).
+    pub q5_1_q8_1_tiles: Option<Tiles<BlockQ5_1, BlockQ8_1>>,
+    /// Multi-row IQ4_NL · Q8_0 tiles, each result bit-identical to `iq4_nl_q8_0`'s (see above).
+    pub iq4_nl_q8_0_tiles: Option<Tiles<BlockIQ4NL, BlockQ8_0>>,
     /// Activation quantizers, bit-identical to `quantize_row_q8_0_ref` / `_q8_1_ref`.
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
     /// See `quantize_q8_0`.

@@ -10,9 +10,10 @@
 
 use core::arch::x86_64::*;
 
-use crate::quant::{
-    BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, get_scale_min_k4, q3_k_scales,
-};
+use crate::quant::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, q3_k_scales};
+
+#[cfg(test)]
+use crate::quant::get_scale_min_k4;
 
 /// 32 bytes from `s[at..at + 32]`.
 #[inline]
@@ -32,17 +33,44 @@ pub(super) fn hsum_i32(v: __m256i) -> i32 {
     _mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32::<0b01>(s)))
 }
 
-/// The eight (scale, minimum) pairs of a Q4_K / Q5_K super-block, and `Σ m_j · bsum_j` over
-/// its sub-blocks (each sub-block's two 16-value activation sums).
+/// The eight 6-bit scales and eight 6-bit minimums of a Q4_K / Q5_K super-block as bytes
+/// (`[scales 0..8, mins 0..8]`), unpacked four at a time in 32-bit words as ggml does; byte for
+/// byte what [`crate::quant::get_scale_min_k4`] gives.
 #[inline]
-pub(super) fn scales_and_min_sum(scales: &[u8; 12], b: &BlockQ8K) -> ([u8; 8], i32) {
-    let mut sc = [0u8; 8];
-    let mut summ = 0i32;
-    for (j, sc) in sc.iter_mut().enumerate() {
-        let (s, m) = get_scale_min_k4(j, scales);
-        *sc = s;
-        summ += m as i32 * (b.bsums[2 * j] as i32 + b.bsums[2 * j + 1] as i32);
+pub(super) fn unpack_scales_mins(s: &[u8; 12]) -> [u8; 16] {
+    const KMASK1: u32 = 0x3f3f_3f3f;
+    const KMASK2: u32 = 0x0f0f_0f0f;
+    const KMASK3: u32 = 0x0303_0303;
+    let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    let (w0, w1, w2) = (w(0), w(4), w(8));
+    let scales_lo = w0 & KMASK1;
+    let scales_hi = (w2 & KMASK2) | (((w0 >> 6) & KMASK3) << 4);
+    let mins_lo = w1 & KMASK1;
+    let mins_hi = ((w2 >> 4) & KMASK2) | (((w1 >> 6) & KMASK3) << 4);
+    let mut out = [0u8; 16];
+    for (o, word) in out
+        .chunks_exact_mut(4)
+        .zip([scales_lo, scales_hi, mins_lo, mins_hi])
+    {
+        o.copy_from_slice(&word.to_le_bytes());
     }
+    out
+}
+
+/// The eight scales of a Q4_K / Q5_K super-block, and `Σ m_j · (bsum_2j + bsum_2j+1)` over its
+/// sub-blocks: each minimum is widened to two i16 lanes and `madd`ed with the 16 bsums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn scales_and_min_sum(scales: &[u8; 12], b: &BlockQ8K) -> ([u8; 8], i32) {
+    let sm = unpack_scales_mins(scales);
+    // SAFETY: `sm` is 16 readable bytes; `loadu` has no alignment requirement.
+    let mins = unsafe { _mm_loadu_si128(sm.as_ptr().cast()) };
+    let mins = _mm_unpackhi_epi8(mins, mins); // m0 m0 m1 m1 … m7 m7
+    // SAFETY: `bsums` is 16 i16 = 32 readable bytes; `loadu` has no alignment requirement.
+    let bsums = unsafe { _mm256_loadu_si256(b.bsums.as_ptr().cast()) };
+    let summ = hsum_i32(_mm256_madd_epi16(_mm256_cvtepu8_epi16(mins), bsums));
+    let mut sc = [0u8; 8];
+    sc.copy_from_slice(&sm[..8]);
     (sc, summ)
 }
 
@@ -238,4 +266,31 @@ pub(crate) unsafe fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
         sum += a.d.to_f32() * b.d * sumi as f32;
     }
     sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-wise unpacking equals ggml's per-index `get_scale_min_k4` on every byte pattern
+    /// family (random bytes, all ones, alternating bits).
+    #[test]
+    fn unpack_scales_mins_matches_get_scale_min_k4() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        for case in 0..1004 {
+            let mut s = [[0xFFu8; 12], [0xAA; 12], [0x55; 12], [0; 12]][case % 4];
+            if case >= 4 {
+                for b in &mut s {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    *b = seed as u8;
+                }
+            }
+            let got = unpack_scales_mins(&s);
+            for j in 0..8 {
+                assert_eq!((got[j], got[8 + j]), get_scale_min_k4(j, &s), "{s:?} j={j}");
+            }
+        }
+    }
 }

@@ -11,6 +11,7 @@ mod avx2;
 mod avx2_kquant;
 mod avx2_q5_iq4;
 mod avx512;
+mod avx512_q5_iq4;
 
 /// AVX2 + FMA + F16C kernels (the activation quantizers still use the portable ones).
 pub(crate) static AVX2: Kernels = Kernels {
@@ -71,6 +72,22 @@ pub(crate) static AVX512_VNNI: Kernels = Kernels {
         x1: |x, y| x.map(|r| q8_0_q8_0_vnni::<1, 1>([r], [y])[0][0]),
         x4: q8_0_q8_0_vnni::<4, 4>,
     }),
+    // The fall-back formats of llama.cpp's Q4_K_M / Q5_K_M / IQ4_XS files, tiled like Q4_1.
+    q5_0_q8_0: |x, y| q5_0_q8_0_vnni::<1, 1>([x], [y])[0][0],
+    q5_0_q8_0_tiles: Some(Tiles {
+        x1: |x, y| q5_0_q8_0_vnni::<4, 1>(x, [y])[0],
+        x4: q5_0_q8_0_vnni::<4, 4>,
+    }),
+    q5_1_q8_1: |x, y| q5_1_q8_1_vnni::<1, 1>([x], [y])[0][0],
+    q5_1_q8_1_tiles: Some(Tiles {
+        x1: |x, y| q5_1_q8_1_vnni::<4, 1>(x, [y])[0],
+        x4: q5_1_q8_1_vnni::<4, 4>,
+    }),
+    iq4_nl_q8_0: |x, y| iq4_nl_q8_0_vnni::<1, 1>([x], [y])[0][0],
+    iq4_nl_q8_0_tiles: Some(Tiles {
+        x1: |x, y| iq4_nl_q8_0_vnni::<4, 1>(x, [y])[0],
+        x4: iq4_nl_q8_0_vnni::<4, 4>,
+    }),
     quantize_q8_0: |x, y| {
         // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
         unsafe { avx512::quantize_row_q8_0(x, y) }
@@ -102,6 +119,30 @@ fn q8_0_q8_0_vnni<const R: usize, const M: usize>(
     // SAFETY: reachable only through `AVX512_VNNI`, handed out after avx2, fma, f16c, avx512f,
     // avx512bw, avx512vl and avx512vnni were detected.
     unsafe { avx512::vec_dot_q8_0_q8_0_tile(x, y) }
+}
+
+fn q5_0_q8_0_vnni<const R: usize, const M: usize>(
+    x: [&[BlockQ5_0]; R],
+    y: [&[BlockQ8_0]; M],
+) -> [[f32; R]; M] {
+    // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+    unsafe { avx512_q5_iq4::vec_dot_q5_0_q8_0_tile(x, y) }
+}
+
+fn q5_1_q8_1_vnni<const R: usize, const M: usize>(
+    x: [&[BlockQ5_1]; R],
+    y: [&[BlockQ8_1]; M],
+) -> [[f32; R]; M] {
+    // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+    unsafe { avx512_q5_iq4::vec_dot_q5_1_q8_1_tile(x, y) }
+}
+
+fn iq4_nl_q8_0_vnni<const R: usize, const M: usize>(
+    x: [&[BlockIQ4NL]; R],
+    y: [&[BlockQ8_0]; M],
+) -> [[f32; R]; M] {
+    // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+    unsafe { avx512_q5_iq4::vec_dot_iq4_nl_q8_0_tile(x, y) }
 }
 
 fn q4_0_q8_0_avx2(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
