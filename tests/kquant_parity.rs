@@ -19,11 +19,13 @@ use serde::Deserialize;
 /// activations as llama.cpp does (Q8_0 for Q5_0/Q8_0 weights, Q8_1 for Q5_1, Q8_K for the
 /// k-quants); what is left is rounding order, which this model amplifies (docs/PARITY-NOTES.md:
 /// llama.cpp moves by up to 0.52 against itself under rounding-only changes). Measured
-/// 2026-12-06 (docs/MODELS.md): Q4_K_M 0.740, Q5_K_M 0.901, Q6_K 0.673, Q8_0 0.694; the bounds
-/// leave about a fifth of headroom.
+/// 2026-12-06 with the AVX-512 VNNI table (docs/MODELS.md): Q4_K_M 0.753, Q5_K_M 1.113, Q6_K
+/// 0.673, Q8_0 0.694. Q5_K_M shows how much order alone moves it: the AVX2 Q5_1 kernel (two
+/// alternating accumulators) gave 0.901, the VNNI tile (one per row) 1.113 on the same prompt,
+/// both within 1e-5 of the scalar twin per element. The bounds leave about a fifth of headroom.
 const MAX_TOP20_LOGIT_DIFF: [(&str, f32); 4] = [
     ("Q4_K_M", 0.95),
-    ("Q5_K_M", 1.10),
+    ("Q5_K_M", 1.35),
     ("Q6_K", 0.85),
     ("Q8_0", 0.85),
 ];
