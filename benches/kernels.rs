@@ -11,7 +11,9 @@ use std::hint::black_box;
 
 use common::x_vec;
 use criterion::{Criterion, Throughput, criterion_main};
-use engram_kernels::{GgmlType, QMatrix, activation_bytes, dequantize_row, quantize_activations};
+use engram_kernels::{
+    GgmlType, Isa, QMatrix, activation_bytes, dequantize_row, matmul_rows_isa, quantize_activations,
+};
 use engram_runtime::cpu::CpuContext;
 
 const ARENA_BYTES: usize = 256 << 20;
@@ -104,6 +106,39 @@ fn matmul_t(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize, m
     }
 }
 
+/// One thread, one instruction set's kernel table: the dot kernels alone (activations quantized
+/// once, outside the timing), cold weights, against `benches/membw.rs`'s one-thread figure.
+fn matvec_isa(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize) {
+    let bytes = ty.row_bytes(k).unwrap() * n;
+    let x = x_vec(k);
+    let mut xq = vec![0u8; activation_bytes(ty, k)];
+    quantize_activations(ty, &x, &mut xq);
+    let mut y = vec![0.0f32; n];
+    let mut g = c.benchmark_group("matvec_isa");
+    g.throughput(Throughput::Bytes(bytes as u64));
+    for isa in [
+        Isa::Generic,
+        Isa::Avx2,
+        Isa::Avx512Vnni,
+        Isa::Neon,
+        Isa::NeonDotprod,
+    ] {
+        let mut mats = Matrices::new(arena, bytes, true);
+        if !matmul_rows_isa(isa, &matrix(ty, mats.next(), n, k), 0..n, &xq, 1, &mut y) {
+            continue;
+        }
+        let name = format!(
+            "cpu_{}_matvec_{n}x{k}_{}/t1",
+            ty.name().to_lowercase(),
+            isa.name()
+        );
+        g.bench_function(&name, |b| {
+            b.iter(|| matmul_rows_isa(isa, &matrix(ty, mats.next(), n, k), 0..n, &xq, 1, &mut y))
+        });
+    }
+    g.finish();
+}
+
 fn dequant(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize) {
     let bytes = ty.row_bytes(k).unwrap() * n;
     let mut out = vec![0.0f32; n * k];
@@ -143,9 +178,17 @@ fn benches(c: &mut Criterion) {
     matvec(c, &arena, GgmlType::Q4_1, 192, 576, false);
     matvec(c, &arena, GgmlType::Q4_1, 576, 576, false);
     matvec(c, &arena, GgmlType::Q8_0, 49152, 576, true);
+    // Q4_K_M of SmolLM2: its 576-wide rows fall back to Q5_0 (Q5_K_M: Q5_1).
+    matvec(c, &arena, GgmlType::Q5_0, 1536, 576, true);
+    matvec(c, &arena, GgmlType::Q5_1, 1536, 576, true);
     for ty in [
         GgmlType::Q4_0,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::IQ4NL,
         GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
         GgmlType::Q4K,
         GgmlType::Q5K,
         GgmlType::Q6K,
@@ -158,7 +201,12 @@ fn benches(c: &mut Criterion) {
     for ty in [
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::IQ4NL,
         GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
         GgmlType::Q4K,
         GgmlType::Q5K,
         GgmlType::Q6K,
@@ -167,6 +215,21 @@ fn benches(c: &mut Criterion) {
         GgmlType::F32,
     ] {
         dequant(c, &arena, ty, 2048, 2048);
+    }
+    for ty in [
+        GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::IQ4NL,
+        GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+        GgmlType::BF16,
+    ] {
+        matvec_isa(c, &arena, ty, 2048, 2048);
     }
     matmul_t(c, &arena, GgmlType::Q4_1, 1536, 576, 1);
     matmul_t(c, &arena, GgmlType::Q4_1, 1536, 576, 32);

@@ -19,9 +19,11 @@ use crate::quant::*;
 pub const fn activation_type(w: GgmlType) -> GgmlType {
     match w {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => GgmlType::F32,
-        GgmlType::Q4_0 | GgmlType::Q8_0 => GgmlType::Q8_0,
-        GgmlType::Q4_1 => GgmlType::Q8_1,
-        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => GgmlType::Q8K,
+        GgmlType::Q4_0 | GgmlType::Q5_0 | GgmlType::Q8_0 | GgmlType::IQ4NL => GgmlType::Q8_0,
+        GgmlType::Q4_1 | GgmlType::Q5_1 => GgmlType::Q8_1,
+        GgmlType::Q2K | GgmlType::Q3K | GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+            GgmlType::Q8K
+        }
         GgmlType::Q8_1 | GgmlType::Q8K => panic!("Q8_1 and Q8_K are activation types, not weights"),
     }
 }
@@ -79,6 +81,28 @@ pub fn matmul_rows(w: &QMatrix<'_>, rows: Range<usize>, xq: &[u8], m: usize, out
     matmul_rows_with(arch::kernels(), w, rows, xq, m, out);
 }
 
+/// [`matmul_rows`] with the kernels of one instruction set (benchmarks compare them); returns
+/// `false`, writing nothing, when this CPU lacks `isa`.
+///
+/// # Panics
+/// On inconsistent sizes, as [`matmul_rows`].
+pub fn matmul_rows_isa(
+    isa: arch::Isa,
+    w: &QMatrix<'_>,
+    rows: Range<usize>,
+    xq: &[u8],
+    m: usize,
+    out: &mut [f32],
+) -> bool {
+    match arch::kernels_for(isa) {
+        Some(kt) => {
+            matmul_rows_with(kt, w, rows, xq, m, out);
+            true
+        }
+        None => false,
+    }
+}
+
 /// [`matmul_rows`] with an explicit kernel table (tests compare tables).
 pub(crate) fn matmul_rows_with(
     kt: &Kernels,
@@ -113,7 +137,12 @@ pub(crate) fn matmul_rows_with(
         GgmlType::BF16 => rows_typed(w, xq, shape, out, kt.bf16_f32, None),
         GgmlType::Q4_0 => rows_typed(w, xq, shape, out, kt.q4_0_q8_0, None),
         GgmlType::Q4_1 => rows_typed(w, xq, shape, out, kt.q4_1_q8_1, kt.q4_1_q8_1_tiles),
+        GgmlType::Q5_0 => rows_typed(w, xq, shape, out, kt.q5_0_q8_0, kt.q5_0_q8_0_tiles),
+        GgmlType::Q5_1 => rows_typed(w, xq, shape, out, kt.q5_1_q8_1, kt.q5_1_q8_1_tiles),
+        GgmlType::IQ4NL => rows_typed(w, xq, shape, out, kt.iq4_nl_q8_0, kt.iq4_nl_q8_0_tiles),
         GgmlType::Q8_0 => rows_typed(w, xq, shape, out, kt.q8_0_q8_0, kt.q8_0_q8_0_tiles),
+        GgmlType::Q2K => rows_typed(w, xq, shape, out, kt.q2_k_q8_k, None),
+        GgmlType::Q3K => rows_typed(w, xq, shape, out, kt.q3_k_q8_k, None),
         GgmlType::Q4K => rows_typed(w, xq, shape, out, kt.q4_k_q8_k, None),
         GgmlType::Q5K => rows_typed(w, xq, shape, out, kt.q5_k_q8_k, None),
         GgmlType::Q6K => rows_typed(w, xq, shape, out, kt.q6_k_q8_k, None),

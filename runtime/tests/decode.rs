@@ -21,6 +21,11 @@ use engram_runtime::model_file::ModelFile;
 /// model, deeper and with large activations, has the looser `DECODE_TOLERANCE`).
 const TINY_TOLERANCE: f32 = 0.05;
 
+/// [`TINY_TOLERANCE`] for Q5_0 weights: a code flip of one 8-bit activation moves a logit
+/// further on these models (measured 2026-12-06: Q5_0 ≤ 0.062, and Q4_0, whose kernels predate
+/// Q5_0, 0.055 on the same models; Q5_1 ≤ 0.018).
+const TINY_TOLERANCE_Q5_0: f32 = 0.08;
+
 const TOKENS: [u32; 9] = [3, 17, 42, 5, 63, 0, 28, 11, 9];
 
 fn lcg(seed: &mut u64) -> f32 {
@@ -122,8 +127,18 @@ fn fused_decode_matches_the_graph() {
             ..TinyLlamaSpec::default()
         },
     ] {
-        for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
+        // Q5_0 / Q5_1: llama.cpp's fall-backs in its Q4_K_M / Q5_K_M files.
+        for ty in [
+            GgmlType::Q4_1,
+            GgmlType::Q8_0,
+            GgmlType::Q5_0,
+            GgmlType::Q5_1,
+        ] {
             let path = write_tiny_llama(dir.path(), &spec, ty, 5);
+            let tolerance = match ty {
+                GgmlType::Q5_0 => TINY_TOLERANCE_Q5_0,
+                _ => TINY_TOLERANCE,
+            };
             for threads in [1, 2, 3] {
                 let model = load(&path, threads);
                 let targets = [(0, Proj::Q), (0, Proj::V), (1, Proj::Gate), (1, Proj::Down)];
@@ -141,7 +156,7 @@ fn fused_decode_matches_the_graph() {
                         let got = dec.step(t).unwrap();
                         let d = worst(got, &full[i * n_vocab..(i + 1) * n_vocab]);
                         assert!(
-                            d <= TINY_TOLERANCE,
+                            d <= tolerance,
                             "{} t{threads} adapter {} pos {i}: max |Δlogit| {d}",
                             ty.name(),
                             adapter.is_some()
@@ -156,7 +171,7 @@ fn fused_decode_matches_the_graph() {
                     assert_eq!(dec.len(), 4);
                     for (i, &t) in TOKENS.iter().enumerate().skip(4) {
                         let d = worst(dec.step(t).unwrap(), &full[i * n_vocab..(i + 1) * n_vocab]);
-                        assert!(d <= TINY_TOLERANCE, "from cache, pos {i}: {d}");
+                        assert!(d <= tolerance, "from cache, pos {i}: {d}");
                     }
                 }
                 assert!(Decoder::new(&model, Some(&Opaque), 32).is_none());

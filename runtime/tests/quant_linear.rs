@@ -150,3 +150,17 @@ fn q8_0_forward_and_input_gradient() {
         check(GgmlType::Q8_0, &device);
     }
 }
+
+#[test]
+fn q5_0_forward_and_input_gradient() {
+    for device in devices() {
+        check(GgmlType::Q5_0, &device);
+    }
+}
+
+#[test]
+fn q5_1_forward_and_input_gradient() {
+    for device in devices() {
+        check(GgmlType::Q5_1, &device);
+    }
+}

@@ -7,7 +7,12 @@ use crate::quant::*;
 pub(crate) static GENERIC: Kernels = Kernels {
     q4_0_q8_0: vec_dot_q4_0_q8_0_ref,
     q4_1_q8_1: vec_dot_q4_1_q8_1_ref,
+    q5_0_q8_0: vec_dot_q5_0_q8_0_ref,
+    q5_1_q8_1: vec_dot_q5_1_q8_1_ref,
+    iq4_nl_q8_0: vec_dot_iq4_nl_q8_0_ref,
     q8_0_q8_0: vec_dot_q8_0_q8_0_ref,
+    q2_k_q8_k: vec_dot_q2_k_q8_k_ref,
+    q3_k_q8_k: vec_dot_q3_k_q8_k_ref,
     q4_k_q8_k: vec_dot_q4_k_q8_k_ref,
     q5_k_q8_k: vec_dot_q5_k_q8_k_ref,
     q6_k_q8_k: vec_dot_q6_k_q8_k_ref,
@@ -17,6 +22,9 @@ pub(crate) static GENERIC: Kernels = Kernels {
     axpy_panel: axpy_panel_ref,
     q4_1_q8_1_tiles: None,
     q8_0_q8_0_tiles: None,
+    q5_0_q8_0_tiles: None,
+    q5_1_q8_1_tiles: None,
+    iq4_nl_q8_0_tiles: None,
     quantize_q8_0: quantize_row_q8_0_ref,
     quantize_q8_1: quantize_row_q8_1_ref,
 };

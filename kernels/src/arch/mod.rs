@@ -6,7 +6,8 @@ use core::sync::atomic::{AtomicU8, Ordering};
 use half::{bf16, f16};
 
 use crate::quant::{
-    BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
+    BlockIQ4NL, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K,
+    BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
 };
 
 #[cfg(target_arch = "aarch64")]
@@ -50,7 +51,12 @@ impl Isa {
 pub(crate) struct Kernels {
     pub q4_0_q8_0: fn(&[BlockQ4_0], &[BlockQ8_0]) -> f32,
     pub q4_1_q8_1: fn(&[BlockQ4_1], &[BlockQ8_1]) -> f32,
+    pub q5_0_q8_0: fn(&[BlockQ5_0], &[BlockQ8_0]) -> f32,
+    pub q5_1_q8_1: fn(&[BlockQ5_1], &[BlockQ8_1]) -> f32,
+    pub iq4_nl_q8_0: fn(&[BlockIQ4NL], &[BlockQ8_0]) -> f32,
     pub q8_0_q8_0: fn(&[BlockQ8_0], &[BlockQ8_0]) -> f32,
+    pub q2_k_q8_k: fn(&[BlockQ2K], &[BlockQ8K]) -> f32,
+    pub q3_k_q8_k: fn(&[BlockQ3K], &[BlockQ8K]) -> f32,
     pub q4_k_q8_k: fn(&[BlockQ4K], &[BlockQ8K]) -> f32,
     pub q5_k_q8_k: fn(&[BlockQ5K], &[BlockQ8K]) -> f32,
     pub q6_k_q8_k: fn(&[BlockQ6K], &[BlockQ8K]) -> f32,
@@ -65,6 +71,12 @@ pub(crate) struct Kernels {
     pub q4_1_q8_1_tiles: Option<Tiles<BlockQ4_1, BlockQ8_1>>,
     /// Multi-row Q8_0 · Q8_0 tiles, each result bit-identical to `q8_0_q8_0`'s (see above).
     pub q8_0_q8_0_tiles: Option<Tiles<BlockQ8_0, BlockQ8_0>>,
+    /// Multi-row Q5_0 · Q8_0 tiles, each result bit-identical to `q5_0_q8_0`'s (see above).
+    pub q5_0_q8_0_tiles: Option<Tiles<BlockQ5_0, BlockQ8_0>>,
+    /// Multi-row Q5_1 · Q8_1 tiles, each result bit-identical to `q5_1_q8_1`'s (see above).
+    pub q5_1_q8_1_tiles: Option<Tiles<BlockQ5_1, BlockQ8_1>>,
+    /// Multi-row IQ4_NL · Q8_0 tiles, each result bit-identical to `iq4_nl_q8_0`'s (see above).
+    pub iq4_nl_q8_0_tiles: Option<Tiles<BlockIQ4NL, BlockQ8_0>>,
     /// Activation quantizers, bit-identical to `quantize_row_q8_0_ref` / `_q8_1_ref`.
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
     /// See `quantize_q8_0`.

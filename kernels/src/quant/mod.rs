@@ -4,9 +4,14 @@
 use bytemuck::Pod;
 
 pub mod float;
+pub mod iq4_nl;
+pub mod q2_k;
+pub mod q3_k;
 pub mod q4_0;
 pub mod q4_1;
 pub mod q4_k;
+pub mod q5_0;
+pub mod q5_1;
 pub mod q5_k;
 pub mod q6_k;
 pub mod q8_0;
@@ -14,9 +19,14 @@ pub mod q8_1;
 pub mod q8_k;
 
 pub use float::*;
+pub use iq4_nl::*;
+pub use q2_k::*;
+pub use q3_k::*;
 pub use q4_0::*;
 pub use q4_1::*;
 pub use q4_k::*;
+pub use q5_0::*;
+pub use q5_1::*;
 pub use q5_k::*;
 pub use q6_k::*;
 pub use q8_0::*;
@@ -35,10 +45,18 @@ pub enum GgmlType {
     Q4_0,
     /// 4-bit, 32 weights a block, f16 scale and minimum.
     Q4_1,
+    /// 5-bit, 32 weights a block, one f16 scale.
+    Q5_0,
+    /// 5-bit, 32 weights a block, f16 scale and minimum.
+    Q5_1,
     /// 8-bit, 32 weights a block, one f16 scale.
     Q8_0,
     /// 8-bit, 32 weights a block, f16 scale and f16 sum (activations for Q4_1).
     Q8_1,
+    /// 2-bit k-quant, 256 weights a super-block.
+    Q2K,
+    /// 3-bit k-quant, 256 weights a super-block.
+    Q3K,
     /// 4-bit k-quant, 256 weights a super-block.
     Q4K,
     /// 5-bit k-quant, 256 weights a super-block.
@@ -47,23 +65,30 @@ pub enum GgmlType {
     Q6K,
     /// 8-bit k-quant, 256 weights a super-block (activations for the k-quants).
     Q8K,
+    /// 4-bit indices into a fixed non-linear table, 32 weights a block, one f16 scale.
+    IQ4NL,
     /// bfloat16.
     BF16,
 }
 
 impl GgmlType {
     /// Every type engram knows.
-    pub const ALL: [GgmlType; 11] = [
+    pub const ALL: [GgmlType; 16] = [
         Self::F32,
         Self::F16,
         Self::Q4_0,
         Self::Q4_1,
+        Self::Q5_0,
+        Self::Q5_1,
         Self::Q8_0,
         Self::Q8_1,
+        Self::Q2K,
+        Self::Q3K,
         Self::Q4K,
         Self::Q5K,
         Self::Q6K,
         Self::Q8K,
+        Self::IQ4NL,
         Self::BF16,
     ];
 
@@ -74,12 +99,17 @@ impl GgmlType {
             1 => Self::F16,
             2 => Self::Q4_0,
             3 => Self::Q4_1,
+            6 => Self::Q5_0,
+            7 => Self::Q5_1,
             8 => Self::Q8_0,
             9 => Self::Q8_1,
+            10 => Self::Q2K,
+            11 => Self::Q3K,
             12 => Self::Q4K,
             13 => Self::Q5K,
             14 => Self::Q6K,
             15 => Self::Q8K,
+            20 => Self::IQ4NL,
             30 => Self::BF16,
             _ => return None,
         })
@@ -92,12 +122,17 @@ impl GgmlType {
             Self::F16 => 1,
             Self::Q4_0 => 2,
             Self::Q4_1 => 3,
+            Self::Q5_0 => 6,
+            Self::Q5_1 => 7,
             Self::Q8_0 => 8,
             Self::Q8_1 => 9,
+            Self::Q2K => 10,
+            Self::Q3K => 11,
             Self::Q4K => 12,
             Self::Q5K => 13,
             Self::Q6K => 14,
             Self::Q8K => 15,
+            Self::IQ4NL => 20,
             Self::BF16 => 30,
         }
     }
@@ -109,12 +144,17 @@ impl GgmlType {
             Self::F16 => "f16",
             Self::Q4_0 => "q4_0",
             Self::Q4_1 => "q4_1",
+            Self::Q5_0 => "q5_0",
+            Self::Q5_1 => "q5_1",
             Self::Q8_0 => "q8_0",
             Self::Q8_1 => "q8_1",
+            Self::Q2K => "q2_K",
+            Self::Q3K => "q3_K",
             Self::Q4K => "q4_K",
             Self::Q5K => "q5_K",
             Self::Q6K => "q6_K",
             Self::Q8K => "q8_K",
+            Self::IQ4NL => "iq4_nl",
             Self::BF16 => "bf16",
         }
     }
@@ -123,8 +163,14 @@ impl GgmlType {
     pub const fn block_size(self) -> usize {
         match self {
             Self::F32 | Self::F16 | Self::BF16 => 1,
-            Self::Q4_0 | Self::Q4_1 | Self::Q8_0 | Self::Q8_1 => 32,
-            Self::Q4K | Self::Q5K | Self::Q6K | Self::Q8K => 256,
+            Self::Q4_0
+            | Self::Q4_1
+            | Self::Q5_0
+            | Self::Q5_1
+            | Self::Q8_0
+            | Self::Q8_1
+            | Self::IQ4NL => 32,
+            Self::Q2K | Self::Q3K | Self::Q4K | Self::Q5K | Self::Q6K | Self::Q8K => 256,
         }
     }
 
@@ -135,12 +181,17 @@ impl GgmlType {
             Self::F16 | Self::BF16 => 2,
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,
+            Self::Q5_0 => 22,
+            Self::Q5_1 => 24,
             Self::Q8_0 => 34,
             Self::Q8_1 => 36,
+            Self::Q2K => 84,
+            Self::Q3K => 110,
             Self::Q4K => 144,
             Self::Q5K => 176,
             Self::Q6K => 210,
             Self::Q8K => 292,
+            Self::IQ4NL => 18,
         }
     }
 
@@ -177,8 +228,13 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
         GgmlType::BF16 => with_blocks(src, dst, bs, dequantize_row_bf16),
         GgmlType::Q4_0 => with_blocks(src, dst, bs, dequantize_row_q4_0),
         GgmlType::Q4_1 => with_blocks(src, dst, bs, dequantize_row_q4_1),
+        GgmlType::Q5_0 => with_blocks(src, dst, bs, dequantize_row_q5_0),
+        GgmlType::Q5_1 => with_blocks(src, dst, bs, dequantize_row_q5_1),
+        GgmlType::IQ4NL => with_blocks(src, dst, bs, dequantize_row_iq4_nl),
         GgmlType::Q8_0 => with_blocks(src, dst, bs, dequantize_row_q8_0),
         GgmlType::Q8_1 => with_blocks(src, dst, bs, dequantize_row_q8_1),
+        GgmlType::Q2K => with_blocks(src, dst, bs, dequantize_row_q2_k),
+        GgmlType::Q3K => with_blocks(src, dst, bs, dequantize_row_q3_k),
         GgmlType::Q4K => with_blocks(src, dst, bs, dequantize_row_q4_k),
         GgmlType::Q5K => with_blocks(src, dst, bs, dequantize_row_q5_k),
         GgmlType::Q6K => with_blocks(src, dst, bs, dequantize_row_q6_k),
@@ -190,7 +246,8 @@ pub fn dequantize_row(ty: GgmlType, src: &[u8], dst: &mut [f32]) {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum QuantizeError {
-    /// The k-quant weight formats (Q4_K, Q5_K, Q6_K): engram reads them but cannot write them.
+    /// The k-quant weight formats (Q2_K to Q6_K) and IQ4_NL (whose quantizer searches
+    /// scales against importance weights): engram reads them but cannot write them.
     Unsupported(GgmlType),
 }
 
@@ -209,7 +266,8 @@ impl core::error::Error for QuantizeError {}
 /// values (little-endian on every target engram runs on, as GGUF stores them).
 ///
 /// # Errors
-/// [`QuantizeError::Unsupported`] for the k-quant weight formats (`dst` is left untouched).
+/// [`QuantizeError::Unsupported`] for the k-quant weight formats and IQ4_NL (`dst` is left
+/// untouched).
 ///
 /// # Panics
 /// When `src.len()` is not a whole number of `ty` blocks or `dst.len()` is not their byte size:
@@ -231,10 +289,17 @@ pub fn quantize_row(ty: GgmlType, src: &[f32], dst: &mut [u8]) -> Result<(), Qua
         GgmlType::BF16 => quantize_into(src, dst, bs, quantize_row_bf16),
         GgmlType::Q4_0 => quantize_into(src, dst, bs, quantize_row_q4_0_ref),
         GgmlType::Q4_1 => quantize_into(src, dst, bs, quantize_row_q4_1_ref),
+        GgmlType::Q5_0 => quantize_into(src, dst, bs, quantize_row_q5_0_ref),
+        GgmlType::Q5_1 => quantize_into(src, dst, bs, quantize_row_q5_1_ref),
         GgmlType::Q8_0 => quantize_into(src, dst, bs, quantize_row_q8_0_ref),
         GgmlType::Q8_1 => quantize_into(src, dst, bs, quantize_row_q8_1_ref),
         GgmlType::Q8K => quantize_into(src, dst, bs, quantize_row_q8_k_ref),
-        GgmlType::Q4K | GgmlType::Q5K | GgmlType::Q6K => {
+        GgmlType::Q2K
+        | GgmlType::Q3K
+        | GgmlType::Q4K
+        | GgmlType::Q5K
+        | GgmlType::Q6K
+        | GgmlType::IQ4NL => {
             return Err(QuantizeError::Unsupported(ty));
         }
     }

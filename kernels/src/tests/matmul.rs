@@ -14,13 +14,18 @@ use crate::{
 /// Per-element error of the f32-activation and transposed products (f32 sums of 1e3 terms).
 pub const MAX_F32_MATMUL_ERROR: f32 = 1e-5;
 
-const WEIGHT_TYPES: [GgmlType; 9] = [
+const WEIGHT_TYPES: [GgmlType; 14] = [
     GgmlType::F32,
     GgmlType::F16,
     GgmlType::BF16,
     GgmlType::Q4_0,
     GgmlType::Q4_1,
+    GgmlType::Q5_0,
+    GgmlType::Q5_1,
+    GgmlType::IQ4NL,
     GgmlType::Q8_0,
+    GgmlType::Q2K,
+    GgmlType::Q3K,
     GgmlType::Q4K,
     GgmlType::Q5K,
     GgmlType::Q6K,

@@ -12,6 +12,7 @@ use crate::arch::{Isa, Kernels, generic, kernels_for};
 use crate::quant::*;
 use crate::{GgmlType, QMatrix, QMatrixError};
 
+mod formats;
 mod matmul;
 mod panel;
 
@@ -24,6 +25,15 @@ pub const MAX_QUANTIZATION_TOTAL_ERROR_Q8: f32 = 0.0002;
 pub const MAX_DOT_PRODUCT_ERROR_Q4_0: f32 = 0.02;
 /// Per-element error of `vec_dot_q4_1_q8_1` against the f32 dot of the unquantized data.
 pub const MAX_DOT_PRODUCT_ERROR_Q4_1: f32 = 0.02;
+/// Per-element error of `vec_dot_q5_0_q8_0` against the f32 dot of the unquantized data (one
+/// more bit than Q4_0: half its step).
+pub const MAX_DOT_PRODUCT_ERROR_Q5_0: f32 = 0.01;
+/// Per-element error of `vec_dot_q5_1_q8_1` against the f32 dot of the unquantized data.
+pub const MAX_DOT_PRODUCT_ERROR_Q5_1: f32 = 0.01;
+/// ggml's `MAX_QUANTIZATION_TOTAL_ERROR` for the 5-bit formats, tightened to half the 4-bit one.
+pub const MAX_QUANTIZATION_TOTAL_ERROR_Q5: f32 = 0.001;
+/// Per-element difference between an IQ4_NL integer dot and the f32 dot of both dequantized rows.
+pub const MAX_IQ4_NL_DOT_VS_DEQUANT_ERROR: f32 = 1e-5;
 /// Per-element error of `vec_dot_q8_0_q8_0` against the f32 dot of the unquantized data.
 pub const MAX_DOT_PRODUCT_ERROR_Q8_0: f32 = 0.005;
 /// Per-element difference allowed between an optimized kernel and its `_ref` twin: they do the
@@ -100,7 +110,7 @@ pub(crate) fn qm(ty: GgmlType, w: &[u8], k: usize) -> QMatrix<'_> {
     QMatrix::new(ty, w, rows, k).expect("whole rows")
 }
 
-/// K-quant blocks from random bytes with sane f16 scales (no k-quant quantizer yet).
+/// K-quant (and IQ4_NL) blocks from random bytes with sane f16 scales (no quantizer for them).
 pub(crate) fn random_kquant_row(ty: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u8> {
     let mut raw = rng.bytes(nb * ty.type_size());
     for blk in raw.chunks_exact_mut(ty.type_size()) {
@@ -116,6 +126,12 @@ pub(crate) fn random_kquant_row(ty: GgmlType, nb: usize, rng: &mut Rng) -> Vec<u
                 blk[2..4].copy_from_slice(&dmin);
             }
             GgmlType::Q6K => blk[208..210].copy_from_slice(&d),
+            GgmlType::IQ4NL => blk[0..2].copy_from_slice(&d),
+            GgmlType::Q2K => {
+                blk[80..82].copy_from_slice(&d);
+                blk[82..84].copy_from_slice(&dmin);
+            }
+            GgmlType::Q3K => blk[108..110].copy_from_slice(&d),
             _ => unreachable!(),
         }
     }
@@ -152,6 +168,14 @@ fn block_sizes_match_ggml_type_sizes() {
     assert_eq!(size_of::<BlockQ5K>(), GgmlType::Q5K.type_size());
     assert_eq!(size_of::<BlockQ6K>(), GgmlType::Q6K.type_size());
     assert_eq!(size_of::<BlockQ8K>(), GgmlType::Q8K.type_size());
+    assert_eq!(size_of::<BlockQ5_0>(), GgmlType::Q5_0.type_size());
+    assert_eq!(size_of::<BlockQ5_1>(), GgmlType::Q5_1.type_size());
+    assert_eq!(size_of::<BlockIQ4NL>(), GgmlType::IQ4NL.type_size());
+    assert_eq!(size_of::<BlockQ2K>(), GgmlType::Q2K.type_size());
+    assert_eq!(size_of::<BlockQ3K>(), GgmlType::Q3K.type_size());
+    for ty in GgmlType::ALL {
+        assert_eq!(GgmlType::from_u32(ty.id()), Some(ty), "{}", ty.name());
+    }
 }
 
 #[test]
@@ -193,6 +217,8 @@ fn quantize_round_trip_error() {
     for (ty, max) in [
         (GgmlType::Q4_0, MAX_QUANTIZATION_TOTAL_ERROR_Q4),
         (GgmlType::Q4_1, MAX_QUANTIZATION_TOTAL_ERROR_Q4),
+        (GgmlType::Q5_0, MAX_QUANTIZATION_TOTAL_ERROR_Q5),
+        (GgmlType::Q5_1, MAX_QUANTIZATION_TOTAL_ERROR_Q5),
         (GgmlType::Q8_0, MAX_QUANTIZATION_TOTAL_ERROR_Q8),
     ] {
         let err = rmse(&x, &dequant(ty, &quantize_weights(ty, &x)));
@@ -229,6 +255,8 @@ fn quantized_dot_close_to_f32_dot() {
     for (ty, max) in [
         (GgmlType::Q4_0, MAX_DOT_PRODUCT_ERROR_Q4_0),
         (GgmlType::Q4_1, MAX_DOT_PRODUCT_ERROR_Q4_1),
+        (GgmlType::Q5_0, MAX_DOT_PRODUCT_ERROR_Q5_0),
+        (GgmlType::Q5_1, MAX_DOT_PRODUCT_ERROR_Q5_1),
         (GgmlType::Q8_0, MAX_DOT_PRODUCT_ERROR_Q8_0),
     ] {
         let w = quantize_weights(ty, &x);
@@ -247,7 +275,13 @@ fn quantized_dot_close_to_f32_dot() {
 #[test]
 fn kquant_integer_dot_matches_dequantized_dot() {
     let mut rng = Rng::new(7);
-    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+    for ty in [
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ] {
         let k = 1024;
         let w = random_kquant_row(ty, k / 256, &mut rng);
         let x = rng.vec(k);
@@ -291,7 +325,12 @@ fn optimized_kernels_match_ref_twins() {
     for ty in [
         GgmlType::Q4_0,
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::IQ4NL,
         GgmlType::Q8_0,
+        GgmlType::Q2K,
+        GgmlType::Q3K,
         GgmlType::Q4K,
         GgmlType::Q5K,
         GgmlType::Q6K,
@@ -325,6 +364,9 @@ fn dequantize_misaligned_bytes_matches_aligned() {
     let mut rng = Rng::new(11);
     for ty in [
         GgmlType::Q4_1,
+        GgmlType::Q5_0,
+        GgmlType::Q5_1,
+        GgmlType::IQ4NL,
         GgmlType::Q4K,
         GgmlType::Q6K,
         GgmlType::F16,
@@ -360,6 +402,8 @@ fn quantize_row_matches_typed_ref_quantizers() {
         (GgmlType::BF16, typed(&x, 1, quantize_row_bf16)),
         (GgmlType::Q4_0, typed(&x, QK4_0, quantize_row_q4_0_ref)),
         (GgmlType::Q4_1, typed(&x, QK4_1, quantize_row_q4_1_ref)),
+        (GgmlType::Q5_0, typed(&x, QK5_0, quantize_row_q5_0_ref)),
+        (GgmlType::Q5_1, typed(&x, QK5_1, quantize_row_q5_1_ref)),
         (GgmlType::Q8_0, typed(&x, QK8_0, quantize_row_q8_0_ref)),
         (GgmlType::Q8_1, typed(&x, QK8_1, quantize_row_q8_1_ref)),
         (GgmlType::Q8K, typed(&x, QK_K, quantize_row_q8_k_ref)),
@@ -372,7 +416,14 @@ fn quantize_row_matches_typed_ref_quantizers() {
             assert_eq!(dst, &want[..], "{} at offset {off}", ty.name());
         }
     }
-    for ty in [GgmlType::Q4K, GgmlType::Q5K, GgmlType::Q6K] {
+    for ty in [
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+        GgmlType::IQ4NL,
+    ] {
         let mut dst = vec![7u8; ty.row_bytes(512).unwrap()];
         assert_eq!(
             quantize_row(ty, &x, &mut dst),

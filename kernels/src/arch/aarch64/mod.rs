@@ -1,9 +1,9 @@
 //! aarch64 kernel tables. Each entry is a safe wrapper over an `unsafe` `#[target_feature]`
 //! kernel; the tables are only reachable through `arch::kernels_for`, which checks the CPU first.
 //!
-//! The slots mirror the x86 AVX2 table: NEON for the Q4_0/Q4_1/Q8_0 dots, the f32/f16 dots and
-//! the transposed product's panel axpy; the portable kernels for the rest (k-quants, bf16,
-//! activation quantizers).
+//! The slots mirror the x86 AVX2 table: NEON for the Q4_0/Q4_1/Q5_0/Q5_1/IQ4_NL/Q8_0 and k-quant
+//! dots, the f32/f16 dots and the transposed product's panel axpy; the portable kernels for the
+//! rest (bf16, activation quantizers).
 
 use half::f16;
 
@@ -12,12 +12,47 @@ use super::{Kernels, Panel, PanelShape};
 use crate::quant::*;
 
 mod neon;
+mod neon_kquant;
+mod neon_q5_iq4;
 
 /// ARMv8-A AdvSIMD kernels (widening multiplies for the integer dots).
 pub(crate) static NEON: Kernels = Kernels {
     q4_0_q8_0: q4_0_q8_0_neon,
     q4_1_q8_1: q4_1_q8_1_neon,
     q8_0_q8_0: q8_0_q8_0_neon,
+    q5_0_q8_0: |x, y| {
+        // SAFETY: reachable only through `NEON`/`NEON_DOTPROD`, handed out after neon was
+        // detected.
+        unsafe { neon_q5_iq4::vec_dot_q5_0_q8_0::<false>(x, y) }
+    },
+    q5_1_q8_1: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { neon_q5_iq4::vec_dot_q5_1_q8_1::<false>(x, y) }
+    },
+    iq4_nl_q8_0: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { neon_q5_iq4::vec_dot_iq4_nl_q8_0::<false>(x, y) }
+    },
+    q2_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { neon_kquant::vec_dot_q2_k_q8_k::<false>(x, y) }
+    },
+    q3_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { neon_kquant::vec_dot_q3_k_q8_k::<false>(x, y) }
+    },
+    q4_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { neon_kquant::vec_dot_q4_k_q8_k::<false>(x, y) }
+    },
+    q5_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { neon_kquant::vec_dot_q5_k_q8_k::<false>(x, y) }
+    },
+    q6_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { neon_kquant::vec_dot_q6_k_q8_k::<false>(x, y) }
+    },
     f32_f32: f32_f32_neon,
     f16_f32: f16_f32_neon,
     axpy_panel: axpy_panel_neon,
@@ -29,6 +64,39 @@ pub(crate) static NEON_DOTPROD: Kernels = Kernels {
     q4_0_q8_0: q4_0_q8_0_sdot,
     q4_1_q8_1: q4_1_q8_1_sdot,
     q8_0_q8_0: q8_0_q8_0_sdot,
+    q5_0_q8_0: |x, y| {
+        // SAFETY: reachable only through `NEON_DOTPROD`, handed out after neon+dotprod were
+        // detected.
+        unsafe { sdot_entry::q5_0_q8_0(x, y) }
+    },
+    q5_1_q8_1: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { sdot_entry::q5_1_q8_1(x, y) }
+    },
+    iq4_nl_q8_0: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { sdot_entry::iq4_nl_q8_0(x, y) }
+    },
+    q2_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { sdot_entry::q2_k_q8_k(x, y) }
+    },
+    q3_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { sdot_entry::q3_k_q8_k(x, y) }
+    },
+    q4_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { sdot_entry::q4_k_q8_k(x, y) }
+    },
+    q5_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { sdot_entry::q5_k_q8_k(x, y) }
+    },
+    q6_k_q8_k: |x, y| {
+        // SAFETY: as for `q5_0_q8_0`.
+        unsafe { sdot_entry::q6_k_q8_k(x, y) }
+    },
     ..NEON
 };
 
@@ -96,4 +164,69 @@ fn f16_f32_neon(x: &[f16], y: &[f32]) -> f32 {
 fn axpy_panel_neon(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {
     // SAFETY: reachable only through `NEON`/`NEON_DOTPROD`, handed out after neon was detected.
     unsafe { neon::axpy_panel(x, dy, dx, s) }
+}
+
+/// Entries with dotprod enabled, so the `sdot` helpers inline into them (see
+/// `q4_0_q8_0_dotprod`). Each is `unsafe`: the caller must have checked neon and dotprod.
+mod sdot_entry {
+    use super::{neon_kquant, neon_q5_iq4};
+    use crate::quant::*;
+
+    macro_rules! entry {
+        ($name:ident, $module:ident :: $kernel:ident, $w:ty, $a:ty) => {
+            #[target_feature(enable = "neon,dotprod")]
+            pub(super) unsafe fn $name(x: &[$w], y: &[$a]) -> f32 {
+                // SAFETY: the caller checked neon and dotprod (this function's contract).
+                unsafe { $module::$kernel::<true>(x, y) }
+            }
+        };
+    }
+    entry!(
+        q5_0_q8_0,
+        neon_q5_iq4::vec_dot_q5_0_q8_0,
+        BlockQ5_0,
+        BlockQ8_0
+    );
+    entry!(
+        q5_1_q8_1,
+        neon_q5_iq4::vec_dot_q5_1_q8_1,
+        BlockQ5_1,
+        BlockQ8_1
+    );
+    entry!(
+        iq4_nl_q8_0,
+        neon_q5_iq4::vec_dot_iq4_nl_q8_0,
+        BlockIQ4NL,
+        BlockQ8_0
+    );
+    entry!(
+        q2_k_q8_k,
+        neon_kquant::vec_dot_q2_k_q8_k,
+        BlockQ2K,
+        BlockQ8K
+    );
+    entry!(
+        q3_k_q8_k,
+        neon_kquant::vec_dot_q3_k_q8_k,
+        BlockQ3K,
+        BlockQ8K
+    );
+    entry!(
+        q4_k_q8_k,
+        neon_kquant::vec_dot_q4_k_q8_k,
+        BlockQ4K,
+        BlockQ8K
+    );
+    entry!(
+        q5_k_q8_k,
+        neon_kquant::vec_dot_q5_k_q8_k,
+        BlockQ5K,
+        BlockQ8K
+    );
+    entry!(
+        q6_k_q8_k,
+        neon_kquant::vec_dot_q6_k_q8_k,
+        BlockQ6K,
+        BlockQ8K
+    );
 }

@@ -22,7 +22,7 @@ use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1};
 /// Four f16 bit patterns converted to f32 (`fcvtl`, base ARMv8-A: no FEAT_FP16 needed).
 #[inline]
 #[target_feature(enable = "neon")]
-fn f16x4(v: [f16; 4]) -> float32x4_t {
+pub(super) fn f16x4(v: [f16; 4]) -> float32x4_t {
     let bits = vcreate_u16(
         u64::from(v[0].to_bits())
             | u64::from(v[1].to_bits()) << 16
@@ -67,7 +67,7 @@ fn f16x8(h: uint16x8_t) -> [float32x4_t; 2] {
 /// The CPU must have the dotprod extension.
 #[inline]
 #[target_feature(enable = "neon,dotprod")]
-unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
+pub(super) unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
     let mut acc = acc;
     // SAFETY: `sdot` is enabled on this fn and the caller checked the CPU has it; registers only.
     unsafe {
@@ -88,7 +88,10 @@ unsafe fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 /// With `SDOT`, the CPU must have the dotprod extension.
 #[inline]
 #[target_feature(enable = "neon")]
-unsafe fn dot_i8x32<const SDOT: bool>(a: [int8x16_t; 2], b: [int8x16_t; 2]) -> int32x4_t {
+pub(super) unsafe fn dot_i8x32<const SDOT: bool>(
+    a: [int8x16_t; 2],
+    b: [int8x16_t; 2],
+) -> int32x4_t {
     if SDOT {
         // SAFETY: the caller checked dotprod (this function's contract).
         unsafe { sdot(sdot(vdupq_n_s32(0), a[0], b[0]), a[1], b[1]) }
@@ -104,7 +107,7 @@ unsafe fn dot_i8x32<const SDOT: bool>(a: [int8x16_t; 2], b: [int8x16_t; 2]) -> i
 /// 32 nibbles of a 16-byte block: low nibbles (weights 0..16), then high ones (16..32).
 #[inline]
 #[target_feature(enable = "neon")]
-fn nibbles(qs: &[u8; 16]) -> [uint8x16_t; 2] {
+pub(super) fn nibbles(qs: &[u8; 16]) -> [uint8x16_t; 2] {
     // SAFETY: `qs` is 16 readable bytes; `vld1q_u8` has no alignment requirement.
     let v = unsafe { vld1q_u8(qs.as_ptr()) };
     [vandq_u8(v, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(v)]
@@ -113,7 +116,7 @@ fn nibbles(qs: &[u8; 16]) -> [uint8x16_t; 2] {
 /// 32 signed bytes as two vectors.
 #[inline]
 #[target_feature(enable = "neon")]
-fn load_i8x32(qs: &[i8; 32]) -> [int8x16_t; 2] {
+pub(super) fn load_i8x32(qs: &[i8; 32]) -> [int8x16_t; 2] {
     // SAFETY: `qs` is 32 readable bytes, so 16 from 0 and from 16 are in bounds; no alignment.
     unsafe { [vld1q_s8(qs.as_ptr()), vld1q_s8(qs.as_ptr().add(16))] }
 }

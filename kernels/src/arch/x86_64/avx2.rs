@@ -14,7 +14,7 @@ use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK4_0};
 /// Horizontal sum of eight floats.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn hsum_ps(v: __m256) -> f32 {
+pub(super) fn hsum_ps(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
     let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
@@ -23,7 +23,7 @@ fn hsum_ps(v: __m256) -> f32 {
 /// Two f16 bit patterns converted together: lanes 0 and 1 of the result.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn f16x2(lo: f16, hi: f16) -> __m128 {
+pub(super) fn f16x2(lo: f16, hi: f16) -> __m128 {
     let bits = u32::from(lo.to_bits()) | (u32::from(hi.to_bits()) << 16);
     _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
 }
@@ -31,7 +31,7 @@ fn f16x2(lo: f16, hi: f16) -> __m128 {
 /// Product of the two f16 scales broadcast to eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn scale_product(a: f16, b: f16) -> __m256 {
+pub(super) fn scale_product(a: f16, b: f16) -> __m256 {
     let v = f16x2(a, b);
     _mm256_broadcastss_ps(_mm_mul_ss(v, _mm_movehdup_ps(v)))
 }
@@ -59,7 +59,7 @@ pub(super) fn load_i8x32(qs: &[i8; 32]) -> __m256i {
 /// Sum of unsigned × signed byte products in groups of four, as eight floats.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn mul_sum_us8(ux: __m256i, sy: __m256i) -> __m256 {
+pub(super) fn mul_sum_us8(ux: __m256i, sy: __m256i) -> __m256 {
     let dot16 = _mm256_maddubs_epi16(ux, sy);
     _mm256_cvtepi32_ps(_mm256_madd_epi16(dot16, _mm256_set1_epi16(1)))
 }
@@ -67,7 +67,7 @@ fn mul_sum_us8(ux: __m256i, sy: __m256i) -> __m256 {
 /// Sum of signed × signed byte products (neither operand may hold -128).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
+pub(super) fn mul_sum_i8(x: __m256i, y: __m256i) -> __m256 {
     mul_sum_us8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
 }
 

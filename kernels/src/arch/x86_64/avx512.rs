@@ -33,7 +33,7 @@ fn hsum_ps(v: __m256) -> f32 {
 /// Up to four f16 values converted together into lanes `0..N` (the rest zero).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn f16x4<const N: usize>(v: [f16; N]) -> __m128 {
+pub(super) fn f16x4<const N: usize>(v: [f16; N]) -> __m128 {
     let mut bits = 0u64;
     for (j, h) in v.iter().enumerate() {
         bits |= u64::from(h.to_bits()) << (16 * j);
@@ -44,7 +44,7 @@ fn f16x4<const N: usize>(v: [f16; N]) -> __m128 {
 /// Lane `j` of `v` in all eight lanes of a 256-bit vector.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn lane(v: __m128, j: usize) -> __m256 {
+pub(super) fn lane(v: __m128, j: usize) -> __m256 {
     _mm256_permutexvar_ps(_mm256_set1_epi32(j as i32), _mm256_castps128_ps256(v))
 }
 
@@ -52,11 +52,11 @@ fn lane(v: __m128, j: usize) -> __m256 {
 /// saturation, unlike `maddubs`).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn dot_us8(ux: __m256i, sy: __m256i) -> __m256 {
+pub(super) fn dot_us8(ux: __m256i, sy: __m256i) -> __m256 {
     _mm256_cvtepi32_ps(_mm256_dpbusd_epi32(_mm256_setzero_si256(), ux, sy))
 }
 
-fn check_lengths<W, A>(x: &[&[W]], y: &[&[A]], name: &str) -> usize {
+pub(super) fn check_lengths<W, A>(x: &[&[W]], y: &[&[A]], name: &str) -> usize {
     let nb = y.first().map_or(0, |a| a.len());
     assert!(
         x.iter().all(|r| r.len() == nb) && y.iter().all(|a| a.len() == nb),
@@ -126,7 +126,7 @@ pub(crate) unsafe fn vec_dot_q8_0_q8_0_tile<const R: usize, const M: usize>(
 /// `out[m][r] = hsum(acc[m][r]) + lane r of extra[m]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn finish<const R: usize, const M: usize>(
+pub(super) fn finish<const R: usize, const M: usize>(
     acc: [[__m256; R]; M],
     extra: [__m128; M],
 ) -> [[f32; R]; M] {
