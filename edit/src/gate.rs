@@ -63,15 +63,27 @@ impl Default for GateConfig {
 pub use crate::record::GateEntry;
 
 /// The value's problem: the prompt in every context template, then the target's tokens;
-/// `δ` at the prompt's last token (where the relation gate fires), no essence term.
-pub fn value_problem(cx: &EditContext, req: &EditRequest) -> (TargetProblem, Vec<usize>) {
+/// `δ` at the prompt's last token (where the relation gate fires), no essence term. Also, per
+/// row, the flat position of the subject's last token and whether the subject spans more than
+/// one token there.
+pub fn value_problem(
+    cx: &EditContext,
+    req: &EditRequest,
+) -> (TargetProblem, Vec<usize>, Vec<bool>) {
     let target = probe::target_ids(cx.tok, &req.target_new);
     let mut rows = Vec::new();
     let mut subject_at = Vec::new();
+    let mut multi = Vec::new();
     let mut plens = Vec::new();
     for ctx in cx.contexts {
         let (text, start) = in_context(ctx, req);
         let (mut ids, idx) = probe::subject_last_at(cx.tok, &text, start, req.subject.len());
+        // Tokens before the subject (the space before it joins the subject's first token).
+        let before = match text[..start].trim_end() {
+            "" => 0,
+            head => cx.tok.encode(head, false).len(),
+        };
+        multi.push(idx > before);
         subject_at.push(idx);
         plens.push(ids.len());
         ids.extend_from_slice(&target[..target.len() - 1]);
@@ -94,7 +106,7 @@ pub fn value_problem(cx: &EditContext, req: &EditRequest) -> (TargetProblem, Vec
         targets,
         kl: Vec::new(),
     };
-    (problem, subjects)
+    (problem, subjects, multi)
 }
 
 /// Unit vector along `v` (unchanged when it is zero).
@@ -118,41 +130,69 @@ pub fn gate_entry(
     req: &EditRequest,
     cfg: &GateConfig,
 ) -> (GateEntry, TargetResult) {
-    let (problem, subjects) = value_problem(cx, req);
+    let (problem, subjects, multi) = value_problem(cx, req);
     let b = &problem.batch;
     let (ls, lr) = (cfg.subject_layer, cfg.relation_layer);
+    let n = subjects.len();
+    // Keys at: each row's subject last token, its answering position, and (for a subject of
+    // several tokens) the token before the subject's last.
+    let prev: Vec<usize> = subjects
+        .iter()
+        .zip(&multi)
+        .filter(|&(_, &m)| m)
+        .map(|(&flat, _)| flat - 1)
+        .collect();
     let mut positions = subjects.clone();
     positions.extend_from_slice(&problem.inject);
+    positions.extend_from_slice(&prev);
     let keys = probe::keys_at(cx.model, b, &positions, &[ls, lr], cx.inner);
-    let n = subjects.len();
     // Subject keys by tokenization: rows where the subject opens the text, and the others.
     let ids_at = |flat: usize| b.tokens[flat];
     let initial = cx.tok.encode(&req.subject, false);
-    let mut opening = Vec::new();
-    let mut inner = Vec::new();
+    let (mut opening, mut inner) = (Vec::new(), Vec::new());
+    let (mut opening_prev, mut inner_prev) = (Vec::new(), Vec::new());
+    let mut next_prev = 2 * n;
     for (r, &flat) in subjects.iter().enumerate() {
         let starts =
             flat % b.t + 1 == initial.len() && ids_at(flat) == *initial.last().unwrap_or(&0);
-        if starts {
-            opening.push(keys[&ls][r].clone());
-        } else {
-            inner.push(keys[&ls][r].clone());
+        let (last, before) = match starts {
+            true => (&mut opening, &mut opening_prev),
+            false => (&mut inner, &mut inner_prev),
+        };
+        last.push(keys[&ls][r].clone());
+        if multi[r] {
+            before.push(keys[&ls][next_prev].clone());
+            next_prev += 1;
         }
     }
     if opening.is_empty() {
         let batch = Batch::new(std::slice::from_ref(&initial), cx.tok.eos());
-        let k = probe::keys_at(cx.model, &batch, &[initial.len() - 1], &[ls], cx.inner);
+        let at: Vec<usize> = (initial.len().saturating_sub(2)..initial.len())
+            .rev()
+            .collect();
+        let k = probe::keys_at(cx.model, &batch, &at, &[ls], cx.inner);
         opening.push(k[&ls][0].clone());
+        if at.len() == 2 {
+            opening_prev.push(k[&ls][1].clone());
+        }
     }
+    // A tokenization's previous-token key only when every row of it has one.
+    let prev_key = |last: &[Vec<f32>], before: &[Vec<f32>]| match before.len() == last.len() {
+        true => unit(probe::mean(before)),
+        false => Vec::new(),
+    };
     let mut subject_keys = vec![unit(probe::mean(&opening))];
+    let mut subject_prev_keys = vec![prev_key(&opening, &opening_prev)];
     if !inner.is_empty() {
         subject_keys.push(unit(probe::mean(&inner)));
+        subject_prev_keys.push(prev_key(&inner, &inner_prev));
     }
-    let relation_key = unit(probe::mean(&keys[&lr][n..]));
+    let relation_key = unit(probe::mean(&keys[&lr][n..2 * n]));
     let res = target::optimize(cx.model, lr, &problem, cx.inner, cx.target);
     let entry = GateEntry {
         subject_layer: ls,
         subject_keys,
+        subject_prev_keys,
         subject_threshold: cfg.subject_threshold,
         opening_threshold: cfg.opening_threshold,
         relation_layer: lr,

@@ -140,6 +140,16 @@ impl Edit {
                 for k in &g.subject_keys {
                     len("subject_keys", k, d_ff)?;
                 }
+                if g.subject_prev_keys.len() > g.subject_keys.len() {
+                    return Err(format!(
+                        "edit {id}: {} `subject_prev_keys` for {} `subject_keys`",
+                        g.subject_prev_keys.len(),
+                        g.subject_keys.len()
+                    ));
+                }
+                for k in g.subject_prev_keys.iter().filter(|k| !k.is_empty()) {
+                    len("subject_prev_keys", k, d_ff)?;
+                }
                 len("relation_key", &g.relation_key, d_ff)?;
                 len("value", &g.value, d_model)?;
             }
@@ -156,6 +166,13 @@ pub struct GateEntry {
     /// Unit subject keys at `subject_layer`, `d_ff` values each: the subject opening a text
     /// first, then (when there is one) the subject after a space.
     pub subject_keys: Vec<Vec<f32>>,
+    /// For a subject of two or more tokens, the unit key of the token before its last, one per
+    /// entry of `subject_keys` (empty where that tokenization is a single token): a position
+    /// then matches only if the one before it matches this key too, so " Islands" after
+    /// "Cayman" does not fire an entry for "Faroe Islands". Absent from logs written before it
+    /// (the gate then reads the last token alone).
+    #[serde(default)]
+    pub subject_prev_keys: Vec<Vec<f32>>,
     /// Cosine needed with a subject key after the first.
     pub subject_threshold: f32,
     /// Cosine needed with the first subject key (the subject opening a text).

@@ -24,10 +24,16 @@ struct KeyBank {
     keys: Tensor<2>,     // (d_ff, m)
     owner: Vec<usize>,   // entry index per column
     threshold: Vec<f32>, // per column
+    /// Per column: the column the position before must match too (a multi-token subject's
+    /// previous token), if any.
+    requires: Vec<Option<usize>>,
+    /// Per column: whether it is such a previous-token key (it records no hit itself).
+    is_prev: Vec<bool>,
 }
 
-/// A column of a [`KeyBank`] being built: owning entry, unit key, threshold.
-type Column<'a> = (usize, &'a [f32], f32);
+/// A column of a [`KeyBank`] being built: owning entry, unit key, threshold, and the key the
+/// position before must match (the bank gives it a column of its own).
+type Column<'a> = (usize, &'a [f32], f32, Option<&'a [f32]>);
 
 /// The gate entries of an edit set, stacked per layer for one matmul per forward call.
 pub(crate) struct GateIndex {
@@ -49,29 +55,50 @@ impl GateIndex {
                 } else {
                     e.subject_threshold
                 };
+                let prev = e
+                    .subject_prev_keys
+                    .get(j)
+                    .filter(|p| !p.is_empty())
+                    .map(Vec::as_slice);
                 subject
                     .entry(e.subject_layer)
                     .or_default()
-                    .push((i, k, threshold));
+                    .push((i, k, threshold, prev));
             }
             relation.entry(e.relation_layer).or_default().push((
                 i,
                 &e.relation_key,
                 e.relation_threshold,
+                None,
             ));
         }
         let bank = |cols: Vec<Column>| {
-            let (m, dff) = (cols.len(), cols[0].1.len());
+            // Each previous-token key becomes a column after the others.
+            let mut flat: Vec<(usize, &[f32], f32)> =
+                cols.iter().map(|&(o, k, t, _)| (o, k, t)).collect();
+            let mut requires = vec![None; cols.len()];
+            for (c, &(o, _, t, prev)) in cols.iter().enumerate() {
+                if let Some(p) = prev {
+                    requires[c] = Some(flat.len());
+                    flat.push((o, p, t));
+                }
+            }
+            let mut is_prev = vec![false; cols.len()];
+            is_prev.resize(flat.len(), true);
+            requires.resize(flat.len(), None);
+            let (m, dff) = (flat.len(), flat[0].1.len());
             let mut keys = vec![0f32; dff * m];
-            for (j, (_, k, _)) in cols.iter().enumerate() {
+            for (j, (_, k, _)) in flat.iter().enumerate() {
                 for (i, &v) in k.iter().enumerate() {
                     keys[i * m + j] = v;
                 }
             }
             KeyBank {
                 keys: Tensor::from_data(TensorData::new(keys, [dff, m]), device),
-                owner: cols.iter().map(|c| c.0).collect(),
-                threshold: cols.iter().map(|c| c.2).collect(),
+                owner: flat.iter().map(|c| c.0).collect(),
+                threshold: flat.iter().map(|c| c.2).collect(),
+                requires,
+                is_prev,
             }
         };
         let first_subject_layer = subject.keys().next().copied().unwrap_or(usize::MAX);
@@ -100,6 +127,9 @@ struct Sequences {
     /// Absolute position of the next call's first token.
     next: usize,
     hits: Vec<Vec<(u64, usize)>>,
+    /// Per subject layer, per row: the cosines of the previous call's last position (a
+    /// one-token call's previous-token check reads them).
+    last_cos: BTreeMap<usize, Vec<Vec<f32>>>,
 }
 
 /// The routing memory: one [`Sequences`] per thread.
@@ -147,6 +177,7 @@ impl Routing {
                     start: 0,
                     next: t,
                     hits: vec![Vec::new(); b],
+                    last_cos: BTreeMap::new(),
                 };
             } else {
                 seq.start = seq.next;
@@ -156,17 +187,35 @@ impl Routing {
         if let Some(bank) = index.subject.get(&layer) {
             let cos = cosines(x, &bank.keys);
             let m = bank.owner.len();
-            for row in 0..b.min(seq.hits.len()) {
+            let rows = b.min(seq.hits.len());
+            let last = seq.last_cos.remove(&layer);
+            for row in 0..rows {
                 for j in 0..t {
                     let c = &cos[(row * t + j) * m..(row * t + j + 1) * m];
+                    let before = match j {
+                        0 => last.as_ref().map(|l| l[row].as_slice()),
+                        _ => Some(&cos[(row * t + j - 1) * m..(row * t + j) * m]),
+                    };
                     for (col, &v) in c.iter().enumerate() {
-                        if v >= bank.threshold[col] {
-                            let id = index.entries[bank.owner[col]].0;
-                            seq.hits[row].push((id, seq.start + j));
+                        if bank.is_prev[col] || v < bank.threshold[col] {
+                            continue;
                         }
+                        if let Some(p) = bank.requires[col] {
+                            // The subject's previous token must match at the position before
+                            // (none before the first position of a sequence).
+                            if before.is_none_or(|bc| bc[p] < bank.threshold[p]) {
+                                continue;
+                            }
+                        }
+                        let id = index.entries[bank.owner[col]].0;
+                        seq.hits[row].push((id, seq.start + j));
                     }
                 }
             }
+            let kept = (0..rows)
+                .map(|row| cos[(row * t + t - 1) * m..(row * t + t) * m].to_vec())
+                .collect();
+            seq.last_cos.insert(layer, kept);
         }
         let bank = index.relation.get(&layer)?;
         if seq.hits.iter().all(Vec::is_empty) {
