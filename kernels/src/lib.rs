@@ -35,7 +35,7 @@ pub mod replay;
 #[cfg(test)]
 mod tests;
 
-pub use arch::{Isa, isa};
+pub use arch::{Isa, isa, set_single_row_tile, single_row_tile, single_row_tile_matters};
 pub use matmul::*;
 pub use qmatrix::{QMatrix, QMatrixError};
 pub use quant::{GgmlType, QuantizeError, dequantize_row, quantize_row};

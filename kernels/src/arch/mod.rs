@@ -155,6 +155,39 @@ pub(crate) type AxpyPanel = fn(&Panel, &[f32], &mut [f32], PanelShape);
 /// 0 = not detected yet, else `1 + Isa as u8`.
 static DETECTED: AtomicU8 = AtomicU8::new(0);
 
+/// Whether a product with one activation row (decode) runs its weight rows four at a time
+/// through the 4 × 1 tile (`true`) or one per call (`false`, the default), where the table has
+/// both: today the AVX-512 VNNI table's Q4_1 weights. The two give the same bits (the tiles'
+/// contract); which is faster depends on the core's prefetchers: measured, one thread, SmolLM2
+/// Q4_1 decode, Zen 4 one row per call 57 vs 43 tok/s, an AMX-capable Xeon the tile 51 vs 42.
+/// So a caller that can time its products chooses ([`set_single_row_tile`]); the fused decoder
+/// does, per token.
+static SINGLE_ROW_TILE: AtomicU8 = AtomicU8::new(0);
+
+/// Sets the m = 1 product's form (see [`single_row_tile_matters`]); process-wide, and results
+/// do not depend on it.
+pub fn set_single_row_tile(on: bool) {
+    SINGLE_ROW_TILE.store(u8::from(on), Ordering::Relaxed);
+}
+
+/// Whether m = 1 products run weight rows through the 4 × 1 tile.
+pub fn single_row_tile() -> bool {
+    SINGLE_ROW_TILE.load(Ordering::Relaxed) != 0
+}
+
+/// Whether the active kernel table has the choice [`set_single_row_tile`] makes (otherwise
+/// it changes nothing and a caller need not time it).
+pub fn single_row_tile_matters() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        isa() == Isa::Avx512Vnni
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// The best instruction set this CPU supports (detected once, then cached).
 pub fn isa() -> Isa {
     match DETECTED.load(Ordering::Relaxed) {

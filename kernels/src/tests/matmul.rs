@@ -140,43 +140,57 @@ proptest! {
 }
 
 /// The 4 × 4 and 4 × 1 tiles of every table give each output bit for bit what that table's
-/// single-row kernel gives, and stay within `MAX_KERNEL_VS_REF_ERROR` of the scalar `_ref`s.
+/// single-row kernel gives, and stay within `MAX_KERNEL_VS_REF_ERROR` of the scalar `_ref`s;
+/// with m = 1 products on the 4 × 1 tile or one row per call (`set_single_row_tile`).
 #[test]
 fn tiled_rows_match_single_row_kernels() {
     use super::{MAX_KERNEL_VS_REF_ERROR, tables};
     use crate::arch::generic::GENERIC;
     use crate::matmul::matmul_rows_with;
     let mut rng = Rng::new(17);
-    for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
-        let (n, k, m) = (11, 576, 6);
-        let w = weights(ty, n, k, &mut rng);
-        let x = rng.vec(m * k);
-        let mut xq = vec![0u8; activation_bytes(ty, m * k)];
-        quantize_activations(ty, &x, &mut xq);
-        let (wrb, xrb) = (ty.row_bytes(k).unwrap(), activation_bytes(ty, k));
-        let mut want = vec![0.0; m * n];
-        matmul_rows_with(&GENERIC, &qm(ty, &w, k), 0..n, &xq, m, &mut want);
-        for (isa, kt) in tables() {
-            for rows in [0..n, 1..n, 3..10] {
-                let nr = rows.len();
-                let mut out = vec![f32::NAN; m * nr];
-                matmul_rows_with(kt, &qm(ty, &w, k), rows.clone(), &xq, m, &mut out);
-                for i in 0..m {
-                    for r in rows.clone() {
-                        let mut single = [0.0f32];
-                        let (wr, xr) = (&w[r * wrb..][..wrb], &xq[i * xrb..][..xrb]);
-                        matmul_rows_with(kt, &qm(ty, wr, k), 0..1, xr, 1, &mut single);
-                        let got = out[i * nr + r - rows.start];
-                        assert_eq!(got.to_bits(), single[0].to_bits(), "{isa:?} {r} {i}");
-                        let err = (got - want[i * n + r]).abs() / k as f32;
-                        assert!(
-                            err < MAX_KERNEL_VS_REF_ERROR,
-                            "{} {isa:?}: {err}",
-                            ty.name()
-                        );
+    let cases = [
+        (GgmlType::Q4_1, false),
+        (GgmlType::Q4_1, true),
+        (GgmlType::Q8_0, false),
+    ];
+    for (ty, tile) in cases {
+        crate::arch::set_single_row_tile(tile);
+        for m in [6, 1] {
+            let (n, k) = (11, 576);
+            let w = weights(ty, n, k, &mut rng);
+            let x = rng.vec(m * k);
+            let mut xq = vec![0u8; activation_bytes(ty, m * k)];
+            quantize_activations(ty, &x, &mut xq);
+            let (wrb, xrb) = (ty.row_bytes(k).unwrap(), activation_bytes(ty, k));
+            let mut want = vec![0.0; m * n];
+            matmul_rows_with(&GENERIC, &qm(ty, &w, k), 0..n, &xq, m, &mut want);
+            for (isa, kt) in tables() {
+                for rows in [0..n, 1..n, 3..10] {
+                    let nr = rows.len();
+                    let mut out = vec![f32::NAN; m * nr];
+                    matmul_rows_with(kt, &qm(ty, &w, k), rows.clone(), &xq, m, &mut out);
+                    for i in 0..m {
+                        for r in rows.clone() {
+                            let mut single = [0.0f32];
+                            let (wr, xr) = (&w[r * wrb..][..wrb], &xq[i * xrb..][..xrb]);
+                            matmul_rows_with(kt, &qm(ty, wr, k), 0..1, xr, 1, &mut single);
+                            let got = out[i * nr + r - rows.start];
+                            assert_eq!(
+                                got.to_bits(),
+                                single[0].to_bits(),
+                                "{isa:?} {r} {i} m {m} tile {tile}"
+                            );
+                            let err = (got - want[i * n + r]).abs() / k as f32;
+                            assert!(
+                                err < MAX_KERNEL_VS_REF_ERROR,
+                                "{} {isa:?}: {err}",
+                                ty.name()
+                            );
+                        }
                     }
                 }
             }
         }
     }
+    crate::arch::set_single_row_tile(false);
 }

@@ -21,6 +21,7 @@ use crate::model_file::{LoadError, ModelFile};
 pub use super::hooks::{DecodeDelta, LinearAdapter, LowRank, Norm, Proj};
 pub use decode::{DECODE_TOLERANCE, Decoder};
 
+mod choice;
 mod decode;
 
 /// Which positions get logits.

@@ -63,9 +63,12 @@ pub(crate) static AVX512_VNNI: Kernels = Kernels {
     q4_1_q8_1: |x, y| q4_1_q8_1_vnni::<1, 1>([x], [y])[0][0],
     q8_0_q8_0: |x, y| q8_0_q8_0_vnni::<1, 1>([x], [y])[0][0],
     q4_1_q8_1_tiles: Some(Tiles {
-        // One activation block load and one f16 conversion of four rows' scales per block:
-        // decode's (m = 1) product runs on this tile.
-        x1: |x, y| x.map(|r| q4_1_q8_1_vnni::<1, 1>([r], [y])[0][0]),
+        // Four weight rows through one tile, or one per call: the same bits, and which is
+        // faster depends on the core (see `arch::set_single_row_tile`).
+        x1: |x, y| match super::single_row_tile() {
+            true => q4_1_q8_1_vnni::<4, 1>(x, [y])[0],
+            false => x.map(|r| q4_1_q8_1_vnni::<1, 1>([r], [y])[0][0]),
+        },
         x4: q4_1_q8_1_vnni::<4, 4>,
     }),
     q8_0_q8_0_tiles: Some(Tiles {

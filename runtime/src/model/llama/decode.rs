@@ -24,6 +24,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use engram_kernels::{GgmlType, QMatrix, activation_bytes, matmul_rows, quantize_activations};
 use half::f16;
 
+use super::choice::{EXPLORE_EVERY, TwoWay};
 use super::{Block, Llama};
 use crate::cpu::Team;
 use crate::model::attention::AttentionPrecision;
@@ -50,54 +51,38 @@ pub struct Decoder<'m> {
     locals: Vec<Mutex<Local>>,
     logits: Vec<f32>,
     threads: ThreadChoice,
+    /// The m = 1 products' form (way 0 one weight row per call, way 1 the 4 × 1 tile: the same
+    /// bits, and which is faster depends on the core; see `engram_kernels::set_single_row_tile`),
+    /// where the kernels have the choice.
+    tile: Option<TwoWay>,
 }
-
-/// Tokens between two tries of the thread count not in use.
-const EXPLORE_EVERY: u32 = 32;
 
 /// Which thread count runs the next token: all of the pool's, or one. On an idle machine all
 /// threads win by far; on an oversubscribed one a share that the OS deschedules stalls the
-/// others at the next barrier, and one thread is faster. The decoder times its tokens (an
-/// exponential moving average per choice), runs the faster, and retries the other every
-/// [`EXPLORE_EVERY`] tokens, so a second thread helps where it can and never costs more than
-/// those retries where it cannot.
+/// others at the next barrier, and one thread is faster. The decoder times its tokens and runs
+/// the faster ([`TwoWay`]: way 0 one thread, way 1 all), so a second thread helps where it can
+/// and never costs more than the retries where it cannot.
 struct ThreadChoice {
     max: usize,
-    /// Seconds per token: `[one thread, max threads]`, `None` until timed.
-    ewma: [Option<f64>; 2],
-    since_explore: u32,
+    ways: TwoWay,
     adaptive: bool,
 }
 
 impl ThreadChoice {
-    fn next(&mut self) -> usize {
+    /// The thread count for the next token, and whether to time it.
+    fn next(&mut self) -> (usize, bool) {
         if self.max == 1 {
-            return 1;
+            return (1, false);
         }
-        let idx = if !self.adaptive {
-            1
-        } else {
-            match self.ewma {
-                [_, None] => 1,
-                [None, _] => 0,
-                [Some(one), Some(all)] => {
-                    let best = usize::from(all <= one);
-                    self.since_explore += 1;
-                    if self.since_explore >= EXPLORE_EVERY {
-                        self.since_explore = 0;
-                        1 - best
-                    } else {
-                        best
-                    }
-                }
-            }
-        };
-        [1, self.max][idx]
+        if !self.adaptive {
+            return (self.max, false);
+        }
+        let (way, timed) = self.ways.next();
+        ([1, self.max][way], timed)
     }
 
     fn record(&mut self, threads: usize, seconds: f64) {
-        let slot = &mut self.ewma[usize::from(threads != 1)];
-        *slot = Some(slot.map_or(seconds, |old| 0.75 * old + 0.25 * seconds));
+        self.ways.record(usize::from(threads != 1), seconds);
     }
 }
 
@@ -284,10 +269,12 @@ impl<'m> Decoder<'m> {
             logits: vec![0.0; n_vocab],
             threads: ThreadChoice {
                 max: threads,
-                ewma: [None, None],
-                since_explore: 0,
+                ways: TwoWay::new(1, 0, 0),
                 adaptive: true,
             },
+            // After the thread count's first two timed tokens, so the two are not confounded.
+            tile: engram_kernels::single_row_tile_matters()
+                .then(|| TwoWay::new(0, 2, EXPLORE_EVERY / 2)),
         })
     }
 
@@ -339,7 +326,7 @@ impl<'m> Decoder<'m> {
     /// Threads the last tokens ran on, on average weighted to the recent ones: `(seconds per
     /// token on one thread, on all)`, each `None` until measured.
     pub fn token_seconds(&self) -> (Option<f64>, Option<f64>) {
-        (self.threads.ewma[0], self.threads.ewma[1])
+        (self.threads.ways.ewma[0], self.threads.ways.ewma[1])
     }
 
     /// Positions in the cache (the position of the next token).
@@ -390,12 +377,23 @@ impl<'m> Decoder<'m> {
             sin: &sin,
         };
         let locals = &self.locals;
-        let threads = self.threads.next();
+        let (threads, time_threads) = self.threads.next();
+        let tile = self.tile.as_mut().map(|t| {
+            let (way, timed) = t.next();
+            engram_kernels::set_single_row_tile(way == 1);
+            (way, timed)
+        });
         let start = std::time::Instant::now();
         self.model.output.cpu().team_of(threads, &|team| {
             token_ctx.run(team, &mut lock(&locals[team.index()]));
         });
-        self.threads.record(threads, start.elapsed().as_secs_f64());
+        let seconds = start.elapsed().as_secs_f64();
+        if time_threads {
+            self.threads.record(threads, seconds);
+        }
+        if let (Some(t), Some((way, true))) = (self.tile.as_mut(), tile) {
+            t.record(way, seconds);
+        }
         let local = lock(&self.locals[0]);
         let kv = &mut self.cache;
         for l in 0..c.n_layer {
