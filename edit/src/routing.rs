@@ -24,11 +24,12 @@ struct KeyBank {
     keys: Tensor<2>,     // (d_ff, m)
     owner: Vec<usize>,   // entry index per column
     threshold: Vec<f32>, // per column
-    /// Per column: the column the position before must match too (a multi-token subject's
-    /// previous token), if any.
+    /// Columns `..keys_end` are the entries' keys; the ones after are previous-token keys,
+    /// which record no hit themselves.
+    keys_end: usize,
+    /// Per key column (below `keys_end`): the column the position before must match too (a
+    /// multi-token subject's previous token), if any.
     requires: Vec<Option<usize>>,
-    /// Per column: whether it is such a previous-token key (it records no hit itself).
-    is_prev: Vec<bool>,
 }
 
 /// A column of a [`KeyBank`] being built: owning entry, unit key, threshold, and the key the
@@ -83,9 +84,6 @@ impl GateIndex {
                     flat.push((o, p, t));
                 }
             }
-            let mut is_prev = vec![false; cols.len()];
-            is_prev.resize(flat.len(), true);
-            requires.resize(flat.len(), None);
             let (m, dff) = (flat.len(), flat[0].1.len());
             let mut keys = vec![0f32; dff * m];
             for (j, (_, k, _)) in flat.iter().enumerate() {
@@ -97,8 +95,8 @@ impl GateIndex {
                 keys: Tensor::from_data(TensorData::new(keys, [dff, m]), device),
                 owner: flat.iter().map(|c| c.0).collect(),
                 threshold: flat.iter().map(|c| c.2).collect(),
+                keys_end: cols.len(),
                 requires,
-                is_prev,
             }
         };
         let first_subject_layer = subject.keys().next().copied().unwrap_or(usize::MAX);
@@ -196,8 +194,8 @@ impl Routing {
                         0 => last.as_ref().map(|l| l[row].as_slice()),
                         _ => Some(&cos[(row * t + j - 1) * m..(row * t + j) * m]),
                     };
-                    for (col, &v) in c.iter().enumerate() {
-                        if bank.is_prev[col] || v < bank.threshold[col] {
+                    for (col, &v) in c[..bank.keys_end].iter().enumerate() {
+                        if v < bank.threshold[col] {
                             continue;
                         }
                         if let Some(p) = bank.requires[col] {
