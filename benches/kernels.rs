@@ -181,39 +181,14 @@ fn benches(c: &mut Criterion) {
     // Q4_K_M of SmolLM2: its 576-wide rows fall back to Q5_0 (Q5_K_M: Q5_1).
     matvec(c, &arena, GgmlType::Q5_0, 1536, 576, true);
     matvec(c, &arena, GgmlType::Q5_1, 1536, 576, true);
-    for ty in [
-        GgmlType::Q4_0,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::IQ4NL,
-        GgmlType::Q8_0,
-        GgmlType::Q2K,
-        GgmlType::Q3K,
-        GgmlType::Q4K,
-        GgmlType::Q5K,
-        GgmlType::Q6K,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::F32,
-    ] {
+    // Every other weight type at 2048 × 2048 (Q4_1's is above).
+    for ty in GgmlType::WEIGHTS
+        .into_iter()
+        .filter(|&t| t != GgmlType::Q4_1)
+    {
         matvec(c, &arena, ty, 2048, 2048, true);
     }
-    for ty in [
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::IQ4NL,
-        GgmlType::Q8_0,
-        GgmlType::Q2K,
-        GgmlType::Q3K,
-        GgmlType::Q4K,
-        GgmlType::Q5K,
-        GgmlType::Q6K,
-        GgmlType::F16,
-        GgmlType::BF16,
-        GgmlType::F32,
-    ] {
+    for ty in GgmlType::WEIGHTS {
         dequant(c, &arena, ty, 2048, 2048);
     }
     for ty in [

@@ -122,7 +122,7 @@ impl<'a> QMatrix<'a> {
         rows: usize,
         cols: usize,
     ) -> Result<Self, QMatrixError> {
-        if matches!(ty, GgmlType::Q8_1 | GgmlType::Q8K) {
+        if !ty.is_weight() {
             return Err(QMatrixError::NotAWeightType(ty));
         }
         let row_bytes = ty

@@ -92,6 +92,31 @@ impl GgmlType {
         Self::BF16,
     ];
 
+    /// The types a weight matrix may have: every type but the activation formats Q8_1 and
+    /// Q8_K (see [`GgmlType::is_weight`]).
+    pub const WEIGHTS: [GgmlType; 14] = [
+        Self::F32,
+        Self::F16,
+        Self::BF16,
+        Self::Q4_0,
+        Self::Q4_1,
+        Self::Q5_0,
+        Self::Q5_1,
+        Self::IQ4NL,
+        Self::Q8_0,
+        Self::Q2K,
+        Self::Q3K,
+        Self::Q4K,
+        Self::Q5K,
+        Self::Q6K,
+    ];
+
+    /// Whether a weight matrix may have this type: `false` for the activation formats Q8_1 and
+    /// Q8_K, which no kernel takes as weights.
+    pub const fn is_weight(self) -> bool {
+        !matches!(self, Self::Q8_1 | Self::Q8K)
+    }
+
     /// The type with ggml's numeric id, or `None` for one engram does not know.
     pub const fn from_u32(id: u32) -> Option<Self> {
         Some(match id {

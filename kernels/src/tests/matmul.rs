@@ -14,23 +14,6 @@ use crate::{
 /// Per-element error of the f32-activation and transposed products (f32 sums of 1e3 terms).
 pub const MAX_F32_MATMUL_ERROR: f32 = 1e-5;
 
-const WEIGHT_TYPES: [GgmlType; 14] = [
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::Q5_0,
-    GgmlType::Q5_1,
-    GgmlType::IQ4NL,
-    GgmlType::Q8_0,
-    GgmlType::Q2K,
-    GgmlType::Q3K,
-    GgmlType::Q4K,
-    GgmlType::Q5K,
-    GgmlType::Q6K,
-];
-
 fn weights(ty: GgmlType, n: usize, k: usize, rng: &mut Rng) -> Vec<u8> {
     (0..n)
         .flat_map(|_| quantize_weights(ty, &rng.vec(k)))
@@ -93,7 +76,7 @@ fn check_shapes(ty: GgmlType, n: usize, kb: usize, m: usize, r0: usize, r1: usiz
 
 #[test]
 fn matmul_all_types_small_shapes() {
-    for (s, ty) in WEIGHT_TYPES.into_iter().enumerate() {
+    for (s, ty) in GgmlType::WEIGHTS.into_iter().enumerate() {
         check_shapes(ty, 7, 3, 3, 1, 6, s as u64);
         check_shapes(ty, 4, 1, 1, 0, 4, 100 + s as u64);
     }
@@ -102,7 +85,7 @@ fn matmul_all_types_small_shapes() {
 #[test]
 fn matmul_misaligned_weights_match_aligned() {
     let mut rng = Rng::new(5);
-    for ty in WEIGHT_TYPES {
+    for ty in GgmlType::WEIGHTS {
         let k = 512;
         let w = weights(ty, 3, k, &mut rng);
         let mut shifted = vec![0u8; w.len() + 1];
@@ -127,7 +110,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
     fn matmul_random_shapes(
-        t in 0usize..WEIGHT_TYPES.len(),
+        t in 0usize..GgmlType::WEIGHTS.len(),
         n in 1usize..9,
         kb in 1usize..4,
         m in 1usize..4,
@@ -135,7 +118,7 @@ proptest! {
         len in 0usize..9,
         seed in any::<u64>(),
     ) {
-        check_shapes(WEIGHT_TYPES[t], n, kb, m, r0, r0 + len, seed);
+        check_shapes(GgmlType::WEIGHTS[t], n, kb, m, r0, r0 + len, seed);
     }
 }
 
