@@ -21,6 +21,7 @@
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use engram_kernels::quant::vec_dot_f32_ref as dot;
 use engram_kernels::{GgmlType, QMatrix, activation_bytes, matmul_rows, quantize_activations};
 use half::f16;
 
@@ -695,24 +696,6 @@ impl TokenCtx<'_> {
             }
         }
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight independent sums: the compiler vectorizes them.
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// `out = x · rsqrt(mean(x²) + eps) · w`.
