@@ -10,7 +10,7 @@
 
 use std::ops::Range;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::*, fence};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle, Thread};
 use std::time::{Duration, Instant};
@@ -60,11 +60,28 @@ fn wait_until(done: impl Fn() -> bool, sleeping: &AtomicBool) {
             continue;
         }
         sleeping.store(true, SeqCst);
+        // The store above and the waker's change of `done()` must not both be missed: with a
+        // SeqCst fence on each side (here and in [`wake_if_sleeping`]) either this thread sees
+        // `done()` or the waker sees `sleeping`. Without them the language allows both to read
+        // the old values (the `done()` loads are Acquire), and qemu-user's aarch64-on-x86
+        // translation does reorder them: a lost wake-up parked the caller forever in CI.
+        fence(SeqCst);
         while !done() {
             thread::park(); // Spurious wake-ups just re-check.
         }
         sleeping.store(false, SeqCst);
         return;
+    }
+}
+
+/// Unparks `thread` if it is (about to be) parked, after the caller has made its `done()` true;
+/// the fence pairs with the one in [`wait_until`].
+fn wake_if_sleeping(sleeping: &AtomicBool, thread: impl FnOnce() -> Option<Thread>) {
+    fence(SeqCst);
+    if sleeping.load(SeqCst)
+        && let Some(t) = thread()
+    {
+        t.unpark();
     }
 }
 
@@ -113,11 +130,8 @@ fn worker_loop(shared: &Shared, t: usize) {
         if catch_unwind(AssertUnwindSafe(|| job(t))).is_err() {
             shared.panicked.store(true, SeqCst);
         }
-        if shared.pending.fetch_sub(1, AcqRel) == 1
-            && shared.caller_sleeping.load(SeqCst)
-            && let Some(c) = lock(&shared.caller).as_ref()
-        {
-            c.unpark();
+        if shared.pending.fetch_sub(1, AcqRel) == 1 {
+            wake_if_sleeping(&shared.caller_sleeping, || lock(&shared.caller).clone());
         }
     }
 }
@@ -195,9 +209,7 @@ impl Pool {
         s.generation.fetch_add(1, SeqCst);
         let wait = Wait(s);
         for (w, sleeping) in self.workers.iter().zip(&s.worker_sleeping) {
-            if sleeping.load(SeqCst) {
-                w.thread().unpark();
-            }
+            wake_if_sleeping(sleeping, || Some(w.thread().clone()));
         }
         job(0);
         drop(wait);
@@ -310,6 +322,20 @@ mod tests {
             hits.fetch_add(1, Ordering::Relaxed);
         });
         assert_eq!(hits.into_inner(), 3);
+    }
+
+    /// Many short calls whose shares finish in either order, some after the other side has
+    /// parked: a lost wake-up (see [`super::wait_until`]) hangs here.
+    #[test]
+    fn many_short_broadcasts_never_lose_a_wake_up() {
+        let pool = Pool::new(2).unwrap();
+        for i in 0..20_000u64 {
+            pool.broadcast(2, &|t| {
+                if (i + t as u64) % 3 == 0 {
+                    std::thread::sleep(std::time::Duration::from_micros(i % 50));
+                }
+            });
+        }
     }
 
     #[test]
