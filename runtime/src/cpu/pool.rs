@@ -331,7 +331,7 @@ mod tests {
         let pool = Pool::new(2).unwrap();
         for i in 0..20_000u64 {
             pool.broadcast(2, &|t| {
-                if (i + t as u64) % 3 == 0 {
+                if (i + t as u64).is_multiple_of(3) {
                     std::thread::sleep(std::time::Duration::from_micros(i % 50));
                 }
             });
