@@ -37,6 +37,27 @@ impl SamplingParams {
     }
 }
 
+impl SamplingParams {
+    /// Checks the ranges [`generate_with`] relies on: `temperature` finite and not negative,
+    /// `top_p` finite in `(0, 1]`. (`top_k` and `seed` take any value.)
+    pub fn check(&self) -> Result<(), GenerateError> {
+        let bad = |name, value: f32, expected| {
+            Err(GenerateError::InvalidSampling {
+                name,
+                value: value.to_string(),
+                expected,
+            })
+        };
+        if !self.temperature.is_finite() || self.temperature < 0.0 {
+            return bad("temperature", self.temperature, "finite and >= 0");
+        }
+        if !self.top_p.is_finite() || self.top_p <= 0.0 || self.top_p > 1.0 {
+            return bad("top_p", self.top_p, "in (0, 1]");
+        }
+        Ok(())
+    }
+}
+
 impl Default for SamplingParams {
     fn default() -> Self {
         Self::greedy()
@@ -190,6 +211,16 @@ pub enum GenerateError {
     /// The prompt has no tokens.
     #[error("empty prompt")]
     EmptyPrompt,
+    /// A sampling parameter is out of its range ([`SamplingParams::check`]).
+    #[error("sampling parameter `{name}` is {value}; it must be {expected}")]
+    InvalidSampling {
+        /// The parameter's field name.
+        name: &'static str,
+        /// The value given, as text.
+        value: String,
+        /// The range it must be in.
+        expected: &'static str,
+    },
     /// The prompt alone does not fit the context.
     #[error("prompt does not fit the context: {0}")]
     PromptTooLong(ContextFull),
@@ -274,6 +305,7 @@ pub fn generate_with(
     adaptation: Adaptation<'_>,
     mut on_token: impl FnMut(u32) -> ControlFlow<()>,
 ) -> Result<Generation, GenerateError> {
+    opts.sampling.check()?;
     check_prompt(model, prompt)?;
     let capacity = opts.context.min(model.config().n_ctx_train).max(1);
     let mut cache = model.new_cache(1, capacity);
@@ -388,6 +420,33 @@ mod tests {
         let mut s = Sampler::new(SamplingParams::greedy());
         assert_eq!(s.sample(&[0.1, f32::NAN, 3.0, 2.0]), 2);
         assert_eq!(argmax(&[f32::NAN, -1.0, -2.0]), 1);
+    }
+
+    #[test]
+    fn out_of_range_sampling_is_a_typed_error_naming_the_field() {
+        assert_eq!(SamplingParams::greedy().check(), Ok(()));
+        let with = |temperature, top_p| SamplingParams {
+            temperature,
+            top_p,
+            ..SamplingParams::greedy()
+        };
+        assert_eq!(with(0.7, 0.9).check(), Ok(()));
+        assert_eq!(with(0.0, 1.0).check(), Ok(()));
+        for (params, field) in [
+            (with(-0.1, 1.0), "temperature"),
+            (with(f32::NAN, 1.0), "temperature"),
+            (with(f32::INFINITY, 1.0), "temperature"),
+            (with(1.0, 0.0), "top_p"),
+            (with(1.0, 1.5), "top_p"),
+            (with(1.0, f32::NAN), "top_p"),
+        ] {
+            match params.check() {
+                Err(GenerateError::InvalidSampling { name, .. }) => assert_eq!(name, field),
+                other => panic!("{params:?}: {other:?}"),
+            }
+        }
+        let err = with(-1.0, 1.0).check().unwrap_err().to_string();
+        assert!(err.contains("temperature") && err.contains("-1"), "{err}");
     }
 
     #[test]
