@@ -12,5 +12,6 @@ pub mod datasets;
 pub mod fetch;
 pub mod lm_track;
 pub mod synthetic;
+pub mod synthetic_arch;
 
 pub use fetch::resolve_model;

@@ -138,9 +138,15 @@ pub fn tiny_llama_gguf_with_bytes_and(
     overrides: &[(&str, MetaValue)],
 ) -> Vec<u8> {
     assert_eq!(spec.n_vocab, BYTE_VOCAB, "the byte tokenizer's vocabulary");
+    tiny_llama(spec, ty, seed, byte_tokenizer_metadata(), overrides).build()
+}
+
+/// [`byte_tokenizer`] as `tokenizer.ggml.*` metadata entries (a `gpt2` vocabulary with the
+/// `gpt-2` pre-tokenizer, no merges, `<|endoftext|>` ending and padding sequences).
+pub fn byte_tokenizer_metadata() -> Vec<(String, MetaValue)> {
     let (tokens, types) = byte_vocab();
     let s = |v: &str| MetaValue::Str(v.into());
-    let meta = vec![
+    vec![
         ("tokenizer.ggml.model".to_string(), s("gpt2")),
         ("tokenizer.ggml.pre".to_string(), s("gpt-2")),
         (
@@ -163,8 +169,7 @@ pub fn tiny_llama_gguf_with_bytes_and(
             "tokenizer.ggml.padding_token_id".to_string(),
             MetaValue::U32(BYTE_SPECIAL.pad.expect("the byte vocabulary pads")),
         ),
-    ];
-    tiny_llama(spec, ty, seed, meta, overrides).build()
+    ]
 }
 
 fn tiny_llama(
@@ -249,7 +254,7 @@ fn tiny_llama(
 }
 
 /// `x` encoded as `ty` rows (the kernels' reference quantizers).
-fn encode(x: &[f32], ty: GgmlType) -> Vec<u8> {
+pub(crate) fn encode(x: &[f32], ty: GgmlType) -> Vec<u8> {
     let len = ty
         .row_bytes(x.len())
         .unwrap_or_else(|| panic!("{} values are not whole {} blocks", x.len(), ty.name()));

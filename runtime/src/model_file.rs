@@ -106,6 +106,7 @@ impl ModelFile {
             map: self.map.clone(),
             gguf: Arc::clone(&self.gguf),
             index,
+            rows: None,
         })
     }
 
@@ -122,6 +123,16 @@ pub struct TensorView {
     map: MappedFile,
     gguf: Arc<Gguf>,
     index: usize,
+    /// A band of whole rows of a 2-D tensor ([`TensorView::rows`]): the projections a fused
+    /// tensor holds (phi3's `attn_qkv`, its gate-and-up `ffn_up`).
+    rows: Option<RowBand>,
+}
+
+#[derive(Clone, Debug)]
+struct RowBand {
+    bytes: std::ops::Range<usize>, // within the tensor's data
+    dims: [usize; 2],              // (row length, rows)
+    name: String,                  // `attn_qkv.weight[rows 0..64]`
 }
 
 const _: () = {
@@ -137,7 +148,31 @@ impl TensorView {
     /// The tensor's encoded data (blocks of [`TensorView::ty`]), checked at parse to lie inside
     /// the file.
     pub fn bytes(&self) -> &[u8] {
-        &self.map.bytes()[self.info().byte_range()]
+        let all = &self.map.bytes()[self.info().byte_range()];
+        match &self.rows {
+            Some(band) => &all[band.bytes.clone()],
+            None => all,
+        }
+    }
+
+    /// Rows `range` of a 2-D tensor as a tensor of their own (zero-copy: whole rows are
+    /// contiguous). `None` when the tensor is not 2-D, the range is empty or outside it, or the
+    /// view is already a band.
+    pub fn rows(&self, range: std::ops::Range<usize>) -> Option<TensorView> {
+        let dims = self.dims();
+        if self.rows.is_some() || dims.len() != 2 || range.is_empty() || range.end > dims[1] {
+            return None;
+        }
+        let row_bytes = self.ty().row_bytes(dims[0])?;
+        let band = RowBand {
+            bytes: range.start * row_bytes..range.end * row_bytes,
+            dims: [dims[0], range.len()],
+            name: format!("{}[rows {}..{}]", self.name(), range.start, range.end),
+        };
+        Some(TensorView {
+            rows: Some(band),
+            ..self.clone()
+        })
     }
 
     /// Element type.
@@ -147,15 +182,21 @@ impl TensorView {
 
     /// Dimensions in ggml order (`dims()[0]` = row length).
     pub fn dims(&self) -> &[usize] {
-        &self.info().dims
+        match &self.rows {
+            Some(band) => &band.dims,
+            None => &self.info().dims,
+        }
     }
 
-    /// The tensor's name.
+    /// The tensor's name (with the row range for a band of rows).
     pub fn name(&self) -> &str {
-        &self.info().name
+        match &self.rows {
+            Some(band) => &band.name,
+            None => &self.info().name,
+        }
     }
 
-    /// The tensor's full table entry.
+    /// The full table entry of the tensor (of the whole tensor, for a band of rows).
     pub fn tensor_info(&self) -> &TensorInfo {
         self.info()
     }

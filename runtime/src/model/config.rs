@@ -17,7 +17,7 @@ pub struct LlamaConfig {
     pub n_head: usize,
     /// Key/value heads (`{arch}.attention.head_count_kv`), for grouped-query attention.
     pub n_head_kv: usize,
-    /// Width of one head (`d_model / n_head`).
+    /// Width of one head (`{arch}.attention.key_length`, default `d_model / n_head`).
     pub d_head: usize,
     /// Hidden width of the SwiGLU feed-forward (`{arch}.feed_forward_length`).
     pub d_ff: usize,
@@ -44,8 +44,11 @@ pub enum ConfigError {
     /// A metadata key is missing or has the wrong type.
     #[error(transparent)]
     Gguf(#[from] GgufError),
-    /// The architecture is not llama.
-    #[error("unsupported architecture `{0}` (engram runs `llama`)")]
+    /// The architecture is not one the graph runs.
+    #[error(
+        "unsupported architecture `{0}` (engram runs {supported})",
+        supported = super::arch::Architecture::supported()
+    )]
     Architecture(String),
     /// The hyper-parameters are inconsistent or outside what the graph supports.
     #[error("unsupported model configuration: {0}")]
@@ -53,10 +56,11 @@ pub enum ConfigError {
 }
 
 impl LlamaConfig {
-    /// Reads the hyper-parameters of a llama model from its metadata.
+    /// Reads the hyper-parameters of a model of a supported family
+    /// ([`Architecture`](super::arch::Architecture)) from its metadata (`{arch}.*` keys).
     pub fn from_gguf(gguf: &Gguf) -> Result<Self, ConfigError> {
         let arch = gguf.get_str("general.architecture")?;
-        if arch != "llama" {
+        if super::arch::Architecture::from_name(arch).is_none() {
             return Err(ConfigError::Architecture(arch.to_string()));
         }
         let key = |k: &str| format!("{arch}.{k}");
@@ -71,13 +75,36 @@ impl LlamaConfig {
             Some(_) => u("vocab_size")?,
             None => gguf.get_str_array("tokenizer.ggml.tokens")?.len(),
         };
-        if n_head == 0 || n_head_kv == 0 || d_model % n_head != 0 || n_head % n_head_kv != 0 {
+        if n_head == 0 || n_head_kv == 0 || n_head % n_head_kv != 0 {
             return Err(ConfigError::Unsupported(format!(
-                "d_model {d_model}, heads {n_head}, kv heads {n_head_kv}: heads must divide d_model \
-                 and kv heads must divide heads"
+                "heads {n_head}, kv heads {n_head_kv}: kv heads must divide heads"
             )));
         }
-        let d_head = d_model / n_head;
+        let d_head = match gguf.get(&key("attention.key_length")) {
+            Some(_) => u("attention.key_length")?,
+            None if d_model % n_head == 0 => d_model / n_head,
+            None => {
+                return Err(ConfigError::Unsupported(format!(
+                    "d_model {d_model} is not a multiple of {n_head} heads and {} is absent",
+                    key("attention.key_length")
+                )));
+            }
+        };
+        if gguf.get(&key("attention.value_length")).is_some() {
+            let d_v = u("attention.value_length")?;
+            if d_v != d_head {
+                return Err(ConfigError::Unsupported(format!(
+                    "{} {d_v} differs from the key length {d_head}",
+                    key("attention.value_length")
+                )));
+            }
+        }
+        if d_head == 0 || d_head > MAX_DIM || n_head > MAX_DIM {
+            return Err(ConfigError::Unsupported(format!(
+                "{} {d_head}",
+                key("attention.key_length")
+            )));
+        }
         let rope_dim = match gguf.get(&key("rope.dimension_count")) {
             Some(_) => u("rope.dimension_count")?,
             None => d_head,
@@ -151,6 +178,11 @@ impl LlamaConfig {
         }
         let products = [
             ("vocab_size × embedding_length", self.n_vocab, self.d_model),
+            (
+                "attention.head_count × key_length",
+                self.n_head,
+                self.d_head.max(1) * self.d_model.max(1),
+            ),
             (
                 "embedding_length × feed_forward_length",
                 self.d_model,

@@ -1,28 +1,30 @@
-//! The llama architecture on burn: RMSNorm, RoPE in the GGUF (llama.cpp "normal") layout,
-//! grouped-query attention with a KV cache, SwiGLU, tied embeddings.
+//! The llama-family decoder on burn: RMSNorm, RoPE, grouped-query attention with a KV cache,
+//! a gated feed-forward, tied or separate embeddings; and the options of the other families
+//! it runs (QKV biases, q/k norms, post-norms, embedding scale, soft-caps, sliding windows,
+//! GELU, fused projections: [`ArchOptions`], read from the metadata).
 //!
 //! Every linear layer is a frozen [`QWeight`] read in place from the mapped file by engram's
 //! kernels; only the norms (a few KiB of f32) are copied into tensors. The graph is
 //! device-agnostic: it runs on whatever [`Device`] the caller passes, and under autodiff the
 //! gradient flows through the quantized layers to inputs and adapters.
 
-use std::sync::Arc;
-
 use burn::tensor::{Device, Int, Tensor, TensorData, activation};
 
-use super::attention::{AttentionPrecision, grouped_attention};
+use super::arch::{Activation, ArchOptions};
+use super::attention::{AttentionPrecision, ScoreOptions, grouped_attention};
 use super::config::{ConfigError, LlamaConfig};
 use super::hooks::dense_linear;
 use super::kv_cache::{ContextFull, KvCache};
+use super::rope::RopeTable;
 use crate::backend::{QWeight, quant_linear};
-use crate::cpu::CpuContext;
-use crate::model_file::{LoadError, ModelFile};
+use crate::model_file::LoadError;
 
 pub use super::hooks::{DecodeDelta, LinearAdapter, LowRank, Norm, Proj};
 pub use decode::{DECODE_TOLERANCE, Decoder};
 
 mod choice;
 mod decode;
+mod load;
 
 /// Which positions get logits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,6 +65,34 @@ struct Block {
     w_gate: QWeight,      // (d_ff, d_model)
     w_up: QWeight,        // (d_ff, d_model)
     w_down: QWeight,      // (d_model, d_ff)
+    extras: BlockExtras,
+}
+
+/// The tensors only some families have (see [`ArchOptions`]).
+struct BlockExtras {
+    q_bias: Option<Tensor<1>>,         // (n_head * d_head)
+    k_bias: Option<Tensor<1>>,         // (n_head_kv * d_head)
+    v_bias: Option<Tensor<1>>,         // (n_head_kv * d_head)
+    q_norm: Option<Tensor<1>>,         // (d_head)
+    k_norm: Option<Tensor<1>>,         // (d_head)
+    attn_post_norm: Option<Tensor<1>>, // (d_model)
+    ffn_post_norm: Option<Tensor<1>>,  // (d_model)
+}
+
+impl BlockExtras {
+    fn is_empty(&self) -> bool {
+        [
+            &self.q_bias,
+            &self.k_bias,
+            &self.v_bias,
+            &self.q_norm,
+            &self.k_norm,
+            &self.attn_post_norm,
+            &self.ffn_post_norm,
+        ]
+        .iter()
+        .all(|t| t.is_none())
+    }
 }
 
 impl Block {
@@ -82,85 +112,20 @@ impl Block {
 /// A llama-family model over a memory-mapped GGUF file.
 pub struct Llama {
     config: LlamaConfig,
+    arch: ArchOptions,
     device: Device,
     embedding: QWeight, // (n_vocab, d_model)
     blocks: Vec<Block>,
     output_norm: Tensor<1>, // (d_model)
     output: QWeight,        // (n_vocab, d_model); the embedding itself when tied
     tied: bool,             // no `output.weight`: the vocabulary projection is the embedding
-    rope_cos: Tensor<2>,    // (n_ctx_train, d_head / 2)
-    rope_sin: Tensor<2>,    // (n_ctx_train, d_head / 2)
+    ropes: Vec<RopeTable>,  // one per distinct (base, scale) among the layers
+    layer_rope: Vec<usize>, // (n_layer): index into `ropes`
+    rope_factors: bool,     // `rope_freqs.weight` divides the frequencies (Llama 3)
     attention: AttentionPrecision,
 }
 
 impl Llama {
-    /// Builds the graph over `file`'s tensors on `device`; the kernels run on `cpu`'s threads.
-    pub fn load(
-        file: &ModelFile,
-        device: &Device,
-        cpu: Arc<CpuContext>,
-    ) -> Result<Self, ModelError> {
-        let config = LlamaConfig::from_gguf(file.gguf())?;
-        let (d, dkv, dff) = (config.d_model, config.d_kv(), config.d_ff);
-        let qweight = |name: &str, n_in: usize, n_out: usize| -> Result<QWeight, ModelError> {
-            let view = file.tensor(name)?;
-            if view.dims() != [n_in, n_out] {
-                return Err(ModelError::Tensor {
-                    name: name.into(),
-                    what: format!("dims {:?}, expected [{n_in}, {n_out}]", view.dims()),
-                });
-            }
-            Ok(QWeight::new(view, cpu.clone()))
-        };
-        let norm = |name: &str| -> Result<Tensor<1>, ModelError> {
-            let view = file.tensor(name)?;
-            if view.dims() != [d] {
-                return Err(ModelError::Tensor {
-                    name: name.into(),
-                    what: format!("dims {:?}, expected [{d}]", view.dims()),
-                });
-            }
-            let mut values = vec![0f32; d];
-            engram_kernels::dequantize_row(view.ty(), view.bytes(), &mut values);
-            Ok(Tensor::from_data(TensorData::new(values, [d]), device))
-        };
-        let blocks = (0..config.n_layer)
-            .map(|i| {
-                let n = |stem: &str| format!("blk.{i}.{stem}.weight");
-                Ok(Block {
-                    attn_norm: norm(&n("attn_norm"))?,
-                    wq: qweight(&n("attn_q"), d, d)?,
-                    wk: qweight(&n("attn_k"), d, dkv)?,
-                    wv: qweight(&n("attn_v"), d, dkv)?,
-                    wo: qweight(&n("attn_output"), d, d)?,
-                    ffn_norm: norm(&n("ffn_norm"))?,
-                    w_gate: qweight(&n("ffn_gate"), d, dff)?,
-                    w_up: qweight(&n("ffn_up"), d, dff)?,
-                    w_down: qweight(&n("ffn_down"), dff, d)?,
-                })
-            })
-            .collect::<Result<Vec<_>, ModelError>>()?;
-        let embedding = qweight("token_embd.weight", d, config.n_vocab)?;
-        let tied = file.gguf().tensor("output.weight").is_none();
-        let output = match tied {
-            false => qweight("output.weight", d, config.n_vocab)?,
-            true => embedding.clone(),
-        };
-        let (rope_cos, rope_sin) = rope_tables(&config, device);
-        Ok(Self {
-            output_norm: norm("output_norm.weight")?,
-            config,
-            device: device.clone(),
-            embedding,
-            blocks,
-            output,
-            tied,
-            rope_cos,
-            rope_sin,
-            attention: AttentionPrecision::default(),
-        })
-    }
-
     /// Computes every projection on f32 activations against the quantized blocks (`true`), or
     /// on activations rounded to 8-bit blocks as llama.cpp does (`false`, the default: faster,
     /// and what parity with llama.cpp is measured on). Gradients are the same either way (the
@@ -197,6 +162,21 @@ impl Llama {
     /// The hyper-parameters.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
+    }
+
+    /// The family and its options.
+    pub fn arch(&self) -> &ArchOptions {
+        &self.arch
+    }
+
+    /// Whether this is the plain llama graph (no family option, no extra tensor): what the
+    /// fused decoder implements.
+    pub(crate) fn is_plain_llama(&self) -> bool {
+        self.arch.is_plain_llama()
+            && self.config.n_head * self.config.d_head == self.config.d_model
+            && self.blocks.iter().all(|b| b.extras.is_empty())
+            && self.ropes.len() == 1
+            && !self.rope_factors
     }
 
     /// The device the graph runs on.
@@ -249,6 +229,9 @@ impl Llama {
         let d = self.config.d_model;
         let mut values = vec![0f32; tokens.len() * d];
         self.embedding.dequantize_rows(tokens, &mut values);
+        if let Some(scale) = self.arch.embed_scale {
+            values.iter_mut().for_each(|v| *v *= scale);
+        }
         let t = tokens.len() / batch.max(1);
         Tensor::from_data(TensorData::new(values, [batch, t, d]), &self.device)
     }
@@ -274,7 +257,11 @@ impl Llama {
         let ids: Vec<i64> = tokens.iter().map(|&x| x as i64).collect();
         let ids = Tensor::<1, Int>::from_data(TensorData::new(ids, [tokens.len()]), &self.device);
         let t = tokens.len() / batch.max(1);
-        table.select(0, ids).reshape([batch, t, d])
+        let x = table.select(0, ids).reshape([batch, t, d]);
+        match self.arch.embed_scale {
+            Some(scale) => x * scale as f64,
+            None => x,
+        }
     }
 
     /// Runs token ids (`batch` rows of equal length, flattened row-major) and returns logits.
@@ -378,7 +365,15 @@ impl Llama {
 
     /// Logits `(batch, t, n_vocab)` of hidden states (tied output projection).
     pub fn project_vocab(&self, h: Tensor<3>) -> Tensor<3> {
-        quant_linear(h, &self.output)
+        self.cap_logits(quant_linear(h, &self.output))
+    }
+
+    /// The family's logit soft-cap `c · tanh(z / c)`, where it has one.
+    fn cap_logits(&self, z: Tensor<3>) -> Tensor<3> {
+        match self.arch.final_softcap {
+            Some(c) => (z / c as f64).tanh() * c as f64,
+            None => z,
+        }
     }
 
     /// [`Llama::project_vocab`] through `adapter`'s dense output projection (or, for a tied
@@ -392,10 +387,10 @@ impl Llama {
             true => a.embedding(),
             false => a.output_weight(),
         });
-        match dense {
+        self.cap_logits(match dense {
             Some(w) => dense_linear(h, w),
             None => quant_linear(h, &self.output),
-        }
+        })
     }
 
     fn linear(
@@ -427,6 +422,7 @@ impl Llama {
         adapter: Option<&dyn LinearAdapter>,
     ) -> Tensor<3> {
         let c = &self.config;
+        let e = &block.extras;
         let [b, t, _] = x.dims();
         let (h, hkv, dh) = (c.n_head, c.n_head_kv, c.d_head);
 
@@ -440,25 +436,50 @@ impl Llama {
             &norm(Norm::Attn(layer), &block.attn_norm),
             c.rms_eps,
         );
-        let q = self
-            .linear(layer, block, Proj::Q, xn.clone(), adapter)
-            .reshape([b, t, h, dh]);
-        let k = self
-            .linear(layer, block, Proj::K, xn.clone(), adapter)
-            .reshape([b, t, hkv, dh]);
-        let v = self
-            .linear(layer, block, Proj::V, xn, adapter)
-            .reshape([b, t, hkv, dh]);
-        let q = self.rope(q, pos).swap_dims(1, 2); // (b, h, t, dh)
-        let k = self.rope(k, pos).swap_dims(1, 2); // (b, hkv, t, dh)
+        let project = |p: Proj, x: Tensor<3>, bias: &Option<Tensor<1>>, heads: usize| {
+            let y = self.linear(layer, block, p, x, adapter);
+            let y = match bias {
+                Some(bias) => y + bias.clone().reshape([1, 1, heads * dh]),
+                None => y,
+            };
+            y.reshape([b, t, heads, dh])
+        };
+        let q = project(Proj::Q, xn.clone(), &e.q_bias, h);
+        let k = project(Proj::K, xn.clone(), &e.k_bias, hkv);
+        let v = project(Proj::V, xn, &e.v_bias, hkv);
+        let head_norm = |x: Tensor<4>, w: &Option<Tensor<1>>| match w {
+            Some(w) => rms_norm(x, w, c.rms_eps),
+            None => x,
+        };
+        let q = head_norm(q, &e.q_norm);
+        let k = head_norm(k, &e.k_norm);
+        let rope = &self.ropes[self.layer_rope[layer]];
+        let q = rope.apply(q, pos).swap_dims(1, 2); // (b, h, t, dh)
+        let k = rope.apply(k, pos).swap_dims(1, 2); // (b, hkv, t, dh)
         let v = v.swap_dims(1, 2); // (b, hkv, t, dh)
         let (k, v) = match cache {
             Some(cache) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let att = grouped_attention(q, k, v, c.n_rep(), self.attention); // (b, h, t, dh)
+        let mut scores = ScoreOptions::causal(dh);
+        // Scaled queries, as llama.cpp scales them before the f16 product.
+        let q = match self.arch.query_scale {
+            Some(s) => {
+                scores.scale = 1.0;
+                q * s as f64
+            }
+            None => q,
+        };
+        scores.window = self.arch.layer_window(layer);
+        scores.softcap = self.arch.attn_softcap;
+        let att = grouped_attention(q, k, v, c.n_rep(), self.attention, scores); // (b, h, t, dh)
         let att = att.swap_dims(1, 2).reshape([b, t, h * dh]);
-        let x = x + self.linear(layer, block, Proj::O, att, adapter);
+        let post = |y: Tensor<3>, w: &Option<Tensor<1>>| match w {
+            Some(w) => rms_norm(y, w, c.rms_eps),
+            None => y,
+        };
+        let att = self.linear(layer, block, Proj::O, att, adapter);
+        let x = x + post(att, &e.attn_post_norm);
 
         let xn = rms_norm(
             x.clone(),
@@ -467,59 +488,30 @@ impl Llama {
         );
         let gate = self.linear(layer, block, Proj::Gate, xn.clone(), adapter);
         let up = self.linear(layer, block, Proj::Up, xn, adapter);
-        let ff = activation::silu(gate) * up;
-        x + self.linear(layer, block, Proj::Down, ff, adapter)
-    }
-
-    /// Rotates adjacent pairs `(x[2i], x[2i+1])` by `pos · base^(-2i/d)`, as llama.cpp's
-    /// `LLAMA_ROPE_TYPE_NORM` does on GGUF llama weights. `x`: `(b, t, heads, d_head)`.
-    fn rope(&self, x: Tensor<4>, pos: usize) -> Tensor<4> {
-        let [b, t, nh, dh] = x.dims();
-        let half = dh / 2;
-        let cos = self
-            .rope_cos
-            .clone()
-            .slice([pos..pos + t, 0..half])
-            .reshape([1, t, 1, half, 1]);
-        let sin = self
-            .rope_sin
-            .clone()
-            .slice([pos..pos + t, 0..half])
-            .reshape([1, t, 1, half, 1]);
-        let pairs = x.reshape([b, t, nh, half, 2]);
-        let x0 = pairs.clone().slice([0..b, 0..t, 0..nh, 0..half, 0..1]);
-        let x1 = pairs.slice([0..b, 0..t, 0..nh, 0..half, 1..2]);
-        let r0 = x0.clone() * cos.clone() - x1.clone() * sin.clone();
-        let r1 = x0 * sin + x1 * cos;
-        Tensor::cat(vec![r0, r1], 4).reshape([b, t, nh, dh])
+        let gate = match self.arch.activation {
+            Activation::Silu => activation::silu(gate),
+            Activation::GeluTanh => gelu_tanh(gate),
+        };
+        let ff = self.linear(layer, block, Proj::Down, gate * up, adapter);
+        x + post(ff, &e.ffn_post_norm)
     }
 }
 
 /// `x · rsqrt(mean(x²) + eps) · w` over the last dimension.
-fn rms_norm(x: Tensor<3>, weight: &Tensor<1>, eps: f32) -> Tensor<3> {
+fn rms_norm<const D: usize>(x: Tensor<D>, weight: &Tensor<1>, eps: f32) -> Tensor<D> {
     let d = weight.dims()[0];
-    let inv = (x.clone().square().mean_dim(2) + eps).sqrt().recip();
-    x * inv * weight.clone().reshape([1, 1, d])
+    let inv = (x.clone().square().mean_dim(D - 1) + eps).sqrt().recip();
+    let mut shape = [1; D];
+    shape[D - 1] = d;
+    x * inv * weight.clone().reshape(shape)
 }
 
-/// cos and sin of `p · base^(-2i/rope_dim)` for every position `p` of the trained context.
-fn rope_tables(config: &LlamaConfig, device: &Device) -> (Tensor<2>, Tensor<2>) {
-    let half = config.rope_dim / 2;
-    let n = config.n_ctx_train;
-    let mut cos = Vec::with_capacity(n * half);
-    let mut sin = Vec::with_capacity(n * half);
-    for p in 0..n {
-        for i in 0..half {
-            let freq = (config.rope_base as f64).powf(-2.0 * i as f64 / config.rope_dim as f64);
-            let theta = p as f64 * freq;
-            cos.push(theta.cos() as f32);
-            sin.push(theta.sin() as f32);
-        }
-    }
-    (
-        Tensor::from_data(TensorData::new(cos, [n, half]), device),
-        Tensor::from_data(TensorData::new(sin, [n, half]), device),
-    )
+/// GELU's tanh approximation, `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))` (ggml's `gelu`).
+fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    const SQRT_2_OVER_PI: f64 = 0.797_884_560_802_865_4;
+    let cube = x.clone() * x.clone() * x.clone();
+    let inner = (x.clone() + cube * 0.044_715) * SQRT_2_OVER_PI;
+    x * (inner.tanh() + 1.0) * 0.5
 }
 
 /// Token ids as an int tensor `(batch, t)` (for losses that gather by id).

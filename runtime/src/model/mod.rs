@@ -1,5 +1,6 @@
 //! Model graphs and the text side of a model: tokenizer and chat prompts.
 
+pub mod arch;
 pub mod attention;
 pub mod chat;
 pub mod config;
@@ -7,4 +8,5 @@ pub mod hooks;
 pub mod kv_cache;
 pub mod llama;
 pub mod pretokenize;
+mod rope;
 pub mod tokenizer;

@@ -412,6 +412,10 @@ impl<'m> Decoder<'m> {
 impl Plan {
     fn new(model: &Llama, adapter: Option<&dyn LinearAdapter>) -> Option<Self> {
         let c = &model.config;
+        // The other families' options (biases, windows, caps, ...) run on the graph.
+        if !model.is_plain_llama() {
+            return None;
+        }
         if let Some(a) = adapter {
             let dense = a.embedding().is_some()
                 || a.output_weight().is_some()

@@ -1,0 +1,26 @@
+//! Writes the seeded tiny GGUF models of every family the graph runs
+//! (`engram::harness::synthetic_arch`), one file per case, for `scripts/arch_reference.py` to
+//! run llama.cpp on.
+//!
+//! ```text
+//! cargo run --example arch_models -- OUT_DIR
+//! ```
+
+use std::path::PathBuf;
+
+use engram::harness::synthetic_arch::{ARCH_CASES, ARCH_SEED, arch_gguf};
+use engram::kernels::GgmlType;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let dir: PathBuf = std::env::args_os()
+        .nth(1)
+        .map(PathBuf::from)
+        .ok_or("usage: arch_models OUT_DIR")?;
+    std::fs::create_dir_all(&dir)?;
+    for case in ARCH_CASES {
+        let path = dir.join(format!("{}.gguf", case.name()));
+        std::fs::write(&path, arch_gguf(case, GgmlType::F32, ARCH_SEED))?;
+        println!("{}", path.display());
+    }
+    Ok(())
+}

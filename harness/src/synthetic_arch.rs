@@ -1,0 +1,272 @@
+//! Tiny seeded random-weight GGUF files of every model family the graph runs, written with
+//! llama.cpp's tensor names and metadata keys: the inputs of the architecture parity test
+//! (`tests/arch_parity.rs`) and of `scripts/arch_reference.py`, which runs llama.cpp on the same
+//! bytes. Same case and seed, same bytes: the reference JSON records each file's sha256 and
+//! the test checks it, so the committed reference keeps meaning what it says.
+//!
+//! Each case turns on its family's options at sizes small enough to run in milliseconds but
+//! where they matter: windows of 4 positions under prompts of 12-24, soft-caps near the size of
+//! the values they cap, head widths that differ from `d_model / n_head`, RoPE factors and
+//! scales that change every frequency.
+
+use std::f64::consts::PI;
+
+use engram_kernels::GgmlType;
+use engram_runtime::format::{GgufBuilder, MetaValue};
+use rand::rngs::ChaCha8Rng;
+use rand::{RngExt, SeedableRng};
+
+use crate::synthetic::{BYTE_VOCAB, byte_tokenizer_metadata, encode};
+
+/// The merges the arch models' vocabulary adds to the byte vocabulary, in rank order; each
+/// makes one token (ids [`BYTE_VOCAB`] on). llama.cpp refuses a BPE vocabulary without a
+/// merges array of strings, and these make its tokenizer do some work.
+const MERGES: [(&str, &str); 4] = [("Ġ", "t"), ("h", "e"), ("Ġt", "he"), ("i", "n")];
+
+/// Vocabulary size of the arch models: the bytes, `<|endoftext|>` and one token per merge.
+pub const ARCH_VOCAB: usize = BYTE_VOCAB + MERGES.len();
+
+/// [`byte_tokenizer_metadata`] with [`MERGES`] and their tokens.
+fn arch_tokenizer_metadata() -> Vec<(String, MetaValue)> {
+    let mut meta = byte_tokenizer_metadata();
+    for (key, value) in &mut meta {
+        let MetaValue::Array(items) = value else {
+            continue;
+        };
+        match key.as_str() {
+            "tokenizer.ggml.tokens" => items.extend(
+                MERGES
+                    .iter()
+                    .map(|(a, b)| MetaValue::Str(format!("{a}{b}"))),
+            ),
+            "tokenizer.ggml.token_type" => items.extend(MERGES.iter().map(|_| MetaValue::I32(1))),
+            "tokenizer.ggml.merges" => {
+                *items = MERGES
+                    .iter()
+                    .map(|(a, b)| MetaValue::Str(format!("{a} {b}")))
+                    .collect()
+            }
+            _ => {}
+        }
+    }
+    meta
+}
+
+/// One synthetic model: a family with its options on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArchCase {
+    /// `llama` with Llama 3's RoPE frequency factors (`rope_freqs.weight`) and an untied output.
+    Llama3,
+    /// `llama` with linear RoPE scaling (`rope.scaling.type` linear, factor 4).
+    LlamaLinear,
+    /// `qwen2`: Q, K and V biases, tied embeddings.
+    Qwen2,
+    /// `qwen3`: q/k RMSNorm, 4 heads of 32 on a 64-wide model.
+    Qwen3,
+    /// `phi3`: fused `attn_qkv` and gate-and-up `ffn_up`, untied output.
+    Phi3,
+    /// `gemma2`: embedding scale, post-norms, GELU, attention and logit soft-caps, a 4-position
+    /// window on layer 0.
+    Gemma2,
+    /// `gemma3`: q/k norms, post-norms, GELU, a window on layers 0-4 with RoPE base 10000 and
+    /// linear scaling 8 on layer 5.
+    Gemma3,
+}
+
+/// Every case, in the order of the reference JSON.
+pub const ARCH_CASES: [ArchCase; 7] = [
+    ArchCase::Llama3,
+    ArchCase::LlamaLinear,
+    ArchCase::Qwen2,
+    ArchCase::Qwen3,
+    ArchCase::Phi3,
+    ArchCase::Gemma2,
+    ArchCase::Gemma3,
+];
+
+/// The seed of every case's weights.
+pub const ARCH_SEED: u64 = 17;
+
+impl ArchCase {
+    /// The case's name (file stem and JSON key): `llama3`, `qwen2`, ...
+    pub fn name(self) -> &'static str {
+        match self {
+            ArchCase::Llama3 => "llama3",
+            ArchCase::LlamaLinear => "llama_linear",
+            ArchCase::Qwen2 => "qwen2",
+            ArchCase::Qwen3 => "qwen3",
+            ArchCase::Phi3 => "phi3",
+            ArchCase::Gemma2 => "gemma2",
+            ArchCase::Gemma3 => "gemma3",
+        }
+    }
+
+    /// `general.architecture`.
+    pub fn architecture(self) -> &'static str {
+        match self {
+            ArchCase::Llama3 | ArchCase::LlamaLinear => "llama",
+            ArchCase::Qwen2 => "qwen2",
+            ArchCase::Qwen3 => "qwen3",
+            ArchCase::Phi3 => "phi3",
+            ArchCase::Gemma2 => "gemma2",
+            ArchCase::Gemma3 => "gemma3",
+        }
+    }
+
+    /// The case named `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        ARCH_CASES.into_iter().find(|c| c.name() == name)
+    }
+}
+
+/// Sizes shared by the cases (a case may change the head width).
+const D_MODEL: usize = 64;
+const N_HEAD: usize = 4;
+const N_HEAD_KV: usize = 2;
+const D_FF: usize = 96;
+const N_CTX: usize = 64;
+
+/// The GGUF file of `case` with weights of type `ty` (F32 or a type the kernels quantize to)
+/// drawn from `seed`, and [`crate::synthetic::byte_tokenizer`]'s vocabulary with a few merges
+/// ([`ARCH_VOCAB`] tokens).
+///
+/// # Panics
+/// When `ty` has no reference quantizer.
+pub fn arch_gguf(case: ArchCase, ty: GgmlType, seed: u64) -> Vec<u8> {
+    let arch = case.architecture();
+    let gemma = matches!(case, ArchCase::Gemma2 | ArchCase::Gemma3);
+    let n_layer = if case == ArchCase::Gemma3 { 6 } else { 2 };
+    let d_head = match case {
+        ArchCase::Qwen3 | ArchCase::Gemma2 | ArchCase::Gemma3 => 32,
+        _ => D_MODEL / N_HEAD,
+    };
+    let (dq, dkv) = (N_HEAD * d_head, N_HEAD_KV * d_head);
+    let k = |key: &str| format!("{arch}.{key}");
+    let u = |v: usize| MetaValue::U32(v as u32);
+    let f = MetaValue::F32;
+    let mut meta = vec![
+        ("general.architecture".to_string(), MetaValue::Str(arch.into())),
+        (k("context_length"), u(N_CTX)),
+        (k("embedding_length"), u(D_MODEL)),
+        (k("block_count"), u(n_layer)),
+        (k("feed_forward_length"), u(D_FF)),
+        (k("attention.head_count"), u(N_HEAD)),
+        (k("attention.head_count_kv"), u(N_HEAD_KV)),
+        (k("attention.layer_norm_rms_epsilon"), f(1e-6)),
+    ];
+    if d_head != D_MODEL / N_HEAD {
+        meta.push((k("attention.key_length"), u(d_head)));
+        meta.push((k("attention.value_length"), u(d_head)));
+    }
+    let rope_base: f32 = match case {
+        ArchCase::Llama3 => 500_000.0,
+        ArchCase::Qwen2 | ArchCase::Qwen3 | ArchCase::Gemma3 => 1_000_000.0,
+        _ => 10_000.0,
+    };
+    meta.push((k("rope.freq_base"), f(rope_base)));
+    match case {
+        ArchCase::LlamaLinear => {
+            meta.push((k("rope.scaling.type"), MetaValue::Str("linear".into())));
+            meta.push((k("rope.scaling.factor"), f(4.0)));
+        }
+        ArchCase::Gemma2 => {
+            meta.push((k("attention.sliding_window"), u(4)));
+            meta.push((k("attn_logit_softcapping"), f(1.5)));
+            meta.push((k("final_logit_softcapping"), f(4.0)));
+        }
+        ArchCase::Gemma3 => {
+            meta.push((k("attention.sliding_window"), u(4)));
+            meta.push((k("rope.scaling.type"), MetaValue::Str("linear".into())));
+            meta.push((k("rope.scaling.factor"), f(8.0)));
+        }
+        _ => {}
+    }
+    meta.extend(arch_tokenizer_metadata());
+    let mut b = meta
+        .into_iter()
+        .fold(GgufBuilder::new(), |b, (key, v)| b.metadata(key, v));
+
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ (case as u64) << 32);
+    let mut values = |n: usize, scale: f32| -> Vec<f32> {
+        (0..n)
+            .map(|_| rng.random_range(-1.0f32..1.0) * scale)
+            .collect()
+    };
+    let mut matrix = |b: GgufBuilder, name: String, n_in: usize, n_out: usize| {
+        let w = values(n_in * n_out, 1.7 / (n_in as f32).sqrt());
+        b.tensor(name, &[n_in, n_out], ty, &encode(&w, ty))
+    };
+    let vector = |b: GgufBuilder, name: String, v: Vec<f32>| {
+        b.tensor(name, &[v.len()], GgmlType::F32, &encode(&v, GgmlType::F32))
+    };
+    let mut rng_norm = ChaCha8Rng::seed_from_u64(seed.wrapping_add(1) ^ (case as u64) << 32);
+    let mut norm = |n: usize| -> Vec<f32> {
+        (0..n)
+            .map(|_| 1.0 + 0.25 * rng_norm.random_range(-1.0f32..1.0))
+            .collect()
+    };
+
+    b = matrix(b, "token_embd.weight".into(), D_MODEL, ARCH_VOCAB);
+    for i in 0..n_layer {
+        let n = |stem: &str| format!("blk.{i}.{stem}.weight");
+        b = vector(b, n("attn_norm"), norm(D_MODEL));
+        b = vector(b, n("ffn_norm"), norm(D_MODEL));
+        if case == ArchCase::Phi3 {
+            b = matrix(b, n("attn_qkv"), D_MODEL, dq + 2 * dkv);
+            b = matrix(b, n("ffn_up"), D_MODEL, 2 * D_FF);
+        } else {
+            b = matrix(b, n("attn_q"), D_MODEL, dq);
+            b = matrix(b, n("attn_k"), D_MODEL, dkv);
+            b = matrix(b, n("attn_v"), D_MODEL, dkv);
+            b = matrix(b, n("ffn_gate"), D_MODEL, D_FF);
+            b = matrix(b, n("ffn_up"), D_MODEL, D_FF);
+        }
+        b = matrix(b, n("attn_output"), dq, D_MODEL);
+        b = matrix(b, n("ffn_down"), D_FF, D_MODEL);
+        if case == ArchCase::Qwen2 {
+            let bias = |i: usize, stem: &str| format!("blk.{i}.{stem}.bias");
+            b = vector(b, bias(i, "attn_q"), norm(dq).iter().map(|x| x - 1.0).collect());
+            b = vector(b, bias(i, "attn_k"), norm(dkv).iter().map(|x| x - 1.0).collect());
+            b = vector(b, bias(i, "attn_v"), norm(dkv).iter().map(|x| x - 1.0).collect());
+        }
+        if matches!(case, ArchCase::Qwen3 | ArchCase::Gemma3) {
+            b = vector(b, n("attn_q_norm"), norm(d_head));
+            b = vector(b, n("attn_k_norm"), norm(d_head));
+        }
+        if gemma {
+            b = vector(b, n("post_attention_norm"), norm(D_MODEL));
+            b = vector(b, n("post_ffw_norm"), norm(D_MODEL));
+        }
+    }
+    b = vector(b, "output_norm.weight".into(), norm(D_MODEL));
+    if matches!(case, ArchCase::Llama3 | ArchCase::Phi3) {
+        b = matrix(b, "output.weight".into(), D_MODEL, ARCH_VOCAB);
+    }
+    if case == ArchCase::Llama3 {
+        b = vector(b, "rope_freqs.weight".into(), llama3_factors(d_head, rope_base));
+    }
+    b.build()
+}
+
+/// Llama 3's RoPE frequency factors, as llama.cpp's converter computes them from
+/// `rope_scaling` (factor 8, low/high frequency factors 1 and 4), for an original context of
+/// 32 positions so that the tiny model's frequencies fall in all three bands.
+fn llama3_factors(d_head: usize, base: f32) -> Vec<f32> {
+    let (factor, low, high, old_ctx) = (8.0f64, 1.0f64, 4.0f64, 32.0f64);
+    let (low_wavelen, high_wavelen) = (old_ctx / low, old_ctx / high);
+    (0..d_head / 2)
+        .map(|i| {
+            let freq = (base as f64).powf(-2.0 * i as f64 / d_head as f64);
+            let wavelen = 2.0 * PI / freq;
+            let f = if wavelen < high_wavelen {
+                1.0
+            } else if wavelen > low_wavelen {
+                factor
+            } else {
+                let smooth = (old_ctx / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            };
+            f as f32
+        })
+        .collect()
+}

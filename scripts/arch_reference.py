@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""llama.cpp's outputs on engram's seeded tiny models of every family: the reference
+`tests/arch_parity.rs` compares engram against.
+
+Input: the directory `cargo run --example arch_models -- DIR` writes (one GGUF per case,
+random weights, F32, the byte vocabulary of `engram::harness::synthetic` with four merges). For
+each case and each prompt (tokenized by llama.cpp: the ids are recorded) the script records llama.cpp's top-20 [id, logit]
+pairs at the last prompt position, the top-2 margin, and 8 greedy continuation ids (with the
+top-2 margin after each, i.e. of the next id: the test decodes them through engram's KV cache
+and compares its choices where llama.cpp's are clear); and the
+file's sha256, which the test checks against the generator's bytes.
+
+    cargo run --example arch_models -- /tmp/arch_models
+    /work/venv-llamacpp/bin/python scripts/arch_reference.py --dir /tmp/arch_models
+
+Writes tests/data/arch_reference.json.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+
+import numpy as np
+import llama_cpp
+
+CASES = ["llama3", "llama_linear", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"]
+PROMPTS = [
+    "The capital of France is",
+    "fn main() { println!(\"hi\"); }",
+    "1, 2, 3, 5, 8, 13,",
+]
+TOP_K = 20
+GREEDY = 8
+VERBOSE = os.environ.get("VERBOSE") == "1"
+
+
+def no_extra_buffer_types():
+    """llama.cpp's extra CPU buffer types off (as scripts/kquant_reference.py: this VM reports
+    AMX but its AMX matmul segfaults), i.e. its plain `vec_dot` path."""
+    low = llama_cpp.llama_cpp
+    default_params = low.llama_model_default_params
+
+    def model_params():
+        p = default_params()
+        p.use_extra_bufts = False
+        return p
+
+    low.llama_model_default_params = model_params
+
+
+def sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def run_case(path, threads):
+    llm = llama_cpp.Llama(model_path=path, n_ctx=64, n_threads=threads, n_batch=64,
+                          logits_all=True, verbose=VERBOSE, flash_attn=False)
+    out = []
+    for prompt in PROMPTS:
+        tokens = llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=False)
+        llm.reset()
+        llm.eval(tokens)
+        logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+        top = np.argsort(-logits, kind="stable")[:TOP_K]
+        greedy, margins = [], []
+        tok = int(top[0])
+        for _ in range(GREEDY):
+            greedy.append(tok)
+            llm.eval([tok])
+            step = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
+            best = np.argsort(-step, kind="stable")[:2]
+            margins.append(float(step[best[0]] - step[best[1]]))
+            tok = int(best[0])
+        out.append({
+            "prompt": prompt,
+            "tokens": tokens,
+            "top20": [[int(i), float(logits[i])] for i in top],
+            "margin": float(logits[top[0]] - logits[top[1]]),
+            "greedy": greedy,
+            "greedy_margins": margins,
+        })
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dir", required=True, help="directory of the arch_models example")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests",
+                                                  "data", "arch_reference.json"))
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    no_extra_buffer_types()
+    result = {
+        "producer": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp CPU, extra buffer "
+                    f"types off, flash attention off, f16 KV cache); scripts/arch_reference.py",
+        "cases": {},
+    }
+    for name in CASES:
+        path = os.path.join(args.dir, f"{name}.gguf")
+        print(f"{name}: {path}", file=sys.stderr)
+        result["cases"][name] = {"sha256": sha256(path), "prompts": run_case(path, args.threads)}
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+        f.write("\n")
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
