@@ -1,6 +1,7 @@
 //! Writes the seeded tiny GGUF models of every family the graph runs
-//! (`engram::harness::synthetic_arch`), one file per case, for `scripts/arch_reference.py` to
-//! run llama.cpp on.
+//! (`engram::harness::synthetic_arch`) and of every tokenizer kind
+//! (`engram::harness::synthetic_vocab`, as `vocab_{case}.gguf`), one file per case, for
+//! `scripts/arch_reference.py` to run llama.cpp on.
 //!
 //! ```text
 //! cargo run --example arch_models -- OUT_DIR
@@ -9,6 +10,7 @@
 use std::path::PathBuf;
 
 use engram::harness::synthetic_arch::{ARCH_CASES, ARCH_SEED, arch_gguf};
+use engram::harness::synthetic_vocab::{VOCAB_CASES, vocab_gguf};
 use engram::kernels::GgmlType;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,6 +22,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for case in ARCH_CASES {
         let path = dir.join(format!("{}.gguf", case.name()));
         std::fs::write(&path, arch_gguf(case, GgmlType::F32, ARCH_SEED))?;
+        println!("{}", path.display());
+    }
+    for case in VOCAB_CASES {
+        let path = dir.join(format!("vocab_{}.gguf", case.name()));
+        std::fs::write(&path, vocab_gguf(case))?;
         println!("{}", path.display());
     }
     Ok(())

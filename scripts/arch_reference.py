@@ -17,6 +17,7 @@ Writes tests/data/arch_reference.json.
 """
 
 import argparse
+import ctypes
 import hashlib
 import json
 import os
@@ -26,6 +27,20 @@ import numpy as np
 import llama_cpp
 
 CASES = ["llama3", "llama_linear", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"]
+VOCABS = ["spm", "llama_bpe", "qwen2_bpe"]
+# engram::harness::synthetic_vocab::TOKENIZER_TEXTS
+TEXTS = [
+    "The capital of France is Paris.",
+    "the theory: in 1234567 years, 42 apples",
+    "  leading spaces and trailing  ",
+    "I'M sure it's DON'T, we'll see\n\nnext line\r\n\tindented",
+    "naïve café, 日本語 and ünïcödé!",
+    "x = f(a_b) + 3.14159 // comment",
+    "",
+    "<s>inside</s> and <|endoftext|> text",
+    "!!!???...\n\n\n",
+    "a  b   c    d",
+]
 PROMPTS = [
     "The capital of France is",
     "fn main() { println!(\"hi\"); }",
@@ -85,6 +100,34 @@ def run_case(path, threads):
     return out
 
 
+def run_vocab(path):
+    """Token ids of every text, with the vocabulary's BOS/EOS rules (llama.cpp's
+    add_special), special tokens as text and parsed; and each id's piece (detokenized alone)."""
+    llm = llama_cpp.Llama(model_path=path, vocab_only=True, verbose=VERBOSE)
+    vocab = llama_cpp.llama_model_get_vocab(llm.model)
+
+    def detokenize(ids):
+        """llama.cpp's llama_detokenize (remove_special, unparse_special false): what strips
+        the SentencePiece space prefix."""
+        arr = (llama_cpp.llama_token * max(1, len(ids)))(*ids)
+        buf = ctypes.create_string_buffer(4096)
+        n = llama_cpp.llama_detokenize(vocab, arr, len(ids), buf, 4096, False, False)
+        assert n >= 0, n
+        return buf.raw[:n].decode("utf-8", errors="replace")
+
+    out = []
+    for text in TEXTS:
+        raw = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
+        parsed = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        out.append({
+            "text": text,
+            "ids": raw,
+            "ids_special": parsed,
+            "detokenized": detokenize(raw[1:] if raw and raw[0] == llm.token_bos() else raw),
+        })
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dir", required=True, help="directory of the arch_models example")
@@ -102,6 +145,11 @@ def main():
         path = os.path.join(args.dir, f"{name}.gguf")
         print(f"{name}: {path}", file=sys.stderr)
         result["cases"][name] = {"sha256": sha256(path), "prompts": run_case(path, args.threads)}
+    result["vocabs"] = {}
+    for name in VOCABS:
+        path = os.path.join(args.dir, f"vocab_{name}.gguf")
+        print(f"vocab {name}: {path}", file=sys.stderr)
+        result["vocabs"][name] = {"sha256": sha256(path), "texts": run_vocab(path)}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
         f.write("\n")

@@ -13,5 +13,6 @@ pub mod fetch;
 pub mod lm_track;
 pub mod synthetic;
 pub mod synthetic_arch;
+pub mod synthetic_vocab;
 
 pub use fetch::resolve_model;

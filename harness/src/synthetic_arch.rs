@@ -133,6 +133,17 @@ const N_CTX: usize = 64;
 /// # Panics
 /// When `ty` has no reference quantizer.
 pub fn arch_gguf(case: ArchCase, ty: GgmlType, seed: u64) -> Vec<u8> {
+    arch_gguf_with_vocab(case, ty, seed, arch_tokenizer_metadata(), ARCH_VOCAB)
+}
+
+/// [`arch_gguf`] with the `tokenizer.*` metadata `vocab` of `n_vocab` tokens instead.
+pub fn arch_gguf_with_vocab(
+    case: ArchCase,
+    ty: GgmlType,
+    seed: u64,
+    vocab: Vec<(String, MetaValue)>,
+    n_vocab: usize,
+) -> Vec<u8> {
     let arch = case.architecture();
     let gemma = matches!(case, ArchCase::Gemma2 | ArchCase::Gemma3);
     let n_layer = if case == ArchCase::Gemma3 { 6 } else { 2 };
@@ -181,7 +192,7 @@ pub fn arch_gguf(case: ArchCase, ty: GgmlType, seed: u64) -> Vec<u8> {
         }
         _ => {}
     }
-    meta.extend(arch_tokenizer_metadata());
+    meta.extend(vocab);
     let mut b = meta
         .into_iter()
         .fold(GgufBuilder::new(), |b, (key, v)| b.metadata(key, v));
@@ -206,7 +217,7 @@ pub fn arch_gguf(case: ArchCase, ty: GgmlType, seed: u64) -> Vec<u8> {
             .collect()
     };
 
-    b = matrix(b, "token_embd.weight".into(), D_MODEL, ARCH_VOCAB);
+    b = matrix(b, "token_embd.weight".into(), D_MODEL, n_vocab);
     for i in 0..n_layer {
         let n = |stem: &str| format!("blk.{i}.{stem}.weight");
         b = vector(b, n("attn_norm"), norm(D_MODEL));
@@ -240,7 +251,7 @@ pub fn arch_gguf(case: ArchCase, ty: GgmlType, seed: u64) -> Vec<u8> {
     }
     b = vector(b, "output_norm.weight".into(), norm(D_MODEL));
     if matches!(case, ArchCase::Llama3 | ArchCase::Phi3) {
-        b = matrix(b, "output.weight".into(), D_MODEL, ARCH_VOCAB);
+        b = matrix(b, "output.weight".into(), D_MODEL, n_vocab);
     }
     if case == ArchCase::Llama3 {
         b = vector(b, "rope_freqs.weight".into(), llama3_factors(d_head, rope_base));

@@ -18,6 +18,11 @@ pub enum PreTokenizer {
     /// every `\p{N}` character becomes a piece of its own, then the GPT-2 pattern splits the
     /// rest. Digits are never merged with each other or with a leading space.
     Smollm,
+    /// `"llama-bpe"` (also `"llama3"`, `"llama-v3"`): Llama 3's pattern
+    /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`.
+    Llama3,
+    /// `"qwen2"` (also `"deepseek-r1-qwen"`): Llama 3's pattern with single digits (`\p{N}`).
+    Qwen2,
 }
 
 impl PreTokenizer {
@@ -29,6 +34,8 @@ impl PreTokenizer {
             "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" => {
                 Some(PreTokenizer::Smollm)
             }
+            "llama-bpe" | "llama3" | "llama-v3" => Some(PreTokenizer::Llama3),
+            "qwen2" | "deepseek-r1-qwen" => Some(PreTokenizer::Qwen2),
             _ => None,
         }
     }
@@ -38,6 +45,8 @@ impl PreTokenizer {
         match self {
             PreTokenizer::Gpt2 => "gpt-2",
             PreTokenizer::Smollm => "smollm",
+            PreTokenizer::Llama3 => "llama-bpe",
+            PreTokenizer::Qwen2 => "qwen2",
         }
     }
 }
@@ -119,6 +128,8 @@ impl Classifier {
                 }
                 gpt2_split(&chars, start..chars.len(), &mut words);
             }
+            PreTokenizer::Llama3 => llama3_split(&chars, 3, &mut words),
+            PreTokenizer::Qwen2 => llama3_split(&chars, 1, &mut words),
         }
         out.extend(words.into_iter().map(|w| byte_at(w.start)..byte_at(w.end)));
     }
@@ -170,6 +181,90 @@ fn gpt2_split(chars: &[(usize, char, CharClass)], seg: Range<usize>, out: &mut V
             n - 1
         } else {
             n.max(1)
+        };
+        out.push(start..pos);
+    }
+}
+
+/// Llama 3's pattern (see [`PreTokenizer::Llama3`]) over `chars`, with digit runs cut every
+/// `max_digits`, appending char-index ranges; alternatives in the pattern's order at each
+/// position, as llama.cpp's `unicode_regex_split_custom_llama3` tries them.
+fn llama3_split(chars: &[(usize, char, CharClass)], max_digits: usize, out: &mut Vec<Range<usize>>) {
+    let end = chars.len();
+    let ch = |i: usize| (i < end).then(|| chars[i].1);
+    let class = |i: usize| (i < end).then(|| chars[i].2);
+    let is = |i: usize, c: CharClass| class(i) == Some(c);
+    let newline = |i: usize| matches!(ch(i), Some('\r' | '\n'));
+    let mut pos = 0;
+    while pos < end {
+        let start = pos;
+        let c = chars[pos].1;
+        // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+        if c == '\'' {
+            let lower = |i: usize| ch(i).map(|c| c.to_ascii_lowercase());
+            match (lower(pos + 1), lower(pos + 2)) {
+                (Some('s' | 't' | 'm' | 'd'), _) => pos += 2,
+                (Some('r' | 'v'), Some('e')) | (Some('l'), Some('l')) => pos += 3,
+                _ => {}
+            }
+            if pos > start {
+                out.push(start..pos);
+                continue;
+            }
+        }
+        // [^\r\n\p{L}\p{N}]?\p{L}+
+        if !newline(pos)
+            && !is(pos, CharClass::Number)
+            && (is(pos, CharClass::Letter) || is(pos + 1, CharClass::Letter))
+        {
+            pos += 1;
+            while is(pos, CharClass::Letter) {
+                pos += 1;
+            }
+            out.push(start..pos);
+            continue;
+        }
+        // \p{N}{1,max_digits}
+        if is(pos, CharClass::Number) {
+            let mut run = start;
+            while is(pos, CharClass::Number) {
+                pos += 1;
+                if pos - run >= max_digits {
+                    out.push(run..pos);
+                    run = pos;
+                }
+            }
+            if pos > run {
+                out.push(run..pos);
+            }
+            continue;
+        }
+        //  ?[^\s\p{L}\p{N}]+[\r\n]*
+        let lead_space = usize::from(c == ' ');
+        if is(pos + lead_space, CharClass::Other) {
+            pos += lead_space;
+            while is(pos, CharClass::Other) {
+                pos += 1;
+            }
+            while newline(pos) {
+                pos += 1;
+            }
+            out.push(start..pos);
+            continue;
+        }
+        // \s*[\r\n]+ | \s+(?!\S) | \s+
+        let mut n = 0;
+        let mut last_newline_end = None;
+        while is(pos + n, CharClass::Whitespace) {
+            if newline(pos + n) {
+                last_newline_end = Some(pos + n + 1);
+            }
+            n += 1;
+        }
+        pos = match last_newline_end {
+            Some(after) => after,
+            None if n > 1 && pos + n < end => pos + n - 1,
+            None => pos + n.max(1),
         };
         out.push(start..pos);
     }
@@ -266,6 +361,18 @@ mod tests {
         assert_eq!(
             words(PreTokenizer::Smollm, "and 3.14 x2"),
             ["and", " ", "3", ".", "1", "4", " x", "2"]
+        );
+    }
+
+    #[test]
+    fn llama3_groups_digits_by_three_and_keeps_newlines_apart() {
+        assert_eq!(
+            words(PreTokenizer::Llama3, "I'M 12345 (ok)!!\n\n  x"),
+            ["I", "'M", " ", "123", "45", " (", "ok", ")!!\n\n", " ", " x"]
+        );
+        assert_eq!(
+            words(PreTokenizer::Qwen2, "a 123\r\n b"),
+            ["a", " ", "1", "2", "3", "\r\n", " b"]
         );
     }
 

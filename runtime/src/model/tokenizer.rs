@@ -1,4 +1,5 @@
-//! GPT-2 byte-level BPE, driven entirely by GGUF metadata and matching llama.cpp's ids.
+//! GPT-2 byte-level BPE and SentencePiece-style vocabularies ([`spm`]), driven entirely by
+//! GGUF metadata and matching llama.cpp's ids.
 //!
 //! Encoding, as llama.cpp does it (`src/llama-vocab.cpp`):
 //! 1. special-token partition: control, user-defined and unknown tokens are cut out of the
@@ -20,9 +21,11 @@ use crate::format::{Gguf, GgufError};
 pub use stream::StreamDecoder;
 
 mod bpe;
+mod spm;
 mod stream;
 
 use bpe::{Merge, Scratch};
+use spm::Spm;
 
 /// A token's type, as `tokenizer.ggml.token_type` stores it (llama.cpp's `llama_token_type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,12 +93,26 @@ pub struct SpecialTokens {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenizerError {
-    /// `tokenizer.ggml.model` names a tokenizer other than `"gpt2"`.
-    #[error("tokenizer.ggml.model {0:?} is not supported (engram reads \"gpt2\" byte-level BPE)")]
+    /// `tokenizer.ggml.model` names a tokenizer other than `"gpt2"` and `"llama"`.
+    #[error(
+        "tokenizer.ggml.model {0:?} is not supported (engram reads \"gpt2\" byte-level BPE and \
+         \"llama\" SentencePiece vocabularies)"
+    )]
     UnsupportedModel(String),
     /// `tokenizer.ggml.pre` names a pre-tokenizer engram does not implement.
-    #[error("tokenizer.ggml.pre {0:?} is not supported (engram implements \"smollm\", \"gpt-2\")")]
+    #[error(
+        "tokenizer.ggml.pre {0:?} is not supported (engram implements \"gpt-2\", \"smollm\", \
+         \"llama-bpe\", \"qwen2\")"
+    )]
     UnsupportedPreTokenizer(String),
+    /// `tokenizer.ggml.scores` does not have one entry per token.
+    #[error("{scores} token scores for {tokens} tokens")]
+    ScoreCount {
+        /// Number of tokens.
+        tokens: usize,
+        /// Number of scores.
+        scores: usize,
+    },
     /// The vocabulary has no tokens, or more than `u32` can index.
     #[error("vocabulary size {0} is out of range")]
     VocabSize(usize),
@@ -133,9 +150,11 @@ pub enum TokenizerError {
     Metadata(#[from] GgufError),
 }
 
-/// A GPT-2 byte-level BPE tokenizer (see the [module docs](self)).
+/// A GPT-2 byte-level BPE or SentencePiece tokenizer (see the [module docs](self)).
 #[derive(Clone)]
 pub struct Tokenizer {
+    /// The SentencePiece parts, for a `"llama"` vocabulary; `None` for BPE.
+    spm: Option<Spm>,
     /// Token strings as stored, in GPT-2's byte characters for normal tokens.
     tokens: Vec<String>,
     types: Vec<TokenType>,
@@ -307,6 +326,7 @@ impl Tokenizer {
         }
 
         Ok(Tokenizer {
+            spm: None,
             tokens,
             types,
             token_to_id,
@@ -329,6 +349,9 @@ impl Tokenizer {
     /// (absent reads as `"default"`, which engram does not implement either).
     pub fn from_gguf(gguf: &Gguf) -> Result<Tokenizer, TokenizerError> {
         let model = gguf.get_str("tokenizer.ggml.model")?;
+        if model == "llama" {
+            return Self::spm_from_gguf(gguf);
+        }
         if model != "gpt2" {
             return Err(TokenizerError::UnsupportedModel(model.to_owned()));
         }
@@ -364,6 +387,105 @@ impl Tokenizer {
         Tokenizer::from_parts(tokens, types, merges, special, pre)
     }
 
+    /// A SentencePiece tokenizer from the vocabulary's parts: `scores` one per token,
+    /// `<0xXX>` byte tokens found by their text, `add_space_prefix` as
+    /// `tokenizer.ggml.add_space_prefix` says (llama.cpp's default: true).
+    pub fn from_spm_parts(
+        tokens: Vec<String>,
+        token_types: Vec<i32>,
+        scores: Vec<f32>,
+        special: SpecialTokens,
+        add_space_prefix: bool,
+    ) -> Result<Tokenizer, TokenizerError> {
+        if scores.len() != tokens.len() {
+            return Err(TokenizerError::ScoreCount {
+                tokens: tokens.len(),
+                scores: scores.len(),
+            });
+        }
+        let mut t = Self::from_parts(tokens, token_types, Vec::new(), special, PreTokenizer::Gpt2)?;
+        let spm = Spm::new(&t.tokens, scores, add_space_prefix);
+        t.pieces.clear();
+        t.piece_ends.clear();
+        for (id, (text, ty)) in t.tokens.iter().zip(&t.types).enumerate() {
+            match ty {
+                TokenType::Byte => t.pieces.extend(
+                    spm.byte_tokens
+                        .iter()
+                        .position(|&b| b == Some(id as u32))
+                        .map(|b| b as u8),
+                ),
+                TokenType::Normal | TokenType::Undefined => {
+                    let unescaped = text.replace(spm::SPACE, " ");
+                    t.pieces.extend_from_slice(unescaped.as_bytes());
+                }
+                TokenType::Unused => {}
+                _ => t.pieces.extend_from_slice(text.as_bytes()),
+            }
+            t.piece_ends.push(t.pieces.len());
+        }
+        t.byte_tokens = [None; 256];
+        t.spm = Some(spm);
+        Ok(t)
+    }
+
+    /// [`Tokenizer::from_gguf`] of a `"llama"` (SentencePiece) vocabulary, with llama.cpp's
+    /// defaults: BOS 1, EOS 2, unknown 0, BOS added, space prefix added.
+    fn spm_from_gguf(gguf: &Gguf) -> Result<Tokenizer, TokenizerError> {
+        let tokens = owned(gguf.get_str_array("tokenizer.ggml.tokens")?);
+        let types = match gguf.get("tokenizer.ggml.token_type") {
+            Some(_) => gguf.get_i32_array("tokenizer.ggml.token_type")?,
+            None => Vec::new(),
+        };
+        let key = "tokenizer.ggml.scores";
+        let scores = match gguf.get(key) {
+            Some(v) => v
+                .as_array()
+                .map(|items| {
+                    items
+                        .iter()
+                        .map(|item| match item {
+                            crate::format::MetaValue::F32(x) => Some(*x),
+                            _ => None,
+                        })
+                        .collect::<Option<Vec<f32>>>()
+                })
+                .flatten()
+                .ok_or_else(|| GgufError::WrongType {
+                    key: key.to_owned(),
+                    expected: "f32 array",
+                    found: v.type_name().to_string(),
+                })?,
+            None => vec![0.0; tokens.len()],
+        };
+        let id = |key: &str, default: u32| match gguf.get(key) {
+            Some(_) => gguf.get_u32(key),
+            None => Ok(default),
+        };
+        let flag = |key: &str, default: bool| match gguf.get(key) {
+            Some(crate::format::MetaValue::Bool(b)) => *b,
+            _ => default,
+        };
+        let special = SpecialTokens {
+            bos: Some(id("tokenizer.ggml.bos_token_id", 1)?),
+            eos: id("tokenizer.ggml.eos_token_id", 2)?,
+            unk: Some(id("tokenizer.ggml.unknown_token_id", 0)?),
+            pad: match gguf.get("tokenizer.ggml.padding_token_id") {
+                Some(_) => Some(gguf.get_u32("tokenizer.ggml.padding_token_id")?),
+                None => None,
+            },
+            add_bos: flag("tokenizer.ggml.add_bos_token", true),
+            add_eos: flag("tokenizer.ggml.add_eos_token", false),
+        };
+        let add_space_prefix = flag("tokenizer.ggml.add_space_prefix", true);
+        Self::from_spm_parts(tokens, types, scores, special, add_space_prefix)
+    }
+
+    /// Whether this is a SentencePiece (`"llama"`) vocabulary.
+    pub fn is_sentencepiece(&self) -> bool {
+        self.spm.is_some()
+    }
+
     /// Token ids for `text`. With `parse_special`, control tokens written in the text (such
     /// as `<|im_start|>`) become their ids; user-defined tokens always do. Adds BOS/EOS as
     /// the metadata says.
@@ -373,10 +495,26 @@ impl Tokenizer {
             out.extend(self.special.bos);
         }
         let mut scratch = Scratch::default();
+        // SentencePiece prefixes a space to text at the start and after a special token.
+        let mut after_special = true;
         for fragment in self.partition(text, parse_special) {
             match fragment {
-                Fragment::Token(id) => out.push(id),
-                Fragment::Text(range) => self.encode_text(&text[range], &mut scratch, &mut out),
+                Fragment::Token(id) => {
+                    out.push(id);
+                    after_special = true;
+                }
+                Fragment::Text(range) => {
+                    match &self.spm {
+                        Some(spm) => self.spm_text(
+                            spm,
+                            &text[range],
+                            spm.add_space_prefix && after_special,
+                            &mut out,
+                        ),
+                        None => self.encode_text(&text[range], &mut scratch, &mut out),
+                    }
+                    after_special = false;
+                }
             }
         }
         if self.special.add_eos {
@@ -392,8 +530,14 @@ impl Tokenizer {
     /// If an id is outside the vocabulary.
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::with_capacity(ids.len() * 4);
-        for &id in ids {
-            bytes.extend_from_slice(self.token_bytes(id));
+        for (i, &id) in ids.iter().enumerate() {
+            let piece = self.token_bytes(id);
+            // SentencePiece: the space the encoder prefixed goes (llama.cpp's detokenize).
+            let piece = match (i, &self.spm) {
+                (0, Some(spm)) if spm.add_space_prefix => piece.strip_prefix(b" ").unwrap_or(piece),
+                _ => piece,
+            };
+            bytes.extend_from_slice(piece);
         }
         String::from_utf8_lossy(&bytes).into_owned()
     }
