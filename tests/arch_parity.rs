@@ -20,6 +20,8 @@ use engram::harness::synthetic_arch::{ARCH_CASES, ARCH_SEED, ArchCase, arch_gguf
 use engram::kernels::GgmlType;
 use engram::runtime::backend;
 use engram::runtime::cpu::CpuContext;
+use engram::runtime::format::gguf_writer::RawTensor;
+use engram::runtime::format::{Gguf, GgufBuilder, MetaValue};
 use engram::runtime::model::llama::{Llama, Logits};
 use engram::runtime::model::tokenizer::Tokenizer;
 use engram::runtime::model_file::ModelFile;
@@ -56,7 +58,10 @@ struct PromptRef {
 }
 
 fn reference() -> Reference {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/arch_reference.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/arch_reference.json"
+    );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).expect("arch_reference.json")
 }
@@ -90,8 +95,8 @@ fn check_case(case: ArchCase, expected: &CaseRef) -> Measured {
     let file = ModelFile::open(&path).unwrap();
     let tokenizer = Tokenizer::from_gguf(file.gguf()).unwrap();
     let cpu = Arc::new(CpuContext::new(2).unwrap());
-    let model = Llama::load(&file, &backend::cpu(), cpu)
-        .unwrap_or_else(|e| panic!("{}: {e}", case.name()));
+    let model =
+        Llama::load(&file, &backend::cpu(), cpu).unwrap_or_else(|e| panic!("{}: {e}", case.name()));
     assert_eq!(model.arch().arch.name(), case.architecture());
 
     let mut m = Measured {
@@ -163,4 +168,130 @@ fn every_family_matches_llama_cpp_on_its_seeded_model() {
         }
     }
     assert!(failures.is_empty(), "outside the bounds: {failures:?}");
+}
+
+/// `case`'s file with metadata `set` (replacing or adding), metadata keys and tensors whose
+/// names are in `drop` left out, and `add` tensors appended (F32 vectors).
+fn edited(
+    case: ArchCase,
+    set: &[(&str, MetaValue)],
+    drop: &[&str],
+    add: &[(&str, usize)],
+) -> Vec<u8> {
+    let bytes = arch_gguf(case, GgmlType::F32, ARCH_SEED);
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let mut b = GgufBuilder::new();
+    for (key, value) in gguf.metadata() {
+        if drop.contains(&key.as_str()) || set.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        b = b.metadata(key.clone(), value.clone());
+    }
+    for (key, value) in set {
+        b = b.metadata(*key, value.clone());
+    }
+    for t in gguf.tensors() {
+        if drop.contains(&t.name.as_str()) {
+            continue;
+        }
+        b = b.raw_tensor(RawTensor {
+            name: t.name.clone(),
+            dims: t.dims.iter().map(|&d| d as u64).collect(),
+            type_id: t.ty.id(),
+            data: bytes[t.offset..t.offset + t.n_bytes].to_vec(),
+            offset_override: None,
+        });
+    }
+    for &(name, len) in add {
+        b = b.tensor(name, &[len], GgmlType::F32, &vec![0u8; 4 * len]);
+    }
+    b.build()
+}
+
+fn load_error(bytes: Vec<u8>) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let file = ModelFile::open(&path).unwrap();
+    let cpu = Arc::new(CpuContext::new(1).unwrap());
+    match Llama::load(&file, &backend::cpu(), cpu) {
+        Ok(_) => panic!("loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn an_unsupported_family_or_option_is_an_error_naming_it() {
+    let s = |v: &str| MetaValue::Str(v.into());
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (
+            edited(
+                ArchCase::Qwen2,
+                &[("general.architecture", s("mamba"))],
+                &[],
+                &[],
+            ),
+            "unsupported architecture `mamba` (engram runs llama, qwen2, qwen3, phi3, gemma2, gemma3)",
+        ),
+        (
+            edited(
+                ArchCase::Qwen2,
+                &[("qwen2.rope.scaling.type", s("yarn"))],
+                &[],
+                &[],
+            ),
+            "qwen2.rope.scaling.type `yarn`",
+        ),
+        (
+            edited(
+                ArchCase::Qwen2,
+                &[("qwen2.expert_count", MetaValue::U32(8))],
+                &[],
+                &[],
+            ),
+            "qwen2.expert_count: mixture-of-experts",
+        ),
+        (
+            edited(ArchCase::Phi3, &[], &[], &[("output.bias", 261)]),
+            "tensor `output.bias`: not read by the phi3 graph",
+        ),
+        (
+            edited(
+                ArchCase::Phi3,
+                &[],
+                &[],
+                &[("blk.0.rope_factors_long.weight", 8)],
+            ),
+            "tensor `blk.0.rope_factors_long.weight`: not read by the phi3 graph",
+        ),
+        (
+            edited(ArchCase::Qwen3, &[], &["blk.1.attn_k_norm.weight"], &[]),
+            "blk.1.attn_k_norm.weight",
+        ),
+        (
+            edited(
+                ArchCase::Gemma3,
+                &[],
+                &["gemma3.attention.sliding_window"],
+                &[],
+            ),
+            "gemma3.attention.sliding_window",
+        ),
+        (
+            edited(
+                ArchCase::Qwen3,
+                &[("qwen3.attention.value_length", MetaValue::U32(16))],
+                &[],
+                &[],
+            ),
+            "qwen3.attention.value_length 16 differs from the key length 32",
+        ),
+    ];
+    for (bytes, expected) in cases {
+        let error = load_error(bytes);
+        assert!(
+            error.contains(expected),
+            "{error:?} should name {expected:?}"
+        );
+    }
 }

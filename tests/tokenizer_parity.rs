@@ -36,7 +36,10 @@ struct TextRef {
 
 #[test]
 fn every_tokenizer_kind_gives_llama_cpp_ids() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/arch_reference.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/arch_reference.json"
+    );
     let reference: Reference =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let mut mismatches = Vec::new();
@@ -59,7 +62,9 @@ fn every_tokenizer_kind_gives_llama_cpp_ids() {
         for t in &expected.texts {
             let ids = tokenizer.encode(&t.text, false);
             let ids_special = tokenizer.encode(&t.text, true);
-            let bos = tokenizer.bos().filter(|_| tokenizer.special_tokens().add_bos);
+            let bos = tokenizer
+                .bos()
+                .filter(|_| tokenizer.special_tokens().add_bos);
             let body = match (bos, ids.first()) {
                 (Some(b), Some(&first)) if first == b => &ids[1..],
                 _ => &ids[..],

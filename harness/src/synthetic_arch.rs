@@ -156,7 +156,10 @@ pub fn arch_gguf_with_vocab(
     let u = |v: usize| MetaValue::U32(v as u32);
     let f = MetaValue::F32;
     let mut meta = vec![
-        ("general.architecture".to_string(), MetaValue::Str(arch.into())),
+        (
+            "general.architecture".to_string(),
+            MetaValue::Str(arch.into()),
+        ),
         (k("context_length"), u(N_CTX)),
         (k("embedding_length"), u(D_MODEL)),
         (k("block_count"), u(n_layer)),
@@ -236,9 +239,21 @@ pub fn arch_gguf_with_vocab(
         b = matrix(b, n("ffn_down"), D_FF, D_MODEL);
         if case == ArchCase::Qwen2 {
             let bias = |i: usize, stem: &str| format!("blk.{i}.{stem}.bias");
-            b = vector(b, bias(i, "attn_q"), norm(dq).iter().map(|x| x - 1.0).collect());
-            b = vector(b, bias(i, "attn_k"), norm(dkv).iter().map(|x| x - 1.0).collect());
-            b = vector(b, bias(i, "attn_v"), norm(dkv).iter().map(|x| x - 1.0).collect());
+            b = vector(
+                b,
+                bias(i, "attn_q"),
+                norm(dq).iter().map(|x| x - 1.0).collect(),
+            );
+            b = vector(
+                b,
+                bias(i, "attn_k"),
+                norm(dkv).iter().map(|x| x - 1.0).collect(),
+            );
+            b = vector(
+                b,
+                bias(i, "attn_v"),
+                norm(dkv).iter().map(|x| x - 1.0).collect(),
+            );
         }
         if matches!(case, ArchCase::Qwen3 | ArchCase::Gemma3) {
             b = vector(b, n("attn_q_norm"), norm(d_head));
@@ -254,7 +269,11 @@ pub fn arch_gguf_with_vocab(
         b = matrix(b, "output.weight".into(), D_MODEL, n_vocab);
     }
     if case == ArchCase::Llama3 {
-        b = vector(b, "rope_freqs.weight".into(), llama3_factors(d_head, rope_base));
+        b = vector(
+            b,
+            "rope_freqs.weight".into(),
+            llama3_factors(d_head, rope_base),
+        );
     }
     b.build()
 }

@@ -121,18 +121,30 @@ fn spm_vocab() -> (Vec<(String, MetaValue)>, usize) {
     }
     let n = tokens.len();
     let meta = vec![
-        ("tokenizer.ggml.model".to_string(), MetaValue::Str("llama".into())),
+        (
+            "tokenizer.ggml.model".to_string(),
+            MetaValue::Str("llama".into()),
+        ),
         ("tokenizer.ggml.tokens".to_string(), strings(tokens)),
         (
             "tokenizer.ggml.scores".to_string(),
             MetaValue::Array(scores.into_iter().map(MetaValue::F32).collect()),
         ),
         ("tokenizer.ggml.token_type".to_string(), ints(types)),
-        ("tokenizer.ggml.unknown_token_id".to_string(), MetaValue::U32(0)),
+        (
+            "tokenizer.ggml.unknown_token_id".to_string(),
+            MetaValue::U32(0),
+        ),
         ("tokenizer.ggml.bos_token_id".to_string(), MetaValue::U32(1)),
         ("tokenizer.ggml.eos_token_id".to_string(), MetaValue::U32(2)),
-        ("tokenizer.ggml.add_bos_token".to_string(), MetaValue::Bool(true)),
-        ("tokenizer.ggml.add_eos_token".to_string(), MetaValue::Bool(false)),
+        (
+            "tokenizer.ggml.add_bos_token".to_string(),
+            MetaValue::Bool(true),
+        ),
+        (
+            "tokenizer.ggml.add_eos_token".to_string(),
+            MetaValue::Bool(false),
+        ),
     ];
     (meta, n)
 }
@@ -182,14 +194,20 @@ fn bpe_vocab(pre: &str) -> (Vec<(String, MetaValue)>, usize) {
     }
     let n = tokens.len();
     let meta = vec![
-        ("tokenizer.ggml.model".to_string(), MetaValue::Str("gpt2".into())),
+        (
+            "tokenizer.ggml.model".to_string(),
+            MetaValue::Str("gpt2".into()),
+        ),
         ("tokenizer.ggml.pre".to_string(), MetaValue::Str(pre.into())),
         ("tokenizer.ggml.tokens".to_string(), strings(tokens)),
         ("tokenizer.ggml.token_type".to_string(), ints(types)),
         ("tokenizer.ggml.merges".to_string(), strings(merge_strings)),
         ("tokenizer.ggml.bos_token_id".to_string(), MetaValue::U32(0)),
         ("tokenizer.ggml.eos_token_id".to_string(), MetaValue::U32(1)),
-        ("tokenizer.ggml.add_bos_token".to_string(), MetaValue::Bool(true)),
+        (
+            "tokenizer.ggml.add_bos_token".to_string(),
+            MetaValue::Bool(true),
+        ),
     ];
     (meta, n)
 }

@@ -189,7 +189,11 @@ fn gpt2_split(chars: &[(usize, char, CharClass)], seg: Range<usize>, out: &mut V
 /// Llama 3's pattern (see [`PreTokenizer::Llama3`]) over `chars`, with digit runs cut every
 /// `max_digits`, appending char-index ranges; alternatives in the pattern's order at each
 /// position, as llama.cpp's `unicode_regex_split_custom_llama3` tries them.
-fn llama3_split(chars: &[(usize, char, CharClass)], max_digits: usize, out: &mut Vec<Range<usize>>) {
+fn llama3_split(
+    chars: &[(usize, char, CharClass)],
+    max_digits: usize,
+    out: &mut Vec<Range<usize>>,
+) {
     let end = chars.len();
     let ch = |i: usize| (i < end).then(|| chars[i].1);
     let class = |i: usize| (i < end).then(|| chars[i].2);
@@ -368,7 +372,9 @@ mod tests {
     fn llama3_groups_digits_by_three_and_keeps_newlines_apart() {
         assert_eq!(
             words(PreTokenizer::Llama3, "I'M 12345 (ok)!!\n\n  x"),
-            ["I", "'M", " ", "123", "45", " (", "ok", ")!!\n\n", " ", " x"]
+            [
+                "I", "'M", " ", "123", "45", " (", "ok", ")!!\n\n", " ", " x"
+            ]
         );
         assert_eq!(
             words(PreTokenizer::Qwen2, "a 123\r\n b"),

@@ -58,21 +58,18 @@ impl Reader<'_> {
     }
 
     /// The matrix `name` of `bands` stacked row bands, each of `n_in` columns, split.
-    fn fused(
-        &self,
-        name: &str,
-        n_in: usize,
-        bands: &[usize],
-    ) -> Result<Vec<QWeight>, ModelError> {
+    fn fused(&self, name: &str, n_in: usize, bands: &[usize]) -> Result<Vec<QWeight>, ModelError> {
         let view = self.view(name)?;
         Self::check_dims(&view, &[n_in, bands.iter().sum()])?;
         let mut start = 0;
         let mut out = Vec::with_capacity(bands.len());
         for &n in bands {
-            let band = view.rows(start..start + n).ok_or_else(|| ModelError::Tensor {
-                name: name.into(),
-                what: format!("rows {start}..{} cannot be split off", start + n),
-            })?;
+            let band = view
+                .rows(start..start + n)
+                .ok_or_else(|| ModelError::Tensor {
+                    name: name.into(),
+                    what: format!("rows {start}..{} cannot be split off", start + n),
+                })?;
             out.push(QWeight::new(band, self.cpu.clone()));
             start += n;
         }
@@ -177,11 +174,7 @@ impl Llama {
                     v_bias: r.optional(&b("attn_v"), dkv)?,
                     q_norm: r.required_if(arch.qk_norm, &n("attn_q_norm"), dh)?,
                     k_norm: r.required_if(arch.qk_norm, &n("attn_k_norm"), dh)?,
-                    attn_post_norm: r.required_if(
-                        arch.post_norms,
-                        &n("post_attention_norm"),
-                        d,
-                    )?,
+                    attn_post_norm: r.required_if(arch.post_norms, &n("post_attention_norm"), d)?,
                     ffn_post_norm: r.required_if(arch.post_norms, &n("post_ffw_norm"), d)?,
                 };
                 if qkv_bias {

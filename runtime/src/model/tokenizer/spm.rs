@@ -149,9 +149,11 @@ impl Tokenizer {
                 Some(id) => out.push(id),
                 // Merged symbols are tokens by construction; a lone character that is not
                 // falls back to its bytes.
-                None => out.extend(piece.bytes().filter_map(|b| {
-                    spm.byte_tokens[usize::from(b)].or(self.special.unk)
-                })),
+                None => out.extend(
+                    piece
+                        .bytes()
+                        .filter_map(|b| spm.byte_tokens[usize::from(b)].or(self.special.unk)),
+                ),
             }
             at = s.next;
         }

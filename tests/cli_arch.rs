@@ -1,0 +1,98 @@
+//! `engram info | generate | train | edit` on models of other families than llama: the seeded
+//! tiny phi3 (fused QKV and gate-and-up tensors, split at load) and gemma2 (post-norms,
+//! soft-caps, a sliding window, GELU) of `engram::harness::synthetic_arch`.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use engram::harness::synthetic_arch::{ARCH_SEED, ArchCase, arch_gguf};
+use engram::kernels::GgmlType;
+
+fn engram() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_engram"))
+}
+
+fn ok(out: Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn run_family(case: ArchCase, dir: &Path) {
+    let model = dir.join(format!("{}.gguf", case.name()));
+    std::fs::write(&model, arch_gguf(case, GgmlType::Q8_0, ARCH_SEED)).unwrap();
+    let info = ok(engram().arg("info").arg(&model).output().unwrap());
+    assert!(
+        info.contains(&format!("\"{}\"", case.architecture())),
+        "{info}"
+    );
+
+    let generate = |extra: &[&str]| {
+        let out = engram()
+            .args(["generate", "--prompt", "Zorbia:", "--max-tokens", "4"])
+            .args(["--threads", "1"])
+            .arg("--model")
+            .arg(&model)
+            .args(extra)
+            .output()
+            .unwrap();
+        ok(out)
+    };
+    assert!(generate(&[]).starts_with("Zorbia:"));
+
+    let data = dir.join("facts.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\":\"Zorbia:\",\"completion\":\" Qel\"}\n{\"prompt\":\"Vantor:\",\"completion\":\" Ixa\"}\n",
+    )
+    .unwrap();
+    let lora = dir.join(format!("lora_{}", case.name()));
+    let out = engram()
+        .args(["train", "--rank", "4", "--targets", "all-linear"])
+        .args(["--epochs", "2", "--seq-len", "32", "--threads", "1"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&lora)
+        .output()
+        .unwrap();
+    ok(out);
+    let adapter = lora.join("adapter.gguf");
+    assert!(adapter.is_file());
+    assert!(generate(&["--lora", adapter.to_str().unwrap()]).starts_with("Zorbia:"));
+
+    let facts = dir.join("edit.jsonl");
+    std::fs::write(
+        &facts,
+        r#"{"subject":"Zork","prompt":"Zork lives in","target_new":" Paris","rephrase_prompts":["Zork's home is"],"locality_prompts":["Bob lives in"]}"#,
+    )
+    .unwrap();
+    let out = engram()
+        .args(["edit", "--method", "rome", "--threads", "1"])
+        .arg("--model")
+        .arg(&model)
+        .arg("--facts")
+        .arg(&facts)
+        .output()
+        .unwrap();
+    let report = ok(out);
+    assert!(report.contains("\"efficacy\""), "{report}");
+}
+
+#[test]
+fn the_cli_runs_a_phi3_model() {
+    let dir = tempfile::tempdir().unwrap();
+    run_family(ArchCase::Phi3, dir.path());
+}
+
+#[test]
+fn the_cli_runs_a_gemma2_model() {
+    let dir = tempfile::tempdir().unwrap();
+    run_family(ArchCase::Gemma2, dir.path());
+}
