@@ -21,6 +21,7 @@ import ctypes
 import hashlib
 import json
 import os
+import re
 import sys
 
 import numpy as np
@@ -150,9 +151,12 @@ def main():
         path = os.path.join(args.dir, f"vocab_{name}.gguf")
         print(f"vocab {name}: {path}", file=sys.stderr)
         result["vocabs"][name] = {"sha256": sha256(path), "texts": run_vocab(path)}
+    # One line per number list (ids, [id, logit] pairs): small and reviewable.
+    text = json.dumps(result, indent=1, ensure_ascii=False)
+    text = re.sub(r"\[\s+([-\d.e, \n]+?)\s+\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+    text = re.sub(r"\[\s+((?:\[[^\[\]]*\],?\s*)+)\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
     with open(args.out, "w") as f:
-        json.dump(result, f, indent=1)
-        f.write("\n")
+        f.write(text + "\n")
     print(f"wrote {args.out}", file=sys.stderr)
 
 

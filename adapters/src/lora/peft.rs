@@ -2,16 +2,18 @@
 //! `PeftModel.from_pretrained(base, dir)` loads what engram trained, and engram loads PEFT's.
 //!
 //! Tensor names are PEFT's (`base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight`).
-//! The GGUF converter permutes the rows of `q_proj`/`k_proj` for llama.cpp's RoPE layout
-//! (`(heads, d_head/2, 2)` instead of Hugging Face's `(heads, 2, d_head/2)`); engram trains in
-//! the GGUF order, so `lora_B` rows of q/k are permuted back on save and forward on load.
+//! For the `llama` family the GGUF converter permutes the rows of `q_proj`/`k_proj` for
+//! llama.cpp's RoPE layout (`(heads, d_head/2, 2)` instead of Hugging Face's
+//! `(heads, 2, d_head/2)`); engram trains in the GGUF order, so `lora_B` rows of q/k are
+//! permuted back on save and forward on load. The other families (half-split RoPE) keep
+//! Hugging Face's order and are written as they are.
 
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use engram_runtime::io::{DirError, DirWriter, recover};
-use engram_runtime::model::config::LlamaConfig;
+use engram_runtime::model::arch::RopeStyle;
 use engram_runtime::model::llama::{Llama, Proj};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
@@ -88,8 +90,13 @@ fn peft_name(layer: usize, proj: Proj, ab: &str) -> String {
     )
 }
 
-/// Heads whose rows the GGUF converter permuted (q and k only).
-fn permuted_heads(c: &LlamaConfig, proj: Proj) -> Option<usize> {
+/// Heads whose rows the GGUF converter permuted: q and k of a family with adjacent RoPE pairs
+/// (`llama`); the others (qwen2, qwen3, phi3, gemma) keep Hugging Face's row order.
+fn permuted_heads(model: &Llama, proj: Proj) -> Option<usize> {
+    if model.arch().rope_style != RopeStyle::Adjacent {
+        return None;
+    }
+    let c = model.config();
     match proj {
         Proj::Q => Some(c.n_head),
         Proj::K => Some(c.n_head_kv),
@@ -171,7 +178,7 @@ impl Lora {
         for (layer, proj, slot) in self.slots() {
             let a = &host.values[slot.a.0];
             let mut b = host.values[slot.b.0].clone();
-            if let Some(heads) = permuted_heads(model.config(), proj) {
+            if let Some(heads) = permuted_heads(model, proj) {
                 b = permute_rows(&b, self.config.rank, heads, true);
             }
             let le = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
@@ -252,7 +259,7 @@ impl Lora {
                 let name = peft_name(layer, proj, ab);
                 let mut v = peft_tensor(&st, &name, shape).map_err(bad)?;
                 if ab == "B"
-                    && let Some(heads) = permuted_heads(model.config(), proj)
+                    && let Some(heads) = permuted_heads(model, proj)
                 {
                     v = permute_rows(&v, r, heads, false);
                 }

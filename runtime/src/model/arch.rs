@@ -161,7 +161,7 @@ impl ArchOptions {
         };
         let rope_freq_scale = match (scaling.as_str(), factor) {
             ("none" | "linear", None) => 1.0,
-            ("none" | "linear", Some(f)) if f == 0.0 => 1.0,
+            ("none" | "linear", Some(0.0)) => 1.0,
             ("none" | "linear", Some(f)) if f.is_finite() && f > 0.0 => 1.0 / f,
             ("none" | "linear", Some(f)) => {
                 return unsupported(format!("{name}.rope.scaling.factor {f}"));

@@ -441,7 +441,7 @@ impl Tokenizer {
         let scores = match gguf.get(key) {
             Some(v) => v
                 .as_array()
-                .map(|items| {
+                .and_then(|items| {
                     items
                         .iter()
                         .map(|item| match item {
@@ -450,7 +450,6 @@ impl Tokenizer {
                         })
                         .collect::<Option<Vec<f32>>>()
                 })
-                .flatten()
                 .ok_or_else(|| GgufError::WrongType {
                     key: key.to_owned(),
                     expected: "f32 array",
