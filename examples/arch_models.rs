@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use engram::harness::synthetic_arch::{ARCH_CASES, ARCH_SEED, arch_gguf};
+use engram::harness::synthetic_arch::{ARCH_CASES, ARCH_SEED, QUANT_CASES, arch_gguf, case_key};
 use engram::harness::synthetic_vocab::{VOCAB_CASES, vocab_gguf};
 use engram::kernels::GgmlType;
 
@@ -19,9 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(PathBuf::from)
         .ok_or("usage: arch_models OUT_DIR")?;
     std::fs::create_dir_all(&dir)?;
-    for case in ARCH_CASES {
-        let path = dir.join(format!("{}.gguf", case.name()));
-        std::fs::write(&path, arch_gguf(case, GgmlType::F32, ARCH_SEED))?;
+    let f32 = ARCH_CASES.map(|c| (c, GgmlType::F32));
+    for (case, ty) in f32.into_iter().chain(QUANT_CASES) {
+        let path = dir.join(format!("{}.gguf", case_key(case, ty)));
+        std::fs::write(&path, arch_gguf(case, ty, ARCH_SEED))?;
         println!("{}", path.display());
     }
     for case in VOCAB_CASES {

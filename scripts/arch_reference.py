@@ -27,7 +27,9 @@ import sys
 import numpy as np
 import llama_cpp
 
-CASES = ["llama3", "llama_linear", "qwen2", "qwen3", "phi3", "gemma2", "gemma3"]
+# engram::harness::synthetic_arch: ARCH_CASES (F32), then QUANT_CASES ({name}.{type}).
+CASES = ["llama3", "llama_linear", "mistral_swa", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
+         "qwen2.q8_0", "phi3.q4_1", "gemma2.q4_0"]
 VOCABS = ["spm", "llama_bpe", "qwen2_bpe"]
 # engram::harness::synthetic_vocab::TOKENIZER_TEXTS
 TEXTS = [

@@ -59,6 +59,9 @@ pub enum ArchCase {
     Llama3,
     /// `llama` with linear RoPE scaling (`rope.scaling.type` linear, factor 4).
     LlamaLinear,
+    /// `llama` with a Mistral-style `attention.sliding_window` of 4, which llama.cpp does not
+    /// apply to this family (and engram, following it, does not either).
+    MistralSwa,
     /// `qwen2`: Q, K and V biases, tied embeddings.
     Qwen2,
     /// `qwen3`: q/k RMSNorm, 4 heads of 32 on a 64-wide model.
@@ -74,15 +77,32 @@ pub enum ArchCase {
 }
 
 /// Every case, in the order of the reference JSON.
-pub const ARCH_CASES: [ArchCase; 7] = [
+pub const ARCH_CASES: [ArchCase; 8] = [
     ArchCase::Llama3,
     ArchCase::LlamaLinear,
+    ArchCase::MistralSwa,
     ArchCase::Qwen2,
     ArchCase::Qwen3,
     ArchCase::Phi3,
     ArchCase::Gemma2,
     ArchCase::Gemma3,
 ];
+
+/// Cases also written with quantized weights (the reference JSON's key is `{name}.{type}`):
+/// llama.cpp then quantizes activations to its `vec_dot_type`, as engram does.
+pub const QUANT_CASES: [(ArchCase, GgmlType); 3] = [
+    (ArchCase::Qwen2, GgmlType::Q8_0),
+    (ArchCase::Phi3, GgmlType::Q4_1),
+    (ArchCase::Gemma2, GgmlType::Q4_0),
+];
+
+/// The file stem and JSON key of `case` with weights of type `ty`: `qwen2`, `qwen2.q8_0`.
+pub fn case_key(case: ArchCase, ty: GgmlType) -> String {
+    match ty {
+        GgmlType::F32 => case.name().to_string(),
+        _ => format!("{}.{}", case.name(), ty.name().to_lowercase()),
+    }
+}
 
 /// The seed of every case's weights.
 pub const ARCH_SEED: u64 = 17;
@@ -93,6 +113,7 @@ impl ArchCase {
         match self {
             ArchCase::Llama3 => "llama3",
             ArchCase::LlamaLinear => "llama_linear",
+            ArchCase::MistralSwa => "mistral_swa",
             ArchCase::Qwen2 => "qwen2",
             ArchCase::Qwen3 => "qwen3",
             ArchCase::Phi3 => "phi3",
@@ -104,7 +125,7 @@ impl ArchCase {
     /// `general.architecture`.
     pub fn architecture(self) -> &'static str {
         match self {
-            ArchCase::Llama3 | ArchCase::LlamaLinear => "llama",
+            ArchCase::Llama3 | ArchCase::LlamaLinear | ArchCase::MistralSwa => "llama",
             ArchCase::Qwen2 => "qwen2",
             ArchCase::Qwen3 => "qwen3",
             ArchCase::Phi3 => "phi3",
@@ -183,6 +204,7 @@ pub fn arch_gguf_with_vocab(
             meta.push((k("rope.scaling.type"), MetaValue::Str("linear".into())));
             meta.push((k("rope.scaling.factor"), f(4.0)));
         }
+        ArchCase::MistralSwa => meta.push((k("attention.sliding_window"), u(4))),
         ArchCase::Gemma2 => {
             meta.push((k("attention.sliding_window"), u(4)));
             meta.push((k("attn_logit_softcapping"), f(1.5)));
@@ -265,7 +287,10 @@ pub fn arch_gguf_with_vocab(
         }
     }
     b = vector(b, "output_norm.weight".into(), norm(D_MODEL));
-    if matches!(case, ArchCase::Llama3 | ArchCase::Phi3) {
+    if matches!(
+        case,
+        ArchCase::Llama3 | ArchCase::Phi3 | ArchCase::MistralSwa
+    ) {
         b = matrix(b, "output.weight".into(), D_MODEL, n_vocab);
     }
     if case == ArchCase::Llama3 {
