@@ -15,15 +15,27 @@ use super::peft::AdapterIoError;
 use super::{Lora, LoraConfig};
 
 impl Lora {
-    /// The adapter as llama.cpp GGUF bytes (f32 tensors).
+    /// The adapter as llama.cpp GGUF bytes (f32 tensors) for a `llama` model.
     ///
     /// llama.cpp scales by `alpha / r`; an rsLoRA adapter is written with the `alpha` that gives
     /// the same factor (`alpha·√r`).
     pub fn to_llama_cpp_gguf(&self) -> Vec<u8> {
+        self.llama_cpp_gguf("llama")
+    }
+
+    /// [`Lora::to_llama_cpp_gguf`] for `model`'s family: llama.cpp refuses an adapter whose
+    /// `general.architecture` is not its base model's. (For a model with fused projections,
+    /// phi3's `attn_qkv` / `ffn_up`, the tensors keep engram's separate names, which engram
+    /// reads back but llama.cpp does not.)
+    pub fn to_llama_cpp_gguf_for(&self, model: &Llama) -> Vec<u8> {
+        self.llama_cpp_gguf(model.arch().arch.name())
+    }
+
+    fn llama_cpp_gguf(&self, architecture: &str) -> Vec<u8> {
         let c = &self.config;
         let alpha = c.scale() * c.rank as f32;
         let mut b = GgufBuilder::new()
-            .metadata("general.architecture", MetaValue::Str("llama".into()))
+            .metadata("general.architecture", MetaValue::Str(architecture.into()))
             .metadata("general.type", MetaValue::Str("adapter".into()))
             .metadata("adapter.type", MetaValue::Str("lora".into()))
             .metadata("adapter.lora.alpha", MetaValue::F32(alpha));

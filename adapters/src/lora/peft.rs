@@ -160,7 +160,7 @@ impl Lora {
     ) -> Result<(), AdapterIoError> {
         let weights = self.peft_weights(model, &dir.join(WEIGHTS_FILE))?;
         let config = self.peft_config(base_model);
-        let gguf = with_gguf.then(|| self.to_llama_cpp_gguf());
+        let gguf = with_gguf.then(|| self.to_llama_cpp_gguf_for(model));
         let mut w = DirWriter::create(dir)?.replacing(ADAPTER_FILES);
         w.add(WEIGHTS_FILE, &weights)?;
         w.add(CONFIG_FILE, &config)?;
