@@ -1,6 +1,6 @@
-//! `engram info | generate | train | edit` on models of other families than llama: the seeded
-//! tiny phi3 (fused QKV and gate-and-up tensors, split at load) and gemma2 (post-norms,
-//! soft-caps, a sliding window, GELU) of `engram::harness::synthetic_arch`.
+//! `engram info | generate | train (LoRA and --full) | edit` on models of other families than
+//! llama: the seeded tiny phi3 (fused QKV and gate-and-up tensors, split at load) and gemma2
+//! (post-norms, soft-caps, a sliding window, GELU) of `engram::harness::synthetic_arch`.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -66,6 +66,45 @@ fn run_family(case: ArchCase, dir: &Path) {
     let adapter = lora.join("adapter.gguf");
     assert!(adapter.is_file());
     assert!(generate(&["--lora", adapter.to_str().unwrap()]).starts_with("Zorbia:"));
+
+    // Full fine-tuning writes a model of the same family (phi3: the trained q/k/v and gate/up
+    // bands written back into the fused tensors).
+    let trained = dir.join(format!("full_{}.gguf", case.name()));
+    let out = engram()
+        .args([
+            "train",
+            "--full",
+            "--epochs",
+            "1",
+            "--seq-len",
+            "32",
+            "--threads",
+            "1",
+        ])
+        .arg("--model")
+        .arg(&model)
+        .arg("--data")
+        .arg(&data)
+        .arg("--out")
+        .arg(&trained)
+        .output()
+        .unwrap();
+    ok(out);
+    let out = engram()
+        .args([
+            "generate",
+            "--prompt",
+            "Zorbia:",
+            "--max-tokens",
+            "4",
+            "--threads",
+            "1",
+        ])
+        .arg("--model")
+        .arg(&trained)
+        .output()
+        .unwrap();
+    assert!(ok(out).starts_with("Zorbia:"));
 
     let facts = dir.join("edit.jsonl");
     std::fs::write(

@@ -128,6 +128,19 @@ pub struct TensorView {
     rows: Option<RowBand>,
 }
 
+/// The name of rows `rows` of tensor `tensor` as a [`TensorView::rows`] view reports it:
+/// `blk.0.attn_qkv.weight[rows 0..64]`.
+pub fn band_name(tensor: &str, rows: &std::ops::Range<usize>) -> String {
+    format!("{tensor}[rows {}..{}]", rows.start, rows.end)
+}
+
+/// The tensor and rows a [`band_name`] names, or `None` for a plain tensor name.
+pub fn split_band_name(name: &str) -> Option<(&str, std::ops::Range<usize>)> {
+    let (tensor, rest) = name.strip_suffix(']')?.rsplit_once("[rows ")?;
+    let (start, end) = rest.split_once("..")?;
+    Some((tensor, start.parse().ok()?..end.parse().ok()?))
+}
+
 #[derive(Clone, Debug)]
 struct RowBand {
     bytes: std::ops::Range<usize>, // within the tensor's data
@@ -167,7 +180,7 @@ impl TensorView {
         let band = RowBand {
             bytes: range.start * row_bytes..range.end * row_bytes,
             dims: [dims[0], range.len()],
-            name: format!("{}[rows {}..{}]", self.name(), range.start, range.end),
+            name: band_name(self.name(), &range),
         };
         Some(TensorView {
             rows: Some(band),

@@ -236,3 +236,29 @@ fn fuzz_regressions() {
     }
     assert!(n > 0, "no regression inputs in {}", dir.display());
 }
+
+/// A band of rows of a 2-D tensor is a tensor of its own: the rows' bytes, its own dims and a
+/// name that says where it came from (`split_band_name` reads it back).
+#[test]
+fn a_row_band_is_a_zero_copy_tensor_of_its_rows() {
+    use engram_runtime::model_file::{ModelFile, split_band_name};
+    let values: Vec<f32> = (0..4 * 32).map(|i| i as f32).collect();
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let file = engram_runtime::format::GgufBuilder::new()
+        .tensor("w", &[32, 4], engram_kernels::GgmlType::F32, &bytes)
+        .tensor("v", &[32], engram_kernels::GgmlType::F32, &bytes[..128])
+        .build();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    std::fs::write(&path, file).unwrap();
+    let model = ModelFile::open(&path).unwrap();
+    let w = model.tensor("w").unwrap();
+    let band = w.rows(1..3).unwrap();
+    assert_eq!(band.dims(), [32, 2]);
+    assert_eq!(band.bytes(), &bytes[128..384]);
+    assert_eq!(band.name(), "w[rows 1..3]");
+    assert_eq!(split_band_name(band.name()), Some(("w", 1..3)));
+    assert_eq!(split_band_name("w"), None);
+    assert!(w.rows(3..5).is_none() && w.rows(2..2).is_none() && band.rows(0..1).is_none());
+    assert!(model.tensor("v").unwrap().rows(0..1).is_none());
+}

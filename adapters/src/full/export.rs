@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use engram_kernels::{GgmlType, quantize_row};
 use engram_runtime::format::{GgufBuilder, MetaValue};
 use engram_runtime::io::write_bytes_atomic;
-use engram_runtime::model_file::ModelFile;
+use engram_runtime::model_file::{ModelFile, split_band_name};
 
 use super::FullFinetune;
 
@@ -96,12 +96,23 @@ impl FullFinetune {
         let params = self.params();
         for id in params.ids() {
             let name = params.name(id);
-            let info = gguf.tensor(name).ok_or_else(|| ExportError::Mismatch {
+            // A band of rows of a fused tensor (phi3's `attn_qkv`, `ffn_up`) is written into it.
+            let (tensor, band) = match split_band_name(name) {
+                Some((tensor, rows)) => (tensor, Some(rows)),
+                None => (name, None),
+            };
+            let info = gguf.tensor(tensor).ok_or_else(|| ExportError::Mismatch {
                 tensor: name.to_owned(),
                 what: "not in the base file".into(),
             })?;
             let [rows, cols] = params.value(id).dims();
-            if info.n_elements() != rows * cols || info.row_len() != cols {
+            let fits = match &band {
+                Some(band) => {
+                    info.row_len() == cols && band.len() == rows && band.end <= info.n_rows()
+                }
+                None => info.n_elements() == rows * cols && info.row_len() == cols,
+            };
+            if !fits {
                 return Err(ExportError::Mismatch {
                     tensor: name.to_owned(),
                     what: format!("dims {:?} in the file, ({rows}, {cols}) trained", info.dims),
@@ -125,19 +136,40 @@ impl FullFinetune {
             bytes: 0,
         };
         let (mut sq, mut n) = (0f64, 0usize);
-        for info in gguf.tensors() {
-            let original = &base.bytes()[info.byte_range()];
-            let Some(id) = params.find(&info.name) else {
-                b = b.tensor(info.name.clone(), &info.dims, info.ty, original);
-                report.copied += 1;
-                continue;
-            };
-            let values = params
+        let master = |id| {
+            params
                 .value(id)
                 .into_data()
                 .convert::<f32>()
                 .try_into_vec::<f32>()
-                .expect("float tensor");
+                .expect("float tensor")
+        };
+        for info in gguf.tensors() {
+            let original = &base.bytes()[info.byte_range()];
+            let bands: Vec<_> = params
+                .ids()
+                .filter_map(|id| {
+                    let (tensor, rows) = split_band_name(params.name(id))?;
+                    (tensor == info.name).then_some((rows, id))
+                })
+                .collect();
+            let values = match params.find(&info.name) {
+                Some(id) => master(id),
+                None if !bands.is_empty() => {
+                    let mut values = vec![0f32; info.n_elements()];
+                    engram_kernels::dequantize_row(info.ty, original, &mut values);
+                    let cols = info.row_len();
+                    for (rows, id) in bands {
+                        values[rows.start * cols..rows.end * cols].copy_from_slice(&master(id));
+                    }
+                    values
+                }
+                None => {
+                    b = b.tensor(info.name.clone(), &info.dims, info.ty, original);
+                    report.copied += 1;
+                    continue;
+                }
+            };
             if values.iter().any(|v| !v.is_finite()) {
                 return Err(ExportError::NonFinite {
                     tensor: info.name.clone(),
