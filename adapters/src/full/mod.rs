@@ -233,7 +233,8 @@ pub fn full_scalars(config: &LlamaConfig, tied: bool) -> u64 {
         config.d_ff as u64,
         config.n_vocab as u64,
     );
-    let per_block = 2 * d * d + 2 * d * dkv + 3 * d * dff + 2 * d;
+    let dq = (config.n_head * config.d_head) as u64; // d_model, except where key_length differs
+    let per_block = 2 * d * dq + 2 * d * dkv + 3 * d * dff + 2 * d;
     per_block * config.n_layer as u64 + d + v * d * if tied { 1 } else { 2 }
 }
 

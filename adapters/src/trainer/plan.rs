@@ -136,12 +136,14 @@ pub fn plan(config: &LlamaConfig, file_bytes: u64, shape: &TrainShape) -> Memory
 /// Scalars of a LoRA adapter on `config`.
 pub fn lora_scalars(config: &LlamaConfig, l: &LoraConfig) -> u64 {
     let (d, dkv, dff) = (config.d_model, config.d_kv(), config.d_ff);
+    let dq = config.n_head * config.d_head; // d_model, except where key_length says otherwise
     let per_layer: usize = l
         .targets
         .iter()
         .map(|p| {
             let (n_in, n_out) = match p {
-                Proj::Q | Proj::O => (d, d),
+                Proj::Q => (d, dq),
+                Proj::O => (dq, d),
                 Proj::K | Proj::V => (d, dkv),
                 Proj::Gate | Proj::Up => (d, dff),
                 Proj::Down => (dff, d),
