@@ -255,7 +255,10 @@ fn from_gguf_reads_metadata_and_refuses_unknown_kinds() {
 
     let bytes = gguf_with("gpt2", Some("falcon"));
     let err = Tokenizer::from_gguf(&Gguf::parse(&bytes).unwrap()).unwrap_err();
-    assert_eq!(err, TokenizerError::UnsupportedPreTokenizer("falcon".into()));
+    assert_eq!(
+        err,
+        TokenizerError::UnsupportedPreTokenizer("falcon".into())
+    );
 
     let bytes = gguf_with("gpt2", None);
     let err = Tokenizer::from_gguf(&Gguf::parse(&bytes).unwrap()).unwrap_err();
