@@ -576,7 +576,8 @@ impl Tokenizer {
         &self.special
     }
 
-    /// The pre-tokenizer in use.
+    /// The pre-tokenizer in use (a SentencePiece vocabulary, [`Tokenizer::is_sentencepiece`],
+    /// has none and reports [`PreTokenizer::Gpt2`]).
     pub fn pre_tokenizer(&self) -> PreTokenizer {
         self.pre
     }
