@@ -8,7 +8,8 @@
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
 
-use super::Tokenizer;
+use super::{GgufError, PreTokenizer, SpecialTokens, TokenType, Tokenizer, TokenizerError, owned};
+use crate::format::{Gguf, MetaValue};
 
 /// The SentencePiece parts of a vocabulary.
 #[derive(Clone, Debug)]
@@ -86,6 +87,99 @@ impl Ord for Bigram {
 }
 
 impl Tokenizer {
+    /// A SentencePiece tokenizer from the vocabulary's parts: `scores` one per token,
+    /// `<0xXX>` byte tokens found by their text, `add_space_prefix` as
+    /// `tokenizer.ggml.add_space_prefix` says (llama.cpp's default: true).
+    pub fn from_spm_parts(
+        tokens: Vec<String>,
+        token_types: Vec<i32>,
+        scores: Vec<f32>,
+        special: SpecialTokens,
+        add_space_prefix: bool,
+    ) -> Result<Tokenizer, TokenizerError> {
+        if scores.len() != tokens.len() {
+            return Err(TokenizerError::ScoreCount {
+                tokens: tokens.len(),
+                scores: scores.len(),
+            });
+        }
+        let mut t = Self::from_parts(tokens, token_types, Vec::new(), special, PreTokenizer::Gpt2)?;
+        let spm = Spm::new(&t.tokens, scores, add_space_prefix);
+        t.pieces.clear();
+        t.piece_ends.clear();
+        for (id, (text, ty)) in t.tokens.iter().zip(&t.types).enumerate() {
+            match ty {
+                TokenType::Byte => t.pieces.extend(
+                    spm.byte_tokens
+                        .iter()
+                        .position(|&b| b == Some(id as u32))
+                        .map(|b| b as u8),
+                ),
+                TokenType::Normal | TokenType::Undefined => {
+                    let unescaped = text.replace(SPACE, " ");
+                    t.pieces.extend_from_slice(unescaped.as_bytes());
+                }
+                TokenType::Unused => {}
+                _ => t.pieces.extend_from_slice(text.as_bytes()),
+            }
+            t.piece_ends.push(t.pieces.len());
+        }
+        t.byte_tokens = [None; 256];
+        t.spm = Some(spm);
+        Ok(t)
+    }
+
+    /// [`Tokenizer::from_gguf`] of a `"llama"` (SentencePiece) vocabulary, with llama.cpp's
+    /// defaults: BOS 1, EOS 2, unknown 0, BOS added, space prefix added.
+    pub(super) fn spm_from_gguf(gguf: &Gguf) -> Result<Tokenizer, TokenizerError> {
+        let tokens = owned(gguf.get_str_array("tokenizer.ggml.tokens")?);
+        let types = match gguf.get("tokenizer.ggml.token_type") {
+            Some(_) => gguf.get_i32_array("tokenizer.ggml.token_type")?,
+            None => Vec::new(),
+        };
+        let key = "tokenizer.ggml.scores";
+        let scores = match gguf.get(key) {
+            Some(v) => v
+                .as_array()
+                .and_then(|items| {
+                    items
+                        .iter()
+                        .map(|item| match item {
+                            MetaValue::F32(x) => Some(*x),
+                            _ => None,
+                        })
+                        .collect::<Option<Vec<f32>>>()
+                })
+                .ok_or_else(|| GgufError::WrongType {
+                    key: key.to_owned(),
+                    expected: "f32 array",
+                    found: v.type_name().to_string(),
+                })?,
+            None => vec![0.0; tokens.len()],
+        };
+        let id = |key: &str, default: u32| match gguf.get(key) {
+            Some(_) => gguf.get_u32(key),
+            None => Ok(default),
+        };
+        let flag = |key: &str, default: bool| match gguf.get(key) {
+            Some(MetaValue::Bool(b)) => *b,
+            _ => default,
+        };
+        let special = SpecialTokens {
+            bos: Some(id("tokenizer.ggml.bos_token_id", 1)?),
+            eos: id("tokenizer.ggml.eos_token_id", 2)?,
+            unk: Some(id("tokenizer.ggml.unknown_token_id", 0)?),
+            pad: match gguf.get("tokenizer.ggml.padding_token_id") {
+                Some(_) => Some(gguf.get_u32("tokenizer.ggml.padding_token_id")?),
+                None => None,
+            },
+            add_bos: flag("tokenizer.ggml.add_bos_token", true),
+            add_eos: flag("tokenizer.ggml.add_eos_token", false),
+        };
+        let add_space_prefix = flag("tokenizer.ggml.add_space_prefix", true);
+        Self::from_spm_parts(tokens, types, scores, special, add_space_prefix)
+    }
+
     /// Encodes one text fragment (no special tokens in it); `space_prefix` prepends `▁`.
     pub(super) fn spm_text(&self, spm: &Spm, text: &str, space_prefix: bool, out: &mut Vec<u32>) {
         let mut escaped = String::with_capacity(text.len() + 3);
