@@ -100,7 +100,7 @@ impl Reader<'_> {
         }
     }
 
-    /// [`Reader::vector`], required when `needed`, absent otherwise... or present anyway.
+    /// [`Reader::vector`] when `needed` (missing is an error naming it), else [`Reader::optional`].
     fn required_if(
         &self,
         needed: bool,
