@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod arch;
+pub mod interleave;
 mod matmul;
 mod qmatrix;
 pub mod quant;
@@ -36,6 +37,10 @@ pub mod replay;
 mod tests;
 
 pub use arch::{Isa, isa, set_single_row_tile, single_row_tile, single_row_tile_matters};
+pub use interleave::{
+    INTERLEAVE_ROWS, Interleaved, interleave, interleaved_bytes, interleaved_is_fast,
+    matvec_interleaved,
+};
 pub use matmul::*;
 pub use qmatrix::{QMatrix, QMatrixError};
 pub use quant::{GgmlType, QuantizeError, dequantize_row, quantize_row};

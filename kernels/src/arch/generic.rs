@@ -25,6 +25,8 @@ pub(crate) static GENERIC: Kernels = Kernels {
     q5_0_q8_0_tiles: None,
     q5_1_q8_1_tiles: None,
     iq4_nl_q8_0_tiles: None,
+    q4_1x16_q8_1: None,
+    q8_0x16_q8_0: None,
     quantize_q8_0: quantize_row_q8_0_ref,
     quantize_q8_1: quantize_row_q8_1_ref,
 };

@@ -5,6 +5,7 @@ use core::sync::atomic::{AtomicU8, Ordering};
 
 use half::{bf16, f16};
 
+use crate::interleave::{BlockQ4_1x16, BlockQ8_0x16};
 use crate::quant::{
     BlockIQ4NL, BlockQ2K, BlockQ3K, BlockQ4_0, BlockQ4_1, BlockQ4K, BlockQ5_0, BlockQ5_1, BlockQ5K,
     BlockQ6K, BlockQ8_0, BlockQ8_1, BlockQ8K,
@@ -77,11 +78,21 @@ pub(crate) struct Kernels {
     pub q5_1_q8_1_tiles: Option<Tiles<BlockQ5_1, BlockQ8_1>>,
     /// Multi-row IQ4_NL · Q8_0 tiles, each result bit-identical to `iq4_nl_q8_0`'s (see above).
     pub iq4_nl_q8_0_tiles: Option<Tiles<BlockIQ4NL, BlockQ8_0>>,
+    /// Interleaved Q4_1 groups ([`crate::interleave`]) · one Q8_1 row: `out[16 g + r]`, each
+    /// bit-identical to `vec_dot_q4_1_q8_1_ref`; `None` where the table has no vector kernel for
+    /// the layout (decode then keeps the ggml rows).
+    pub q4_1x16_q8_1: Option<GroupGemv<BlockQ4_1x16, BlockQ8_1>>,
+    /// Interleaved Q8_0 groups · one Q8_0 row, each bit-identical to `vec_dot_q8_0_q8_0_ref`.
+    pub q8_0x16_q8_0: Option<GroupGemv<BlockQ8_0x16, BlockQ8_0>>,
     /// Activation quantizers, bit-identical to `quantize_row_q8_0_ref` / `_q8_1_ref`.
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
     /// See `quantize_q8_0`.
     pub quantize_q8_1: fn(&[f32], &mut [BlockQ8_1]),
 }
+
+/// Interleaved groups of 16 weight rows (`out.len() / 16` groups of `y.len()` blocks) dotted
+/// with one activation row.
+pub(crate) type GroupGemv<G, A> = fn(&[G], &[A], &mut [f32]);
 
 /// Four weight rows dotted with one activation row.
 pub(crate) type Tile4x1<W, A> = fn([&[W]; 4], &[A]) -> [f32; 4];

@@ -13,6 +13,7 @@ use crate::quant::*;
 use crate::{GgmlType, QMatrix, QMatrixError};
 
 mod formats;
+mod interleave;
 mod matmul;
 mod panel;
 

@@ -7,7 +7,7 @@
 //! gradient: it is frozen by construction.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 #[cfg(feature = "flex")]
 use burn::backend::Flex;
@@ -21,7 +21,7 @@ use burn::backend::autodiff::{
 };
 use burn::backend::{Backend, backend_extension, tensor::FloatTensor};
 use burn::tensor::Tensor;
-use engram_kernels::{GgmlType, QMatrix};
+use engram_kernels::{GgmlType, Interleaved, QMatrix};
 
 use crate::cpu::CpuContext;
 use crate::model_file::TensorView;
@@ -39,6 +39,10 @@ struct Inner {
     n_in: usize,  // weights per row
     cpu: Arc<CpuContext>,
     f32_activations: bool,
+    /// W's whole groups of 16 rows in the interleaved layout of the one-row product (decode),
+    /// made at the first [`QWeight::interleaved`] and kept; `None` where this CPU has no vector
+    /// kernel for the layout. (u16 words: the layout's f16 scales need 2-byte alignment.)
+    interleaved: OnceLock<Option<Vec<u16>>>,
     /// The blocks uploaded to each GPU device this weight has run on (uploaded once, kept).
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     device_blocks: super::device_blocks::DeviceBlocks,
@@ -80,6 +84,7 @@ impl QWeight {
                 n_in,
                 cpu,
                 f32_activations: false,
+                interleaved: OnceLock::new(),
                 #[cfg(any(feature = "wgpu", feature = "cuda"))]
                 device_blocks: Default::default(),
             }),
@@ -99,6 +104,7 @@ impl QWeight {
                 n_in: i.n_in,
                 cpu: i.cpu.clone(),
                 f32_activations: on,
+                interleaved: OnceLock::new(),
                 // A new weight value: on a GPU it uploads its (identical) blocks at first use.
                 #[cfg(any(feature = "wgpu", feature = "cuda"))]
                 device_blocks: Default::default(),
@@ -140,6 +146,27 @@ impl QWeight {
     pub fn matrix(&self) -> QMatrix<'_> {
         let i = &*self.inner;
         QMatrix::new(i.view.ty(), i.view.bytes(), i.n_out, i.n_in).expect("checked in QWeight::new")
+    }
+
+    /// W's rows in the interleaved layout for one-activation-row products
+    /// ([`engram_kernels::matvec_interleaved`]: the same sums as the scalar reference, about
+    /// twice the row kernels' speed), covering the first [`Interleaved::rows`] rows; the rest
+    /// stay on the ggml rows. Made at the first call (a pass over W's bytes into an owned buffer
+    /// of the same size: the mapped file stays the source for every other product) and kept.
+    /// `None` where W's type has no such layout or this CPU no vector kernel for it.
+    pub fn interleaved(&self) -> Option<Interleaved<'_>> {
+        let w = self.matrix();
+        let buf = self.inner.interleaved.get_or_init(|| {
+            if !engram_kernels::interleaved_is_fast(w.ty()) {
+                return None;
+            }
+            let bytes = engram_kernels::interleaved_bytes(&w).filter(|&n| n > 0)?;
+            let mut buf = vec![0u16; bytes / 2];
+            engram_kernels::interleave(&w, bytemuck::cast_slice_mut(&mut buf));
+            Some(buf)
+        });
+        buf.as_ref()
+            .map(|b| Interleaved::new(&w, bytemuck::cast_slice(b)))
     }
 
     /// The copies of W's blocks on GPU devices.

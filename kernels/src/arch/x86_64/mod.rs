@@ -11,6 +11,7 @@ mod avx2;
 mod avx2_kquant;
 mod avx2_q5_iq4;
 mod avx512;
+mod avx512_interleaved;
 mod avx512_q5_iq4;
 
 /// AVX2 + FMA + F16C kernels (the activation quantizers still use the portable ones).
@@ -90,6 +91,14 @@ pub(crate) static AVX512_VNNI: Kernels = Kernels {
     iq4_nl_q8_0_tiles: Some(Tiles {
         x1: |x, y| iq4_nl_q8_0_vnni::<4, 1>(x, [y])[0],
         x4: iq4_nl_q8_0_vnni::<4, 4>,
+    }),
+    q4_1x16_q8_1: Some(|x, y, out| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_interleaved::gemv_q4_1x16_q8_1(x, y, out) }
+    }),
+    q8_0x16_q8_0: Some(|x, y, out| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_interleaved::gemv_q8_0x16_q8_0(x, y, out) }
     }),
     quantize_q8_0: |x, y| {
         // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).

@@ -22,7 +22,9 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use engram_kernels::quant::vec_dot_f32_ref as dot;
-use engram_kernels::{GgmlType, QMatrix, activation_bytes, matmul_rows, quantize_activations};
+use engram_kernels::{
+    GgmlType, QMatrix, activation_bytes, matmul_rows, matvec_interleaved, quantize_activations,
+};
 use half::f16;
 
 use super::choice::{EXPLORE_EVERY, TwoWay};
@@ -40,8 +42,9 @@ use crate::model::kv_cache::{ContextFull, KvCache};
 /// to ≈ 0.3 on the top logits (the top token is the same).
 pub const DECODE_TOLERANCE: f32 = 0.75;
 
-/// Rows a share's part of a matrix is cut at: the kernels' 4-row tiles.
-const ROW_ALIGN: usize = 4;
+/// Rows a share's part of a matrix is cut at: the interleaved layout's groups (a multiple of
+/// the row kernels' 4-row tiles).
+const ROW_ALIGN: usize = engram_kernels::INTERLEAVE_ROWS;
 
 /// The fused single-token decoder of a [`Llama`] (see the module docs), with its own KV cache.
 pub struct Decoder<'m> {
@@ -209,6 +212,18 @@ impl<'m> Decoder<'m> {
             return None;
         }
         let plan = Plan::new(model, adapter)?;
+        // Interleave the weights now (once per model), not inside the first token's team run.
+        // The m = 1 form choice below only matters for Q4_1 rows left on the ggml layout.
+        let mut q4_1_rows_left = false;
+        for w in model
+            .blocks
+            .iter()
+            .flat_map(|b| Proj::ALL.map(|p| b.proj(p)))
+        {
+            let covered = w.interleaved().map_or(0, |iw| iw.rows());
+            q4_1_rows_left |= w.ty() == GgmlType::Q4_1 && covered < w.n_out();
+        }
+        model.output.interleaved();
         let c = &model.config;
         let capacity = capacity.min(c.n_ctx_train);
         let (d, dkv, dff, n_vocab) = (c.d_model, c.d_kv(), c.d_ff, c.n_vocab);
@@ -274,7 +289,7 @@ impl<'m> Decoder<'m> {
                 adaptive: true,
             },
             // After the thread count's first two timed tokens, so the two are not confounded.
-            tile: engram_kernels::single_row_tile_matters()
+            tile: (engram_kernels::single_row_tile_matters() && q4_1_rows_left)
                 .then(|| TwoWay::new(0, 2, EXPLORE_EVERY / 2)),
         })
     }
@@ -583,7 +598,20 @@ impl TokenCtx<'_> {
             me.xq_ty = Some(w.ty());
         }
         let n = rows.len();
-        matmul_rows(&w.matrix(), rows, &me.xq, 1, &mut me.rows[..n]);
+        let out = &mut me.rows[..n];
+        // Whole groups on the interleaved rows (team parts start on a group), the rest (a
+        // matrix whose rows are not whole groups) on the ggml rows.
+        let split = match w.interleaved() {
+            Some(iw) if rows.start.is_multiple_of(ROW_ALIGN) => {
+                let end = rows.end.min(iw.rows()).max(rows.start);
+                let end = end - (end - rows.start) % ROW_ALIGN;
+                matvec_interleaved(&iw, rows.start..end, &me.xq, &mut out[..end - rows.start]);
+                end
+            }
+            _ => rows.start,
+        };
+        let done = split - rows.start;
+        matmul_rows(&w.matrix(), split..rows.end, &me.xq, 1, &mut out[done..]);
     }
 
     /// This share's rows `rows` of projection `p`, its adapter term included, into
