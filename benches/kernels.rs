@@ -12,7 +12,8 @@ use std::hint::black_box;
 use common::x_vec;
 use criterion::{Criterion, Throughput, criterion_main};
 use engram_kernels::{
-    GgmlType, Isa, QMatrix, activation_bytes, dequantize_row, matmul_rows_isa, quantize_activations,
+    GgmlType, Interleaved, Isa, QMatrix, activation_bytes, dequantize_row, interleave, matmul_rows,
+    matmul_rows_isa, matvec_interleaved, quantize_activations,
 };
 use engram_runtime::cpu::CpuContext;
 
@@ -79,6 +80,53 @@ fn matvec(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize, col
         });
         g.finish();
     }
+}
+
+/// The one-activation-row product on the interleaved layout (decode's), one thread, against the
+/// row kernels on the same matrices: `cpu_q4_1_matvec_interleaved_576x576` (cold: windows of a
+/// 128 MiB arena interleaved up front; hot: one matrix) and `..._rows_...` the same bytes
+/// through `matmul_rows`.
+fn interleaved_vs_rows(c: &mut Criterion, arena: &[u8], ty: GgmlType, n: usize, k: usize) {
+    let bytes = ty.row_bytes(k).unwrap() * n;
+    let x = x_vec(k);
+    let mut xq = vec![0u8; activation_bytes(ty, k)];
+    quantize_activations(ty, &x, &mut xq);
+    let mut y = vec![0.0f32; n];
+    let count = (128 << 20) / bytes;
+    let mut packed = vec![0u16; count * bytes / 2];
+    for (i, out) in packed.chunks_exact_mut(bytes / 2).enumerate() {
+        let w = matrix(ty, &arena[i * bytes..(i + 1) * bytes], n, k);
+        interleave(&w, bytemuck::cast_slice_mut(out));
+    }
+    let t = ty.name().to_lowercase();
+    let mut g = c.benchmark_group("matvec_interleaved");
+    g.throughput(Throughput::Bytes(bytes as u64));
+    for cold in [true, false] {
+        let suffix = if cold { "" } else { "_hot" };
+        let windows = if cold { count } else { 1 };
+        let mut i = 0;
+        g.bench_function(
+            format!("cpu_{t}_matvec_interleaved_{n}x{k}{suffix}/t1"),
+            |b| {
+                b.iter(|| {
+                    let raw = &arena[i * bytes..(i + 1) * bytes];
+                    let p = bytemuck::cast_slice(&packed[i * bytes / 2..(i + 1) * bytes / 2]);
+                    let iw = Interleaved::new(&matrix(ty, raw, n, k), p);
+                    matvec_interleaved(&iw, 0..n, black_box(&xq), &mut y);
+                    i = (i + 1) % windows;
+                })
+            },
+        );
+        let mut i = 0;
+        g.bench_function(format!("cpu_{t}_matvec_rows_{n}x{k}{suffix}/t1"), |b| {
+            b.iter(|| {
+                let raw = &arena[i * bytes..(i + 1) * bytes];
+                matmul_rows(&matrix(ty, raw, n, k), 0..n, black_box(&xq), 1, &mut y);
+                i = (i + 1) % windows;
+            })
+        });
+    }
+    g.finish();
 }
 
 /// One `n × k` matrix of the arena (a few comparisons: negligible against a product).
@@ -178,6 +226,10 @@ fn benches(c: &mut Criterion) {
     matvec(c, &arena, GgmlType::Q4_1, 192, 576, false);
     matvec(c, &arena, GgmlType::Q4_1, 576, 576, false);
     matvec(c, &arena, GgmlType::Q8_0, 49152, 576, true);
+    for (n, k) in [(576, 576), (1536, 576), (576, 1536)] {
+        interleaved_vs_rows(c, &arena, GgmlType::Q4_1, n, k);
+    }
+    interleaved_vs_rows(c, &arena, GgmlType::Q8_0, 49152, 576);
     // Q4_K_M of SmolLM2: its 576-wide rows fall back to Q5_0 (Q5_K_M: Q5_1).
     matvec(c, &arena, GgmlType::Q5_0, 1536, 576, true);
     matvec(c, &arena, GgmlType::Q5_1, 1536, 576, true);
