@@ -51,9 +51,9 @@ pub(crate) unsafe fn gemv_q4_1x16_q8_1(x: &[BlockQ4_1x16], y: &[BlockQ8_1], out:
             (yd[j], ys[j]) = (b.d.to_f32(), b.s.to_f32());
         }
         for (g, o) in out.chunks_exact_mut(INTERLEAVE_ROWS).enumerate() {
-            // SAFETY: `o` holds 16 floats; unaligned load.
             let mut acc = match c0 {
                 0 => _mm512_setzero_ps(),
+                // SAFETY: `o` holds 16 floats; unaligned load.
                 _ => unsafe { _mm512_loadu_ps(o.as_ptr()) },
             };
             let blocks = &x[g * nb + c0..][..cn];
@@ -106,9 +106,9 @@ pub(crate) unsafe fn gemv_q8_0x16_q8_0(x: &[BlockQ8_0x16], y: &[BlockQ8_0], out:
             bias[j] = 128 * b.qs.iter().map(|&q| i32::from(q)).sum::<i32>();
         }
         for (g, o) in out.chunks_exact_mut(INTERLEAVE_ROWS).enumerate() {
-            // SAFETY: `o` holds 16 floats; unaligned load.
             let mut acc = match c0 {
                 0 => _mm512_setzero_ps(),
+                // SAFETY: `o` holds 16 floats; unaligned load.
                 _ => unsafe { _mm512_loadu_ps(o.as_ptr()) },
             };
             let blocks = &x[g * nb + c0..][..cn];
