@@ -1,7 +1,8 @@
 //! The frozen quantized linear layer as a burn backend extension.
 //!
 //! `quant_linear(x, W) = x · Wᵀ` where `W` stays in the memory-mapped GGUF file as ggml blocks and
-//! is read by engram's kernels; it is never copied or dequantized whole. Under autodiff its
+//! is read by engram's kernels; it is never dequantized whole, and copied only for the fused
+//! decoder's one-row products ([`QWeight::interleaved`], the same bytes rearranged). Under autodiff its
 //! backward pass gives the input gradient `dx = dy · W` through the same quantized weights (the
 //! transposed kernel), so gradients reach every adapter below a frozen layer. `W` itself has no
 //! gradient: it is frozen by construction.
