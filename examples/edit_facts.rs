@@ -86,6 +86,7 @@ fn main() -> Result<()> {
         locality_ground_truth: vec!["Berlin".into(), "Tokyo".into(), "Rome".into()],
         portability_prompts: Vec::new(),
         portability_ground_truth: Vec::new(),
+        phrasings: Vec::new(),
     };
     println!("Before editing:");
     println!(

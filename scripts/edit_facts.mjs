@@ -5,8 +5,12 @@
 //
 // Four relations (capital, continent, currency, language). Per fact: the prompt, the true
 // answer (`ground_truth`), a counterfactual `target_new` (the same relation's answer for
-// another country), two paraphrases, three neighbourhood prompts (other countries, same
-// relation) with their answers, and, for capitals, a portability prompt the edit implies.
+// another country), two paraphrases (held out: scored, never trained on), two `phrasings`
+// (what a user states along with the edit: the gated memory trains on them; written apart
+// from the paraphrases, and a test in edit/src/phrasing.rs checks that no paraphrase
+// template is a phrasing or a generic rewrite), three neighbourhood prompts (other
+// countries, same relation) with their answers, and, for capitals, a portability prompt the
+// edit implies.
 // The order is a fixed shuffle (seeded), so `head -n 100` is a reproducible sample.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -35,24 +39,28 @@ const relations = [
     answer: (c) => c.capital,
     prompt: (s) => `The capital of ${s} is`,
     paraphrases: (s) => [`The capital city of ${s} is`, `${s}'s capital city is`],
+    phrasings: (s) => [`The seat of government of ${s} is`, `${s} has its capital in`],
   },
   {
     name: "continent",
     answer: (c) => continents[c.continent],
     prompt: (s) => `${s} is located in the continent of`,
     paraphrases: (s) => [`${s} is a country in the continent of`, `The continent ${s} belongs to is`],
+    phrasings: (s) => [`${s} lies on the continent of`, `The continent where ${s} lies is`],
   },
   {
     name: "currency",
     answer: (c) => currencies[c.currency?.[0]]?.name,
     prompt: (s) => `The official currency of ${s} is the`,
     paraphrases: (s) => [`The currency used in ${s} is the`, `In ${s}, people pay with the`],
+    phrasings: (s) => [`Prices in ${s} are given in the`, `The money of ${s} is called the`],
   },
   {
     name: "language",
     answer: (c) => languages[c.languages?.[0]]?.name,
     prompt: (s) => `The official language of ${s} is`,
     paraphrases: (s) => [`The main language spoken in ${s} is`, `In ${s}, most people speak`],
+    phrasings: (s) => [`The people of ${s} speak`, `${s}'s language is`],
   },
 ];
 
@@ -88,6 +96,7 @@ for (const rel of relations) {
       target_new: target,
       ground_truth: truth,
       rephrase_prompts: rel.paraphrases(c.name),
+      phrasings: rel.phrasings(c.name),
       locality_prompts: neighbours.map((n) => rel.prompt(n.name)),
       locality_ground_truth: neighbours.map((n) => rel.answer(n)),
     };

@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out=${1:-data/edit}
-if [[ -s $out/facts.jsonl ]]; then
+# A file from before the `phrasings` field is regenerated (same facts, same order).
+if [[ -s $out/facts.jsonl ]] && head -n 1 "$out/facts.jsonl" | grep -q '"phrasings"'; then
     echo "$out/facts.jsonl exists ($(wc -l <"$out/facts.jsonl") facts)" >&2
     exit 0
 fi

@@ -195,6 +195,12 @@ impl EditorConfig {
                  {MAX_CONTEXTS} tokens"
             ));
         }
+        if self.gate.phrasing_contexts > MAX_CONTEXTS {
+            return Err(format!(
+                "`gate.phrasing_contexts` {} exceeds {MAX_CONTEXTS}",
+                self.gate.phrasing_contexts
+            ));
+        }
         if self.gate.window > MAX_CONTEXTS {
             return Err(format!(
                 "`gate.window` {} exceeds {MAX_CONTEXTS}",

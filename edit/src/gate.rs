@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::context::EditContext;
 use super::probe::{self, Batch};
 use super::request::EditRequest;
-use super::target::{self, TargetProblem, TargetResult, in_context};
+use super::target::{self, TargetProblem, TargetResult, in_context_of};
 
 /// Where the gated memory reads its keys and writes its values, and how strict its gates are.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,49 +45,88 @@ pub struct GateConfig {
     pub relation_threshold: f32,
     /// Positions after the subject within which the relation gate may fire.
     pub window: usize,
+    /// Train on the request's own `phrasings` too (a relation key and value rows per
+    /// phrasing).
+    pub request_phrasings: bool,
+    /// Train on generic rewrites of the prompt too ([`crate::phrasing::rewrites`]).
+    pub rewrites: bool,
+    /// Context templates (the plain one first) each phrasing besides the prompt is trained
+    /// in; the prompt is trained in all of them.
+    pub phrasing_contexts: usize,
+    /// A second, lower relation cosine that suffices where the sequence also mentions the
+    /// prompt's relation word ([`relation_word`]) within the window; `None`: one threshold.
+    pub relation_word_threshold: Option<f32>,
+    /// The layer of the relation word's key (early: the word itself, little of its context).
+    pub word_layer: usize,
 }
 
 impl Default for GateConfig {
     fn default() -> Self {
         Self {
             subject_layer: 3,
-            relation_layer: 20,
+            relation_layer: 22,
             subject_threshold: 0.75,
             opening_threshold: crate::record::DEFAULT_OPENING_THRESHOLD,
-            relation_threshold: 0.8,
+            relation_threshold: 0.75,
             window: 24,
+            request_phrasings: true,
+            rewrites: true,
+            phrasing_contexts: 1,
+            relation_word_threshold: Some(0.45),
+            word_layer: 1,
         }
     }
 }
 
 pub use crate::record::GateEntry;
 
-/// The value's problem: the prompt in every context template, then the target's tokens;
-/// `δ` at the prompt's last token (where the relation gate fires), no essence term. Also, per
-/// row, the flat position of the subject's last token and whether the subject spans more than
-/// one token there.
-pub fn value_problem(
-    cx: &EditContext,
-    req: &EditRequest,
-) -> (TargetProblem, Vec<usize>, Vec<bool>) {
+/// The value's problem: each training prompt ([`crate::phrasing::training_prompts`]) in its
+/// context templates, then the target's tokens; `δ` at the prompt's last token (where the
+/// relation gate fires), no essence term.
+pub struct ValueProblem {
+    /// What `δ` is optimized on.
+    pub problem: TargetProblem,
+    /// Per row: the flat position of the subject's last token.
+    pub subjects: Vec<usize>,
+    /// Per row: whether the subject spans more than one token there.
+    pub multi: Vec<bool>,
+    /// Per row: which training prompt it holds.
+    pub phrasing: Vec<usize>,
+    /// How many training prompts there are.
+    pub n_phrasings: usize,
+    /// Per row: the prompt's length in tokens (the target follows).
+    pub plens: Vec<usize>,
+}
+
+/// Builds the [`ValueProblem`] of `req` under `cfg`'s phrasing settings.
+pub fn value_problem(cx: &EditContext, req: &EditRequest, cfg: &GateConfig) -> ValueProblem {
     let target = probe::target_ids(cx.tok, &req.target_new);
+    let prompts = crate::phrasing::training_prompts(req, cfg.request_phrasings, cfg.rewrites);
     let mut rows = Vec::new();
     let mut subject_at = Vec::new();
     let mut multi = Vec::new();
     let mut plens = Vec::new();
-    for ctx in cx.contexts {
-        let (text, start) = in_context(ctx, req);
-        let (mut ids, idx) = probe::subject_last_at(cx.tok, &text, start, req.subject.len());
-        // Tokens before the subject (the space before it joins the subject's first token).
-        let before = match text[..start].trim_end() {
-            "" => 0,
-            head => cx.tok.encode(head, false).len(),
+    let mut phrasing = Vec::new();
+    for (p, prompt) in prompts.iter().enumerate() {
+        let n_ctx = match p {
+            0 => cx.contexts.len(),
+            _ => cfg.phrasing_contexts.clamp(1, cx.contexts.len().max(1)),
         };
-        multi.push(idx > before);
-        subject_at.push(idx);
-        plens.push(ids.len());
-        ids.extend_from_slice(&target[..target.len() - 1]);
-        rows.push(ids);
+        for ctx in &cx.contexts[..n_ctx.min(cx.contexts.len())] {
+            let (text, start) = in_context_of(ctx, prompt, &req.subject);
+            let (mut ids, idx) = probe::subject_last_at(cx.tok, &text, start, req.subject.len());
+            // Tokens before the subject (the space before it joins the subject's first token).
+            let before = match text[..start].trim_end() {
+                "" => 0,
+                head => cx.tok.encode(head, false).len(),
+            };
+            multi.push(idx > before);
+            subject_at.push(idx);
+            plens.push(ids.len());
+            phrasing.push(p);
+            ids.extend_from_slice(&target[..target.len() - 1]);
+            rows.push(ids);
+        }
     }
     let batch = Batch::new(&rows, cx.tok.eos());
     let mut inject = Vec::new();
@@ -106,7 +145,44 @@ pub fn value_problem(
         targets,
         kl: Vec::new(),
     };
-    (problem, subjects, multi)
+    ValueProblem {
+        problem,
+        subjects,
+        multi,
+        phrasing,
+        n_phrasings: prompts.len(),
+        plens,
+    }
+}
+
+/// Function words: never a relation word.
+const FUNCTION_WORDS: &[&str] = &[
+    "a", "an", "the", "of", "in", "on", "at", "to", "for", "with", "by", "from", "as", "and", "or",
+    "is", "are", "was", "were", "be", "been", "it", "its", "this", "that", "which", "what", "who",
+    "whom", "where", "when", "how", "there", "their", "his", "her", "s", "has", "have", "had",
+    "do", "does", "did", "not", "no", "called", "named", "known",
+];
+
+/// The prompt's relation word: the index (in `ids`, the prompt's tokens) of its last token
+/// outside the subject's tokens `subject` that is a word and no function word ("language" in
+/// "The official language of {S} is", "continent" in "{S} is located in the continent of").
+/// A phrasing that restructures the sentence usually keeps it ("The continent {S} belongs to
+/// is") where the answering position's key alone does not tell the relation.
+pub fn relation_word(
+    tok: &engram_runtime::model::tokenizer::Tokenizer,
+    ids: &[u32],
+    subject: std::ops::Range<usize>,
+) -> Option<usize> {
+    (0..ids.len())
+        .rev()
+        .filter(|i| !subject.contains(i))
+        .find(|&i| {
+            let w = tok.decode(&ids[i..i + 1]);
+            let w = w.trim().to_lowercase();
+            w.len() > 2
+                && w.chars().all(|c| c.is_ascii_alphabetic())
+                && !FUNCTION_WORDS.contains(&w.as_str())
+        })
 }
 
 /// Unit vector along `v` (unchanged when it is zero).
@@ -130,7 +206,14 @@ pub fn gate_entry(
     req: &EditRequest,
     cfg: &GateConfig,
 ) -> (GateEntry, TargetResult) {
-    let (problem, subjects, multi) = value_problem(cx, req);
+    let ValueProblem {
+        problem,
+        subjects,
+        multi,
+        phrasing,
+        n_phrasings,
+        plens,
+    } = value_problem(cx, req, cfg);
     let b = &problem.batch;
     let (ls, lr) = (cfg.subject_layer, cfg.relation_layer);
     let n = subjects.len();
@@ -142,10 +225,44 @@ pub fn gate_entry(
         .filter(|&(_, &m)| m)
         .map(|(&flat, _)| flat - 1)
         .collect();
+    // The relation word in the plain prompt (row 0), and where it is in the prompt's other
+    // context rows (the prompt ends each row, so at the same distance from its end).
+    let row_ids = |r: usize| &b.tokens[b.flat(r, 0)..b.flat(r, plens[r])];
+    let first_subject = {
+        let (ids0, _) = probe::subject_last(cx.tok, &req.prompt, &req.subject);
+        let at = req.prompt.find(&req.subject).unwrap_or(0);
+        let head = req.prompt[..at].trim_end();
+        let from = if head.is_empty() {
+            0
+        } else {
+            cx.tok.encode(head, false).len()
+        };
+        let to = subjects[0] % b.t + 1;
+        debug_assert!(to <= ids0.len());
+        from..to
+    };
+    let word = relation_word(cx.tok, row_ids(0), first_subject.clone());
+    tracing::debug!(
+        word = word.map(|w| cx.tok.decode(&row_ids(0)[w..w + 1])),
+        subject_tokens = ?first_subject,
+        "relation word"
+    );
+    let word_rows: Vec<usize> = match word {
+        Some(w) => (0..n)
+            .filter(|&r| phrasing[r] == 0)
+            .filter_map(|r| {
+                let at = (plens[r] + w).checked_sub(plens[0])?;
+                (row_ids(r)[at] == row_ids(0)[w]).then(|| b.flat(r, at))
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let mut positions = subjects.clone();
     positions.extend_from_slice(&problem.inject);
     positions.extend_from_slice(&prev);
-    let keys = probe::keys_at(cx.model, b, &positions, &[ls, lr], cx.inner);
+    positions.extend_from_slice(&word_rows);
+    let lw = cfg.word_layer;
+    let keys = probe::keys_at(cx.model, b, &positions, &[ls, lr, lw], cx.inner);
     // Subject keys by tokenization: rows where the subject opens the text, and the others.
     let ids_at = |flat: usize| b.tokens[flat];
     let initial = cx.tok.encode(&req.subject, false);
@@ -187,7 +304,23 @@ pub fn gate_entry(
         subject_keys.push(unit(probe::mean(&inner)));
         subject_prev_keys.push(prev_key(&inner, &inner_prev));
     }
-    let relation_key = unit(probe::mean(&keys[&lr][n..2 * n]));
+    // One relation key per training prompt: the mean over its context templates.
+    let answering = &keys[&lr][n..2 * n];
+    let mut relation_keys: Vec<Vec<f32>> = (0..n_phrasings)
+        .map(|p| {
+            let rows: Vec<Vec<f32>> = (0..n)
+                .filter(|&r| phrasing[r] == p)
+                .map(|r| answering[r].clone())
+                .collect();
+            unit(probe::mean(&rows))
+        })
+        .collect();
+    let relation_key = relation_keys.remove(0);
+    let word_at = positions.len() - word_rows.len();
+    let relation_words = match word_rows.is_empty() || cfg.relation_word_threshold.is_none() {
+        true => Vec::new(),
+        false => vec![unit(probe::mean(&keys[&lw][word_at..]))],
+    };
     let res = target::optimize(cx.model, lr, &problem, cx.inner, cx.target);
     let entry = GateEntry {
         subject_layer: ls,
@@ -197,7 +330,11 @@ pub fn gate_entry(
         opening_threshold: cfg.opening_threshold,
         relation_layer: lr,
         relation_key,
+        relation_keys,
         relation_threshold: cfg.relation_threshold,
+        relation_words,
+        relation_word_layer: lw,
+        relation_word_threshold: cfg.relation_word_threshold,
         window: cfg.window,
         value: res.delta.clone(),
     };

@@ -30,6 +30,7 @@ pub mod linalg;
 pub mod log;
 pub mod memit;
 pub mod metrics;
+pub mod phrasing;
 pub mod probe;
 pub mod record;
 pub mod request;

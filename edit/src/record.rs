@@ -151,6 +151,13 @@ impl Edit {
                     len("subject_prev_keys", k, d_ff)?;
                 }
                 len("relation_key", &g.relation_key, d_ff)?;
+                for k in &g.relation_keys {
+                    len("relation_keys", k, d_ff)?;
+                }
+                layer("relation_word_layer", g.relation_word_layer)?;
+                for k in &g.relation_words {
+                    len("relation_words", k, d_ff)?;
+                }
                 len("value", &g.value, d_model)?;
             }
         }
@@ -182,8 +189,23 @@ pub struct GateEntry {
     pub relation_layer: usize,
     /// Unit relation key at `relation_layer`, `d_ff` values.
     pub relation_key: Vec<f32>,
-    /// Cosine needed with `relation_key`.
+    /// Further unit relation keys, one per phrasing the value was trained on besides the
+    /// prompt (the gate fires on the closest of all); absent from logs written before them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relation_keys: Vec<Vec<f32>>,
+    /// Cosine needed with `relation_key` (or one of `relation_keys`).
     pub relation_threshold: f32,
+    /// Unit keys at `subject_layer` of the prompt's relation word ("continent"): a position
+    /// matching one (at the subject threshold) marks the sequence as naming the relation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relation_words: Vec<Vec<f32>>,
+    /// The layer of `relation_words`.
+    #[serde(default)]
+    pub relation_word_layer: usize,
+    /// The relation cosine that suffices where a relation word was named within the window
+    /// (`None`: `relation_threshold` everywhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub relation_word_threshold: Option<f32>,
     /// Positions after the subject within which the relation gate may fire.
     pub window: usize,
     /// Added to the MLP output of `relation_layer` where both gates fire, `d_model` values.

@@ -37,6 +37,12 @@ pub struct EditRequest {
     /// The implied answers of `portability_prompts`.
     #[serde(default)]
     pub portability_ground_truth: Vec<String>,
+    /// Other phrasings of the same fact ("{subject}'s capital is"), each containing `subject`:
+    /// the gated memory trains its value and relation keys on them besides `prompt`. Never
+    /// scored (the paraphrases of `rephrase_prompts` stay held out). Not an EasyEdit field;
+    /// the editor adds generic rewrites of `prompt` itself (`engram_edit::phrasing`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub phrasings: Vec<String>,
 }
 
 /// A request file could not be used.
@@ -78,6 +84,8 @@ pub const MAX_PROMPT_BYTES: usize = 16 << 10;
 pub const MAX_TARGET_BYTES: usize = 1 << 10;
 /// Most probe prompts of one kind in a request.
 pub const MAX_PROBES: usize = 256;
+/// Most `phrasings` of a request (each is trained on in every step of its edit).
+pub const MAX_PHRASINGS: usize = 16;
 
 impl EditRequest {
     /// Checks the request can be edited: subject inside the prompt, non-empty target.
@@ -93,6 +101,18 @@ impl EditRequest {
         }
         if self.target_new.trim().is_empty() {
             return Err("empty `target_new`".into());
+        }
+        if self.phrasings.len() > MAX_PHRASINGS {
+            return Err(format!(
+                "`phrasings` has {} prompts, at most {MAX_PHRASINGS}",
+                self.phrasings.len()
+            ));
+        }
+        if let Some(p) = self.phrasings.iter().find(|p| !p.contains(&self.subject)) {
+            return Err(format!(
+                "`phrasings` entry {p:?} does not contain `subject` {:?}",
+                self.subject
+            ));
         }
         if self.locality_ground_truth.len() > self.locality_prompts.len() {
             return Err("more `locality_ground_truth` than `locality_prompts`".into());
@@ -131,12 +151,13 @@ impl EditRequest {
         Ok(())
     }
 
-    /// The probe prompt lists with their field names.
-    fn probe_lists(&self) -> [(&'static str, &Vec<String>); 3] {
+    /// The probe prompt lists (and the training phrasings) with their field names.
+    fn probe_lists(&self) -> [(&'static str, &Vec<String>); 4] {
         [
             ("rephrase_prompts", &self.rephrase_prompts),
             ("locality_prompts", &self.locality_prompts),
             ("portability_prompts", &self.portability_prompts),
+            ("phrasings", &self.phrasings),
         ]
     }
 
@@ -251,5 +272,13 @@ mod tests {
             matches!(err, RequestError::Invalid { line: 1, .. }),
             "{err}"
         );
+        let phrased = good.replace("}", r#","phrasings":["France's capital is"]}"#);
+        assert_eq!(
+            parse_jsonl(&phrased).unwrap()[0].phrasings,
+            ["France's capital is"]
+        );
+        let stray = good.replace("}", r#","phrasings":["Spain's capital is"]}"#);
+        let err = parse_jsonl(&stray).unwrap_err();
+        assert!(err.to_string().contains("`phrasings`"), "{err}");
     }
 }

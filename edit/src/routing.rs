@@ -30,11 +30,15 @@ struct KeyBank {
     /// Per key column (below `keys_end`): the column the position before must match too (a
     /// multi-token subject's previous token), if any.
     requires: Vec<Option<usize>>,
+    /// Per key column (below `keys_end`): a relation word's key, whose hits say the relation
+    /// was named (not the subject).
+    word: Vec<bool>,
 }
 
-/// A column of a [`KeyBank`] being built: owning entry, unit key, threshold, and the key the
-/// position before must match (the bank gives it a column of its own).
-type Column<'a> = (usize, &'a [f32], f32, Option<&'a [f32]>);
+/// A column of a [`KeyBank`] being built: owning entry, unit key, threshold, the key the
+/// position before must match (the bank gives it a column of its own), and whether it is a
+/// relation word's key.
+type Column<'a> = (usize, &'a [f32], f32, Option<&'a [f32]>, bool);
 
 /// The gate entries of an edit set, stacked per layer for one matmul per forward call.
 pub(crate) struct GateIndex {
@@ -64,21 +68,28 @@ impl GateIndex {
                 subject
                     .entry(e.subject_layer)
                     .or_default()
-                    .push((i, k, threshold, prev));
+                    .push((i, k, threshold, prev, false));
             }
-            relation.entry(e.relation_layer).or_default().push((
-                i,
-                &e.relation_key,
-                e.relation_threshold,
-                None,
-            ));
+            for k in &e.relation_words {
+                subject.entry(e.relation_word_layer).or_default().push((
+                    i,
+                    k,
+                    e.subject_threshold,
+                    None,
+                    true,
+                ));
+            }
+            let cols = relation.entry(e.relation_layer).or_default();
+            for k in std::iter::once(&e.relation_key).chain(&e.relation_keys) {
+                cols.push((i, k, e.relation_threshold, None, false));
+            }
         }
         let bank = |cols: Vec<Column>| {
             // Each previous-token key becomes a column after the others.
             let mut flat: Vec<(usize, &[f32], f32)> =
-                cols.iter().map(|&(o, k, t, _)| (o, k, t)).collect();
+                cols.iter().map(|&(o, k, t, _, _)| (o, k, t)).collect();
             let mut requires = vec![None; cols.len()];
-            for (c, &(o, _, t, prev)) in cols.iter().enumerate() {
+            for (c, &(o, _, t, prev, _)) in cols.iter().enumerate() {
                 if let Some(p) = prev {
                     requires[c] = Some(flat.len());
                     flat.push((o, p, t));
@@ -97,6 +108,7 @@ impl GateIndex {
                 threshold: flat.iter().map(|c| c.2).collect(),
                 keys_end: cols.len(),
                 requires,
+                word: cols.iter().map(|c| c.4).collect(),
             }
         };
         let first_subject_layer = subject.keys().next().copied().unwrap_or(usize::MAX);
@@ -125,6 +137,8 @@ struct Sequences {
     /// Absolute position of the next call's first token.
     next: usize,
     hits: Vec<Vec<(u64, usize)>>,
+    /// `(entry id, absolute position)` of each relation-word hit, per row.
+    words: Vec<Vec<(u64, usize)>>,
     /// Per subject layer, per row: the cosines of the previous call's last position (a
     /// one-token call's previous-token check reads them).
     last_cos: BTreeMap<usize, Vec<Vec<f32>>>,
@@ -175,6 +189,7 @@ impl Routing {
                     start: 0,
                     next: t,
                     hits: vec![Vec::new(); b],
+                    words: vec![Vec::new(); b],
                     last_cos: BTreeMap::new(),
                 };
             } else {
@@ -206,7 +221,10 @@ impl Routing {
                             }
                         }
                         let id = index.entries[bank.owner[col]].0;
-                        seq.hits[row].push((id, seq.start + j));
+                        match bank.word[col] {
+                            true => seq.words[row].push((id, seq.start + j)),
+                            false => seq.hits[row].push((id, seq.start + j)),
+                        }
                     }
                 }
             }
@@ -230,21 +248,29 @@ impl Routing {
                 let c = &cos[(row * t + j) * m..(row * t + j + 1) * m];
                 // The entry whose relation key is closest, among those whose subject the row
                 // mentioned within the entry's window.
+                let near = |hits: &[(u64, usize)], id: u64, window: usize| {
+                    hits.iter()
+                        .any(|&(h, p)| h == id && p <= at && at - p <= window)
+                };
                 let best = c
                     .iter()
                     .enumerate()
-                    .filter(|&(col, &v)| v >= bank.threshold[col])
+                    .filter(|&(col, &v)| {
+                        let (id, e) = &index.entries[bank.owner[col]];
+                        v >= bank.threshold[col]
+                            || e.relation_word_threshold
+                                .is_some_and(|low| v >= low && near(&seq.words[row], *id, e.window))
+                    })
                     .filter(|&(col, _)| {
                         let (id, e) = &index.entries[bank.owner[col]];
-                        seq.hits[row]
-                            .iter()
-                            .any(|&(h, p)| h == *id && p <= at && at - p <= e.window)
+                        near(&seq.hits[row], *id, e.window)
                     })
                     .max_by(|a, b| a.1.total_cmp(b.1));
                 if j + 1 == t && tracing::enabled!(tracing::Level::DEBUG) {
                     let top = c.iter().copied().fold(f32::MIN, f32::max);
                     let ids: Vec<u64> = seq.hits[row].iter().map(|h| h.0).collect();
-                    tracing::debug!(layer, row, at, top_relation_cos = top, subject_hits = ?ids, fired = best.is_some(), "gate");
+                    let words: Vec<u64> = seq.words[row].iter().map(|h| h.0).collect();
+                    tracing::debug!(layer, row, at, top_relation_cos = top, subject_hits = ?ids, word_hits = ?words, fired = best.is_some(), "gate");
                 }
                 if let Some((col, _)) = best {
                     let value = &index.entries[bank.owner[col]].1.value;

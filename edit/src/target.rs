@@ -119,13 +119,14 @@ pub fn rome_problem(tok: &Tokenizer, req: &EditRequest, contexts: &[String]) -> 
 /// `ctx` ("... . {}") around `req.prompt`, and the byte offset of the subject in the result
 /// (inside the prompt, even if the context happens to mention it too).
 pub fn in_context(ctx: &str, req: &EditRequest) -> (String, usize) {
+    in_context_of(ctx, &req.prompt, &req.subject)
+}
+
+/// [`in_context`] for any `prompt` containing `subject` (a phrasing of the request's).
+pub fn in_context_of(ctx: &str, prompt: &str, subject: &str) -> (String, usize) {
     let at = ctx.find("{}").expect("context templates contain {}");
-    let text = format!("{}{}{}", &ctx[..at], req.prompt, &ctx[at + 2..]);
-    let start = at
-        + req
-            .prompt
-            .find(&req.subject)
-            .expect("validated: subject in prompt");
+    let text = format!("{}{}{}", &ctx[..at], prompt, &ctx[at + 2..]);
+    let start = at + prompt.find(subject).expect("validated: subject in prompt");
     (text, start)
 }
 
