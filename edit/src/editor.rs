@@ -89,6 +89,7 @@ impl EditorConfig {
             gate: crate::gate::GateConfig {
                 subject_layer: at(d.gate.subject_layer),
                 relation_layer: at(d.gate.relation_layer),
+                word_layer: at(d.gate.word_layer),
                 ..d.gate.clone()
             },
             ..d
@@ -102,6 +103,7 @@ impl EditorConfig {
             self.grace_layer,
             self.gate.subject_layer,
             self.gate.relation_layer,
+            self.gate.word_layer,
         ]
         .into_iter()
         .chain(self.memit_layers.iter().copied())
@@ -117,6 +119,7 @@ impl EditorConfig {
             ("grace_layer", self.grace_layer),
             ("gate.subject_layer", self.gate.subject_layer),
             ("gate.relation_layer", self.gate.relation_layer),
+            ("gate.word_layer", self.gate.word_layer),
         ];
         let memit = self.memit_layers.iter().map(|&l| ("memit_layers", l));
         for (field, l) in layers.into_iter().chain(memit) {
@@ -148,6 +151,10 @@ impl EditorConfig {
             (
                 "gate.relation_threshold",
                 f64::from(self.gate.relation_threshold),
+            ),
+            (
+                "gate.relation_word_threshold",
+                f64::from(self.gate.relation_word_threshold.unwrap_or(0.0)),
             ),
         ];
         for (field, v) in finite {

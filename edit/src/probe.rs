@@ -150,7 +150,8 @@ pub fn capture_keys<'a>(
     capture
 }
 
-/// MLP keys (rows of `d_ff`) at flat positions `idx`, per layer, with `inner` applied.
+/// MLP keys (rows of `d_ff`) at flat positions `idx`, per layer (a layer named twice is
+/// captured once), with `inner` applied.
 pub fn keys_at(
     model: &Llama,
     batch: &Batch,
@@ -158,7 +159,10 @@ pub fn keys_at(
     layers: &[usize],
     inner: Option<&dyn LinearAdapter>,
 ) -> BTreeMap<usize, Vec<Vec<f32>>> {
-    let capture = capture_keys(model, batch, layers, inner);
+    let mut layers = layers.to_vec();
+    layers.sort_unstable();
+    layers.dedup();
+    let capture = capture_keys(model, batch, &layers, inner);
     layers
         .iter()
         .map(|&l| {

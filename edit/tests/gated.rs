@@ -34,6 +34,12 @@ fn config() -> EditorConfig {
             opening_threshold: 0.98,
             relation_threshold: 0.8,
             window: 24,
+            // The prompt alone, as on a random model phrasings are noise too.
+            rewrites: false,
+            request_phrasings: false,
+            relation_word_threshold: None,
+            word_layer: 0,
+            ..GateConfig::default()
         },
         // The random model's own continuations are noise that moves its layer-0 keys: the
         // plain prompt only.
