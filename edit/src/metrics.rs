@@ -391,6 +391,7 @@ pub fn generation_check(
         let (req, role) = probes.roles[k];
         let text = tok.decode(&after[i]);
         let hit = text.contains(reqs[req].target_new.trim());
+        tracing::debug!(prompt = %prompts[i], continuation = %text, hit, ?role, "generation");
         match role {
             Role::Efficacy => eff.push(hit),
             Role::Generalization => gen_.push(hit),

@@ -139,6 +139,8 @@ struct Sequences {
     hits: Vec<Vec<(u64, usize)>>,
     /// `(entry id, absolute position)` of each relation-word hit, per row.
     words: Vec<Vec<(u64, usize)>>,
+    /// `(entry id, absolute position)` where each entry's value was added, per row.
+    fired: Vec<Vec<(u64, usize)>>,
     /// Per subject layer, per row: the cosines of the previous call's last position (a
     /// one-token call's previous-token check reads them).
     last_cos: BTreeMap<usize, Vec<Vec<f32>>>,
@@ -190,6 +192,7 @@ impl Routing {
                     next: t,
                     hits: vec![Vec::new(); b],
                     words: vec![Vec::new(); b],
+                    fired: vec![Vec::new(); b],
                     last_cos: BTreeMap::new(),
                 };
             } else {
@@ -242,6 +245,7 @@ impl Routing {
         let d = index.entries[0].1.value.len();
         let mut out = vec![0f32; b * t * d];
         let mut any = false;
+        let mut fired = Vec::new();
         for row in 0..b.min(seq.hits.len()) {
             for j in 0..t {
                 let at = seq.start + j;
@@ -262,8 +266,20 @@ impl Routing {
                                 .is_some_and(|low| v >= low && near(&seq.words[row], *id, e.window))
                     })
                     .filter(|&(col, _)| {
+                        // A subject mention within the window that has not been answered in
+                        // an earlier call: once the value has fired (the prompt's answer),
+                        // the continuation is left to the model (the value was trained at one
+                        // position; added again at each generated token, the "Seychellois
+                        // Rupee" edit decoded " Seyfang Seywas").
                         let (id, e) = &index.entries[bank.owner[col]];
-                        near(&seq.hits[row], *id, e.window)
+                        seq.hits[row].iter().any(|&(h, p)| {
+                            h == *id
+                                && p <= at
+                                && at - p <= e.window
+                                && !seq.fired[row]
+                                    .iter()
+                                    .any(|&(f, q)| f == *id && p <= q && q < seq.start)
+                        })
                     })
                     .max_by(|a, b| a.1.total_cmp(b.1));
                 if j + 1 == t && tracing::enabled!(tracing::Level::DEBUG) {
@@ -273,11 +289,15 @@ impl Routing {
                     tracing::debug!(layer, row, at, top_relation_cos = top, subject_hits = ?ids, word_hits = ?words, fired = best.is_some(), "gate");
                 }
                 if let Some((col, _)) = best {
+                    fired.push((row, index.entries[bank.owner[col]].0, at));
                     let value = &index.entries[bank.owner[col]].1.value;
                     out[(row * t + j) * d..(row * t + j + 1) * d].copy_from_slice(value);
                     any = true;
                 }
             }
+        }
+        for (row, id, at) in fired {
+            seq.fired[row].push((id, at));
         }
         any.then(|| Tensor::from_data(TensorData::new(out, [b, t, d]), &x.device()))
     }
