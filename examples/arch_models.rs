@@ -1,7 +1,8 @@
 //! Writes the seeded tiny GGUF models of every family the graph runs
 //! (`engram::harness::synthetic_arch`) and of every tokenizer kind
-//! (`engram::harness::synthetic_vocab`, as `vocab_{case}.gguf`), one file per case, for
-//! `scripts/arch_reference.py` to run llama.cpp on.
+//! (`engram::harness::synthetic_vocab`, as `vocab_{case}.gguf`), one file per case, and the
+//! texts the tokenizer parity test compares (`tokenizer_texts.json`, so the script reads them
+//! from here instead of keeping a copy), for `scripts/arch_reference.py` to run llama.cpp on.
 //!
 //! ```text
 //! cargo run --example arch_models -- OUT_DIR
@@ -10,7 +11,7 @@
 use std::path::PathBuf;
 
 use engram::harness::synthetic_arch::{ARCH_CASES, ARCH_SEED, QUANT_CASES, arch_gguf, case_key};
-use engram::harness::synthetic_vocab::{VOCAB_CASES, vocab_gguf};
+use engram::harness::synthetic_vocab::{TOKENIZER_TEXTS, VOCAB_CASES, vocab_gguf};
 use engram::kernels::GgmlType;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -30,5 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::fs::write(&path, vocab_gguf(case))?;
         println!("{}", path.display());
     }
+    let path = dir.join("tokenizer_texts.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&TOKENIZER_TEXTS)?)?;
+    println!("{}", path.display());
     Ok(())
 }

@@ -31,19 +31,6 @@ import llama_cpp
 CASES = ["llama3", "llama_linear", "mistral_swa", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
          "qwen2.q8_0", "phi3.q4_1", "gemma2.q4_0"]
 VOCABS = ["spm", "llama_bpe", "qwen2_bpe"]
-# engram::harness::synthetic_vocab::TOKENIZER_TEXTS
-TEXTS = [
-    "The capital of France is Paris.",
-    "the theory: in 1234567 years, 42 apples",
-    "  leading spaces and trailing  ",
-    "I'M sure it's DON'T, we'll see\n\nnext line\r\n\tindented",
-    "naïve café, 日本語 and ünïcödé!",
-    "x = f(a_b) + 3.14159 // comment",
-    "",
-    "<s>inside</s> and <|endoftext|> text",
-    "!!!???...\n\n\n",
-    "a  b   c    d",
-]
 PROMPTS = [
     "The capital of France is",
     "fn main() { println!(\"hi\"); }",
@@ -118,8 +105,11 @@ def run_vocab(path):
         assert n >= 0, n
         return buf.raw[:n].decode("utf-8", errors="replace")
 
+    # engram::harness::synthetic_vocab::TOKENIZER_TEXTS, as the arch_models example wrote them.
+    with open(os.path.join(os.path.dirname(path), "tokenizer_texts.json"), encoding="utf-8") as f:
+        texts = json.load(f)
     out = []
-    for text in TEXTS:
+    for text in texts:
         raw = llm.tokenize(text.encode("utf-8"), add_bos=True, special=False)
         parsed = llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
         out.append({
