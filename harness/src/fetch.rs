@@ -167,8 +167,11 @@ fn checked_file(path: &Path, origin: &'static str) -> Result<PathBuf, FetchError
         source,
     };
     let meta = fs::metadata(path).map_err(not_a_file)?;
-    if !meta.is_file() {
-        return Err(not_a_file(io::Error::other("not a regular file")));
+    // A directory is a Hugging Face checkpoint (`engram_runtime::checkpoint`).
+    if !meta.is_file() && !meta.is_dir() {
+        return Err(not_a_file(io::Error::other(
+            "not a regular file or directory",
+        )));
     }
     Ok(path.to_path_buf())
 }

@@ -5,6 +5,7 @@
 /// The burn version engram is built on, so users name the same `Tensor` and `Device` types.
 pub use burn;
 pub mod backend;
+pub mod checkpoint;
 pub mod cpu;
 pub mod engine;
 pub mod format;

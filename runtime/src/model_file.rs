@@ -1,4 +1,5 @@
-//! A GGUF model file, memory-mapped and parsed once, handing out zero-copy tensor views.
+//! A model, memory-mapped and parsed once, handing out zero-copy tensor views: a GGUF file, or a
+//! Hugging Face safetensors checkpoint seen through the same GGUF table ([`crate::checkpoint`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -7,6 +8,7 @@ use std::sync::Arc;
 
 use engram_kernels::GgmlType;
 
+use crate::checkpoint::{Checkpoint, CheckpointError, is_checkpoint};
 use crate::format::{Gguf, GgufError, MetaValue, TensorInfo};
 use crate::io::MappedFile;
 
@@ -30,6 +32,14 @@ pub enum LoadError {
         /// What is wrong, and where.
         source: GgufError,
     },
+    /// The safetensors checkpoint cannot be read.
+    #[error("invalid safetensors checkpoint {}: {source}", path.display())]
+    Checkpoint {
+        /// The file or directory opened.
+        path: PathBuf,
+        /// What is wrong, naming the file (and tensor) at fault.
+        source: CheckpointError,
+    },
     /// The model has no tensor of this name.
     #[error("model has no tensor named {name:?}")]
     MissingTensor {
@@ -38,12 +48,28 @@ pub enum LoadError {
     },
 }
 
-/// A memory-mapped, validated GGUF model file.
+/// How a model's weights are laid out: which conventions the graph must follow to read them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// As llama.cpp writes GGUF files (a `llama` model's q/k rows permuted for adjacent-pair
+    /// RoPE).
+    Gguf,
+    /// As Hugging Face stores a checkpoint: q/k rows in their trained order, which every family
+    /// rotates in half-split pairs.
+    HuggingFace,
+}
+
+/// A memory-mapped, validated model: a GGUF file or a safetensors checkpoint.
 #[derive(Clone, Debug)]
 pub struct ModelFile {
     path: PathBuf,
     map: MappedFile,
     gguf: Arc<Gguf>,
+    /// Every mapped file (`[map]` for GGUF; the shards of a checkpoint).
+    shards: Arc<[MappedFile]>,
+    /// The shard of each tensor (empty: all in `map`).
+    shard_of: Arc<[usize]>,
+    layout: WeightLayout,
 }
 
 impl ModelFile {
@@ -51,8 +77,13 @@ impl ModelFile {
     ///
     /// The file must not be modified while the model (or any [`TensorView`]) is alive; see
     /// [`crate::io::mmap`].
+    /// A directory or a `.safetensors` file is opened as a Hugging Face checkpoint
+    /// ([`crate::checkpoint`]); anything else as GGUF.
     pub fn open(path: impl AsRef<Path>) -> Result<ModelFile, LoadError> {
         let path = path.as_ref().to_path_buf();
+        if is_checkpoint(&path) {
+            return Self::open_checkpoint(path);
+        }
         let map = MappedFile::open(&path).map_err(|source| LoadError::Io {
             path: path.clone(),
             source,
@@ -63,9 +94,48 @@ impl ModelFile {
         })?;
         Ok(ModelFile {
             path,
+            shards: Arc::new([map.clone()]),
             map,
             gguf: Arc::new(gguf),
+            shard_of: Arc::new([]),
+            layout: WeightLayout::Gguf,
         })
+    }
+
+    fn open_checkpoint(path: PathBuf) -> Result<ModelFile, LoadError> {
+        let ckpt = Checkpoint::open(&path).map_err(|source| LoadError::Checkpoint {
+            path: path.clone(),
+            source,
+        })?;
+        let shards: Arc<[MappedFile]> = ckpt.shards.into_iter().map(|(_, m)| m).collect();
+        let map = shards
+            .first()
+            .cloned()
+            .ok_or_else(|| LoadError::Checkpoint {
+                path: path.clone(),
+                source: CheckpointError::Json {
+                    path: path.clone(),
+                    what: "no shard".into(),
+                },
+            })?;
+        Ok(ModelFile {
+            path,
+            map,
+            gguf: Arc::new(Gguf::from_parts(ckpt.metadata, ckpt.tensors)),
+            shards,
+            shard_of: ckpt.shard_of.into(),
+            layout: WeightLayout::HuggingFace,
+        })
+    }
+
+    /// How the weights are laid out (GGUF or a Hugging Face checkpoint).
+    pub fn layout(&self) -> WeightLayout {
+        self.layout
+    }
+
+    /// Bytes mapped, over every shard.
+    pub fn mapped_len(&self) -> usize {
+        self.shards.iter().map(MappedFile::len).sum()
     }
 
     /// The parsed header, metadata and tensor table.
@@ -78,7 +148,7 @@ impl ModelFile {
         &self.path
     }
 
-    /// The whole mapped file.
+    /// The whole mapped file (a checkpoint's first shard).
     pub fn bytes(&self) -> &[u8] {
         self.map.bytes()
     }
@@ -87,9 +157,17 @@ impl ModelFile {
     /// Two files with the same identity hold the same model whatever they are called, so
     /// state built over one (adapters, edits) is refused over another. Reads the whole
     /// mapping once (≈ 10 ms per 100 MB).
+    /// A checkpoint's identity covers every shard: `safetensors-<len>-<crc32>`.
     pub fn identity(&self) -> String {
-        let b = self.bytes();
-        format!("gguf-{}-{:08x}", b.len(), crc32fast::hash(b))
+        if self.layout == WeightLayout::Gguf {
+            let b = self.bytes();
+            return format!("gguf-{}-{:08x}", b.len(), crc32fast::hash(b));
+        }
+        let mut h = crc32fast::Hasher::new();
+        for s in self.shards.iter() {
+            h.update(s.bytes());
+        }
+        format!("safetensors-{}-{:08x}", self.mapped_len(), h.finalize())
     }
 
     /// A zero-copy view of tensor `name`'s data.
@@ -102,8 +180,9 @@ impl ModelFile {
             .ok_or_else(|| LoadError::MissingTensor {
                 name: name.to_owned(),
             })?;
+        let shard = self.shard_of.get(index).copied().unwrap_or(0);
         Ok(TensorView {
-            map: self.map.clone(),
+            map: self.shards[shard].clone(),
             gguf: Arc::clone(&self.gguf),
             index,
             rows: None,
@@ -263,8 +342,10 @@ pub struct TypeTotal {
 pub struct ModelSummary {
     /// Where the file is.
     pub path: PathBuf,
-    /// GGUF version.
+    /// GGUF version (3 for a checkpoint's synthesized table).
     pub version: u32,
+    /// `"GGUF v3"` or `"safetensors checkpoint, N shard(s)"`.
+    pub format: String,
     /// Bytes mapped (the file's size).
     pub file_bytes: usize,
     /// Metadata in file order, values rendered as text with long arrays abbreviated.
@@ -320,10 +401,17 @@ impl ModelSummary {
         let kv_cache_bytes = context_length
             .zip(kv_bytes_per_token(gguf))
             .and_then(|(ctx, per)| ctx.checked_mul(per));
-        let file_bytes = model.bytes().len();
+        let file_bytes = model.mapped_len();
+        let format = match model.layout() {
+            WeightLayout::Gguf => format!("GGUF v{}", gguf.version()),
+            WeightLayout::HuggingFace => {
+                format!("safetensors checkpoint, {} shard(s)", model.shards.len())
+            }
+        };
         ModelSummary {
             path: model.path().to_path_buf(),
             version: gguf.version(),
+            format,
             file_bytes,
             metadata,
             tensors,
@@ -396,8 +484,8 @@ impl fmt::Display for ModelSummary {
         writeln!(f, "file:     {}", self.path.display())?;
         writeln!(
             f,
-            "format:   GGUF v{}, {} ({} bytes)",
-            self.version,
+            "format:   {}, {} ({} bytes)",
+            self.format,
             human_bytes(self.file_bytes),
             self.file_bytes
         )?;

@@ -151,6 +151,26 @@ impl Gguf {
         })
     }
 
+    /// A table built in code over tensors that live elsewhere (a safetensors checkpoint's
+    /// shards: [`crate::model_file::ModelFile::open`]): `metadata` in GGUF's keys, `tensors`
+    /// with offsets into their own files. Names must be unique (the caller's invariant; a
+    /// duplicate panics).
+    pub fn from_parts(metadata: Vec<(String, MetaValue)>, tensors: Vec<TensorInfo>) -> Gguf {
+        let mut tensor_index = HashMap::with_capacity(tensors.len());
+        for (i, t) in tensors.iter().enumerate() {
+            let dup = tensor_index.insert(t.name.clone(), i);
+            assert!(dup.is_none(), "duplicate tensor {:?}", t.name);
+        }
+        Gguf {
+            version: 3,
+            metadata,
+            tensors,
+            tensor_index,
+            data_offset: 0,
+            alignment: DEFAULT_ALIGNMENT,
+        }
+    }
+
     /// The file's GGUF version (2 or 3).
     pub fn version(&self) -> u32 {
         self.version

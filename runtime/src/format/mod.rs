@@ -6,8 +6,10 @@ pub mod gguf;
 mod gguf_error;
 mod gguf_meta;
 pub mod gguf_writer;
+pub mod safetensors;
 
 pub use gguf::{Gguf, TensorInfo};
 pub use gguf_error::GgufError;
 pub use gguf_meta::MetaValue;
 pub use gguf_writer::GgufBuilder;
+pub use safetensors::{SafetensorsError, SafetensorsTensor, parse_safetensors};

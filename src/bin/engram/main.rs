@@ -343,7 +343,8 @@ fn info(file: &ModelFile, json: bool) {
         let keys: Vec<&str> = gguf.metadata().iter().map(|(k, _)| k.as_str()).collect();
         serde_json::json!({
             "path": file.path(),
-            "bytes": file.bytes().len(),
+            "bytes": file.mapped_len(),
+            "format": file.summary().format,
             "version": gguf.version(),
             "architecture": gguf.architecture().ok(),
             "metadata_keys": keys,

@@ -12,11 +12,11 @@ use burn::tensor::{Device, Tensor, TensorData};
 use super::{Block, BlockExtras, Llama, ModelError};
 use crate::backend::QWeight;
 use crate::cpu::CpuContext;
-use crate::model::arch::ArchOptions;
+use crate::model::arch::{ArchOptions, RopeStyle};
 use crate::model::attention::AttentionPrecision;
 use crate::model::config::LlamaConfig;
 use crate::model::rope::{RopeSpec, RopeTable};
-use crate::model_file::{ModelFile, TensorView};
+use crate::model_file::{ModelFile, TensorView, WeightLayout};
 
 /// Reads the tensors of one file, remembering which it used.
 struct Reader<'f> {
@@ -126,7 +126,12 @@ impl Llama {
         cpu: Arc<CpuContext>,
     ) -> Result<Self, ModelError> {
         let config = LlamaConfig::from_gguf(file.gguf())?;
-        let arch = ArchOptions::from_gguf(file.gguf(), &config)?;
+        let mut arch = ArchOptions::from_gguf(file.gguf(), &config)?;
+        if file.layout() == WeightLayout::HuggingFace {
+            // Hugging Face keeps q/k rows in the half-split order its RoPE rotates; llama.cpp
+            // permutes a llama model's rows to rotate adjacent pairs. Same function, no copy.
+            arch.rope_style = RopeStyle::HalfSplit;
+        }
         let r = Reader {
             file,
             cpu,

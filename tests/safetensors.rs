@@ -1,0 +1,214 @@
+//! Hugging Face safetensors checkpoints run the same graph as the GGUF file of the same weights:
+//! a checkpoint written from a GGUF model (`checkpoint::export`, q/k rows put back in Hugging
+//! Face's order) gives the GGUF F32 path's logits and token ids. A tiny synthetic model runs in
+//! CI; the real SmolLM2 runs when it is cached.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use engram::harness::synthetic::{BYTE_VOCAB, TinyLlamaSpec, tiny_llama_gguf_with_bytes};
+use engram::kernels::GgmlType;
+use engram::runtime::backend;
+use engram::runtime::checkpoint::CheckpointError;
+use engram::runtime::checkpoint::export::write_checkpoint;
+use engram::runtime::cpu::CpuContext;
+use engram::runtime::model::llama::{Llama, Logits};
+use engram::runtime::model::tokenizer::Tokenizer;
+use engram::runtime::model_file::{LoadError, ModelFile, WeightLayout};
+
+/// Max |Δlogit| between a checkpoint's F32 weights and the GGUF F32 file of the same weights.
+/// The functions are equal; only the order of the q·k sums differs (half-split vs adjacent
+/// pairs), so the logits agree to f32 rounding.
+const F32_TOL: f32 = 1e-4;
+
+fn logits(file: &ModelFile, tokens: &[u32]) -> Vec<f32> {
+    let cpu = Arc::new(CpuContext::new(2).unwrap());
+    let model = Llama::load(file, &backend::cpu(), cpu).unwrap_or_else(|e| panic!("{e}"));
+    model
+        .forward(tokens, 1, None, None, Logits::All)
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Logits and token ids of `gguf` and of its checkpoint in `dir` agree; returns max |Δlogit|.
+fn compare(gguf: &ModelFile, dir: &Path, text: &str) -> f32 {
+    let ckpt = ModelFile::open(dir).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ckpt.layout(), WeightLayout::HuggingFace);
+    let (t1, t2) = (
+        Tokenizer::from_gguf(gguf.gguf()).unwrap(),
+        Tokenizer::from_gguf(ckpt.gguf()).unwrap(),
+    );
+    let tokens = t1.encode(text, true);
+    assert_eq!(t2.encode(text, true), tokens, "token ids of {text:?}");
+    max_diff(&logits(gguf, &tokens), &logits(&ckpt, &tokens))
+}
+
+fn tiny() -> (tempfile::TempDir, ModelFile) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinyLlamaSpec {
+        n_vocab: BYTE_VOCAB,
+        ..TinyLlamaSpec::default()
+    };
+    let path = dir.path().join("tiny.gguf");
+    std::fs::write(&path, tiny_llama_gguf_with_bytes(&spec, GgmlType::F32, 7)).unwrap();
+    let file = ModelFile::open(&path).unwrap();
+    (dir, file)
+}
+
+#[test]
+fn tiny_checkpoint_matches_gguf_f32() {
+    let (dir, gguf) = tiny();
+    for shards in [1, 3] {
+        let out = dir.path().join(format!("ckpt{shards}"));
+        write_checkpoint(&gguf, &out, GgmlType::F32, shards).unwrap();
+        let d = compare(&gguf, &out, "Hello, world 123!");
+        assert!(d <= F32_TOL, "{shards} shard(s): max |Δlogit| {d}");
+        if shards == 1 {
+            // The single file opens by its own name too.
+            ModelFile::open(out.join("model.safetensors")).unwrap();
+        }
+    }
+    // Half-precision checkpoints load and stay near the F32 logits.
+    for ty in [GgmlType::F16, GgmlType::BF16] {
+        let out = dir.path().join(ty.name());
+        write_checkpoint(&gguf, &out, ty, 1).unwrap();
+        let d = compare(&gguf, &out, "Hello");
+        assert!(d < 0.1, "{}: max |Δlogit| {d}", ty.name());
+    }
+}
+
+fn checkpoint_err(path: &Path) -> CheckpointError {
+    match ModelFile::open(path) {
+        Err(LoadError::Checkpoint { source, .. }) => source,
+        Err(e) => panic!("not a checkpoint error: {e}"),
+        Ok(_) => panic!("{} opened", path.display()),
+    }
+}
+
+#[test]
+fn bad_checkpoints_are_typed_errors_naming_the_file() {
+    let (dir, gguf) = tiny();
+    let out = dir.path().join("ckpt");
+    write_checkpoint(&gguf, &out, GgmlType::F32, 2).unwrap();
+    let shard = out.join("model-00002-of-00002.safetensors");
+    let bytes = std::fs::read(&shard).unwrap();
+
+    // Truncated shard.
+    std::fs::write(&shard, &bytes[..bytes.len() - 3]).unwrap();
+    let e = checkpoint_err(&out);
+    assert!(
+        matches!(&e, CheckpointError::Safetensors { path, .. } if *path == shard),
+        "{e}"
+    );
+    std::fs::write(&shard, &bytes).unwrap();
+
+    // Bad index.
+    let index = out.join("model.safetensors.index.json");
+    let good_index = std::fs::read(&index).unwrap();
+    std::fs::write(&index, b"{\"weight_map\": 3}").unwrap();
+    let e = checkpoint_err(&out);
+    assert!(
+        matches!(&e, CheckpointError::Json { path, .. } if *path == index),
+        "{e}"
+    );
+    std::fs::write(&index, br#"{"weight_map": {"x": "../evil.safetensors"}}"#).unwrap();
+    assert!(matches!(checkpoint_err(&out), CheckpointError::Json { .. }));
+    std::fs::write(&index, &good_index).unwrap();
+
+    // A missing tensor: the graph names it.
+    let one = dir.path().join("one");
+    write_checkpoint(&gguf, &one, GgmlType::F32, 1).unwrap();
+    let st = one.join("model.safetensors");
+    let file = std::fs::read(&st).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&file).unwrap();
+    let kept: Vec<_> = tensors
+        .tensors()
+        .into_iter()
+        .filter(|(n, _)| n != "model.layers.1.mlp.down_proj.weight")
+        .collect();
+    let less = safetensors::serialize(kept, None).unwrap();
+    std::fs::write(&st, &less).unwrap();
+    let opened = ModelFile::open(&one).unwrap();
+    let cpu = Arc::new(CpuContext::new(1).unwrap());
+    let Err(err) = Llama::load(&opened, &backend::cpu(), cpu) else {
+        panic!("a checkpoint without blk.1.ffn_down.weight loaded");
+    };
+    assert!(err.to_string().contains("blk.1.ffn_down.weight"), "{err}");
+
+    // Unknown dtype, and a tensor with no llama.cpp name.
+    let i32_data = [0u8; 16];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![4], &i32_data).unwrap();
+    std::fs::write(
+        &st,
+        safetensors::serialize([("w", view.clone())], None).unwrap(),
+    )
+    .unwrap();
+    let e = checkpoint_err(&one);
+    assert!(
+        e.to_string().contains("\"w\"") && e.to_string().contains("I32"),
+        "{e}"
+    );
+    let f32_data = [0u8; 16];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![4], &f32_data).unwrap();
+    std::fs::write(
+        &st,
+        safetensors::serialize([("model.vision.w", view)], None).unwrap(),
+    )
+    .unwrap();
+    let e = checkpoint_err(&one);
+    assert!(
+        matches!(&e, CheckpointError::Tensor { name, path, .. } if name == "model.vision.w" && *path == st),
+        "{e}"
+    );
+
+    // An architecture engram does not read from checkpoints.
+    let config = one.join("config.json");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, text.replace("\"llama\"", "\"gemma2\"")).unwrap();
+    let e = checkpoint_err(&one);
+    assert!(
+        matches!(&e, CheckpointError::Unsupported { what, .. } if what.contains("gemma2")),
+        "{e}"
+    );
+}
+
+/// SmolLM2-135M: the cached Q4_1 file dequantized to an F32 GGUF and to an F32 checkpoint;
+/// logits over a prompt agree within [`F32_TOL`], token ids are identical. Skipped (passes)
+/// when the model is not cached; ≈ 1.1 GB of temporary files.
+#[test]
+fn smollm2_checkpoint_matches_gguf_f32() {
+    let Ok(model) = engram::resolve_model(None) else {
+        eprintln!("SmolLM2 not cached: skipped");
+        return;
+    };
+    if !model.exists() {
+        eprintln!("SmolLM2 not cached: skipped");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let q = ModelFile::open(&model).unwrap();
+    let f32_path = dir.path().join("f32.gguf");
+    engram::runtime::checkpoint::export::write_f32_gguf(&q, &f32_path).unwrap();
+    let gguf = ModelFile::open(&f32_path).unwrap();
+    let out = dir.path().join("smollm2");
+    write_checkpoint(&q, &out, GgmlType::F32, 2).unwrap();
+    let d = compare(
+        &gguf,
+        &out,
+        "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n",
+    );
+    eprintln!("SmolLM2-135M F32 checkpoint vs F32 GGUF: max |Δlogit| {d:e}");
+    assert!(d <= F32_TOL, "max |Δlogit| {d}");
+}
