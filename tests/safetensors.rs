@@ -212,3 +212,57 @@ fn smollm2_checkpoint_matches_gguf_f32() {
     eprintln!("SmolLM2-135M F32 checkpoint vs F32 GGUF: max |Δlogit| {d:e}");
     assert!(d <= F32_TOL, "max |Δlogit| {d}");
 }
+
+fn engram(args: &[&str], model: &Path) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_engram"))
+        .args(args)
+        .args(["--threads", "1", "--model"])
+        .arg(model)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// `engram info | generate | logits --model DIR` run a checkpoint directory (the CLI picks the
+/// format by path) and agree with the GGUF file of the same weights.
+#[test]
+fn cli_runs_a_checkpoint_directory() {
+    let (dir, gguf) = tiny();
+    let out = dir.path().join("ckpt");
+    write_checkpoint(&gguf, &out, GgmlType::F32, 2).unwrap();
+    let info = engram(&["info"], &out);
+    assert!(
+        info.contains("safetensors checkpoint, 2 shard(s)") && info.contains("blk.0.attn_q.weight"),
+        "{info}"
+    );
+    let gen_args = ["generate", "--prompt", "Zorbia:", "--max-tokens", "6"];
+    let from_gguf = engram(&gen_args, gguf.path());
+    assert!(from_gguf.starts_with("Zorbia:"), "{from_gguf}");
+    assert_eq!(engram(&gen_args, &out), from_gguf);
+    let logit_args = ["logits", "--prompt", "Zorbia:", "--top", "5", "--json"];
+    let top = |s: &str| {
+        let v: serde_json::Value = serde_json::from_str(s).unwrap();
+        let ids: Vec<u64> = v["top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p[0].as_u64().unwrap())
+            .collect();
+        (v["tokens"].clone(), ids)
+    };
+    assert_eq!(
+        top(&engram(&logit_args, &out)),
+        top(&engram(&logit_args, gguf.path()))
+    );
+    // A single .safetensors file opens by its name, its directory holding the JSON files.
+    let one = dir.path().join("one");
+    write_checkpoint(&gguf, &one, GgmlType::BF16, 1).unwrap();
+    let info = engram(&["info", "--json"], &one.join("model.safetensors"));
+    assert!(info.contains("\"bf16\""), "{info}");
+}

@@ -49,7 +49,8 @@ struct Cli {
 enum Command {
     /// Metadata, tensor table, bytes by type and memory needed.
     Info {
-        /// The GGUF file (or `--model`; default: the model `engram model-path` prints).
+        /// The GGUF file or safetensors checkpoint (a directory or `.safetensors` file; or
+        /// `--model`; default: the model `engram model-path` prints).
         #[arg(value_name = "MODEL", conflicts_with = "model")]
         file: Option<PathBuf>,
         #[command(flatten)]

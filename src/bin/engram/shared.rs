@@ -16,7 +16,8 @@ pub type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 #[derive(Args, Clone, Debug)]
 #[command(next_help_heading = "Model and output")]
 pub struct SharedArgs {
-    /// The GGUF model (default: $ENGRAM_MODEL, else the user's cache, else fetched with pip).
+    /// The GGUF model, or a safetensors checkpoint (a directory or `.safetensors` file) (default:
+    /// $ENGRAM_MODEL, else the user's cache, else fetched with pip).
     #[arg(long, value_name = "PATH")]
     pub model: Option<PathBuf>,
     /// Backend device; wgpu and cuda need a build with that feature (else an error naming it).
