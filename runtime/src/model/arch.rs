@@ -257,9 +257,10 @@ impl ArchOptions {
     }
 
     /// Whether the family is the plain llama graph the fused decoder implements: adjacent RoPE
-    /// pairs, unscaled, no window, caps, extra norms or embedding scale, SwiGLU.
+    /// pairs (or half-split ones for a llama checkpoint in Hugging Face's layout), unscaled, no
+    /// window, caps, extra norms or embedding scale, SwiGLU.
     pub fn is_plain_llama(&self) -> bool {
-        self.rope_style == RopeStyle::Adjacent
+        (self.rope_style == RopeStyle::Adjacent || self.arch == Architecture::Llama)
             && self.rope_freq_scale == 1.0
             && self.sliding_window.is_none()
             && self.embed_scale.is_none()

@@ -30,6 +30,7 @@ use half::f16;
 use super::choice::{EXPLORE_EVERY, TwoWay};
 use super::{Block, Llama};
 use crate::cpu::Team;
+use crate::model::arch::RopeStyle;
 use crate::model::attention::AttentionPrecision;
 use crate::model::hooks::{DecodeDelta, LinearAdapter, LowRank, Norm, Proj};
 use crate::model::kv_cache::{ContextFull, KvCache};
@@ -96,6 +97,7 @@ struct Plan {
     output_norm: Vec<f32>, // (d_model)
     inv_freq: Vec<f64>,    // (d_head / 2)
     f16: bool,
+    half_split: bool, // RoPE pairs (i, i + d_head/2), as a Hugging Face checkpoint's q/k rows
 }
 
 struct LayerPlan {
@@ -489,6 +491,7 @@ impl Plan {
             output_norm: vector(&model.output_norm),
             inv_freq,
             f16: model.attention == AttentionPrecision::F16,
+            half_split: model.arch.rope_style == RopeStyle::HalfSplit,
         })
     }
 }
@@ -671,8 +674,18 @@ impl TokenCtx<'_> {
         }
     }
 
-    /// RoPE on one head (llama.cpp's "normal" adjacent-pair layout).
+    /// RoPE on one head: llama.cpp's "normal" adjacent pairs, or half-split pairs for a
+    /// checkpoint in Hugging Face's layout.
     fn rope(&self, x: &mut [f32]) {
+        if self.plan.half_split {
+            let (lo, hi) = x.split_at_mut(x.len() / 2);
+            for (i, (x0, x1)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
+                let (c, s, a, b) = (self.cos[i], self.sin[i], *x0, *x1);
+                *x0 = a * c - b * s;
+                *x1 = a * s + b * c;
+            }
+            return;
+        }
         for (i, pair) in x.chunks_exact_mut(2).enumerate() {
             let (x0, x1) = (pair[0], pair[1]);
             let (c, s) = (self.cos[i], self.sin[i]);
