@@ -72,6 +72,7 @@ fn tiny_checkpoint_matches_gguf_f32() {
         let out = dir.path().join(format!("ckpt{shards}"));
         write_checkpoint(&gguf, &out, GgmlType::F32, shards).unwrap();
         let d = compare(&gguf, &out, "Hello, world 123!");
+        eprintln!("tiny llama, {shards} shard(s): max |Δlogit| {d:e}");
         assert!(d <= F32_TOL, "{shards} shard(s): max |Δlogit| {d}");
         if shards == 1 {
             // The single file opens by its own name too.
@@ -84,6 +85,24 @@ fn tiny_checkpoint_matches_gguf_f32() {
         write_checkpoint(&gguf, &out, ty, 1).unwrap();
         let d = compare(&gguf, &out, "Hello");
         assert!(d < 0.1, "{}: max |Δlogit| {d}", ty.name());
+    }
+}
+
+/// The seeded tiny qwen2 (QKV biases, the `qwen2` pre-tokenizer) and qwen3 (q/k norms) of the
+/// arch parity tests, as checkpoints: the GGUF F32 path's logits and token ids.
+#[test]
+fn tiny_qwen_checkpoints_match_gguf_f32() {
+    use engram::harness::synthetic_arch::{ARCH_SEED, ArchCase, arch_gguf};
+    let dir = tempfile::tempdir().unwrap();
+    for case in [ArchCase::Qwen2, ArchCase::Qwen3] {
+        let path = dir.path().join(format!("{}.gguf", case.name()));
+        std::fs::write(&path, arch_gguf(case, GgmlType::F32, ARCH_SEED)).unwrap();
+        let gguf = ModelFile::open(&path).unwrap();
+        let out = dir.path().join(case.name());
+        write_checkpoint(&gguf, &out, GgmlType::F32, 2).unwrap();
+        let d = compare(&gguf, &out, "Hello, world 123! it's");
+        eprintln!("{}: max |Δlogit| {d:e}", case.name());
+        assert!(d <= F32_TOL, "{}: max |Δlogit| {d}", case.name());
     }
 }
 
