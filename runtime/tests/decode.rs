@@ -238,3 +238,35 @@ fn a_full_decoder_is_a_typed_error() {
     let e = dec.step(3).unwrap_err();
     assert_eq!((e.used, e.capacity), (2, 2));
 }
+
+/// What `Llama::decode_copy_bytes` plans (a memory planner adds it) is what the fused decoder
+/// allocates for its interleaved weights once it has decoded a token: the bytes of every
+/// projection's and the output head's interleaved rows. (On a CPU without the layout's kernels
+/// both are 0.)
+#[test]
+fn the_planned_decode_copy_is_what_decoding_allocates() {
+    let dir = tempfile::tempdir().unwrap();
+    for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
+        let path = write_tiny_llama(dir.path(), &TinyLlamaSpec::default(), ty, 3);
+        let model = load(&path, 1);
+        let planned = model.decode_copy_bytes();
+        let mut dec = Decoder::new(&model, None, 4).unwrap();
+        dec.step(1).unwrap();
+        let weights = (0..model.config().n_layer)
+            .flat_map(|l| Proj::ALL.map(|p| model.weight(l, p)))
+            .chain([model.output_weight()]);
+        let built: usize = weights
+            .map(|w| {
+                w.interleaved()
+                    .map_or(0, |iw| iw.rows() * w.matrix().row_bytes())
+            })
+            .sum();
+        assert_eq!(planned, built as u64, "{ty:?}");
+        if engram_kernels::interleaved_is_fast(ty) {
+            assert!(
+                planned > 0,
+                "{ty:?}: the layout runs here, so something is copied"
+            );
+        }
+    }
+}

@@ -246,7 +246,12 @@ impl LiveModel {
     ) -> Result<Self, LiveError> {
         let model = engine.model();
         config.validate(model.config().n_ctx_train)?;
-        let plan = LivePlan::new(engine.file().bytes().len() as u64, model.config(), config);
+        let plan = LivePlan::new(
+            engine.file().bytes().len() as u64,
+            model.config(),
+            config,
+            model.decode_copy_bytes(),
+        );
         if let Some(budget) = options.budget {
             plan.check(budget)?;
         }

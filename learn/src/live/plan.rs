@@ -25,11 +25,20 @@ pub struct LivePlan {
     pub snapshot: u64,
     /// The queue of observed sequences at its bound.
     pub queue: u64,
+    /// The fused decoder's interleaved weight copies, made at the first served token
+    /// ([`engram_runtime::model::llama::Llama::decode_copy_bytes`]; 0 where there are none).
+    pub decode_copy: u64,
 }
 
 impl LivePlan {
-    /// The plan for `config` on a model of `model` whose file is `file_bytes` long.
-    pub fn new(file_bytes: u64, model: &LlamaConfig, config: &LiveConfig) -> Self {
+    /// The plan for `config` on a model of `model` whose file is `file_bytes` long and whose
+    /// fused decoder keeps `decode_copy` bytes of interleaved weights while serving.
+    pub fn new(
+        file_bytes: u64,
+        model: &LlamaConfig,
+        config: &LiveConfig,
+        decode_copy: u64,
+    ) -> Self {
         let shape = TrainShape {
             batch: config.batch,
             seq_len: config.max_len,
@@ -53,12 +62,18 @@ impl LivePlan {
             strategy,
             snapshot: adapter,
             queue: (super::MAX_PENDING * (config.max_len + 4) * 4) as u64,
+            decode_copy,
         }
     }
 
     /// Everything together: the expected peak resident set.
     pub fn total(&self) -> u64 {
-        self.training.total() + self.replay + self.strategy + self.snapshot + self.queue
+        self.training.total()
+            + self.replay
+            + self.strategy
+            + self.snapshot
+            + self.queue
+            + self.decode_copy
     }
 
     /// `Ok` when the plan fits `budget` bytes, else what to shrink first.

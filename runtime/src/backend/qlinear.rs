@@ -149,6 +149,16 @@ impl QWeight {
         QMatrix::new(i.view.ty(), i.view.bytes(), i.n_out, i.n_in).expect("checked in QWeight::new")
     }
 
+    /// Bytes [`Self::interleaved`] allocates for W on this CPU, whether or not it has run yet
+    /// (0 where W's type has no interleaved layout or this CPU no vector kernel for it).
+    pub fn interleaved_bytes(&self) -> usize {
+        let w = self.matrix();
+        if !engram_kernels::interleaved_is_fast(w.ty()) {
+            return 0;
+        }
+        engram_kernels::interleaved_bytes(&w).unwrap_or(0)
+    }
+
     /// W's rows in the interleaved layout for one-activation-row products
     /// ([`engram_kernels::matvec_interleaved`]: the same sums as the scalar reference, about
     /// twice the row kernels' speed), covering the first [`Interleaved::rows`] rows; the rest

@@ -179,6 +179,23 @@ impl Llama {
             && !self.rope_factors
     }
 
+    /// Bytes the fused CPU decoder's interleaved weight copies take once it has decoded a
+    /// token ([`QWeight::interleaved`]; built once per model and kept): the projections and the
+    /// output head whose types have the layout on this CPU. 0 where the fused decoder does not
+    /// run (another device, another family) or no weight has the layout here. Memory planners
+    /// of processes that serve add it.
+    pub fn decode_copy_bytes(&self) -> u64 {
+        if !crate::backend::is_cpu(self.device()) || !self.is_plain_llama() {
+            return 0;
+        }
+        let projections: usize = self
+            .blocks
+            .iter()
+            .flat_map(|b| Proj::ALL.map(|p| b.proj(p).interleaved_bytes()))
+            .sum();
+        (projections + self.output.interleaved_bytes()) as u64
+    }
+
     /// The device the graph runs on.
     pub fn device(&self) -> &Device {
         &self.device
