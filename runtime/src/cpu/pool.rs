@@ -64,7 +64,8 @@ fn wait_until(done: impl Fn() -> bool, sleeping: &AtomicBool) {
         // SeqCst fence on each side (here and in [`wake_if_sleeping`]) either this thread sees
         // `done()` or the waker sees `sleeping`. Without them the language allows both to read
         // the old values (the `done()` loads are Acquire), and qemu-user's aarch64-on-x86
-        // translation does reorder them: a lost wake-up parked the caller forever in CI.
+        // translation can reorder them: the likely cause of a caller parked forever in CI
+        // (docs/CROSS.md).
         fence(SeqCst);
         while !done() {
             thread::park(); // Spurious wake-ups just re-check.
