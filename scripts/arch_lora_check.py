@@ -20,18 +20,7 @@ import sys
 import numpy as np
 import llama_cpp
 
-
-def no_extra_buffer_types():
-    """As scripts/arch_reference.py: llama.cpp's plain CPU path."""
-    low = llama_cpp.llama_cpp
-    default_params = low.llama_model_default_params
-
-    def model_params():
-        p = default_params()
-        p.use_extra_bufts = False
-        return p
-
-    low.llama_model_default_params = model_params
+from llamacpp_plain import no_extra_buffer_types
 
 
 def main():

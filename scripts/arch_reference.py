@@ -27,6 +27,8 @@ import sys
 import numpy as np
 import llama_cpp
 
+from llamacpp_plain import no_extra_buffer_types
+
 # engram::harness::synthetic_arch: ARCH_CASES (F32), then QUANT_CASES ({name}.{type}).
 CASES = ["llama3", "llama_linear", "mistral_swa", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
          "qwen2.q8_0", "phi3.q4_1", "gemma2.q4_0"]
@@ -39,20 +41,6 @@ PROMPTS = [
 TOP_K = 20
 GREEDY = 8
 VERBOSE = os.environ.get("VERBOSE") == "1"
-
-
-def no_extra_buffer_types():
-    """llama.cpp's extra CPU buffer types off (as scripts/kquant_reference.py: this VM reports
-    AMX but its AMX matmul segfaults), i.e. its plain `vec_dot` path."""
-    low = llama_cpp.llama_cpp
-    default_params = low.llama_model_default_params
-
-    def model_params():
-        p = default_params()
-        p.use_extra_bufts = False
-        return p
-
-    low.llama_model_default_params = model_params
 
 
 def sha256(path):

@@ -33,6 +33,8 @@ from collections import Counter
 import numpy as np
 import llama_cpp
 
+from llamacpp_plain import no_extra_buffer_types
+
 # llama.h's `enum llama_ftype`.
 FTYPES = {
     "Q4_K_M": 15,
@@ -123,22 +125,6 @@ def sha256(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def no_extra_buffer_types():
-    """llama.cpp's "extra" CPU buffer types (AMX, the repacked Q4_K/Q8_0 layouts) off, as in
-    scripts/llamacpp_bench.py: this VM reports AMX but does not grant it, and llama.cpp's AMX
-    matmul segfaults on the first eval (2026-12-06). The reference is then llama.cpp's plain
-    `vec_dot` path for every type."""
-    low = llama_cpp.llama_cpp  # the module llama_cpp.Llama reads its defaults from
-    default_params = low.llama_model_default_params
-
-    def model_params():
-        p = default_params()
-        p.use_extra_bufts = False
-        return p
-
-    low.llama_model_default_params = model_params
 
 
 def run_prompts(path, prompts, threads):

@@ -22,6 +22,8 @@ import time
 import numpy as np
 import llama_cpp
 
+from llamacpp_plain import no_extra_buffer_types
+
 # Plain English prose; repeated and cut to exactly P tokens, so every run sees the same ids.
 PROMPT_TEXT = (
     "The history of the printing press begins in the fifteenth century, when Johannes "
@@ -69,19 +71,7 @@ def main():
     a = ap.parse_args()
 
     if not a.extra_bufts:
-        # llama.cpp's "extra" CPU buffer types (AMX, the repacked layouts) off: on a CPU that
-        # reports AMX but whose VM does not grant it (this machine, 2026-12-06), the AMX matmul
-        # segfaults on the first eval. Q4_1 has no repacked layout, so on other CPUs this only
-        # drops AMX.
-        low = llama_cpp.llama_cpp  # the module llama_cpp.Llama reads its defaults from
-        default_params = low.llama_model_default_params
-
-        def model_params():
-            p = default_params()
-            p.use_extra_bufts = False
-            return p
-
-        low.llama_model_default_params = model_params
+        no_extra_buffer_types()  # scripts/llamacpp_plain.py: why
     n_ctx = a.prompt_tokens + a.gen_tokens + 16
     t_load = time.perf_counter()
     llm = llama_cpp.Llama(
