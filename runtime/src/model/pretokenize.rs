@@ -149,11 +149,7 @@ fn gpt2_split(chars: &[(usize, char, CharClass)], seg: Range<usize>, out: &mut V
         let c = chars[pos].1;
         // 's|'t|'re|'ve|'m|'ll|'d (case-sensitive, unlike llama3's pattern)
         if c == '\'' {
-            match (ch(pos + 1), ch(pos + 2)) {
-                (Some('s' | 't' | 'm' | 'd'), _) => pos += 2,
-                (Some('r' | 'v'), Some('e')) | (Some('l'), Some('l')) => pos += 3,
-                _ => {}
-            }
+            pos += contraction(ch(pos + 1), ch(pos + 2));
             if pos > start {
                 out.push(start..pos);
                 continue;
@@ -186,6 +182,16 @@ fn gpt2_split(chars: &[(usize, char, CharClass)], seg: Range<usize>, out: &mut V
     }
 }
 
+/// The length of the contraction `'s|'t|'re|'ve|'m|'ll|'d` whose apostrophe is followed by
+/// `next` and `after` (callers fold case first where the pattern is case-insensitive), or 0.
+fn contraction(next: Option<char>, after: Option<char>) -> usize {
+    match (next, after) {
+        (Some('s' | 't' | 'm' | 'd'), _) => 2,
+        (Some('r' | 'v'), Some('e')) | (Some('l'), Some('l')) => 3,
+        _ => 0,
+    }
+}
+
 /// Llama 3's pattern (see [`PreTokenizer::Llama3`]) over `chars`, with digit runs cut every
 /// `max_digits`, appending char-index ranges; alternatives in the pattern's order at each
 /// position, as llama.cpp's `unicode_regex_split_custom_llama3` tries them.
@@ -206,11 +212,7 @@ fn llama3_split(
         // (?i:'s|'t|'re|'ve|'m|'ll|'d)
         if c == '\'' {
             let lower = |i: usize| ch(i).map(|c| c.to_ascii_lowercase());
-            match (lower(pos + 1), lower(pos + 2)) {
-                (Some('s' | 't' | 'm' | 'd'), _) => pos += 2,
-                (Some('r' | 'v'), Some('e')) | (Some('l'), Some('l')) => pos += 3,
-                _ => {}
-            }
+            pos += contraction(lower(pos + 1), lower(pos + 2));
             if pos > start {
                 out.push(start..pos);
                 continue;
