@@ -1,13 +1,10 @@
 //! The `engram` binary as a user runs it: exit codes, error messages and the JSON shapes other
 //! tools read (`logits --json`, `bench --json`).
 
-use std::process::Command;
-
 use engram::resolve_model;
 
-fn engram() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_engram"))
-}
+mod common;
+use common::engram;
 
 fn model() -> String {
     resolve_model(None)

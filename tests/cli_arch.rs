@@ -3,29 +3,17 @@
 //! (post-norms, soft-caps, a sliding window, GELU) of `engram::harness::synthetic_arch`.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use engram::harness::synthetic_arch::{ARCH_SEED, ArchCase, arch_gguf};
 use engram::kernels::GgmlType;
 
-fn engram() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_engram"))
-}
-
-fn ok(out: Output) -> String {
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
+mod common;
+use common::{engram, ok_stdout};
 
 fn run_family(case: ArchCase, dir: &Path) {
     let model = dir.join(format!("{}.gguf", case.name()));
     std::fs::write(&model, arch_gguf(case, GgmlType::Q8_0, ARCH_SEED)).unwrap();
-    let info = ok(engram().arg("info").arg(&model).output().unwrap());
+    let info = ok_stdout(engram().arg("info").arg(&model).output().unwrap());
     assert!(
         info.contains(&format!("\"{}\"", case.architecture())),
         "{info}"
@@ -40,7 +28,7 @@ fn run_family(case: ArchCase, dir: &Path) {
             .args(extra)
             .output()
             .unwrap();
-        ok(out)
+        ok_stdout(out)
     };
     assert!(generate(&[]).starts_with("Zorbia:"));
 
@@ -62,7 +50,7 @@ fn run_family(case: ArchCase, dir: &Path) {
         .arg(&lora)
         .output()
         .unwrap();
-    ok(out);
+    ok_stdout(out);
     let adapter = lora.join("adapter.gguf");
     assert!(adapter.is_file());
     assert!(generate(&["--lora", adapter.to_str().unwrap()]).starts_with("Zorbia:"));
@@ -89,7 +77,7 @@ fn run_family(case: ArchCase, dir: &Path) {
         .arg(&trained)
         .output()
         .unwrap();
-    ok(out);
+    ok_stdout(out);
     let out = engram()
         .args([
             "generate",
@@ -104,7 +92,7 @@ fn run_family(case: ArchCase, dir: &Path) {
         .arg(&trained)
         .output()
         .unwrap();
-    assert!(ok(out).starts_with("Zorbia:"));
+    assert!(ok_stdout(out).starts_with("Zorbia:"));
 
     let facts = dir.join("edit.jsonl");
     std::fs::write(
@@ -120,7 +108,7 @@ fn run_family(case: ArchCase, dir: &Path) {
         .arg(&facts)
         .output()
         .unwrap();
-    let report = ok(out);
+    let report = ok_stdout(out);
     assert!(report.contains("\"efficacy\""), "{report}");
 }
 

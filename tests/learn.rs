@@ -4,7 +4,7 @@
 //! (≥ 50 times) while a reader serves from the same directory.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -12,9 +12,8 @@ use std::time::{Duration, Instant};
 use engram::harness::synthetic::{BYTE_VOCAB, TinyLlamaSpec, tiny_llama_gguf_with_bytes};
 use engram::kernels::GgmlType;
 
-fn engram() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_engram"))
-}
+mod common;
+use common::engram;
 
 /// The tiny model and a JSONL file of `n` examples over three tasks.
 fn fixture(dir: &Path, n: usize) -> (PathBuf, PathBuf) {

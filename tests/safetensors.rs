@@ -16,6 +16,8 @@ use engram::runtime::model::llama::{Llama, Logits};
 use engram::runtime::model::tokenizer::Tokenizer;
 use engram::runtime::model_file::{LoadError, ModelFile, WeightLayout};
 
+mod common;
+
 /// Max |Δlogit| between a checkpoint's F32 weights and the GGUF F32 file of the same weights.
 /// The functions are equal; only the order of the q·k sums differs (half-split vs adjacent
 /// pairs), so the logits agree to f32 rounding.
@@ -233,19 +235,14 @@ fn smollm2_checkpoint_matches_gguf_f32() {
 }
 
 fn engram(args: &[&str], model: &Path) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_engram"))
-        .args(args)
-        .args(["--threads", "1", "--model"])
-        .arg(model)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    common::ok_stdout(
+        common::engram()
+            .args(args)
+            .args(["--threads", "1", "--model"])
+            .arg(model)
+            .output()
+            .unwrap(),
+    )
 }
 
 /// `engram info | generate | logits --model DIR` run a checkpoint directory (the CLI picks the
