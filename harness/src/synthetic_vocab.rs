@@ -53,11 +53,18 @@ impl VocabCase {
 
 /// A tiny `llama` model (as [`ArchCase::Llama3`]) carrying `case`'s vocabulary.
 pub fn vocab_gguf(case: VocabCase) -> Vec<u8> {
-    let (meta, n) = match case {
+    vocab_gguf_with(case, Vec::new())
+}
+
+/// [`vocab_gguf`] with `extra` metadata beside the vocabulary (e.g. a
+/// `tokenizer.chat_template`).
+pub fn vocab_gguf_with(case: VocabCase, extra: Vec<(String, MetaValue)>) -> Vec<u8> {
+    let (mut meta, n) = match case {
         VocabCase::Spm => spm_vocab(),
         VocabCase::LlamaBpe => bpe_vocab("llama-bpe"),
         VocabCase::Qwen2Bpe => bpe_vocab("qwen2"),
     };
+    meta.extend(extra);
     arch_gguf_with_vocab(ArchCase::Llama3, GgmlType::F32, ARCH_SEED, meta, n)
 }
 

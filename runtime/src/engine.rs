@@ -75,7 +75,15 @@ impl Engine {
                 model: model_vocab,
             });
         }
-        let template = ChatTemplate::from_gguf(file.gguf())?;
+        let token_text = |id: Option<u32>| {
+            id.and_then(|id| tokenizer.token_text(id))
+                .unwrap_or_default()
+                .to_string()
+        };
+        let template = ChatTemplate::from_gguf(file.gguf())?.with_special_tokens(
+            token_text(tokenizer.bos()),
+            token_text(Some(tokenizer.eos())),
+        );
         Ok(Self {
             file,
             model,
@@ -154,8 +162,26 @@ impl Engine {
         adaptation: Adaptation<'_>,
         on_text: impl FnMut(&str),
     ) -> Result<(String, Generation), EngineError> {
+        let tokens = self.chat_tokens(messages)?;
+        self.continue_tokens_with(&tokens, opts, adaptation, on_text)
+    }
+
+    /// The token ids of a conversation rendered with the file's chat template, ready for the
+    /// assistant's turn. A template that writes `bos_token` itself (Llama 3, Gemma) gets one
+    /// BOS, not the template's plus the one the tokenizer adds, as in `transformers`.
+    pub fn chat_tokens(&self, messages: &[ChatMessage]) -> Result<Vec<u32>, EngineError> {
         let prompt = self.template.render(messages, true)?;
-        self.complete_with(&prompt, opts, adaptation, on_text)
+        let mut tokens = self.encode(&prompt);
+        let bos = self.tokenizer.bos();
+        let bos_text = self.template.bos_token();
+        if !bos_text.is_empty()
+            && prompt.starts_with(bos_text)
+            && tokens.len() >= 2
+            && bos.is_some_and(|b| tokens[0] == b && tokens[1] == b)
+        {
+            tokens.remove(0);
+        }
+        Ok(tokens)
     }
 
     /// Generates after the token ids `prompt`.

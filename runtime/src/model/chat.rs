@@ -2,10 +2,16 @@
 //! conversation, with plain ChatML when the file has no template.
 //!
 //! Templates are rendered with [minijinja], configured like Hugging Face `transformers`
-//! renders them (`trim_blocks`, `lstrip_blocks`, a `raise_exception` function, `bos_token` /
-//! `eos_token` in scope), so the prompt matches what the model was fine-tuned on.
+//! renders them, so the prompt matches what the model was fine-tuned on: `trim_blocks` and
+//! `lstrip_blocks`; `bos_token` / `eos_token` in scope; the globals `raise_exception` and
+//! `strftime_now`; Python's string and dict methods (`.strip()`, `.split()`, `.items()`, …,
+//! from `minijinja-contrib`); and `tojson` writing what Python's `json.dumps` writes
+//! (`", "` / `": "` separators, `indent`, no HTML escaping). `tests/chat_templates.rs` checks
+//! the rendering against Python's jinja2 set up the way `transformers` sets it up.
 
+use super::strftime;
 use crate::format::{Gguf, GgufError};
+use minijinja::value::Kwargs;
 use minijinja::{Environment, ErrorKind, Value, context};
 use serde::{Deserialize, Serialize};
 
@@ -74,7 +80,7 @@ pub fn apply_chat_template(
     messages: &[ChatMessage],
     add_generation_prompt: bool,
 ) -> Result<String, ChatError> {
-    render(template, messages, add_generation_prompt, "", "")
+    render(template, messages, add_generation_prompt, "", "", None)
 }
 
 /// A model's chat template, or ChatML when it has none.
@@ -84,6 +90,8 @@ pub struct ChatTemplate {
     is_fallback: bool,
     bos_token: String,
     eos_token: String,
+    /// The time `strftime_now` formats (Unix seconds, UTC); `None`: the clock at render time.
+    now: Option<i64>,
 }
 
 impl ChatTemplate {
@@ -94,6 +102,7 @@ impl ChatTemplate {
             is_fallback: false,
             bos_token: String::new(),
             eos_token: String::new(),
+            now: None,
         }
     }
 
@@ -132,6 +141,18 @@ impl ChatTemplate {
         self
     }
 
+    /// Makes `strftime_now` format `unix_seconds` (UTC) instead of the clock at render time,
+    /// for reproducible prompts.
+    pub fn at_time(mut self, unix_seconds: i64) -> ChatTemplate {
+        self.now = Some(unix_seconds);
+        self
+    }
+
+    /// The BOS text `bos_token` renders as (empty unless set).
+    pub fn bos_token(&self) -> &str {
+        &self.bos_token
+    }
+
     /// The Jinja source.
     pub fn source(&self) -> &str {
         &self.source
@@ -154,6 +175,7 @@ impl ChatTemplate {
             add_generation_prompt,
             &self.bos_token,
             &self.eos_token,
+            self.now,
         )
     }
 }
@@ -164,13 +186,21 @@ fn render(
     add_generation_prompt: bool,
     bos_token: &str,
     eos_token: &str,
+    now: Option<i64>,
 ) -> Result<String, ChatError> {
     let mut env = Environment::new();
     env.set_trim_blocks(true);
     env.set_lstrip_blocks(true);
+    env.set_unknown_method_callback(python_method);
     env.add_function("raise_exception", |message: String| -> Result<Value, _> {
         Err(minijinja::Error::new(ErrorKind::InvalidOperation, message))
     });
+    env.add_function("strftime_now", move |format: String| {
+        let secs = now.unwrap_or_else(strftime::unix_now);
+        strftime::strftime(&format, secs)
+            .map_err(|m| minijinja::Error::new(ErrorKind::InvalidOperation, m))
+    });
+    env.add_filter("tojson", tojson);
     let ctx = context! {
         messages => Value::from_serialize(messages),
         add_generation_prompt => add_generation_prompt,
@@ -178,6 +208,124 @@ fn render(
         eos_token => eos_token,
     };
     Ok(env.render_str(template, ctx)?)
+}
+
+/// Python's methods on strings, dicts and lists (`minijinja-contrib`'s `pycompat`), except
+/// `str.find` / `str.rfind`, which `pycompat` answers in UTF-8 bytes where Python answers in
+/// characters.
+fn python_method(
+    state: &minijinja::State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, minijinja::Error> {
+    match (value.as_str(), method) {
+        (Some(text), "find" | "rfind") => {
+            let (sub, start, end): (&str, Option<i64>, Option<i64>) =
+                minijinja::value::from_args(args)?;
+            Ok(Value::from(python_find(
+                text,
+                sub,
+                start,
+                end,
+                method == "rfind",
+            )))
+        }
+        _ => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
+    }
+}
+
+/// `text.find(sub, start, end)` (or `rfind`) in characters, with Python's slice rules for the
+/// bounds; -1 when absent.
+fn python_find(text: &str, sub: &str, start: Option<i64>, end: Option<i64>, last: bool) -> i64 {
+    let chars: Vec<(usize, char)> = text.char_indices().collect();
+    let n = chars.len() as i64;
+    let clamp = |i: i64| if i < 0 { (i + n).max(0) } else { i.min(n) } as usize;
+    let (lo, hi) = (clamp(start.unwrap_or(0)), clamp(end.unwrap_or(n)));
+    if lo > hi {
+        return -1;
+    }
+    let byte = |i: usize| chars.get(i).map_or(text.len(), |&(b, _)| b);
+    let window = &text[byte(lo)..byte(hi)];
+    let found = if last {
+        window.rfind(sub)
+    } else {
+        window.find(sub)
+    };
+    found.map_or(-1, |b| (lo + window[..b].chars().count()) as i64)
+}
+
+/// `tojson` as `transformers` defines it: Python's `json.dumps(value, ensure_ascii=False,
+/// indent=indent)`, maps in their insertion order. (minijinja's and jinja2's own `tojson`
+/// escape `<`, `>`, `&` and `'` for HTML and drop the spaces after `,` and `:`, which would put
+/// different tokens in front of the model than it was trained on.)
+fn tojson(value: Value, indent: Option<usize>, kwargs: Kwargs) -> Result<Value, minijinja::Error> {
+    let indent = match kwargs.get::<Option<usize>>("indent")? {
+        Some(i) => Some(i),
+        None => indent,
+    };
+    if kwargs.get::<Option<bool>>("sort_keys")?.unwrap_or(false) {
+        return Err(minijinja::Error::new(
+            ErrorKind::InvalidOperation,
+            "tojson: sort_keys=true is not supported",
+        ));
+    }
+    // Accepted for compatibility; the output is never ASCII-escaped, as in `transformers`.
+    let _: Option<bool> = kwargs.get("ensure_ascii")?;
+    kwargs.assert_all_used()?;
+    let mut out = Vec::new();
+    let written = match indent {
+        Some(n) => {
+            let pad = vec![b' '; n];
+            value.serialize(&mut serde_json::Serializer::with_formatter(
+                &mut out,
+                serde_json::ser::PrettyFormatter::with_indent(&pad),
+            ))
+        }
+        None => value.serialize(&mut serde_json::Serializer::with_formatter(
+            &mut out,
+            PythonCompact,
+        )),
+    };
+    written.map_err(|e| minijinja::Error::new(ErrorKind::BadSerialization, e.to_string()))?;
+    let text = String::from_utf8(out).expect("serde_json writes UTF-8");
+    Ok(Value::from_safe_string(text))
+}
+
+/// `json.dumps`'s default separators without `indent`: `", "` and `": "`.
+struct PythonCompact;
+
+impl serde_json::ser::Formatter for PythonCompact {
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            writer.write_all(b", ")
+        }
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        writer: &mut W,
+    ) -> std::io::Result<()> {
+        writer.write_all(b": ")
+    }
 }
 
 #[cfg(test)]
@@ -207,6 +355,26 @@ mod tests {
     #[test]
     fn syntax_error_is_an_error() {
         assert!(apply_chat_template("{% for %}", &[], false).is_err());
+    }
+
+    #[test]
+    fn find_counts_characters_as_python_does() {
+        // python3 -c "s='Ünïcode ‘q’ o'; print(s.find('o'), s.rfind('o'), s.find('o', 5),
+        //             s.find('x'), s.find('o', -3), s.rfind('c', 0, 3), s.find(''))"
+        let s = "Ünïcode ‘q’ o";
+        let f = |sub, a, b, last| python_find(s, sub, a, b, last);
+        assert_eq!(
+            [
+                f("o", None, None, false),
+                f("o", None, None, true),
+                f("o", Some(5), None, false),
+                f("x", None, None, false),
+                f("o", Some(-3), None, false),
+                f("c", Some(0), Some(3), true),
+                f("", None, None, false),
+            ],
+            [4, 12, 12, -1, 12, -1, 0]
+        );
     }
 
     #[test]

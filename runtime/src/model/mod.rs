@@ -9,4 +9,5 @@ pub mod kv_cache;
 pub mod llama;
 pub mod pretokenize;
 mod rope;
+mod strftime;
 pub mod tokenizer;
