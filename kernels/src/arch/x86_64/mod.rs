@@ -12,6 +12,7 @@ mod avx2_kquant;
 mod avx2_q5_iq4;
 mod avx512;
 mod avx512_interleaved;
+mod avx512_kquant;
 mod avx512_q5_iq4;
 
 /// AVX2 + FMA + F16C kernels (the activation quantizers still use the portable ones).
@@ -92,6 +93,27 @@ pub(crate) static AVX512_VNNI: Kernels = Kernels {
         x1: |x, y| iq4_nl_q8_0_vnni::<4, 1>(x, [y])[0],
         x4: iq4_nl_q8_0_vnni::<4, 4>,
     }),
+    // The k-quants: 64 weights a register, scales through `vpdpwssd`.
+    q2_k_q8_k: |x, y| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_kquant::vec_dot_q2_k_q8_k(x, y) }
+    },
+    q3_k_q8_k: |x, y| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_kquant::vec_dot_q3_k_q8_k(x, y) }
+    },
+    q4_k_q8_k: |x, y| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_kquant::vec_dot_q4_k_q8_k(x, y) }
+    },
+    q5_k_q8_k: |x, y| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_kquant::vec_dot_q5_k_q8_k(x, y) }
+    },
+    q6_k_q8_k: |x, y| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_kquant::vec_dot_q6_k_q8_k(x, y) }
+    },
     q4_1x16_q8_1: Some(|x, y, out| {
         // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
         unsafe { avx512_interleaved::gemv_q4_1x16_q8_1(x, y, out) }
