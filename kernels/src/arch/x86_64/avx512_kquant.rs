@@ -31,6 +31,26 @@ fn load64<T: Copy>(s: &[T], at: usize) -> __m512i {
     unsafe { _mm512_loadu_si512(s.as_ptr().add(at).cast()) }
 }
 
+/// Bytes ahead of the weight block being read that the single-row k-quant kernels prefetch:
+/// enough to keep DRAM busy while the kernel computes, so the reads overlap the arithmetic
+/// instead of waiting for the out-of-order window (a few blocks' instructions) to reach them.
+/// Rows are contiguous, so past a row's end this fetches the next row. Measured on the AMX
+/// Xeon, cold 2048 × 2048 Q4_K: 1024, 2048 and 4096 bytes within noise of each other, all about
+/// 1.35× no prefetch.
+pub(super) const PREFETCH_ROW: usize = 2048;
+
+/// Prefetches the cache lines `AHEAD` bytes past `block` (as many as the block spans).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(super) fn prefetch_ahead<const AHEAD: usize, W>(block: &W) {
+    let p = (block as *const W).cast::<i8>().wrapping_add(AHEAD);
+    for line in (0..size_of::<W>()).step_by(64) {
+        // A prefetch is a hint: it never faults, whatever the address (`wrapping_add` keeps
+        // the pointer arithmetic defined), so the intrinsic is safe.
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line));
+    }
+}
+
 /// 32 bytes from `s[at..]` in both 256-bit halves.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -132,6 +152,7 @@ pub(crate) unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     let low = _mm_set1_epi8(0x0F);
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         // SAFETY: `scales` is 16 readable bytes; `loadu` has no alignment requirement.
         let sm = unsafe { _mm_loadu_si128(a.scales.as_ptr().cast()) };
         let sc = _mm512_castsi256_si512(_mm256_cvtepu8_epi16(_mm_and_si128(sm, low)));
@@ -194,6 +215,7 @@ pub(crate) unsafe fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
     let four = _mm512_set1_epi8(4);
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let tail = bytemuck::bytes_of(a)[94..].try_into().expect("16 bytes");
         let (sc, d) = q3_scales(tail);
         let scz = _mm512_castsi256_si512(sc);
@@ -222,6 +244,7 @@ fn dot_k4<W: bytemuck::Pod>(x: &[W], y: &[BlockQ8K], codes: impl Fn(&W, usize) -
     let pick = scale_pickers();
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let head = bytemuck::bytes_of(a)[..16].try_into().expect("16 bytes");
         let (smv, dm) = scales_mins(head);
         let scz = _mm512_broadcast_i32x4(smv);
@@ -285,6 +308,7 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let pick = scale16_pickers();
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         // SAFETY: `scales` is 16 readable bytes; `loadu` has no alignment requirement.
         let sc = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(a.scales.as_ptr().cast()) });
         let scz = _mm512_castsi256_si512(sc);

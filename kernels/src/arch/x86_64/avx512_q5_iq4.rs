@@ -1,8 +1,13 @@
-//! AVX-512 VNNI tiles for the 32-weight fall-back formats (Q5_0, Q5_1, IQ4_NL): `R` weight rows
-//! against `M` activation rows, like the Q4_1 / Q8_0 tiles of [`super::avx512`] (one activation
-//! block load serves `R` rows, one f16 conversion serves four rows' scales), and with the same
-//! guarantee: every (row, activation) pair runs the same f32 operations whatever the tile shape,
-//! so a 4 × 4 tile gives bit for bit what four 1 × 1 calls give.
+//! AVX-512 VNNI tiles for the 32-weight formats llama.cpp falls back to (Q5_0, Q5_1, IQ4_NL)
+//! and for Q8_0: `R` weight rows against `M` activation rows, with the guarantee of the Q4_1
+//! tile in [`super::avx512`]: every (row, activation) pair runs the same f32 operations whatever
+//! the tile shape, so a 4 × 4 tile gives bit for bit what four 1 × 1 calls give.
+//!
+//! Q5_0, IQ4_NL and Q8_0 take two blocks per 512-bit register (`pair_tile`): the weight codes
+//! are made unsigned (Q5_0's fifth bits are one 64-bit mask register, IQ4_NL's table and Q8_0's
+//! codes are offset by 128), so one `vpdpbusd` per pair multiplies them, started from a
+//! precomputed `−offset · Σ q8` per activation block; the activation blocks of a chunk are
+//! prepared once per call for all `R` rows. Weight rows are prefetched ahead of the reads.
 //!
 //! Every function is `unsafe` only because of `#[target_feature]`: the caller must have checked
 //! avx2, fma, f16c, avx512f, avx512bw, avx512vl and avx512vnni. Slices are bounds-checked.
@@ -12,7 +17,13 @@ use core::arch::x86_64::*;
 use super::avx2::load_i8x32;
 use super::avx2_q5_iq4::q5_codes;
 use super::avx512::{check_lengths, dot_us8, f16x4, finish, lane};
+use super::avx512_kquant::prefetch_ahead;
 use crate::quant::{BlockIQ4NL, BlockQ5_0, BlockQ5_1, BlockQ8_0, BlockQ8_1, KVALUES_IQ4NL};
+
+/// Bytes ahead of each weight row that the tiles prefetch (see [`super::avx512_kquant::PREFETCH_ROW`]):
+/// further than a single-row kernel, as four rows advance together. Cold 2048 × 2048 Q5_0, m =
+/// 1: 4096 bytes 8.1 GiB/s, 2048 bytes 7.0, 1024 bytes 6.4, none 5.2 (best of 190, loaded).
+const PREFETCH_TILE: usize = 4096;
 
 /// Activation blocks prepared at a time (stack buffers; the accumulators stay in registers).
 const CHUNK: usize = 32;
@@ -127,6 +138,7 @@ fn pair_tile<W, const R: usize, const M: usize>(
             // Plain loops, not `map`: a closure here would be an out-of-line call per pair.
             let (mut u, mut xd) = ([_mm512_setzero_si512(); R], [_mm512_setzero_ps(); R]);
             for r in 0..R {
+                prefetch_ahead::<PREFETCH_TILE, _>(&x[r][j]);
                 u[r] = codes(&x[r][i], &x[r][j]);
                 xd[r] = spread2(f16x4([d(&x[r][i]), d(&x[r][j])]));
             }
@@ -194,6 +206,27 @@ pub(crate) unsafe fn vec_dot_iq4_nl_q8_0_tile<const R: usize, const M: usize>(
     )
 }
 
+/// Q8_0 · Q8_0 for `R ≤ 4` weight rows × `M ≤ 4` activation rows: the codes plus 128 (a sign
+/// bit flip), offset 128; exact for every code, -128 included.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub(crate) unsafe fn vec_dot_q8_0_q8_0_tile<const R: usize, const M: usize>(
+    x: [&[BlockQ8_0]; R],
+    y: [&[BlockQ8_0]; M],
+) -> [[f32; R]; M] {
+    let flip = _mm512_set1_epi8(-128);
+    pair_tile(
+        x,
+        y,
+        "vec_dot_q8_0_q8_0",
+        -128,
+        |b| b.d,
+        |a, b| {
+            let lo = _mm512_castsi256_si512(load_i8x32(&a.qs));
+            _mm512_xor_si512(_mm512_inserti64x4::<1>(lo, load_i8x32(&b.qs)), flip)
+        },
+    )
+}
+
 /// Q5_1 · Q8_1 for `R ≤ 4` weight rows × `M ≤ 4` activation rows: `Σ d·d8·Σq·q8 + m·s8`, codes
 /// unsigned (Q4_1's tile with the fifth bit).
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -209,6 +242,9 @@ pub(crate) unsafe fn vec_dot_q5_1_q8_1_tile<const R: usize, const M: usize>(
     for i in 0..nb {
         let xd = f16x4(x.map(|r| r[i].d));
         let xm = f16x4(x.map(|r| r[i].m));
+        for r in x {
+            prefetch_ahead::<PREFETCH_TILE, _>(&r[i]);
+        }
         let q = x.map(|r| q5_codes(r[i].qh, &r[i].qs));
         for m in 0..M {
             let b = &y[m][i];
