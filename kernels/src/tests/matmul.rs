@@ -131,15 +131,20 @@ fn tiled_rows_match_single_row_kernels() {
     use crate::arch::generic::GENERIC;
     use crate::matmul::matmul_rows_with;
     let mut rng = Rng::new(17);
+    // 608 = 19 blocks: the Q5_0 / IQ4_NL tiles' odd tail of a two-block register.
     let cases = [
-        (GgmlType::Q4_1, false),
-        (GgmlType::Q4_1, true),
-        (GgmlType::Q8_0, false),
+        (GgmlType::Q4_1, false, 576),
+        (GgmlType::Q4_1, true, 576),
+        (GgmlType::Q8_0, false, 576),
+        (GgmlType::Q5_0, false, 576),
+        (GgmlType::Q5_0, false, 608),
+        (GgmlType::Q5_1, false, 576),
+        (GgmlType::IQ4NL, false, 608),
     ];
-    for (ty, tile) in cases {
+    for (ty, tile, k) in cases {
         crate::arch::set_single_row_tile(tile);
         for m in [6, 1] {
-            let (n, k) = (11, 576);
+            let n = 11;
             let w = weights(ty, n, k, &mut rng);
             let x = rng.vec(m * k);
             let mut xq = vec![0u8; activation_bytes(ty, m * k)];

@@ -360,6 +360,45 @@ fn optimized_kernels_match_ref_twins() {
     }
 }
 
+/// The k-quant kernels of every table do the `_ref` twin's integer sums exactly and then its
+/// f32 operations in its order: bit for bit the same result, not merely within
+/// `MAX_KERNEL_VS_REF_ERROR`.
+#[test]
+fn kquant_kernels_are_bit_identical_to_ref() {
+    let mut rng = Rng::new(23);
+    for ty in [
+        GgmlType::Q2K,
+        GgmlType::Q3K,
+        GgmlType::Q4K,
+        GgmlType::Q5K,
+        GgmlType::Q6K,
+    ] {
+        for k in [256usize, 768, 2048] {
+            let n = 5;
+            let w = random_kquant_row(ty, n * k / 256, &mut rng);
+            let x = rng.vec(k);
+            let mut xq = vec![0u8; crate::activation_bytes(ty, k)];
+            crate::quantize_activations(ty, &x, &mut xq);
+            let mut want = vec![0.0f32; n];
+            crate::matmul::matmul_rows_with(
+                &generic::GENERIC,
+                &qm(ty, &w, k),
+                0..n,
+                &xq,
+                1,
+                &mut want,
+            );
+            for (isa, kt) in tables() {
+                let mut got = vec![0.0f32; n];
+                crate::matmul::matmul_rows_with(kt, &qm(ty, &w, k), 0..n, &xq, 1, &mut got);
+                for (g, w) in got.iter().zip(&want) {
+                    assert_eq!(g.to_bits(), w.to_bits(), "{} k={k} {isa:?}", ty.name());
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn dequantize_misaligned_bytes_matches_aligned() {
     let mut rng = Rng::new(11);

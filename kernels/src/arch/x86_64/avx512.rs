@@ -96,33 +96,6 @@ pub(crate) unsafe fn vec_dot_q4_1_q8_1_tile<const R: usize, const M: usize>(
     finish(acc, summs)
 }
 
-/// Q8_0 · Q8_0 for `R ≤ 4` weight rows × `M ≤ 4` activation rows, with ggml's sign trick:
-/// `a·b = |a| · (b·sign(a))`, so the unsigned operand is `|a|` (codes are in `-127..=127`).
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(crate) unsafe fn vec_dot_q8_0_q8_0_tile<const R: usize, const M: usize>(
-    x: [&[BlockQ8_0]; R],
-    y: [&[BlockQ8_0]; M],
-) -> [[f32; R]; M] {
-    const { assert!(R >= 1 && R <= 4 && M >= 1 && M <= 4) };
-    let nb = check_lengths(&x, &y, "vec_dot_q8_0_q8_0");
-    let mut acc = [[_mm256_setzero_ps(); R]; M];
-    for i in 0..nb {
-        let xd = f16x4(x.map(|r| r[i].d));
-        let qx = x.map(|r| load_i8x32(&r[i].qs));
-        let ax = qx.map(|q| _mm256_sign_epi8(q, q));
-        for m in 0..M {
-            let b = &y[m][i];
-            let dd = _mm_mul_ps(xd, _mm_broadcastss_ps(f16x4([b.d])));
-            let qy = load_i8x32(&b.qs);
-            for r in 0..R {
-                let p = dot_us8(ax[r], _mm256_sign_epi8(qy, qx[r]));
-                acc[m][r] = _mm256_fmadd_ps(lane(dd, r), p, acc[m][r]);
-            }
-        }
-    }
-    finish(acc, [_mm_setzero_ps(); M])
-}
-
 /// `out[m][r] = hsum(acc[m][r]) + lane r of extra[m]`.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]

@@ -12,6 +12,7 @@ mod avx2_kquant;
 mod avx2_q5_iq4;
 mod avx512;
 mod avx512_interleaved;
+mod avx512_kquant;
 mod avx512_q5_iq4;
 
 /// AVX2 + FMA + F16C kernels (the activation quantizers still use the portable ones).
@@ -59,10 +60,10 @@ pub(crate) static AVX2: Kernels = Kernels {
     ..GENERIC
 };
 
-/// The AVX2 table with VNNI tiles for Q4_1 and Q8_0 weights (the formats engram ships).
+/// The AVX2 table with VNNI tiles for the 32-weight formats and VNNI k-quant dots.
 pub(crate) static AVX512_VNNI: Kernels = Kernels {
     q4_1_q8_1: |x, y| q4_1_q8_1_vnni::<1, 1>([x], [y])[0][0],
-    q8_0_q8_0: |x, y| q8_0_q8_0_vnni::<1, 1>([x], [y])[0][0],
+    q8_0_q8_0: |x, y| q8_0_pairs::<1, 1>([x], [y])[0][0],
     q4_1_q8_1_tiles: Some(Tiles {
         // Four weight rows through one tile, or one per call: the same bits, and which is
         // faster depends on the core (see `arch::set_single_row_tile`).
@@ -73,8 +74,8 @@ pub(crate) static AVX512_VNNI: Kernels = Kernels {
         x4: q4_1_q8_1_vnni::<4, 4>,
     }),
     q8_0_q8_0_tiles: Some(Tiles {
-        x1: |x, y| x.map(|r| q8_0_q8_0_vnni::<1, 1>([r], [y])[0][0]),
-        x4: q8_0_q8_0_vnni::<4, 4>,
+        x1: |x, y| q8_0_pairs::<4, 1>(x, [y])[0],
+        x4: q8_0_pairs::<4, 4>,
     }),
     // The fall-back formats of llama.cpp's Q4_K_M / Q5_K_M / IQ4_XS files, tiled like Q4_1.
     q5_0_q8_0: |x, y| q5_0_q8_0_vnni::<1, 1>([x], [y])[0][0],
@@ -92,6 +93,27 @@ pub(crate) static AVX512_VNNI: Kernels = Kernels {
         x1: |x, y| iq4_nl_q8_0_vnni::<4, 1>(x, [y])[0],
         x4: iq4_nl_q8_0_vnni::<4, 4>,
     }),
+    // The k-quants: 64 weights a register, scales through `vpdpwssd`.
+    q2_k_q8_k: |x, y| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_kquant::vec_dot_q2_k_q8_k(x, y) }
+    },
+    q3_k_q8_k: |x, y| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_kquant::vec_dot_q3_k_q8_k(x, y) }
+    },
+    q4_k_q8_k: |x, y| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_kquant::vec_dot_q4_k_q8_k(x, y) }
+    },
+    q5_k_q8_k: |x, y| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_kquant::vec_dot_q5_k_q8_k(x, y) }
+    },
+    q6_k_q8_k: |x, y| {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_kquant::vec_dot_q6_k_q8_k(x, y) }
+    },
     q4_1x16_q8_1: Some(|x, y, out| {
         // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
         unsafe { avx512_interleaved::gemv_q4_1x16_q8_1(x, y, out) }
@@ -124,13 +146,12 @@ fn q4_1_q8_1_vnni<const R: usize, const M: usize>(
     unsafe { avx512::vec_dot_q4_1_q8_1_tile(x, y) }
 }
 
-fn q8_0_q8_0_vnni<const R: usize, const M: usize>(
+fn q8_0_pairs<const R: usize, const M: usize>(
     x: [&[BlockQ8_0]; R],
     y: [&[BlockQ8_0]; M],
 ) -> [[f32; R]; M] {
-    // SAFETY: reachable only through `AVX512_VNNI`, handed out after avx2, fma, f16c, avx512f,
-    // avx512bw, avx512vl and avx512vnni were detected.
-    unsafe { avx512::vec_dot_q8_0_q8_0_tile(x, y) }
+    // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+    unsafe { avx512_q5_iq4::vec_dot_q8_0_q8_0_tile(x, y) }
 }
 
 fn q5_0_q8_0_vnni<const R: usize, const M: usize>(
