@@ -24,6 +24,16 @@ use team::{PoisonOnUnwind, SpinBarrier};
 /// Below this many weights a product runs on the calling thread: waking workers costs more.
 const MIN_PARALLEL_WEIGHTS: usize = 32 * 1024;
 
+/// From this many activation rows on, [`CpuContext::qmatmul`] splits the activation rows
+/// between the threads instead of the weight rows: each share quantizes its own rows and
+/// writes its own block of the output (no serial quantization, no scratch copy), and reads all
+/// of `W`, which at 32 rows or more is work for the cores, not the memory (a share makes
+/// ≥ 16 multiply-adds per weight byte it reads).
+const ROW_SPLIT_MIN_ROWS: usize = 32;
+
+/// Activation rows a share's part is cut at under the row split: the tile kernels' 4 rows.
+const ROW_SPLIT_ALIGN: usize = 4;
+
 /// CPU execution context: a persistent thread pool of a fixed size. Create one per process (or
 /// per model) and pass it to every product.
 #[derive(Debug)]
@@ -52,7 +62,10 @@ impl CpuContext {
 
     /// `y = x · Wᵀ`: `W` is `n × k` (`w.rows() × w.cols()`, e.g. a mapped GGUF tensor), `x`
     /// is `m × k`, `y` is `m × n`, all row-major. Activations are quantized once per row to
-    /// [`engram_kernels::activation_type`]`(w.ty())`; `W`'s rows are split across the threads.
+    /// [`engram_kernels::activation_type`]`(w.ty())`. With few rows (decode) `W`'s rows are
+    /// split across the threads; from [`ROW_SPLIT_MIN_ROWS`] on (prefill, training) the
+    /// activation rows are, each share quantizing its own. Every output is the same bits either
+    /// way: the kernels' tiles give each `(row, column)` exactly the one-row dot product.
     ///
     /// # Panics
     /// On inconsistent sizes (an internal contract).
@@ -60,6 +73,23 @@ impl CpuContext {
         let (n, k) = (w.rows(), w.cols());
         assert_eq!(x.len(), m * k, "qmatmul: x must be m × k");
         assert_eq!(y.len(), m * n, "qmatmul: y must be m × n");
+        if m >= ROW_SPLIT_MIN_ROWS {
+            let threads = self.threads_for(n * k, m / ROW_SPLIT_ALIGN);
+            self.pool.split_rows(
+                threads,
+                m,
+                n,
+                ROW_SPLIT_ALIGN,
+                y,
+                &|rows: Range<usize>, out: &mut [f32]| {
+                    let x = &x[rows.start * k..rows.end * k];
+                    let mut xq = vec![0u8; activation_bytes(w.ty(), x.len())];
+                    quantize_activations(w.ty(), x, &mut xq);
+                    matmul_rows(w, 0..n, &xq, rows.len(), out);
+                },
+            );
+            return;
+        }
         let mut xq = vec![0u8; activation_bytes(w.ty(), m * k)];
         quantize_activations(w.ty(), x, &mut xq);
         let threads = self.threads_for(n * k, n);

@@ -257,6 +257,32 @@ impl Pool {
         }
     }
 
+    /// Fills `out` (`m × total`, row-major) by calling `f(rows, part)` on `threads` disjoint
+    /// ranges of its `m` rows (multiples of `align`, the last one taking any remainder), where
+    /// `part` is `out`'s own `rows.len() × total` block: no scratch and no copy, unlike
+    /// [`split_columns`](Self::split_columns) with `m > 1`.
+    pub(super) fn split_rows<F>(
+        &self,
+        threads: usize,
+        m: usize,
+        total: usize,
+        align: usize,
+        out: &mut [f32],
+        f: &F,
+    ) where
+        F: Fn(Range<usize>, &mut [f32]) + Sync,
+    {
+        debug_assert_eq!(out.len(), m * total);
+        let mut ranges = split(m, align, threads.min(self.threads));
+        if ranges.len() <= 1 {
+            return f(0..m, out);
+        }
+        if let Some(last) = ranges.last_mut() {
+            last.end = m;
+        }
+        self.run(parts(&ranges, total, out), f);
+    }
+
     /// Runs `f` on every part, part `t` on thread `t` (0 = the caller).
     fn run<F>(&self, parts: Vec<(Range<usize>, &mut [f32])>, f: &F)
     where

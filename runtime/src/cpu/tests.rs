@@ -37,7 +37,15 @@ fn weights(ty: GgmlType, n: usize, k: usize, seed: &mut u64) -> Vec<u8> {
 fn threaded_products_match_serial() {
     let mut seed = 1u64;
     for ty in [GgmlType::Q4_1, GgmlType::Q8_0] {
-        for (n, k, m) in [(576, 576, 1), (192, 576, 3), (1536, 576, 2), (64, 1536, 5)] {
+        // m ≥ 32: the activation rows are split (33, 70: a remainder past the 4-row parts).
+        for (n, k, m) in [
+            (576, 576, 1),
+            (192, 576, 3),
+            (1536, 576, 2),
+            (64, 1536, 5),
+            (192, 576, 33),
+            (68, 1536, 70),
+        ] {
             let w_bytes = weights(ty, n, k, &mut seed);
             let w = QMatrix::new(ty, &w_bytes, n, k).unwrap();
             let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
