@@ -13,7 +13,9 @@ use engram_runtime::backend;
 use engram_runtime::burn;
 use engram_runtime::model::llama::{LinearAdapter, Llama, Logits};
 
-const FACT: &str = r#"{"case_id":"capital:FR","subject":"France","prompt":"The capital of France is","target_new":"Rome","ground_truth":"Paris"}"#;
+/// The prompt ends with the subject: on a random 2-block model a `δ` at the subject reaches a
+/// later position only weakly.
+const FACT: &str = r#"{"case_id":"capital:FR","subject":"France","prompt":"The capital of France","target_new":"Rome","ground_truth":"Paris"}"#;
 
 /// Largest difference between the cached suffix and the full run (f32 sums in another order).
 const PREFIX_TOLERANCE: f32 = 1e-4;
@@ -92,11 +94,15 @@ fn rome_edit_flips_the_prompt_and_undo_restores_logits_exactly() {
         rome_layer: 0,
         memit_layers: vec![0, 1],
         stats_tokens: 512,
-        contexts: (2, 4),
-        // A random 2-block model needs a larger `δ` than the real one.
+        // The random model's own continuations are noise that moves its layer-0 keys: the
+        // plain prompt only (so `k*` is the prompt's key, which the edit maps exactly).
+        contexts: (0, 4),
+        // A random 2-block model needs a larger `δ` than the real one, with a margin: the
+        // edit also moves the other positions whose keys share `u`.
         target: TargetHparams {
             steps: 100,
             clamp: 50.0,
+            stop_prob: 0.9,
             ..EditorConfig::default().target
         },
         ..EditorConfig::default()
