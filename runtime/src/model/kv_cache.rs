@@ -21,6 +21,10 @@ pub struct ContextFull {
 /// The capacity is fixed at construction and never grows; [`KvCache::reserve`] refuses a step that
 /// would not fit. Tensors are written in place (burn's CPU backends mutate a uniquely owned
 /// tensor in `slice_assign`).
+///
+/// A clone shares the tensors until either side writes (the writer copies then): model editing
+/// fills a cache with a prompt prefix once and runs each optimization step on a clone.
+#[derive(Clone)]
 pub struct KvCache {
     layers: Vec<LayerCache>,
     batch: usize,
@@ -28,6 +32,7 @@ pub struct KvCache {
     len: usize,
 }
 
+#[derive(Clone)]
 struct LayerCache {
     k: Option<Tensor<4>>, // (batch, n_head_kv, capacity, d_head)
     v: Option<Tensor<4>>, // (batch, n_head_kv, capacity, d_head)

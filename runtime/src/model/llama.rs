@@ -375,6 +375,40 @@ impl Llama {
         x
     }
 
+    /// [`Llama::run_blocks`] continuing from `cache`: `x` `(batch, t, d_model)` sits at positions
+    /// `cache.len()..cache.len() + t` and attends to the keys and values `cache` holds for each
+    /// block of `layers`; this step's are appended and the cache advances by `t`.
+    ///
+    /// Model editing runs a prompt's positions before the edited one once, filling a cache, and
+    /// each optimization step runs only the positions after it on a clone of that cache.
+    ///
+    /// # Errors
+    /// [`ContextFull`] when `t` more positions do not fit the cache.
+    ///
+    /// # Panics
+    /// When `layers` ends past the last block or the batch differs from the cache's.
+    pub fn run_blocks_cached(
+        &self,
+        mut x: Tensor<3>,
+        layers: std::ops::Range<usize>,
+        cache: &mut KvCache,
+        adapter: Option<&dyn LinearAdapter>,
+    ) -> Result<Tensor<3>, ContextFull> {
+        assert!(
+            layers.end <= self.blocks.len(),
+            "blocks {layers:?} of {}",
+            self.blocks.len()
+        );
+        let t = x.dims()[1];
+        cache.reserve(t)?;
+        let pos = cache.len();
+        for i in layers {
+            x = self.block_forward(i, &self.blocks[i], x, pos, Some(&mut *cache), adapter);
+        }
+        cache.advance(t);
+        Ok(x)
+    }
+
     /// The output norm applied to a residual stream `(batch, t, d_model)`.
     pub fn output_norm(&self, x: Tensor<3>) -> Tensor<3> {
         rms_norm(x, &self.output_norm, self.config.rms_eps)
