@@ -29,6 +29,7 @@ use half::f16;
 
 use super::choice::{EXPLORE_EVERY, TwoWay};
 use super::{Block, Llama};
+use crate::backend::QWeight;
 use crate::cpu::Team;
 use crate::model::arch::RopeStyle;
 use crate::model::attention::AttentionPrecision;
@@ -214,7 +215,17 @@ impl<'m> Decoder<'m> {
             return None;
         }
         let plan = Plan::new(model, adapter)?;
-        // Interleave the weights now (once per model), not inside the first token's team run.
+        // Interleave the weights now (once per model), not inside the first token's team run,
+        // into one buffer in the order a token reads them (q, k, v, o, gate, up, down per block,
+        // then the head).
+        let order = [Proj::Q, Proj::K, Proj::V, Proj::O, Proj::Gate, Proj::Up, Proj::Down];
+        let weights: Vec<&QWeight> = model
+            .blocks
+            .iter()
+            .flat_map(|b| order.map(|p| b.proj(p)))
+            .chain([&model.output])
+            .collect();
+        QWeight::interleave_together(&weights);
         // The m = 1 form choice below only matters for Q4_1 rows left on the ggml layout.
         let mut q4_1_rows_left = false;
         for w in model
@@ -225,7 +236,6 @@ impl<'m> Decoder<'m> {
             let covered = w.interleaved().map_or(0, |iw| iw.rows());
             q4_1_rows_left |= w.ty() == GgmlType::Q4_1 && covered < w.n_out();
         }
-        model.output.interleaved();
         let c = &model.config;
         let capacity = capacity.min(c.n_ctx_train);
         let (d, dkv, dff, n_vocab) = (c.d_model, c.d_kv(), c.d_ff, c.n_vocab);
@@ -591,7 +601,7 @@ impl TokenCtx<'_> {
     fn product(
         &self,
         me: &mut Local,
-        w: &crate::backend::QWeight,
+        w: &QWeight,
         rows: std::ops::Range<usize>,
         n_in: usize,
     ) {
