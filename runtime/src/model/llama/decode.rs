@@ -23,7 +23,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use engram_kernels::quant::vec_dot_f32_ref as dot;
 use engram_kernels::{
-    GgmlType, QMatrix, activation_bytes, matmul_rows, matvec_interleaved, quantize_activations,
+    GgmlType, QMatrix, activation_bytes, attention_mix, attention_scores, matmul_rows,
+    matvec_interleaved, quantize_activations,
 };
 use half::f16;
 
@@ -718,10 +719,16 @@ impl TokenCtx<'_> {
         let scale = 1.0 / (dh as f32).sqrt();
         let len = kv.len;
         let scores = &mut me.scores[..len + 1];
-        for (j, s) in scores[..len].iter_mut().enumerate() {
-            *s = dot(q, &keys[j * dkv + kvh * dh..][..dh]) * scale;
+        // This head's keys and values: `dh` floats every `dkv`, from `kvh · dh` (empty before the
+        // first cached position).
+        fn head(m: &[f32], from: usize) -> &[f32] {
+            m.get(from..).unwrap_or(&[])
         }
-        scores[len] = dot(q, &me.k[kvh * dh..(kvh + 1) * dh]) * scale;
+        attention_scores(q, head(keys, kvh * dh), dkv, &mut scores[..len]);
+        attention_scores(q, &me.k[kvh * dh..(kvh + 1) * dh], dh, &mut scores[len..]);
+        for s in scores.iter_mut() {
+            *s *= scale;
+        }
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0;
         for s in scores.iter_mut() {
@@ -737,14 +744,8 @@ impl TokenCtx<'_> {
         }
         let out = &mut me.att;
         out.fill(0.0);
-        for (j, &p) in scores[..len].iter().enumerate() {
-            for (o, &v) in out.iter_mut().zip(&values[j * dkv + kvh * dh..][..dh]) {
-                *o += p * v;
-            }
-        }
-        for (o, &v) in out.iter_mut().zip(&me.v[kvh * dh..(kvh + 1) * dh]) {
-            *o += scores[len] * v;
-        }
+        attention_mix(&scores[..len], head(values, kvh * dh), dkv, out);
+        attention_mix(&scores[len..], &me.v[kvh * dh..(kvh + 1) * dh], dh, out);
         if !self.plan.f16 {
             for o in out.iter_mut() {
                 *o *= inv;
