@@ -10,7 +10,9 @@ use crate::attention::*;
 #[test]
 fn attention_kernels_match_their_reference() {
     let mut rng = Rng::new(18);
-    for d in [1, 3, 4, 7, 8, 9, 31, 32, 33, 63, 64, 65, 72, 80, 96, 128, 130] {
+    for d in [
+        1, 3, 4, 7, 8, 9, 31, 32, 33, 63, 64, 65, 72, 80, 96, 128, 130,
+    ] {
         for n in [0, 1, 2, 3, 4, 5, 7, 8, 9, 17, 40] {
             let stride = d + (n % 3) * 5; // rows packed, or with gaps (other heads)
             let q = rng.vec(d);
@@ -28,7 +30,11 @@ fn attention_kernels_match_their_reference() {
                 let mut s = vec![f32::NAN; n];
                 (kt.attn_scores)(&q, &m, stride, &mut s);
                 for (j, (&got, &want)) in s.iter().zip(&want_s).enumerate() {
-                    let mag: f32 = q.iter().zip(&m[j * stride..]).map(|(a, b)| (a * b).abs()).sum();
+                    let mag: f32 = q
+                        .iter()
+                        .zip(&m[j * stride..])
+                        .map(|(a, b)| (a * b).abs())
+                        .sum();
                     assert!(
                         (got - want).abs() <= ATTENTION_TOLERANCE * mag,
                         "{isa:?} scores d {d} n {n} j {j}: {got} vs {want}"
@@ -38,7 +44,9 @@ fn attention_kernels_match_their_reference() {
                 (kt.attn_mix)(&p, &m, stride, &mut o);
                 for (i, (&got, &want)) in o.iter().zip(&want_o).enumerate() {
                     let mag: f32 = start[i].abs()
-                        + (0..n).map(|j| (p[j] * m[j * stride + i]).abs()).sum::<f32>();
+                        + (0..n)
+                            .map(|j| (p[j] * m[j * stride + i]).abs())
+                            .sum::<f32>();
                     assert!(
                         (got - want).abs() <= ATTENTION_TOLERANCE * mag,
                         "{isa:?} mix d {d} n {n} i {i}: {got} vs {want}"

@@ -180,9 +180,8 @@ impl QWeight {
             .inner
             .interleaved
             .get_or_init(|| Self::build_interleaved(&[self]).pop().flatten());
-        copy.as_ref().map(|c| {
-            Interleaved::new(&self.matrix(), &c.buf.bytes()[c.start..c.start + c.len])
-        })
+        copy.as_ref()
+            .map(|c| Interleaved::new(&self.matrix(), &c.buf.bytes()[c.start..c.start + c.len]))
     }
 
     /// Builds the interleaved copies ([`QWeight::interleaved`]) of those of `weights` that have

@@ -174,7 +174,10 @@ mod tests {
             if b.is_mapped() {
                 assert_eq!(b.bytes().as_ptr().align_offset(HUGE_PAGE), 0);
             }
-            b.bytes_mut().iter_mut().enumerate().for_each(|(i, x)| *x = i as u8);
+            b.bytes_mut()
+                .iter_mut()
+                .enumerate()
+                .for_each(|(i, x)| *x = i as u8);
             assert!(b.bytes().iter().enumerate().all(|(i, &x)| x == i as u8));
         }
     }

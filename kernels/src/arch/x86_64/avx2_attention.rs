@@ -103,7 +103,11 @@ pub(crate) unsafe fn attention_mix(p: &[f32], values: &[f32], stride: usize, out
         for (j, &pj) in p.iter().enumerate() {
             let v = &values[j * stride + i..][..8];
             // SAFETY: `v` holds 8 floats; unaligned load.
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(pj), unsafe { _mm256_loadu_ps(v.as_ptr()) }, acc);
+            acc = _mm256_fmadd_ps(
+                _mm256_set1_ps(pj),
+                unsafe { _mm256_loadu_ps(v.as_ptr()) },
+                acc,
+            );
         }
         // SAFETY: as for the load.
         unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i), acc) };

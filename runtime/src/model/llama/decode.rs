@@ -219,7 +219,15 @@ impl<'m> Decoder<'m> {
         // Interleave the weights now (once per model), not inside the first token's team run,
         // into one buffer in the order a token reads them (q, k, v, o, gate, up, down per block,
         // then the head).
-        let order = [Proj::Q, Proj::K, Proj::V, Proj::O, Proj::Gate, Proj::Up, Proj::Down];
+        let order = [
+            Proj::Q,
+            Proj::K,
+            Proj::V,
+            Proj::O,
+            Proj::Gate,
+            Proj::Up,
+            Proj::Down,
+        ];
         let weights: Vec<&QWeight> = model
             .blocks
             .iter()
@@ -599,13 +607,7 @@ impl TokenCtx<'_> {
 
     /// This share's rows `rows` of `w · xn[..n_in]` into `me.rows[..rows.len()]`, quantizing
     /// `xn` first unless it already is for `w`'s type.
-    fn product(
-        &self,
-        me: &mut Local,
-        w: &QWeight,
-        rows: std::ops::Range<usize>,
-        n_in: usize,
-    ) {
+    fn product(&self, me: &mut Local, w: &QWeight, rows: std::ops::Range<usize>, n_in: usize) {
         if me.xq_ty != Some(w.ty()) {
             me.xq.resize(activation_bytes(w.ty(), n_in), 0);
             quantize_activations(w.ty(), &me.xn[..n_in], &mut me.xq);
