@@ -36,7 +36,8 @@ fn attention_kernels_match_their_reference() {
                         .map(|(a, b)| (a * b).abs())
                         .sum();
                     assert!(
-                        (got - want).abs() <= ATTENTION_TOLERANCE * mag,
+                        (got - want).abs() <= ATTENTION_TOLERANCE * mag
+                            && got.to_bits() == want.to_bits(),
                         "{isa:?} scores d {d} n {n} j {j}: {got} vs {want}"
                     );
                 }
@@ -48,7 +49,8 @@ fn attention_kernels_match_their_reference() {
                             .map(|j| (p[j] * m[j * stride + i]).abs())
                             .sum::<f32>();
                     assert!(
-                        (got - want).abs() <= ATTENTION_TOLERANCE * mag,
+                        (got - want).abs() <= ATTENTION_TOLERANCE * mag
+                            && got.to_bits() == want.to_bits(),
                         "{isa:?} mix d {d} n {n} i {i}: {got} vs {want}"
                     );
                 }

@@ -1,27 +1,16 @@
 //! AVX2 + FMA attention of one query row ([`crate::attention`]).
 //!
 //! Scores four positions at a time (one accumulator each, one load of `q` per chunk shared by
-//! the four, one horizontal reduction for the four); mixes values into up to 64 outputs held in
-//! eight registers across all positions. Every function is `unsafe` only because of
+//! the four); mixes values into up to 64 outputs held in eight registers across all positions.
+//! Multiplies and adds are unfused and in the `_ref` twins' order: bit for bit their results. Every function is `unsafe` only because of
 //! `#[target_feature]`: the caller must have checked avx2, fma and f16c. The shapes are checked by
 //! [`crate::attention`]'s entry points and again here (bounds-checked slices).
 
 use core::arch::x86_64::*;
 
-/// The four lanes' sums of four accumulators: `[Σ a, Σ b, Σ c, Σ d]`.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> __m128 {
-    let ab = _mm256_hadd_ps(a, b);
-    let cd = _mm256_hadd_ps(c, d);
-    let abcd = _mm256_hadd_ps(ab, cd);
-    _mm_add_ps(
-        _mm256_castps256_ps128(abcd),
-        _mm256_extractf128_ps::<1>(abcd),
-    )
-}
-
-/// `scores[j] = q · keys[j · stride ..][..q.len()]`.
+/// `scores[j] = q · keys[j · stride ..][..q.len()]`, bit for bit `vec_dot_f32_ref`: one
+/// register of eight lane sums per position (lane `i` sums terms `i, i + 8, ...`, multiply then
+/// add, unfused), summed lane by lane in order like the reference; four positions per pass.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn attention_scores(q: &[f32], keys: &[f32], stride: usize, scores: &mut [f32]) {
     let d = q.len();
@@ -29,8 +18,9 @@ pub(crate) unsafe fn attention_scores(q: &[f32], keys: &[f32], stride: usize, sc
     let body = d - d % 8;
     let row = |j: usize| &keys[j * stride..][..d];
     let mut j = 0;
-    while j + 4 <= n {
-        let rows = [row(j), row(j + 1), row(j + 2), row(j + 3)];
+    while j < n {
+        let m = (n - j).min(4);
+        let rows: [&[f32]; 4] = core::array::from_fn(|k| row(j + k.min(m - 1)));
         let mut acc = [_mm256_setzero_ps(); 4];
         let mut i = 0;
         while i < body {
@@ -38,38 +28,19 @@ pub(crate) unsafe fn attention_scores(q: &[f32], keys: &[f32], stride: usize, sc
             let vq = unsafe { _mm256_loadu_ps(q.as_ptr().add(i)) };
             for (a, r) in acc.iter_mut().zip(rows) {
                 // SAFETY: as above.
-                *a = _mm256_fmadd_ps(vq, unsafe { _mm256_loadu_ps(r.as_ptr().add(i)) }, *a);
+                let vk = unsafe { _mm256_loadu_ps(r.as_ptr().add(i)) };
+                *a = _mm256_add_ps(*a, _mm256_mul_ps(vq, vk));
             }
             i += 8;
         }
-        let mut s = [0.0f32; 4];
-        // SAFETY: `s` holds 4 floats; unaligned store.
-        unsafe { _mm_storeu_ps(s.as_mut_ptr(), hsum4(acc[0], acc[1], acc[2], acc[3])) };
-        for (k, (s, r)) in s.iter().zip(rows).enumerate() {
+        for (k, (a, r)) in acc.iter().zip(rows).take(m).enumerate() {
+            let mut lanes = [0.0f32; 8];
+            // SAFETY: `lanes` holds 8 floats; unaligned store.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
             let tail: f32 = q[body..].iter().zip(&r[body..]).map(|(a, b)| a * b).sum();
-            scores[j + k] = s + tail;
+            scores[j + k] = lanes.iter().sum::<f32>() + tail;
         }
-        j += 4;
-    }
-    while j < n {
-        let r = row(j);
-        let mut acc = _mm256_setzero_ps();
-        let mut i = 0;
-        while i < body {
-            // SAFETY: as in the loop above.
-            let (vq, vk) = unsafe {
-                (
-                    _mm256_loadu_ps(q.as_ptr().add(i)),
-                    _mm256_loadu_ps(r.as_ptr().add(i)),
-                )
-            };
-            acc = _mm256_fmadd_ps(vq, vk, acc);
-            i += 8;
-        }
-        let s = super::avx2::hsum_ps(acc);
-        let tail: f32 = q[body..].iter().zip(&r[body..]).map(|(a, b)| a * b).sum();
-        scores[j] = s + tail;
-        j += 1;
+        j += m;
     }
 }
 
@@ -88,7 +59,10 @@ pub(crate) unsafe fn attention_mix(p: &[f32], values: &[f32], stride: usize, out
             let vp = _mm256_set1_ps(pj);
             for (k, a) in acc.iter_mut().enumerate() {
                 // SAFETY: `v` holds 64 floats; unaligned load.
-                *a = _mm256_fmadd_ps(vp, unsafe { _mm256_loadu_ps(v.as_ptr().add(8 * k)) }, *a);
+                *a = _mm256_add_ps(
+                    *a,
+                    _mm256_mul_ps(vp, unsafe { _mm256_loadu_ps(v.as_ptr().add(8 * k)) }),
+                );
             }
         }
         for (k, a) in acc.iter().enumerate() {
@@ -103,11 +77,8 @@ pub(crate) unsafe fn attention_mix(p: &[f32], values: &[f32], stride: usize, out
         for (j, &pj) in p.iter().enumerate() {
             let v = &values[j * stride + i..][..8];
             // SAFETY: `v` holds 8 floats; unaligned load.
-            acc = _mm256_fmadd_ps(
-                _mm256_set1_ps(pj),
-                unsafe { _mm256_loadu_ps(v.as_ptr()) },
-                acc,
-            );
+            let vv = unsafe { _mm256_loadu_ps(v.as_ptr()) };
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_set1_ps(pj), vv));
         }
         // SAFETY: as for the load.
         unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(i), acc) };
