@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 pub mod arch;
+pub mod attention;
 pub mod interleave;
 mod matmul;
 mod qmatrix;
@@ -37,6 +38,7 @@ pub mod replay;
 mod tests;
 
 pub use arch::{Isa, isa, set_single_row_tile, single_row_tile, single_row_tile_matters};
+pub use attention::{ATTENTION_TOLERANCE, attention_mix, attention_scores};
 pub use interleave::{
     INTERLEAVE_ROWS, Interleaved, interleave, interleaved_bytes, interleaved_is_fast,
     matvec_interleaved,

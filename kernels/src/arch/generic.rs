@@ -27,6 +27,8 @@ pub(crate) static GENERIC: Kernels = Kernels {
     iq4_nl_q8_0_tiles: None,
     q4_1x16_q8_1: None,
     q8_0x16_q8_0: None,
+    attn_scores: crate::attention::attention_scores_ref,
+    attn_mix: crate::attention::attention_mix_ref,
     quantize_q8_0: quantize_row_q8_0_ref,
     quantize_q8_1: quantize_row_q8_1_ref,
 };

@@ -84,6 +84,11 @@ pub(crate) struct Kernels {
     pub q4_1x16_q8_1: Option<GroupGemv<BlockQ4_1x16, BlockQ8_1>>,
     /// Interleaved Q8_0 groups · one Q8_0 row, each bit-identical to `vec_dot_q8_0_q8_0_ref`.
     pub q8_0x16_q8_0: Option<GroupGemv<BlockQ8_0x16, BlockQ8_0>>,
+    /// One query row's attention scores over strided keys ([`crate::attention::attention_scores`]),
+    /// within [`crate::attention::ATTENTION_TOLERANCE`] of the `_ref` twin.
+    pub attn_scores: fn(&[f32], &[f32], usize, &mut [f32]),
+    /// The probability-weighted sum of strided values ([`crate::attention::attention_mix`]).
+    pub attn_mix: fn(&[f32], &[f32], usize, &mut [f32]),
     /// Activation quantizers, bit-identical to `quantize_row_q8_0_ref` / `_q8_1_ref`.
     pub quantize_q8_0: fn(&[f32], &mut [BlockQ8_0]),
     /// See `quantize_q8_0`.

@@ -12,6 +12,7 @@ use crate::arch::{Isa, Kernels, generic, kernels_for};
 use crate::quant::*;
 use crate::{GgmlType, QMatrix, QMatrixError};
 
+mod attention;
 mod formats;
 mod interleave;
 mod matmul;

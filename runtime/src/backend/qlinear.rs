@@ -25,6 +25,7 @@ use burn::tensor::Tensor;
 use engram_kernels::{GgmlType, Interleaved, QMatrix};
 
 use crate::cpu::CpuContext;
+use crate::io::mmap::HugePageBuffer;
 use crate::model_file::TensorView;
 
 /// A frozen quantized weight matrix of `n_out` rows × `n_in` columns (ggml: `ne0 = n_in`), read in
@@ -41,12 +42,20 @@ struct Inner {
     cpu: Arc<CpuContext>,
     f32_activations: bool,
     /// W's whole groups of 16 rows in the interleaved layout of the one-row product (decode),
-    /// made at the first [`QWeight::interleaved`] and kept; `None` where this CPU has no vector
-    /// kernel for the layout. (u16 words: the layout's f16 scales need 2-byte alignment.)
-    interleaved: OnceLock<Option<Vec<u16>>>,
+    /// made at the first [`QWeight::interleaved`] or [`QWeight::interleave_together`] and kept;
+    /// `None` where this CPU has no vector kernel for the layout.
+    interleaved: OnceLock<Option<InterleavedCopy>>,
     /// The blocks uploaded to each GPU device this weight has run on (uploaded once, kept).
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     device_blocks: super::device_blocks::DeviceBlocks,
+}
+
+/// One weight's interleaved rows: `len` bytes at `start` (a multiple of 64) of a buffer that may
+/// hold other weights' rows too ([`QWeight::interleave_together`]).
+struct InterleavedCopy {
+    buf: Arc<HugePageBuffer>,
+    start: usize,
+    len: usize,
 }
 
 impl fmt::Debug for QWeight {
@@ -162,22 +171,69 @@ impl QWeight {
     /// W's rows in the interleaved layout for one-activation-row products
     /// ([`engram_kernels::matvec_interleaved`]: the same sums as the scalar reference, about
     /// twice the row kernels' speed), covering the first [`Interleaved::rows`] rows; the rest
-    /// stay on the ggml rows. Made at the first call (a pass over W's bytes into an owned buffer
-    /// of the same size: the mapped file stays the source for every other product) and kept.
-    /// `None` where W's type has no such layout or this CPU no vector kernel for it.
+    /// stay on the ggml rows. Made at the first call unless [`QWeight::interleave_together`]
+    /// made it before (a pass over W's bytes into an owned buffer of the same size: the mapped
+    /// file stays the source for every other product) and kept. `None` where W's type has no
+    /// such layout or this CPU no vector kernel for it.
     pub fn interleaved(&self) -> Option<Interleaved<'_>> {
-        let w = self.matrix();
-        let buf = self.inner.interleaved.get_or_init(|| {
-            if !engram_kernels::interleaved_is_fast(w.ty()) {
-                return None;
+        let copy = self
+            .inner
+            .interleaved
+            .get_or_init(|| Self::build_interleaved(&[self]).pop().flatten());
+        copy.as_ref()
+            .map(|c| Interleaved::new(&self.matrix(), &c.buf.bytes()[c.start..c.start + c.len]))
+    }
+
+    /// Builds the interleaved copies ([`QWeight::interleaved`]) of those of `weights` that have
+    /// none yet, one after another in the given order in one buffer backed by huge pages where
+    /// the OS gives them ([`HugePageBuffer`]). The fused decoder passes every weight in the
+    /// order a token reads them, so a token streams one buffer from end to end: no TLB miss
+    /// every 4 KiB, and no prefetcher restarting at each small matrix's own allocation.
+    pub fn interleave_together(weights: &[&QWeight]) {
+        let mut todo: Vec<&QWeight> = Vec::new();
+        for &w in weights {
+            if w.inner.interleaved.get().is_none()
+                && !todo.iter().any(|t| Arc::ptr_eq(&t.inner, &w.inner))
+            {
+                todo.push(w);
             }
-            let bytes = engram_kernels::interleaved_bytes(&w).filter(|&n| n > 0)?;
-            let mut buf = vec![0u16; bytes / 2];
-            engram_kernels::interleave(&w, bytemuck::cast_slice_mut(&mut buf));
-            Some(buf)
-        });
-        buf.as_ref()
-            .map(|b| Interleaved::new(&w, bytemuck::cast_slice(b)))
+        }
+        for (w, copy) in todo.iter().zip(Self::build_interleaved(&todo)) {
+            // Another thread may have built this one meanwhile: then its copy stays.
+            let _ = w.inner.interleaved.set(copy);
+        }
+    }
+
+    /// The interleaved copies of `weights` (`None` where there is none), in one buffer.
+    fn build_interleaved(weights: &[&QWeight]) -> Vec<Option<InterleavedCopy>> {
+        let sizes: Vec<usize> = weights.iter().map(|w| w.interleaved_bytes()).collect();
+        let mut starts = Vec::with_capacity(sizes.len());
+        let mut total = 0;
+        for &n in &sizes {
+            starts.push(total);
+            total += n.next_multiple_of(64);
+        }
+        if total == 0 {
+            return weights.iter().map(|_| None).collect();
+        }
+        let mut buf = HugePageBuffer::zeroed(total);
+        for ((w, &n), &start) in weights.iter().zip(&sizes).zip(&starts) {
+            if n > 0 {
+                engram_kernels::interleave(&w.matrix(), &mut buf.bytes_mut()[start..start + n]);
+            }
+        }
+        let buf = Arc::new(buf);
+        sizes
+            .iter()
+            .zip(&starts)
+            .map(|(&len, &start)| {
+                (len > 0).then(|| InterleavedCopy {
+                    buf: buf.clone(),
+                    start,
+                    len,
+                })
+            })
+            .collect()
     }
 
     /// The copies of W's blocks on GPU devices.

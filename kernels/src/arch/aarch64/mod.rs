@@ -12,6 +12,7 @@ use super::{Kernels, Panel, PanelShape};
 use crate::quant::*;
 
 mod neon;
+mod neon_attention;
 mod neon_kquant;
 mod neon_q5_iq4;
 
@@ -56,6 +57,15 @@ pub(crate) static NEON: Kernels = Kernels {
     f32_f32: f32_f32_neon,
     f16_f32: f16_f32_neon,
     axpy_panel: axpy_panel_neon,
+    attn_scores: |q, k, stride, s| {
+        // SAFETY: reachable only through `NEON`/`NEON_DOTPROD`, handed out after neon was
+        // detected.
+        unsafe { neon_attention::attention_scores(q, k, stride, s) }
+    },
+    attn_mix: |p, v, stride, out| {
+        // SAFETY: as for `attn_scores`.
+        unsafe { neon_attention::attention_mix(p, v, stride, out) }
+    },
     ..GENERIC
 };
 

@@ -8,6 +8,7 @@ use super::{Kernels, Panel, PanelShape, Tiles};
 use crate::quant::*;
 
 mod avx2;
+mod avx2_attention;
 mod avx2_kquant;
 mod avx2_q5_iq4;
 mod avx512;
@@ -57,6 +58,15 @@ pub(crate) static AVX2: Kernels = Kernels {
     f32_f32: f32_f32_avx2,
     f16_f32: f16_f32_avx2,
     axpy_panel: axpy_panel_avx2,
+    attn_scores: |q, k, stride, s| {
+        // SAFETY: reachable only through `AVX2`/`AVX512_VNNI`, handed out after avx2+fma+f16c
+        // were detected.
+        unsafe { avx2_attention::attention_scores(q, k, stride, s) }
+    },
+    attn_mix: |p, v, stride, out| {
+        // SAFETY: as for `attn_scores`.
+        unsafe { avx2_attention::attention_mix(p, v, stride, out) }
+    },
     ..GENERIC
 };
 

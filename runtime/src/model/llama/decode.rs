@@ -23,12 +23,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use engram_kernels::quant::vec_dot_f32_ref as dot;
 use engram_kernels::{
-    GgmlType, QMatrix, activation_bytes, matmul_rows, matvec_interleaved, quantize_activations,
+    GgmlType, QMatrix, activation_bytes, attention_mix, attention_scores, matmul_rows,
+    matvec_interleaved, quantize_activations,
 };
 use half::f16;
 
 use super::choice::{EXPLORE_EVERY, TwoWay};
 use super::{Block, Llama};
+use crate::backend::QWeight;
 use crate::cpu::Team;
 use crate::model::arch::RopeStyle;
 use crate::model::attention::AttentionPrecision;
@@ -214,7 +216,25 @@ impl<'m> Decoder<'m> {
             return None;
         }
         let plan = Plan::new(model, adapter)?;
-        // Interleave the weights now (once per model), not inside the first token's team run.
+        // Interleave the weights now (once per model), not inside the first token's team run,
+        // into one buffer in the order a token reads them (q, k, v, o, gate, up, down per block,
+        // then the head).
+        let order = [
+            Proj::Q,
+            Proj::K,
+            Proj::V,
+            Proj::O,
+            Proj::Gate,
+            Proj::Up,
+            Proj::Down,
+        ];
+        let weights: Vec<&QWeight> = model
+            .blocks
+            .iter()
+            .flat_map(|b| order.map(|p| b.proj(p)))
+            .chain([&model.output])
+            .collect();
+        QWeight::interleave_together(&weights);
         // The m = 1 form choice below only matters for Q4_1 rows left on the ggml layout.
         let mut q4_1_rows_left = false;
         for w in model
@@ -225,7 +245,6 @@ impl<'m> Decoder<'m> {
             let covered = w.interleaved().map_or(0, |iw| iw.rows());
             q4_1_rows_left |= w.ty() == GgmlType::Q4_1 && covered < w.n_out();
         }
-        model.output.interleaved();
         let c = &model.config;
         let capacity = capacity.min(c.n_ctx_train);
         let (d, dkv, dff, n_vocab) = (c.d_model, c.d_kv(), c.d_ff, c.n_vocab);
@@ -588,13 +607,7 @@ impl TokenCtx<'_> {
 
     /// This share's rows `rows` of `w · xn[..n_in]` into `me.rows[..rows.len()]`, quantizing
     /// `xn` first unless it already is for `w`'s type.
-    fn product(
-        &self,
-        me: &mut Local,
-        w: &crate::backend::QWeight,
-        rows: std::ops::Range<usize>,
-        n_in: usize,
-    ) {
+    fn product(&self, me: &mut Local, w: &QWeight, rows: std::ops::Range<usize>, n_in: usize) {
         if me.xq_ty != Some(w.ty()) {
             me.xq.resize(activation_bytes(w.ty(), n_in), 0);
             quantize_activations(w.ty(), &me.xn[..n_in], &mut me.xq);
@@ -708,10 +721,16 @@ impl TokenCtx<'_> {
         let scale = 1.0 / (dh as f32).sqrt();
         let len = kv.len;
         let scores = &mut me.scores[..len + 1];
-        for (j, s) in scores[..len].iter_mut().enumerate() {
-            *s = dot(q, &keys[j * dkv + kvh * dh..][..dh]) * scale;
+        // This head's keys and values: `dh` floats every `dkv`, from `kvh · dh` (empty before the
+        // first cached position).
+        fn head(m: &[f32], from: usize) -> &[f32] {
+            m.get(from..).unwrap_or(&[])
         }
-        scores[len] = dot(q, &me.k[kvh * dh..(kvh + 1) * dh]) * scale;
+        attention_scores(q, head(keys, kvh * dh), dkv, &mut scores[..len]);
+        attention_scores(q, &me.k[kvh * dh..(kvh + 1) * dh], dh, &mut scores[len..]);
+        for s in scores.iter_mut() {
+            *s *= scale;
+        }
         let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         let mut sum = 0.0;
         for s in scores.iter_mut() {
@@ -727,14 +746,8 @@ impl TokenCtx<'_> {
         }
         let out = &mut me.att;
         out.fill(0.0);
-        for (j, &p) in scores[..len].iter().enumerate() {
-            for (o, &v) in out.iter_mut().zip(&values[j * dkv + kvh * dh..][..dh]) {
-                *o += p * v;
-            }
-        }
-        for (o, &v) in out.iter_mut().zip(&me.v[kvh * dh..(kvh + 1) * dh]) {
-            *o += scores[len] * v;
-        }
+        attention_mix(&scores[..len], head(values, kvh * dh), dkv, out);
+        attention_mix(&scores[len..], &me.v[kvh * dh..(kvh + 1) * dh], dh, out);
         if !self.plan.f16 {
             for o in out.iter_mut() {
                 *o *= inv;
