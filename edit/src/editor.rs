@@ -234,7 +234,7 @@ impl Default for EditorConfig {
             gate: GateConfig::default(),
             gate_target: TargetHparams {
                 steps: 25,
-                lr: 1.0,
+                lr: 2.0,
                 kl_factor: 0.0,
                 weight_decay: 1e-3,
                 clamp: 4.0,

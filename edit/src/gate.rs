@@ -80,7 +80,7 @@ impl Default for GateConfig {
             relation_word_threshold: Some(0.45),
             word_layer: 1,
             prompt_contexts: None,
-            value_init: 0.0,
+            value_init: 1.0,
         }
     }
 }
