@@ -156,6 +156,7 @@ impl EditorConfig {
                 "gate.relation_word_threshold",
                 f64::from(self.gate.relation_word_threshold.unwrap_or(0.0)),
             ),
+            ("gate.value_init", f64::from(self.gate.value_init)),
         ];
         for (field, v) in finite {
             if !v.is_finite() || v < 0.0 {

@@ -72,12 +72,9 @@ pub fn train(
         k.reshape([b.rows * b.t, dff])
     };
     let at_layer = flat(layer);
-    let key = probe::host_rows(probe::select_rows(
-        at_layer.clone(),
-        &problem.inject[..1],
-    ))
-    .pop()
-    .expect("one row");
+    let key = probe::host_rows(probe::select_rows(at_layer.clone(), &problem.inject[..1]))
+        .pop()
+        .expect("one row");
     let mut keys = BTreeMap::new();
     for &l in &layers {
         let k = if l == layer {
