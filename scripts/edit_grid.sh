@@ -30,7 +30,7 @@ for n in $sizes; do
         facts=(--facts data/edit/facts.jsonl --known-only)
     fi
     for m in $methods; do
-        if ! "$bin" edit --help 2>&1 | grep -q -- "$m"; then
+        if ! "$bin" edit --help 2>&1 | grep -q -- "- $m:"; then
             echo "$m: not a method of $bin, skipped" >&2
             continue
         fi
