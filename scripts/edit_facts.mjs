@@ -1,7 +1,9 @@
 // Turns the countries-list@3.4.1 package (MIT, Annexare Studio) into EasyEdit-shaped
 // counterfactual edit requests, one JSON object per line, on stdout.
 //
-// Usage: node scripts/edit_facts.mjs PACKAGE_DIR > facts.jsonl
+// Usage: node scripts/edit_facts.mjs PACKAGE_DIR [--more] > facts.jsonl
+//   --more: the further relations below instead of the four (scripts/edit_facts.sh writes
+//   them to data/edit/facts_more.jsonl, after data/edit/facts.jsonl's own facts).
 //
 // Four relations (capital, continent, currency, language). Per fact: the prompt, the true
 // answer (`ground_truth`), a counterfactual `target_new` (the same relation's answer for
@@ -64,6 +66,34 @@ const relations = [
   },
 ];
 
+// Further relations, written only with `--more` (for the 1,000-edit grid row: the four above
+// yield ≈ 200 facts the model knows). Their facts follow the four relations' in the output
+// (shuffled among themselves with a stream of their own), so the first lines stay the same.
+const more = [
+  {
+    name: "capital_of",
+    subject: (c) => c.capital,
+    answer: (c) => c.name,
+    prompt: (s) => `${s} is the capital of`,
+    paraphrases: (s) => [`${s} is the capital city of`, `The country whose capital is ${s} is`],
+    phrasings: (s) => [`${s} serves as the capital of`, `${s} is the seat of government of`],
+  },
+  {
+    name: "currency_code",
+    answer: (c) => c.currency?.[0],
+    prompt: (s) => `The ISO code of the currency of ${s} is`,
+    paraphrases: (s) => [`The currency code of ${s} is`, `In ${s}, prices are marked in`],
+    phrasings: (s) => [`${s}'s currency has the ISO code`, `The three-letter code of ${s}'s money is`],
+  },
+  {
+    name: "native",
+    answer: (c) => (c.native !== c.name ? c.native : undefined),
+    prompt: (s) => `In its own language, ${s} is called`,
+    paraphrases: (s) => [`The native name of ${s} is`, `People in ${s} call their country`],
+    phrasings: (s) => [`${s}'s name in its own language is`, `The local name for ${s} is`],
+  },
+];
+
 // Small deterministic PRNG (mulberry32) so the output is the same on every machine.
 function rng(seed) {
   return () => {
@@ -73,44 +103,49 @@ function rng(seed) {
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
-const rand = rng(20261122);
-const pick = (xs) => xs[Math.floor(rand() * xs.length)];
-
-const out = [];
-for (const rel of relations) {
-  const facts = rows.filter((c) => rel.answer(c) && ascii(rel.answer(c)));
-  for (const c of facts) {
-    const truth = rel.answer(c);
-    const others = facts.filter((o) => rel.answer(o) !== truth);
-    const target = rel.answer(pick(others));
-    const neighbours = [];
-    while (neighbours.length < 3) {
-      const n = pick(facts);
-      if (n.code !== c.code && !neighbours.includes(n)) neighbours.push(n);
+function requests(rels, rand) {
+  const pick = (xs) => xs[Math.floor(rand() * xs.length)];
+  const out = [];
+  for (const rel of rels) {
+    const subject = rel.subject ?? ((c) => c.name);
+    const facts = rows.filter((c) => rel.answer(c) && ascii(rel.answer(c)) && ascii(subject(c)));
+    for (const c of facts) {
+      const truth = rel.answer(c);
+      const others = facts.filter((o) => rel.answer(o) !== truth);
+      const target = rel.answer(pick(others));
+      const neighbours = [];
+      while (neighbours.length < 3) {
+        const n = pick(facts);
+        if (n.code !== c.code && !neighbours.includes(n)) neighbours.push(n);
+      }
+      const fact = {
+        case_id: `${rel.name}:${c.code}`,
+        relation: rel.name,
+        subject: subject(c),
+        prompt: rel.prompt(subject(c)),
+        target_new: target,
+        ground_truth: truth,
+        rephrase_prompts: rel.paraphrases(subject(c)),
+        phrasings: rel.phrasings(subject(c)),
+        locality_prompts: neighbours.map((n) => rel.prompt(subject(n))),
+        locality_ground_truth: neighbours.map((n) => rel.answer(n)),
+      };
+      if (rel.name === "capital") {
+        const owner = facts.find((o) => o.capital === target);
+        fact.portability_prompts = [`The capital of ${c.name} is a city on the continent of`];
+        fact.portability_ground_truth = [continents[owner.continent]];
+      }
+      out.push(fact);
     }
-    const fact = {
-      case_id: `${rel.name}:${c.code}`,
-      relation: rel.name,
-      subject: c.name,
-      prompt: rel.prompt(c.name),
-      target_new: target,
-      ground_truth: truth,
-      rephrase_prompts: rel.paraphrases(c.name),
-      phrasings: rel.phrasings(c.name),
-      locality_prompts: neighbours.map((n) => rel.prompt(n.name)),
-      locality_ground_truth: neighbours.map((n) => rel.answer(n)),
-    };
-    if (rel.name === "capital") {
-      const owner = facts.find((o) => o.capital === target);
-      fact.portability_prompts = [`The capital of ${c.name} is a city on the continent of`];
-      fact.portability_ground_truth = [continents[owner.continent]];
-    }
-    out.push(fact);
   }
+  // Fisher-Yates with the same stream: relations interleave in the first lines.
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
 }
-// Fisher-Yates with the same stream: relations interleave in the first lines.
-for (let i = out.length - 1; i > 0; i--) {
-  const j = Math.floor(rand() * (i + 1));
-  [out[i], out[j]] = [out[j], out[i]];
-}
+
+const wantMore = process.argv.includes("--more");
+const out = wantMore ? requests(more, rng(20261206)) : requests(relations, rng(20261122));
 for (const f of out) console.log(JSON.stringify(f));

@@ -156,6 +156,7 @@ impl EditorConfig {
                 "gate.relation_word_threshold",
                 f64::from(self.gate.relation_word_threshold.unwrap_or(0.0)),
             ),
+            ("gate.value_init", f64::from(self.gate.value_init)),
         ];
         for (field, v) in finite {
             if !v.is_finite() || v < 0.0 {
@@ -234,7 +235,7 @@ impl Default for EditorConfig {
             gate: GateConfig::default(),
             gate_target: TargetHparams {
                 steps: 25,
-                lr: 1.0,
+                lr: 2.0,
                 kl_factor: 0.0,
                 weight_decay: 1e-3,
                 clamp: 4.0,

@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::context::EditContext;
 use super::probe::{self, Batch};
 use super::request::EditRequest;
-use super::target::{self, TargetProblem, TargetResult, in_context_of};
+use super::target::{TargetProblem, TargetResult, in_context_of};
 
 /// Where the gated memory reads its keys and writes its values, and how strict its gates are.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -58,6 +58,11 @@ pub struct GateConfig {
     pub relation_word_threshold: Option<f32>,
     /// The layer of the relation word's key (early: the word itself, little of its context).
     pub word_layer: usize,
+    /// Context templates (the plain one first) the prompt itself is trained in; `None`: all.
+    pub prompt_contexts: Option<usize>,
+    /// Where the value's optimization starts: this multiple of `‖v‖` along the new answer's
+    /// output embedding (0: from zero, as ROME). See [`crate::value::train`].
+    pub value_init: f32,
 }
 
 impl Default for GateConfig {
@@ -74,6 +79,8 @@ impl Default for GateConfig {
             phrasing_contexts: 1,
             relation_word_threshold: Some(0.45),
             word_layer: 1,
+            prompt_contexts: None,
+            value_init: 1.0,
         }
     }
 }
@@ -109,7 +116,9 @@ pub fn value_problem(cx: &EditContext, req: &EditRequest, cfg: &GateConfig) -> V
     let mut phrasing = Vec::new();
     for (p, prompt) in prompts.iter().enumerate() {
         let n_ctx = match p {
-            0 => cx.contexts.len(),
+            0 => cfg
+                .prompt_contexts
+                .map_or(cx.contexts.len(), |n| n.clamp(1, cx.contexts.len().max(1))),
             _ => cfg.phrasing_contexts.clamp(1, cx.contexts.len().max(1)),
         };
         for ctx in &cx.contexts[..n_ctx.min(cx.contexts.len())] {
@@ -262,7 +271,8 @@ pub fn gate_entry(
     positions.extend_from_slice(&prev);
     positions.extend_from_slice(&word_rows);
     let lw = cfg.word_layer;
-    let keys = probe::keys_at(cx.model, b, &positions, &[ls, lr, lw], cx.inner);
+    let trained = crate::value::train(cx, lr, &problem, &[ls, lr, lw], &positions, cfg.value_init);
+    let keys = &trained.keys;
     // Subject keys by tokenization: rows where the subject opens the text, and the others.
     let ids_at = |flat: usize| b.tokens[flat];
     let initial = cx.tok.encode(&req.subject, false);
@@ -321,7 +331,7 @@ pub fn gate_entry(
         true => Vec::new(),
         false => vec![unit(probe::mean(&keys[&lw][word_at..]))],
     };
-    let res = target::optimize(cx.model, lr, &problem, cx.inner, cx.target);
+    let res = trained.result;
     let entry = GateEntry {
         subject_layer: ls,
         subject_keys,

@@ -42,6 +42,7 @@ pub mod stats_cache;
 pub mod store;
 pub mod target;
 pub mod trace;
+pub mod value;
 
 pub use context::EditContext;
 pub use editor::{Applied, EditError, Editor, EditorConfig};

@@ -118,9 +118,9 @@ mod tests {
         let prompts = templates(script, "prompt", subject);
         let held_out = templates(script, "paraphrases", subject);
         let phrasings = templates(script, "phrasings", subject);
-        assert_eq!(prompts.len(), 4, "one prompt per relation");
-        assert_eq!(held_out.len(), 4);
-        assert_eq!(phrasings.len(), 4);
+        assert!(prompts.len() >= 4, "one prompt per relation: {prompts:?}");
+        assert_eq!(held_out.len(), prompts.len());
+        assert_eq!(phrasings.len(), prompts.len());
         let all_held_out: Vec<&String> = held_out.iter().flatten().collect();
         for (prompt, own) in prompts.iter().zip(&phrasings) {
             let req = EditRequest {
