@@ -23,6 +23,7 @@
 pub use engram_runtime as runtime;
 
 pub mod context;
+mod delta;
 pub mod editor;
 pub mod gate;
 pub mod grace;

@@ -13,12 +13,12 @@
 //! the subject's last token on (two or three per row instead of the whole context).
 
 use burn::tensor::{Int, Tensor, TensorData, activation};
-use engram_adapters::optim::{AdamW, AdamWConfig, ParamSet};
 use engram_runtime::burn;
 use engram_runtime::model::kv_cache::KvCache;
 use engram_runtime::model::llama::{LinearAdapter, Llama};
 
 use super::context::EditContext;
+use super::delta::DeltaSearch;
 use super::probe::{self, Batch};
 use super::request::EditRequest;
 use super::store::RankOne;
@@ -258,18 +258,12 @@ pub fn optimize(
     let target_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n_t, 1]), &device);
     let prepared = t0.elapsed().as_secs_f64();
 
-    let mut params = ParamSet::new();
-    let id = params.push_host("delta", vec![0.0; d], [1, d], &device);
-    let mut adam = AdamW::new(AdamWConfig {
-        max_grad_norm: None,
-        ..AdamWConfig::default()
-    });
-    let mut kl_init: Option<Tensor<2>> = None;
+    let mut search = DeltaSearch::new("rome", vec![0.0; d], v_norm, &device);
     let mut prob = 0.0;
     let mut steps = 0;
     for step in 0..hp.steps {
         steps = step + 1;
-        let delta = params.get(id).reshape([1, 1, d]);
+        let delta = search.delta().reshape([1, 1, d]);
         let picked: Vec<Tensor<2>> = groups
             .iter()
             .zip(&local)
@@ -293,42 +287,11 @@ pub fn optimize(
             .clone()
             .slice([0..n_t, 0..vocab])
             .gather(1, target_ids.clone());
-        let nll = picked.clone().mean().neg();
-        let mut loss = nll;
-        if !rows.kl.is_empty() {
-            let lp_k = lp.slice([n_t..n, 0..vocab]);
-            let base = kl_init.get_or_insert_with(|| lp_k.clone().detach()).clone();
-            let kl = (lp_k.clone().exp() * (lp_k - base)).sum_dim(1).mean();
-            loss = loss + kl * hp.kl_factor;
-        }
-        let delta = params.get(id);
-        // ‖δ‖ has no gradient at δ = 0; the epsilon gives it 0 there (as PyTorch's norm).
-        let wd = (delta.square().sum() + 1e-12).sqrt() * (hp.weight_decay / (v_norm * v_norm));
-        loss = loss + wd;
-        let loss_value = loss.clone().into_scalar::<f32>();
-        let p_targets = picked.exp();
-        let p_min = p_targets.clone().min().into_scalar::<f32>();
-        prob = p_targets.mean().into_scalar::<f32>();
-        tracing::debug!(
-            step,
-            loss = loss_value,
-            p_target = prob,
-            p_min,
-            v_norm,
-            delta_norm = params.value(id).square().sum().sqrt().into_scalar::<f32>(),
-            seconds = t0.elapsed().as_secs_f64(),
-            "rome target step"
-        );
-        if loss_value < hp.stop_loss || p_min >= hp.stop_prob || step + 1 == hp.steps {
+        let kl_rows = (!rows.kl.is_empty()).then(|| lp.slice([n_t..n, 0..vocab]));
+        let done = search.step(step, picked, kl_rows, hp);
+        prob = done.prob;
+        if done.done {
             break;
-        }
-        let grads = params.grads(&loss.backward());
-        adam.step(&mut params, &grads, hp.lr);
-        let value = params.value(id);
-        let norm = value.clone().square().sum().sqrt().into_scalar::<f32>();
-        let max = hp.clamp * v_norm;
-        if norm > max {
-            params.set_value(id, value * (max / norm));
         }
     }
     tracing::debug!(
@@ -339,11 +302,7 @@ pub fn optimize(
         rows = batch.rows,
         "rome target"
     );
-    let delta = params
-        .value(id)
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("f32 delta");
+    let delta = search.into_delta();
     TargetResult {
         delta,
         key,

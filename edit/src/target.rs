@@ -13,9 +13,9 @@ use engram_runtime::model::llama::{LinearAdapter, Llama};
 use engram_runtime::model::tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
+use super::delta::DeltaSearch;
 use super::probe::{self, Batch};
 use super::request::EditRequest;
-use engram_adapters::optim::{AdamW, AdamWConfig, ParamSet};
 
 /// Hyper-parameters of the `δ` optimization (ROME's names in brackets).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -147,12 +147,6 @@ pub fn optimize(
         mask[i] = 1.0;
     }
     let mask = Tensor::<3>::from_data(TensorData::new(mask, [b.rows, b.t, 1]), &device);
-    let mut params = ParamSet::new();
-    let id = params.push_host("delta", vec![0.0; d], [1, d], &device);
-    let mut adam = AdamW::new(AdamWConfig {
-        max_grad_norm: None,
-        ..AdamWConfig::default()
-    });
     let positions: Vec<usize> = problem
         .targets
         .iter()
@@ -183,12 +177,12 @@ pub fn optimize(
     let v_norm = probe::norm(&init).max(1e-6);
     let n_layer = model.config().n_layer;
 
-    let mut kl_init: Option<Tensor<2>> = None;
+    let mut search = DeltaSearch::new("target", vec![0.0; d], v_norm, &device);
     let mut prob = 0.0;
     let mut steps = 0;
     for step in 0..hp.steps {
         steps = step + 1;
-        let delta = params.get(id).reshape([1, 1, d]);
+        let delta = search.delta().reshape([1, 1, d]);
         let h = model.run_blocks(
             below.clone() + mask.clone() * delta,
             layer + 1..n_layer,
@@ -196,51 +190,18 @@ pub fn optimize(
         );
         let lp = probe::log_probs_of_hidden(model, model.output_norm(h), &positions);
         let vocab = lp.dims()[1];
-        let lp_t = lp.clone().slice([0..n_t, 0..vocab]);
-        let picked = lp_t.gather(1, target_ids.clone()); // (n_t, 1)
-        let nll = picked.clone().mean().neg();
-        let mut loss = nll.clone();
-        if !problem.kl.is_empty() {
-            let lp_k = lp.slice([n_t..positions.len(), 0..vocab]);
-            let base = kl_init.get_or_insert_with(|| lp_k.clone().detach()).clone();
-            let kl = (lp_k.clone().exp() * (lp_k - base)).sum_dim(1).mean();
-            loss = loss + kl * hp.kl_factor;
-        }
-        let delta = params.get(id);
-        // ‖δ‖ has no gradient at δ = 0 (where every run starts); the epsilon gives it 0 there,
-        // as PyTorch's norm does, instead of a NaN that would skip every step.
-        let wd = (delta.square().sum() + 1e-12).sqrt() * (hp.weight_decay / (v_norm * v_norm));
-        loss = loss + wd;
-        let loss_value = loss.clone().into_scalar::<f32>();
-        let p_targets = picked.exp();
-        let p_min = p_targets.clone().min().into_scalar::<f32>();
-        prob = p_targets.mean().into_scalar::<f32>();
-        tracing::debug!(
-            step,
-            loss = loss_value,
-            p_target = prob,
-            v_norm,
-            delta_norm = params.value(id).square().sum().sqrt().into_scalar::<f32>(),
-            "edit target step"
-        );
-        if loss_value < hp.stop_loss || p_min >= hp.stop_prob || step + 1 == hp.steps {
+        let picked = lp
+            .clone()
+            .slice([0..n_t, 0..vocab])
+            .gather(1, target_ids.clone()); // (n_t, 1)
+        let kl_rows = (!problem.kl.is_empty()).then(|| lp.slice([n_t..positions.len(), 0..vocab]));
+        let done = search.step(step, picked, kl_rows, hp);
+        prob = done.prob;
+        if done.done {
             break;
         }
-        let grads = params.grads(&loss.backward());
-        adam.step(&mut params, &grads, hp.lr);
-        // Project back into the ball ‖δ‖ ≤ clamp · ‖v‖.
-        let value = params.value(id);
-        let n = value.clone().square().sum().sqrt().into_scalar::<f32>();
-        let max = hp.clamp * v_norm;
-        if n > max {
-            params.set_value(id, value * (max / n));
-        }
     }
-    let delta = params
-        .value(id)
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("f32 delta");
+    let delta = search.into_delta();
     TargetResult {
         delta,
         key,

@@ -11,10 +11,10 @@
 use std::collections::BTreeMap;
 
 use burn::tensor::{Int, Tensor, TensorData};
-use engram_adapters::optim::{AdamW, AdamWConfig, ParamSet};
 use engram_runtime::burn;
 
 use super::context::EditContext;
+use super::delta::DeltaSearch;
 use super::probe;
 use super::target::{TargetProblem, TargetResult};
 
@@ -111,12 +111,7 @@ pub fn train(
         }
         _ => vec![0.0; d],
     };
-    let mut params = ParamSet::new();
-    let id = params.push_host("delta", start, [1, d], &device);
-    let mut adam = AdamW::new(AdamWConfig {
-        max_grad_norm: None,
-        ..AdamWConfig::default()
-    });
+    let mut search = DeltaSearch::new("gated value", start, v_norm, &device);
     let positions: Vec<usize> = problem.targets.iter().map(|&(p, _)| p).collect();
     let n_t = positions.len();
     let ids: Vec<i64> = problem.targets.iter().map(|&(_, t)| t as i64).collect();
@@ -126,7 +121,7 @@ pub fn train(
     let mut steps = 0;
     for step in 0..hp.steps {
         steps = step + 1;
-        let delta = params.get(id).reshape([1, 1, d]);
+        let delta = search.delta().reshape([1, 1, d]);
         let h = model.run_blocks(
             below.clone() + mask.clone() * delta,
             layer + 1..n_layer,
@@ -134,42 +129,13 @@ pub fn train(
         );
         let lp = probe::log_probs_of_hidden(model, model.output_norm(h), &positions);
         let picked = lp.gather(1, target_ids.clone()); // (n_t, 1)
-        let nll = picked.clone().mean().neg();
-        let delta = params.get(id);
-        // ‖δ‖ has no gradient at δ = 0; the epsilon gives it 0 there instead of a NaN.
-        let wd = (delta.square().sum() + 1e-12).sqrt() * (hp.weight_decay / (v_norm * v_norm));
-        let loss = nll + wd;
-        let loss_value = loss.clone().into_scalar::<f32>();
-        let p_targets = picked.exp();
-        let p_min = p_targets.clone().min().into_scalar::<f32>();
-        prob = p_targets.mean().into_scalar::<f32>();
-        tracing::debug!(
-            step,
-            loss = loss_value,
-            p_target = prob,
-            p_min,
-            v_norm,
-            delta_norm = params.value(id).square().sum().sqrt().into_scalar::<f32>(),
-            "gated value step"
-        );
-        if loss_value < hp.stop_loss || p_min >= hp.stop_prob || step + 1 == hp.steps {
+        let done = search.step(step, picked, None, hp);
+        prob = done.prob;
+        if done.done {
             break;
         }
-        let grads = params.grads(&loss.backward());
-        adam.step(&mut params, &grads, hp.lr);
-        // Project back into the ball ‖δ‖ ≤ clamp · ‖v‖.
-        let value = params.value(id);
-        let n = value.clone().square().sum().sqrt().into_scalar::<f32>();
-        let max = hp.clamp * v_norm;
-        if n > max {
-            params.set_value(id, value * (max / n));
-        }
     }
-    let delta = params
-        .value(id)
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("f32 delta");
+    let delta = search.into_delta();
     Trained {
         result: TargetResult {
             delta,
