@@ -4,6 +4,7 @@
 //! (2 blocks, Q4_1 projections) on the f32 paths, as in the adapters' wgpu tests.
 #![cfg(feature = "wgpu")]
 
+use engram_edit::target::TargetHparams;
 use engram_edit::{EditDelta, Editor, EditorConfig, Method, parse_jsonl};
 use engram_harness::synthetic::{
     BYTE_VOCAB, TinyLlamaSpec, byte_tokenizer, load_f32_paths, write_tiny_llama,
@@ -66,7 +67,16 @@ fn rome(model: &Llama, cache: &std::path::Path) -> (Vec<f32>, Vec<f32>, u32, u32
         memit_layers: vec![0, 1],
         grace_layer: 1,
         stats_tokens: 1024,
-        contexts: (2, 6),
+        // As in tests/rome.rs: on this random 2-block model the sampled contexts are noise that
+        // moves the layer-0 keys, and ROME's key is now the context average (r-ROME), so the
+        // plain prompt alone (`k*` = its key, which the edit maps exactly) and a larger `δ`.
+        contexts: (0, 6),
+        target: TargetHparams {
+            steps: 100,
+            clamp: 50.0,
+            stop_prob: 0.9,
+            ..EditorConfig::default().target
+        },
         ..EditorConfig::default()
     };
     let mut editor = Editor::new(model, &tok, "tiny-bytes", config);
