@@ -24,12 +24,22 @@ pub(crate) struct DeltaSearch {
 }
 
 /// What one step found.
-pub(crate) struct DeltaStep {
+struct DeltaStep {
     /// The targets' mean probability before this step's update.
-    pub prob: f32,
+    prob: f32,
     /// Whether the search stops here (loss or probability reached, or the last step); no
     /// update was made then.
-    pub done: bool,
+    done: bool,
+}
+
+/// What a search found.
+pub(crate) struct Found {
+    /// `δ`.
+    pub delta: Vec<f32>,
+    /// The targets' mean probability at the last step.
+    pub prob: f32,
+    /// Steps run.
+    pub steps: usize,
 }
 
 impl DeltaSearch {
@@ -57,14 +67,39 @@ impl DeltaSearch {
         }
     }
 
-    /// `δ` as a `[1, d]` tracked tensor, for this step's forward pass.
-    pub(crate) fn delta(&self) -> Tensor<2> {
+    /// Runs at most `hp.steps` steps. `forward` maps `δ` (a `[1, d]` tracked tensor) to the
+    /// targets' log-probabilities (`[n, 1]`) and the essence rows' log-probabilities
+    /// (`[k, vocab]`), if any.
+    pub(crate) fn run(
+        mut self,
+        hp: &TargetHparams,
+        mut forward: impl FnMut(Tensor<2>) -> (Tensor<2>, Option<Tensor<2>>),
+    ) -> Found {
+        let (mut prob, mut steps) = (0.0, 0);
+        for step in 0..hp.steps {
+            steps = step + 1;
+            let (picked, kl_rows) = forward(self.delta());
+            let done = self.step(step, picked, kl_rows, hp);
+            prob = done.prob;
+            if done.done {
+                break;
+            }
+        }
+        Found {
+            delta: self.into_delta(),
+            prob,
+            steps,
+        }
+    }
+
+    /// `δ` as a `[1, d]` tracked tensor.
+    fn delta(&self) -> Tensor<2> {
         self.params.get(self.id)
     }
 
     /// Ends step `step` of at most `hp.steps`: `picked` are the targets' log-probabilities
     /// (`[n, 1]`), `kl_rows` the essence rows' log-probabilities (`[k, vocab]`), if any.
-    pub(crate) fn step(
+    fn step(
         &mut self,
         step: usize,
         picked: Tensor<2>,
@@ -123,8 +158,7 @@ impl DeltaSearch {
             .into_scalar::<f32>()
     }
 
-    /// The found `δ`.
-    pub(crate) fn into_delta(self) -> Vec<f32> {
+    fn into_delta(self) -> Vec<f32> {
         self.params
             .value(self.id)
             .into_data()

@@ -258,12 +258,8 @@ pub fn optimize(
     let target_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n_t, 1]), &device);
     let prepared = t0.elapsed().as_secs_f64();
 
-    let mut search = DeltaSearch::new("rome", vec![0.0; d], v_norm, &device);
-    let mut prob = 0.0;
-    let mut steps = 0;
-    for step in 0..hp.steps {
-        steps = step + 1;
-        let delta = search.delta().reshape([1, 1, d]);
+    let found = DeltaSearch::new("rome", vec![0.0; d], v_norm, &device).run(hp, |delta| {
+        let delta = delta.reshape([1, 1, d]);
         let picked: Vec<Tensor<2>> = groups
             .iter()
             .zip(&local)
@@ -288,26 +284,21 @@ pub fn optimize(
             .slice([0..n_t, 0..vocab])
             .gather(1, target_ids.clone());
         let kl_rows = (!rows.kl.is_empty()).then(|| lp.slice([n_t..n, 0..vocab]));
-        let done = search.step(step, picked, kl_rows, hp);
-        prob = done.prob;
-        if done.done {
-            break;
-        }
-    }
+        (picked, kl_rows)
+    });
     tracing::debug!(
         prepared,
         seconds = t0.elapsed().as_secs_f64(),
-        steps,
+        steps = found.steps,
         groups = groups.len(),
         rows = batch.rows,
         "rome target"
     );
-    let delta = search.into_delta();
     TargetResult {
-        delta,
+        delta: found.delta,
         key,
         init,
-        prob,
-        steps,
+        prob: found.prob,
+        steps: found.steps,
     }
 }

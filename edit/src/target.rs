@@ -177,14 +177,9 @@ pub fn optimize(
     let v_norm = probe::norm(&init).max(1e-6);
     let n_layer = model.config().n_layer;
 
-    let mut search = DeltaSearch::new("target", vec![0.0; d], v_norm, &device);
-    let mut prob = 0.0;
-    let mut steps = 0;
-    for step in 0..hp.steps {
-        steps = step + 1;
-        let delta = search.delta().reshape([1, 1, d]);
+    let found = DeltaSearch::new("target", vec![0.0; d], v_norm, &device).run(hp, |delta| {
         let h = model.run_blocks(
-            below.clone() + mask.clone() * delta,
+            below.clone() + mask.clone() * delta.reshape([1, 1, d]),
             layer + 1..n_layer,
             inner,
         );
@@ -195,18 +190,13 @@ pub fn optimize(
             .slice([0..n_t, 0..vocab])
             .gather(1, target_ids.clone()); // (n_t, 1)
         let kl_rows = (!problem.kl.is_empty()).then(|| lp.slice([n_t..positions.len(), 0..vocab]));
-        let done = search.step(step, picked, kl_rows, hp);
-        prob = done.prob;
-        if done.done {
-            break;
-        }
-    }
-    let delta = search.into_delta();
+        (picked, kl_rows)
+    });
     TargetResult {
-        delta,
+        delta: found.delta,
         key,
         init,
-        prob,
-        steps,
+        prob: found.prob,
+        steps: found.steps,
     }
 }

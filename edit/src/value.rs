@@ -111,38 +111,28 @@ pub fn train(
         }
         _ => vec![0.0; d],
     };
-    let mut search = DeltaSearch::new("gated value", start, v_norm, &device);
+    let search = DeltaSearch::new("gated value", start, v_norm, &device);
     let positions: Vec<usize> = problem.targets.iter().map(|&(p, _)| p).collect();
     let n_t = positions.len();
     let ids: Vec<i64> = problem.targets.iter().map(|&(_, t)| t as i64).collect();
     let target_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n_t, 1]), &device);
     let n_layer = model.config().n_layer;
-    let mut prob = 0.0;
-    let mut steps = 0;
-    for step in 0..hp.steps {
-        steps = step + 1;
-        let delta = search.delta().reshape([1, 1, d]);
+    let found = search.run(hp, |delta| {
         let h = model.run_blocks(
-            below.clone() + mask.clone() * delta,
+            below.clone() + mask.clone() * delta.reshape([1, 1, d]),
             layer + 1..n_layer,
             inner,
         );
         let lp = probe::log_probs_of_hidden(model, model.output_norm(h), &positions);
-        let picked = lp.gather(1, target_ids.clone()); // (n_t, 1)
-        let done = search.step(step, picked, None, hp);
-        prob = done.prob;
-        if done.done {
-            break;
-        }
-    }
-    let delta = search.into_delta();
+        (lp.gather(1, target_ids.clone()), None) // (n_t, 1)
+    });
     Trained {
         result: TargetResult {
-            delta,
+            delta: found.delta,
             key,
             init: init_v,
-            prob,
-            steps,
+            prob: found.prob,
+            steps: found.steps,
         },
         keys,
     }
