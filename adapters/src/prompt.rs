@@ -260,6 +260,12 @@ impl Trainable for PromptTuning {
     fn prefix(&self) -> Option<Tensor<2>> {
         Some(PromptTuning::prefix(self))
     }
+    fn replica(&self) -> Option<Box<dyn Trainable + Send + Sync>> {
+        Some(Box::new(PromptTuning {
+            params: self.params.replica(),
+            id: self.id,
+        }))
+    }
 }
 
 impl Trainable for SubspacePrompt {
@@ -271,6 +277,15 @@ impl Trainable for SubspacePrompt {
     }
     fn prefix(&self) -> Option<Tensor<2>> {
         Some(SubspacePrompt::prefix(self))
+    }
+    fn replica(&self) -> Option<Box<dyn Trainable + Send + Sync>> {
+        Some(Box::new(SubspacePrompt {
+            params: self.params.replica(),
+            coeffs: self.coeffs,
+            basis: self.basis.clone(),
+            init: self.init.clone(),
+            explained: self.explained.clone(),
+        }))
     }
 }
 

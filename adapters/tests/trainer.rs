@@ -4,12 +4,12 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{facts as data, train_config};
+use common::{facts as data, rel_err, train_config};
 
 use engram_adapters::lora::{Lora, LoraConfig, peft::AdapterIoError};
 use engram_adapters::prompt::{PromptTuning, SubspacePrompt};
 use engram_adapters::registry::{AdapterRegistry, RegistryError, SharedAdapter};
-use engram_adapters::trainer::{Encoded, TrainConfig, Trainable, Trainer};
+use engram_adapters::trainer::{Encoded, TrainConfig, TrainEvent, Trainable, Trainer};
 use engram_harness::synthetic::{TinyLlamaSpec, tiny_llama_gguf};
 use engram_kernels::GgmlType;
 use engram_runtime::backend;
@@ -19,6 +19,11 @@ use engram_runtime::model::llama::{Llama, Logits, Proj};
 use engram_runtime::model_file::ModelFile;
 
 fn load() -> (tempfile::TempDir, Llama) {
+    load_threads(1)
+}
+
+/// The synthetic model with products on `threads` threads.
+fn load_threads(threads: usize) -> (tempfile::TempDir, Llama) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tiny.gguf");
     std::fs::write(
@@ -27,7 +32,7 @@ fn load() -> (tempfile::TempDir, Llama) {
     )
     .unwrap();
     let file = ModelFile::open(&path).unwrap();
-    let cpu = Arc::new(CpuContext::new(1).unwrap());
+    let cpu = Arc::new(CpuContext::new(threads).unwrap());
     let model = Llama::load(&file, &backend::cpu().autodiff(), cpu).unwrap();
     (dir, model)
 }
@@ -82,6 +87,49 @@ fn lora_training_learns_the_completions_and_is_deterministic() {
         .fit_encoded(&mut b, &data(), &data(), |_| {})
         .unwrap();
     assert_eq!(a.to_host(), b.to_host(), "same seeds, same weights");
+}
+
+/// On two threads a LoRA step runs each half of the batch on its own thread against a replica
+/// of the adapter and sums the gradients (data parallel): the same training as on one thread
+/// up to the order of the float sums, step by step.
+#[test]
+fn data_parallel_steps_train_as_one_thread_does() {
+    let config = TrainConfig {
+        batch_size: 4,
+        ..config(6)
+    };
+    let run = |threads: usize| {
+        let (_d, model) = load_threads(threads);
+        assert_eq!(model.cpu().threads(), threads);
+        let trainer = Trainer::for_tokens(&model, 0, config.clone());
+        let mut a = lora(&model, 1);
+        let start = a.to_host();
+        assert!(a.replica().is_some(), "LoRA trains data-parallel");
+        let mut losses = Vec::new();
+        trainer
+            .fit_encoded(&mut a, &data(), &[], |e| {
+                if let TrainEvent::Step(s) = e {
+                    losses.push(s.loss);
+                }
+            })
+            .unwrap();
+        assert_ne!(a.to_host(), start, "{threads} threads: the weights moved");
+        (losses, a.to_host())
+    };
+    let (losses_1, weights_1) = run(1);
+    let (losses_2, weights_2) = run(2);
+    assert_eq!(losses_1.len(), 6);
+    assert!(losses_1.windows(2).all(|w| w[0] != w[1]), "{losses_1:?}");
+    for (a, b) in losses_1.iter().zip(&losses_2) {
+        assert!(
+            (a - b).abs() <= 1e-5 * a.abs().max(1.0),
+            "{losses_1:?} vs {losses_2:?}"
+        );
+    }
+    for (a, b) in weights_1.values.iter().zip(&weights_2.values) {
+        let e = rel_err(b, a);
+        assert!(e < 1e-4, "relative weight difference {e}");
+    }
 }
 
 #[test]

@@ -298,4 +298,20 @@ impl Trainable for Lora {
     fn set_training(&mut self, on: bool) {
         Lora::set_training(self, on);
     }
+    fn replica(&self) -> Option<Box<dyn Trainable + Send + Sync>> {
+        // The replica's dropout draws from a stream of its own, seeded from this one's (the
+        // masks differ from a one-thread run's; without dropout nothing does).
+        let seed = self
+            .rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .random::<u64>();
+        Some(Box::new(Lora {
+            config: self.config.clone(),
+            params: self.params.replica(),
+            slots: self.slots.clone(),
+            training: self.training,
+            rng: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+        }))
+    }
 }

@@ -153,6 +153,17 @@ impl ParamSet {
         Grads(self.values.iter().map(|v| v.grad(grads)).collect())
     }
 
+    /// The same names and values as fresh autodiff leaves of their own: the storage is shared,
+    /// the graph nodes are not, so a replica's forward and backward record nothing in this
+    /// set's graph and two threads can each train on their own replica at once (burn keeps
+    /// graphs that share a node under one lock).
+    pub fn replica(&self) -> ParamSet {
+        ParamSet {
+            names: self.names.clone(),
+            values: self.values.iter().map(|v| leaf(v.clone())).collect(),
+        }
+    }
+
     /// Replaces the value of `id` (from any tensor: it is detached and made a fresh leaf).
     pub fn set_value(&mut self, id: ParamId, value: Tensor<2>) {
         self.values[id.0] = leaf(value);

@@ -11,6 +11,7 @@ pub mod trainable;
 use std::time::Instant;
 
 use burn::tensor::Tensor;
+use engram_runtime::backend::is_cpu;
 use engram_runtime::burn;
 use engram_runtime::generate::Adaptation;
 use engram_runtime::model::llama::{Llama, Logits};
@@ -395,41 +396,50 @@ impl<'m> Trainer<'m> {
             step,
             epoch,
         } = at;
-        let batches: Vec<Batch> = chunk
+        // Each micro-batch, cut into one part per thread when the step runs data-parallel.
+        let replicas = self.replicas(adapter);
+        let ways = replicas.as_ref().map_or(1, Vec::len);
+        let micro: Vec<Vec<Batch>> = chunk
             .chunks(self.config.batch_size)
-            .map(|mb| Batch::new(&mb.iter().map(|&i| &train[i]).collect::<Vec<_>>(), pad))
+            .map(|mb| {
+                cut(mb, ways)
+                    .map(|part| {
+                        Batch::new(&part.iter().map(|&i| &train[i]).collect::<Vec<_>>(), pad)
+                    })
+                    .collect()
+            })
             .collect();
-        let total_tokens: usize = batches.iter().map(Batch::trained_tokens).sum();
+        let total_tokens: usize = micro.iter().flatten().map(Batch::trained_tokens).sum();
         let lr = schedule.lr_at(step);
         let mut acc: Option<Vec<Grads>> = None;
         let mut loss_sum = 0.0f32;
         let mut finite = true;
-        for batch in &batches {
-            // Weight each micro-batch by its share of the step's completion tokens, so the
-            // step's loss is the mean over all of them whatever the split.
-            let w = batch.trained_tokens() as f32 / total_tokens.max(1) as f32;
-            let loss = self.batch_loss(adapter, batch);
-            let value = loss.clone().into_scalar::<f32>();
-            if !value.is_finite() {
-                finite = false;
-                break;
-            }
-            loss_sum += value * w;
-            let grads = (loss * w).backward();
-            let g: Vec<Grads> = adapter
-                .param_sets()
-                .iter()
-                .map(|p| p.grads(&grads))
-                .collect();
-            acc = Some(match acc {
-                None => g,
-                Some(mut a) => {
-                    for (x, y) in a.iter_mut().zip(g) {
-                        x.accumulate(y);
+        'micro: for parts in &micro {
+            let results = match (&replicas, parts.len()) {
+                (Some(replicas), n) if n > 1 => self.model.cpu().map_shares(n, &|i| {
+                    self.weighted_grads(replicas[i].as_ref(), &parts[i], total_tokens)
+                }),
+                _ => parts
+                    .iter()
+                    .map(|b| self.weighted_grads(adapter, b, total_tokens))
+                    .collect(),
+            };
+            for (value, g) in results {
+                let Some(g) = g else {
+                    finite = false;
+                    break 'micro;
+                };
+                loss_sum += value;
+                acc = Some(match acc {
+                    None => g,
+                    Some(mut a) => {
+                        for (x, y) in a.iter_mut().zip(g) {
+                            x.accumulate(y);
+                        }
+                        a
                     }
-                    a
-                }
-            });
+                });
+            }
         }
         let mut log = StepLog {
             step: step + 1,
@@ -460,6 +470,42 @@ impl<'m> Trainer<'m> {
         log.skipped = false;
         log.tokens = total_tokens;
         log
+    }
+
+    /// One replica of `adapter` per CPU thread for a data-parallel step, or `None`: one thread,
+    /// a GPU device (its kernels are already parallel), or an adaptation without replicas.
+    fn replicas(&self, adapter: &dyn Trainable) -> Option<Vec<Box<dyn Trainable + Send + Sync>>> {
+        let threads = self.model.cpu().threads();
+        if threads < 2 || !is_cpu(self.model.device()) {
+            return None;
+        }
+        (0..threads).map(|_| adapter.replica()).collect()
+    }
+
+    /// `batch`'s loss weighted by its share of the step's `total` trained tokens, and the
+    /// gradients of `adapter`'s parameter sets under it; `None` for the gradients when the loss
+    /// is not finite (no backward pass is run).
+    fn weighted_grads(
+        &self,
+        adapter: &dyn Trainable,
+        batch: &Batch,
+        total: usize,
+    ) -> (f32, Option<Vec<Grads>>) {
+        // Weighting each part by its share of the step's completion tokens makes the step's
+        // loss the mean over all of them whatever the split.
+        let w = batch.trained_tokens() as f32 / total.max(1) as f32;
+        let loss = self.batch_loss(adapter, batch);
+        let value = loss.clone().into_scalar::<f32>();
+        if !value.is_finite() {
+            return (value, None);
+        }
+        let grads = (loss * w).backward();
+        let g = adapter
+            .param_sets()
+            .iter()
+            .map(|p| p.grads(&grads))
+            .collect();
+        (value * w, Some(g))
     }
 
     /// Loss, exact match and token accuracy of `adapter` on `examples`.
@@ -515,4 +561,10 @@ impl<'m> Trainer<'m> {
             token_accuracy: correct as f32 / tokens.max(1) as f32,
         }
     }
+}
+
+/// `items` cut into at most `ways` contiguous parts whose lengths differ by at most one.
+fn cut(items: &[usize], ways: usize) -> impl Iterator<Item = &[usize]> {
+    let ways = ways.clamp(1, items.len().max(1));
+    (0..ways).map(move |p| &items[items.len() * p / ways..items.len() * (p + 1) / ways])
 }

@@ -12,6 +12,7 @@ use engram_kernels::{
 };
 
 mod pool;
+mod shares;
 mod team;
 #[cfg(test)]
 mod tests;
@@ -55,8 +56,12 @@ impl CpuContext {
         })
     }
 
-    /// Threads a product is split across.
+    /// Threads a product is split across: the pool's size, or 1 on a thread running a share of
+    /// [`map_shares`](Self::map_shares).
     pub fn threads(&self) -> usize {
+        if shares::in_share() {
+            return 1;
+        }
         self.pool.threads()
     }
 

@@ -18,6 +18,12 @@ use std::time::{Duration, Instant};
 /// How long a worker waits for the next job (and the caller for its workers) before parking.
 const SPIN: Duration = Duration::from_micros(5);
 
+/// A worker's stack: a share of [`CpuContext::map_shares`](super::CpuContext::map_shares) runs a
+/// whole training forward and backward (burn's autodiff walks the graph) on a worker, so it
+/// gets the main thread's usual 8 MiB rather than the 2 MiB of `std::thread` (only the pages
+/// touched are ever committed).
+const WORKER_STACK: usize = 8 << 20;
+
 /// The thread pool could not be created.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot start the CPU thread pool: {0}")]
@@ -173,6 +179,7 @@ impl Pool {
             pool.workers.push(
                 thread::Builder::new()
                     .name(format!("engram-cpu-{t}"))
+                    .stack_size(WORKER_STACK)
                     .spawn(move || worker_loop(&shared, t))?,
             );
         }

@@ -93,3 +93,48 @@ fn threaded_products_match_serial() {
         }
     }
 }
+
+/// Each share runs on its own thread and sees a one-thread context, so products, teams and
+/// nested maps inside a share run on that thread (a nested call into the busy pool would wait
+/// for itself); results come back in share order, and a share's panic reaches the caller.
+#[test]
+fn shares_run_on_their_own_threads_with_serial_products_inside() {
+    let mut seed = 3u64;
+    let (n, k, m) = (192, 576, 40);
+    let w_bytes = weights(GgmlType::Q4_1, n, k, &mut seed);
+    let w = QMatrix::new(GgmlType::Q4_1, &w_bytes, n, k).unwrap();
+    let x: Vec<f32> = (0..m * k).map(|_| lcg(&mut seed)).collect();
+    let ctx = CpuContext::new(2).unwrap();
+    let mut want = vec![0.0; m * n];
+    ctx.qmatmul(&w, &x, m, &mut want);
+
+    let out = ctx.map_shares(5, &|i| {
+        assert_eq!(ctx.threads(), 1, "share {i}");
+        let mut y = vec![f32::NAN; m * n];
+        ctx.qmatmul(&w, &x, m, &mut y);
+        ctx.team(&|t| assert_eq!(t.size(), 1));
+        let nested = ctx.map_shares(3, &|j| j * 10);
+        (i, std::thread::current().id(), y, nested)
+    });
+    assert_eq!(ctx.threads(), 2, "outside a share the pool is whole again");
+    assert_eq!(out.iter().map(|o| o.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4]);
+    for o in &out {
+        assert_eq!(o.2, want, "share {}", o.0);
+        assert_eq!(o.3, [0, 10, 20]);
+    }
+    // Shares 0, 2, 4 on the caller, 1 and 3 on the worker.
+    assert_eq!(out[0].1, std::thread::current().id());
+    assert_eq!(out[2].1, out[0].1);
+    assert_ne!(out[1].1, out[0].1);
+    assert_eq!(out[3].1, out[1].1);
+
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        ctx.map_shares(2, &|i| assert!(i == 0, "share {i} fails"))
+    }));
+    assert!(caught.is_err());
+    assert_eq!(
+        ctx.map_shares(2, &|i| i),
+        [0, 1],
+        "the pool works after a panic"
+    );
+}

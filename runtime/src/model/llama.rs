@@ -159,6 +159,11 @@ impl Llama {
         self.attention
     }
 
+    /// The CPU context (thread pool) the quantized products run on.
+    pub fn cpu(&self) -> &crate::cpu::CpuContext {
+        self.output.cpu()
+    }
+
     /// The hyper-parameters.
     pub fn config(&self) -> &LlamaConfig {
         &self.config
