@@ -10,6 +10,8 @@
 
 use core::arch::x86_64::*;
 
+use super::avx2::{PREFETCH_ROW, prefetch_ahead};
+
 use crate::quant::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, q3_k_scales};
 
 #[cfg(test)]
@@ -89,6 +91,7 @@ pub(crate) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     let low = _mm256_set1_epi8(0x0F);
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let (sc, summ) = scales_and_min_sum(&a.scales, b);
         let mut acc = _mm256_setzero_si256();
         for c in 0..4 {
@@ -113,6 +116,7 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     let (low, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let (sc, summ) = scales_and_min_sum(&a.scales, b);
         let mut hbits = load32(&a.qh, 0);
         let mut acc = _mm256_setzero_si256();
@@ -143,6 +147,7 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     let m32 = _mm256_set1_epi8(32);
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let mut acc = _mm256_setzero_si256();
         for h in 0..2 {
             let ql0 = load32(&a.ql, 64 * h);
@@ -212,6 +217,7 @@ pub(crate) unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     let three = _mm256_set1_epi8(3);
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let mut summ = 0i32;
         for (&sc, &bs) in a.scales.iter().zip(&b.bsums) {
             summ += i32::from(sc >> 4) * i32::from(bs);
@@ -244,6 +250,7 @@ pub(crate) unsafe fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
     let (three, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let sc = q3_k_scales(&a.scales);
         let mut hbits = load32(&a.hmask, 0);
         let mut acc = _mm256_setzero_si256();

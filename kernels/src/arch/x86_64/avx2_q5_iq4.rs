@@ -6,6 +6,8 @@
 
 use core::arch::x86_64::*;
 
+use super::avx2::{PREFETCH_ROW, prefetch_ahead};
+
 use half::bf16;
 
 use super::avx2::{f16x2, hsum_ps, load_i8x32, mul_sum_i8, mul_sum_us8, nibbles, scale_product};
@@ -53,6 +55,7 @@ pub(crate) unsafe fn vec_dot_q5_0_q8_0(x: &[BlockQ5_0], y: &[BlockQ8_0]) -> f32 
     let mut acc = [_mm256_setzero_ps(); 2];
     let off = _mm256_set1_epi8(16);
     for (i, (a, b)) in x.iter().zip(y).enumerate() {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let qx = _mm256_sub_epi8(q5_codes(a.qh, &a.qs), off);
         let p = mul_sum_i8(qx, load_i8x32(&b.qs));
         acc[i & 1] = _mm256_fmadd_ps(scale_product(a.d, b.d), p, acc[i & 1]);
@@ -68,6 +71,7 @@ pub(crate) unsafe fn vec_dot_q5_1_q8_1(x: &[BlockQ5_1], y: &[BlockQ8_1]) -> f32 
     // Lane 1 accumulates m·s8 (lane 0 collects d·d8, unused).
     let mut summs = _mm_setzero_ps();
     for (i, (a, b)) in x.iter().zip(y).enumerate() {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let prod = _mm_mul_ps(f16x2(a.d, a.m), f16x2(b.d, b.s));
         summs = _mm_add_ps(summs, prod);
         let p = mul_sum_us8(q5_codes(a.qh, &a.qs), load_i8x32(&b.qs));
@@ -86,6 +90,7 @@ pub(crate) unsafe fn vec_dot_iq4_nl_q8_0(x: &[BlockIQ4NL], y: &[BlockQ8_0]) -> f
     );
     let mut acc = [_mm256_setzero_ps(); 2];
     for (i, (a, b)) in x.iter().zip(y).enumerate() {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let p = mul_sum_i8(iq4_nl_levels(&a.qs), load_i8x32(&b.qs));
         acc[i & 1] = _mm256_fmadd_ps(scale_product(a.d, b.d), p, acc[i & 1]);
     }

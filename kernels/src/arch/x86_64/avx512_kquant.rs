@@ -19,6 +19,7 @@
 
 use core::arch::x86_64::*;
 
+use super::avx2::{PREFETCH_ROW, prefetch_ahead};
 use super::avx2_kquant::load32;
 use crate::quant::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 
@@ -29,26 +30,6 @@ fn load64<T: Copy>(s: &[T], at: usize) -> __m512i {
     assert!(size_of::<T>() == 1 && at + 64 <= s.len());
     // SAFETY: 64 one-byte elements from `at` are in bounds (checked); `loadu` is unaligned.
     unsafe { _mm512_loadu_si512(s.as_ptr().add(at).cast()) }
-}
-
-/// Bytes ahead of the weight block being read that the single-row k-quant kernels prefetch:
-/// enough to keep DRAM busy while the kernel computes, so the reads overlap the arithmetic
-/// instead of waiting for the out-of-order window (a few blocks' instructions) to reach them.
-/// Rows are contiguous, so past a row's end this fetches the next row. Measured on the AMX
-/// Xeon, cold 2048 × 2048 Q4_K: 1024, 2048 and 4096 bytes within noise of each other, all about
-/// 1.35× no prefetch.
-pub(super) const PREFETCH_ROW: usize = 2048;
-
-/// Prefetches the cache lines `AHEAD` bytes past `block` (as many as the block spans).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn prefetch_ahead<const AHEAD: usize, W>(block: &W) {
-    let p = (block as *const W).cast::<i8>().wrapping_add(AHEAD);
-    for line in (0..size_of::<W>()).step_by(64) {
-        // A prefetch is a hint: it never faults, whatever the address (`wrapping_add` keeps
-        // the pointer arithmetic defined), so the intrinsic is safe.
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line));
-    }
 }
 
 /// 32 bytes from `s[at..]` in both 256-bit halves.
