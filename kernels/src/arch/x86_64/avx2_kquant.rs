@@ -139,17 +139,26 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     sum
 }
 
-/// Q6_K · Q8_K: `Σ sc·Σ(q − 32)·q8` as `maddubs(q, q8) − maddubs(32, q8)` (both fit i16).
+/// Q6_K · Q8_K: `Σ sc·Σ(q − 32)·q8 = Σ sc·Σ q·q8 − 32·Σ sc·bsum`: one `maddubs` per group
+/// (codes `0..64` unsigned), the offset taken back through the activation's per-16 sums, each
+/// group's pair of scales one byte shuffle of the sixteen widened once.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_q6_k_q8_k: block count mismatch");
     let (low, two) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
-    let m32 = _mm256_set1_epi8(32);
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
         prefetch_ahead::<PREFETCH_ROW, _>(a);
-        let mut acc = _mm256_setzero_si256();
-        for h in 0..2 {
+        // SAFETY: `scales` is 16 and `bsums` 32 readable bytes; `loadu` is unaligned.
+        let (sc, bsums) = unsafe {
+            (
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr().cast())),
+                _mm256_loadu_si256(b.bsums.as_ptr().cast()),
+            )
+        };
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc, bsums));
+        let mut acc = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+        for (h, half) in scale_halves(sc).into_iter().enumerate() {
             let ql0 = load32(&a.ql, 64 * h);
             let ql1 = load32(&a.ql, 64 * h + 32);
             let qh = load32(&a.qh, 32 * h);
@@ -169,18 +178,10 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low), hi2(4)),
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low), hi2(6)),
             ];
+            // Values 0..16 of group g take scale 8h + 2g, 16..32 scale 8h + 2g + 1.
             for (g, q) in q.into_iter().enumerate() {
-                let q8 = load32(&b.qs, 128 * h + 32 * g);
-                let p =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, q8), _mm256_maddubs_epi16(m32, q8));
-                // Values 0..16 of the group take scale 2g, 16..32 scale 2g + 1 (i16 lanes 0..8
-                // and 8..16 of the pair sums).
-                let is = 8 * h + 2 * g;
-                let sc = _mm256_set_m128i(
-                    _mm_set1_epi16(i16::from(a.scales[is + 1])),
-                    _mm_set1_epi16(i16::from(a.scales[is])),
-                );
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc));
+                let p = _mm256_maddubs_epi16(q, load32(&b.qs, 128 * h + 32 * g));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, scale_pick(half, g)));
             }
         }
         let sumi = hsum_i32(acc);
