@@ -59,21 +59,29 @@ pub(super) fn unpack_scales_mins(s: &[u8; 12]) -> [u8; 16] {
     out
 }
 
-/// The eight scales of a Q4_K / Q5_K super-block, and `Σ m_j · (bsum_2j + bsum_2j+1)` over its
-/// sub-blocks: each minimum is widened to two i16 lanes and `madd`ed with the 16 bsums.
+/// The eight scales of a Q4_K / Q5_K super-block as i16 in lanes 0..8 of both 128-bit halves
+/// (for [`scale_of`]), and `Σ m_j · (bsum_2j + bsum_2j+1)` over its sub-blocks: each minimum is
+/// widened to two i16 lanes and `madd`ed with the 16 bsums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn scales_and_min_sum(scales: &[u8; 12], b: &BlockQ8K) -> ([u8; 8], i32) {
+pub(super) fn scales_and_min_sum(scales: &[u8; 12], b: &BlockQ8K) -> (__m256i, i32) {
     let sm = unpack_scales_mins(scales);
     // SAFETY: `sm` is 16 readable bytes; `loadu` has no alignment requirement.
-    let mins = unsafe { _mm_loadu_si128(sm.as_ptr().cast()) };
-    let mins = _mm_unpackhi_epi8(mins, mins); // m0 m0 m1 m1 … m7 m7
+    let sm = unsafe { _mm_loadu_si128(sm.as_ptr().cast()) };
+    let mins = _mm_unpackhi_epi8(sm, sm); // m0 m0 m1 m1 … m7 m7
     // SAFETY: `bsums` is 16 i16 = 32 readable bytes; `loadu` has no alignment requirement.
     let bsums = unsafe { _mm256_loadu_si256(b.bsums.as_ptr().cast()) };
     let summ = hsum_i32(_mm256_madd_epi16(_mm256_cvtepu8_epi16(mins), bsums));
-    let mut sc = [0u8; 8];
-    sc.copy_from_slice(&sm[..8]);
-    (sc, summ)
+    let sc = _mm256_cvtepu8_epi16(sm);
+    (_mm256_permute2x128_si256::<0x00>(sc, sc), summ)
+}
+
+/// Scale `k` of a [`scales_and_min_sum`] register in all sixteen i16 lanes (one byte shuffle).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_of(sc: __m256i, k: usize) -> __m256i {
+    let ctrl = ((2 * k as i16 + 1) << 8) | (2 * k as i16);
+    _mm256_shuffle_epi8(sc, _mm256_set1_epi16(ctrl))
 }
 
 /// `Σ sc·(q · q8)` for one 32-value sub-block: unsigned codes `q` (< 64) times signed `q8`,
@@ -98,8 +106,7 @@ pub(crate) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
             let q4 = load32(&a.qs, 32 * c);
             let lo = _mm256_and_si256(q4, low);
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), low);
-            let s0 = _mm256_set1_epi16(i16::from(sc[2 * c]));
-            let s1 = _mm256_set1_epi16(i16::from(sc[2 * c + 1]));
+            let (s0, s1) = (scale_of(sc, 2 * c), scale_of(sc, 2 * c + 1));
             acc = _mm256_add_epi32(acc, sub_block(lo, load32(&b.qs, 64 * c), s0));
             acc = _mm256_add_epi32(acc, sub_block(hi, load32(&b.qs, 64 * c + 32), s1));
         }
@@ -128,8 +135,7 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
             hbits = _mm256_srli_epi16::<2>(hbits);
             let lo = _mm256_or_si256(_mm256_and_si256(q4, low), h0);
             let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4), low), h1);
-            let s0 = _mm256_set1_epi16(i16::from(sc[2 * c]));
-            let s1 = _mm256_set1_epi16(i16::from(sc[2 * c + 1]));
+            let (s0, s1) = (scale_of(sc, 2 * c), scale_of(sc, 2 * c + 1));
             acc = _mm256_add_epi32(acc, sub_block(lo, load32(&b.qs, 64 * c), s0));
             acc = _mm256_add_epi32(acc, sub_block(hi, load32(&b.qs, 64 * c + 32), s1));
         }
@@ -251,7 +257,7 @@ fn scale_halves(sc: __m256i) -> [__m256i; 2] {
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn scale_pick(half: __m256i, j: usize) -> __m256i {
-    let lo = (4 * j as i16 + 1) << 8 | 4 * j as i16;
+    let lo = ((4 * j as i16 + 1) << 8) | (4 * j as i16);
     let ctrl = _mm256_set_m128i(_mm_set1_epi16(lo + 0x0202), _mm_set1_epi16(lo));
     _mm256_shuffle_epi8(half, ctrl)
 }
