@@ -300,6 +300,33 @@ pub(crate) unsafe fn vec_dot_iq4_nl_q8_0_tile<const R: usize, const M: usize>(
     })
 }
 
+/// [`vec_dot_iq4_nl_q8_0_tile`] with AVX-512 VBMI (Ice Lake, Zen 4, Sapphire Rapids; not
+/// Cascade Lake, which has VNNI without it): `vpermb` indexes a 64-byte table with the low six
+/// bits of each byte, so with the 16 levels repeated four times the shifted nibbles need no
+/// `and` — in the high-nibble lanes the bits above the nibble come from the next byte, and the
+/// repetition makes them irrelevant. The same codes, so bit for bit the same results.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,avx512vbmi")]
+pub(crate) unsafe fn vec_dot_iq4_nl_q8_0_tile_vbmi<const R: usize, const M: usize>(
+    x: [&[BlockIQ4NL]; R],
+    y: [&[BlockQ8_0]; M],
+) -> [[f32; R]; M] {
+    let shifts = nibble_shifts();
+    let table = KVALUES_IQ4NL.map(|v| (v as u8).wrapping_add(128));
+    // SAFETY: the table is 16 readable bytes; `loadu` has no alignment requirement.
+    let table = _mm512_broadcast_i32x4(unsafe { _mm_loadu_si128(table.as_ptr().cast()) });
+    pair_tile::<_, _, false, R, M>(x, y, "vec_dot_iq4_nl_q8_0", -128, |a, b| {
+        // SAFETY: `a.qs` and `b.qs` are 16 readable bytes each; `loadu` is unaligned.
+        let (a, b) = unsafe {
+            (
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(a.qs.as_ptr().cast())),
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(b.qs.as_ptr().cast())),
+            )
+        };
+        let z = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(a), b);
+        _mm512_permutexvar_epi8(_mm512_srlv_epi16(z, shifts), table)
+    })
+}
+
 /// Q8_0 · Q8_0 for `R ≤ 4` weight rows × `M ≤ 4` activation rows: the codes plus 128 (a sign
 /// bit flip), offset 128; exact for every code, -128 included.
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -327,4 +354,64 @@ pub(crate) unsafe fn vec_dot_q5_1_q8_1_tile<const R: usize, const M: usize>(
         let q = nibbles_x2(&a.qs, &b.qs, shifts);
         _mm512_mask_add_epi8(q, high, q, bit4)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec::Vec;
+
+    use super::*;
+    use crate::tests::Rng;
+
+    /// The VBMI IQ4_NL tile gives bit for bit what the plain VNNI one gives (the table uses
+    /// one or the other by CPU, so each is covered here wherever the CPU has both), on every
+    /// tile shape and odd tails.
+    #[test]
+    fn iq4_nl_vbmi_tile_matches_vnni_tile() {
+        let has = |f: &str| match f {
+            "vnni" => std::is_x86_feature_detected!("avx512vnni"),
+            _ => std::is_x86_feature_detected!("avx512vbmi"),
+        };
+        if !(crate::isa() >= crate::Isa::Avx512Vnni && has("vnni") && has("vbmi")) {
+            std::println!("skipped: no AVX-512 VBMI");
+            return;
+        }
+        let mut rng = Rng::new(41);
+        for nb in [1usize, 2, 17, 19, 37, 64] {
+            let rows: Vec<Vec<BlockIQ4NL>> = (0..4)
+                .map(|_| {
+                    let raw = crate::tests::random_kquant_row(crate::GgmlType::IQ4NL, nb, &mut rng);
+                    raw.chunks_exact(size_of::<BlockIQ4NL>())
+                        .map(bytemuck::pod_read_unaligned)
+                        .collect()
+                })
+                .collect();
+            let acts: Vec<Vec<BlockQ8_0>> = (0..4)
+                .map(|_| {
+                    let mut b = std::vec![BlockQ8_0 { d: half::f16::ZERO, qs: [0; 32] }; nb];
+                    crate::quant::quantize_row_q8_0_ref(&rng.vec(32 * nb), &mut b);
+                    b
+                })
+                .collect();
+            let x = [&rows[0][..], &rows[1][..], &rows[2][..], &rows[3][..]];
+            let y = [&acts[0][..], &acts[1][..], &acts[2][..], &acts[3][..]];
+            // SAFETY: the CPU has every feature both kernels enable (checked above).
+            let (a, b, c, d) = unsafe {
+                (
+                    vec_dot_iq4_nl_q8_0_tile::<4, 4>(x, y),
+                    vec_dot_iq4_nl_q8_0_tile_vbmi::<4, 4>(x, y),
+                    vec_dot_iq4_nl_q8_0_tile::<1, 1>([x[2]], [y[1]]),
+                    vec_dot_iq4_nl_q8_0_tile_vbmi::<1, 1>([x[2]], [y[1]]),
+                )
+            };
+            assert_eq!(
+                a.map(|r| r.map(f32::to_bits)),
+                b.map(|r| r.map(f32::to_bits)),
+                "{nb}"
+            );
+            assert_eq!(c[0][0].to_bits(), d[0][0].to_bits(), "{nb}");
+            assert_eq!(a[1][2].to_bits(), d[0][0].to_bits(), "{nb}");
+        }
+    }
 }
