@@ -131,15 +131,21 @@ fn tiled_rows_match_single_row_kernels() {
     use crate::arch::generic::GENERIC;
     use crate::matmul::matmul_rows_with;
     let mut rng = Rng::new(17);
-    // 608 = 19 blocks: the Q5_0 / IQ4_NL tiles' odd tail of a two-block register.
+    // 608 = 19 blocks: the pair tiles' odd tail of a two-block register; 1184 = 37 blocks: a
+    // second, short activation chunk (32 + 5) and a short scale group (16 + 16 + 5).
     let cases = [
         (GgmlType::Q4_1, false, 576),
         (GgmlType::Q4_1, true, 576),
         (GgmlType::Q8_0, false, 576),
         (GgmlType::Q5_0, false, 576),
         (GgmlType::Q5_0, false, 608),
+        (GgmlType::Q5_0, false, 1184),
         (GgmlType::Q5_1, false, 576),
+        (GgmlType::Q5_1, false, 608),
+        (GgmlType::Q5_1, false, 1184),
         (GgmlType::IQ4NL, false, 608),
+        (GgmlType::IQ4NL, false, 1184),
+        (GgmlType::Q8_0, false, 1184),
     ];
     for (ty, tile, k) in cases {
         crate::arch::set_single_row_tile(tile);

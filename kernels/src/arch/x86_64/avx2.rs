@@ -11,6 +11,26 @@ use crate::arch::panel::{self, PanelTile};
 use crate::arch::{Panel, PanelShape};
 use crate::quant::{BlockQ4_0, BlockQ4_1, BlockQ8_0, BlockQ8_1, QK4_0};
 
+/// Bytes ahead of the weight block being read that the single-row kernels prefetch:
+/// enough to keep DRAM busy while the kernel computes, so the reads overlap the arithmetic
+/// instead of waiting for the out-of-order window (a few blocks' instructions) to reach them.
+/// Rows are contiguous, so past a row's end this fetches the next row. Measured on the AMX
+/// Xeon, cold 2048 × 2048 Q4_K: 1024, 2048 and 4096 bytes within noise of each other, all about
+/// 1.35× no prefetch.
+pub(super) const PREFETCH_ROW: usize = 2048;
+
+/// Prefetches the cache lines `AHEAD` bytes past `block` (as many as the block spans).
+/// Needs no target feature beyond SSE, so every table's kernels share it.
+#[inline(always)]
+pub(super) fn prefetch_ahead<const AHEAD: usize, W>(block: &W) {
+    let p = (block as *const W).cast::<i8>().wrapping_add(AHEAD);
+    for line in (0..size_of::<W>()).step_by(64) {
+        // SAFETY: SSE is part of the x86_64 baseline; a prefetch is a hint that never faults,
+        // whatever the address (`wrapping_add` keeps the pointer arithmetic defined).
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line)) };
+    }
+}
+
 /// Horizontal sum of eight floats.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]

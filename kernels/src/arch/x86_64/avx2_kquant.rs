@@ -10,7 +10,9 @@
 
 use core::arch::x86_64::*;
 
-use crate::quant::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K, q3_k_scales};
+use super::avx2::{PREFETCH_ROW, prefetch_ahead};
+
+use crate::quant::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 
 #[cfg(test)]
 use crate::quant::get_scale_min_k4;
@@ -57,21 +59,29 @@ pub(super) fn unpack_scales_mins(s: &[u8; 12]) -> [u8; 16] {
     out
 }
 
-/// The eight scales of a Q4_K / Q5_K super-block, and `Σ m_j · (bsum_2j + bsum_2j+1)` over its
-/// sub-blocks: each minimum is widened to two i16 lanes and `madd`ed with the 16 bsums.
+/// The eight scales of a Q4_K / Q5_K super-block as i16 in lanes 0..8 of both 128-bit halves
+/// (for [`scale_of`]), and `Σ m_j · (bsum_2j + bsum_2j+1)` over its sub-blocks: each minimum is
+/// widened to two i16 lanes and `madd`ed with the 16 bsums.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) fn scales_and_min_sum(scales: &[u8; 12], b: &BlockQ8K) -> ([u8; 8], i32) {
+pub(super) fn scales_and_min_sum(scales: &[u8; 12], b: &BlockQ8K) -> (__m256i, i32) {
     let sm = unpack_scales_mins(scales);
     // SAFETY: `sm` is 16 readable bytes; `loadu` has no alignment requirement.
-    let mins = unsafe { _mm_loadu_si128(sm.as_ptr().cast()) };
-    let mins = _mm_unpackhi_epi8(mins, mins); // m0 m0 m1 m1 … m7 m7
+    let sm = unsafe { _mm_loadu_si128(sm.as_ptr().cast()) };
+    let mins = _mm_unpackhi_epi8(sm, sm); // m0 m0 m1 m1 … m7 m7
     // SAFETY: `bsums` is 16 i16 = 32 readable bytes; `loadu` has no alignment requirement.
     let bsums = unsafe { _mm256_loadu_si256(b.bsums.as_ptr().cast()) };
     let summ = hsum_i32(_mm256_madd_epi16(_mm256_cvtepu8_epi16(mins), bsums));
-    let mut sc = [0u8; 8];
-    sc.copy_from_slice(&sm[..8]);
-    (sc, summ)
+    let sc = _mm256_cvtepu8_epi16(sm);
+    (_mm256_permute2x128_si256::<0x00>(sc, sc), summ)
+}
+
+/// Scale `k` of a [`scales_and_min_sum`] register in all sixteen i16 lanes (one byte shuffle).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_of(sc: __m256i, k: usize) -> __m256i {
+    let ctrl = ((2 * k as i16 + 1) << 8) | (2 * k as i16);
+    _mm256_shuffle_epi8(sc, _mm256_set1_epi16(ctrl))
 }
 
 /// `Σ sc·(q · q8)` for one 32-value sub-block: unsigned codes `q` (< 64) times signed `q8`,
@@ -89,14 +99,14 @@ pub(crate) unsafe fn vec_dot_q4_k_q8_k(x: &[BlockQ4K], y: &[BlockQ8K]) -> f32 {
     let low = _mm256_set1_epi8(0x0F);
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let (sc, summ) = scales_and_min_sum(&a.scales, b);
         let mut acc = _mm256_setzero_si256();
         for c in 0..4 {
             let q4 = load32(&a.qs, 32 * c);
             let lo = _mm256_and_si256(q4, low);
             let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(q4), low);
-            let s0 = _mm256_set1_epi16(i16::from(sc[2 * c]));
-            let s1 = _mm256_set1_epi16(i16::from(sc[2 * c + 1]));
+            let (s0, s1) = (scale_of(sc, 2 * c), scale_of(sc, 2 * c + 1));
             acc = _mm256_add_epi32(acc, sub_block(lo, load32(&b.qs, 64 * c), s0));
             acc = _mm256_add_epi32(acc, sub_block(hi, load32(&b.qs, 64 * c + 32), s1));
         }
@@ -113,6 +123,7 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     let (low, one) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x10));
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let (sc, summ) = scales_and_min_sum(&a.scales, b);
         let mut hbits = load32(&a.qh, 0);
         let mut acc = _mm256_setzero_si256();
@@ -124,8 +135,7 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
             hbits = _mm256_srli_epi16::<2>(hbits);
             let lo = _mm256_or_si256(_mm256_and_si256(q4, low), h0);
             let hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(q4), low), h1);
-            let s0 = _mm256_set1_epi16(i16::from(sc[2 * c]));
-            let s1 = _mm256_set1_epi16(i16::from(sc[2 * c + 1]));
+            let (s0, s1) = (scale_of(sc, 2 * c), scale_of(sc, 2 * c + 1));
             acc = _mm256_add_epi32(acc, sub_block(lo, load32(&b.qs, 64 * c), s0));
             acc = _mm256_add_epi32(acc, sub_block(hi, load32(&b.qs, 64 * c + 32), s1));
         }
@@ -135,16 +145,26 @@ pub(crate) unsafe fn vec_dot_q5_k_q8_k(x: &[BlockQ5K], y: &[BlockQ8K]) -> f32 {
     sum
 }
 
-/// Q6_K · Q8_K: `Σ sc·Σ(q − 32)·q8` as `maddubs(q, q8) − maddubs(32, q8)` (both fit i16).
+/// Q6_K · Q8_K: `Σ sc·Σ(q − 32)·q8 = Σ sc·Σ q·q8 − 32·Σ sc·bsum`: one `maddubs` per group
+/// (codes `0..64` unsigned), the offset taken back through the activation's per-16 sums, each
+/// group's pair of scales one byte shuffle of the sixteen widened once.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_q6_k_q8_k: block count mismatch");
     let (low, two) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(0x03));
-    let m32 = _mm256_set1_epi8(32);
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
-        let mut acc = _mm256_setzero_si256();
-        for h in 0..2 {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
+        // SAFETY: `scales` is 16 and `bsums` 32 readable bytes; `loadu` is unaligned.
+        let (sc, bsums) = unsafe {
+            (
+                _mm256_cvtepi8_epi16(_mm_loadu_si128(a.scales.as_ptr().cast())),
+                _mm256_loadu_si256(b.bsums.as_ptr().cast()),
+            )
+        };
+        let offset = _mm256_slli_epi32::<5>(_mm256_madd_epi16(sc, bsums));
+        let mut acc = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+        for (h, half) in scale_halves(sc).into_iter().enumerate() {
             let ql0 = load32(&a.ql, 64 * h);
             let ql1 = load32(&a.ql, 64 * h + 32);
             let qh = load32(&a.qh, 32 * h);
@@ -164,24 +184,48 @@ pub(crate) unsafe fn vec_dot_q6_k_q8_k(x: &[BlockQ6K], y: &[BlockQ8K]) -> f32 {
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql0), low), hi2(4)),
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16::<4>(ql1), low), hi2(6)),
             ];
+            // Values 0..16 of group g take scale 8h + 2g, 16..32 scale 8h + 2g + 1.
             for (g, q) in q.into_iter().enumerate() {
-                let q8 = load32(&b.qs, 128 * h + 32 * g);
-                let p =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(q, q8), _mm256_maddubs_epi16(m32, q8));
-                // Values 0..16 of the group take scale 2g, 16..32 scale 2g + 1 (i16 lanes 0..8
-                // and 8..16 of the pair sums).
-                let is = 8 * h + 2 * g;
-                let sc = _mm256_set_m128i(
-                    _mm_set1_epi16(i16::from(a.scales[is + 1])),
-                    _mm_set1_epi16(i16::from(a.scales[is])),
-                );
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, sc));
+                let p = _mm256_maddubs_epi16(q, load32(&b.qs, 128 * h + 32 * g));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, scale_pick(half, g)));
             }
         }
         let sumi = hsum_i32(acc);
         sum += a.d.to_f32() * b.d * sumi as f32;
     }
     sum
+}
+
+/// The sixteen signed scales of a Q3_K block (`6-bit − 32`, what
+/// [`crate::quant::q3_k_scales`] gives) as i16, and `d` as f32 in lane 0, from the block's last
+/// 16 bytes (two code bytes, the 12 packed scale bytes, `d`): ggml's four word formulas, one per
+/// lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) fn q3_scales(tail: &[u8; 16]) -> (__m256i, __m128) {
+    const KMASK1: i32 = 0x0303_0303;
+    const KMASK2: i32 = 0x0f0f_0f0f;
+    // SAFETY: `tail` is 16 readable bytes; `loadu` has no alignment requirement.
+    let v = _mm_srli_si128::<2>(unsafe { _mm_loadu_si128(tail.as_ptr().cast()) });
+    // Words a0, a1, a2 of the packed bytes are lanes 0, 1, 2; `d` is the low half of lane 3.
+    let low = _mm_shuffle_epi32::<0b01_00_01_00>(v); // a0 a1 a0 a1
+    let low = _mm_and_si128(
+        _mm_srlv_epi32(low, _mm_set_epi32(4, 4, 0, 0)),
+        _mm_set1_epi32(KMASK2),
+    );
+    let high = _mm_shuffle_epi32::<0b10_10_10_10>(v); // a2 a2 a2 a2
+    let high = _mm_and_si128(
+        _mm_srlv_epi32(high, _mm_set_epi32(6, 4, 2, 0)),
+        _mm_set1_epi32(KMASK1),
+    );
+    let sc = _mm_sub_epi8(
+        _mm_or_si128(low, _mm_slli_epi32::<4>(high)),
+        _mm_set1_epi8(32),
+    );
+    (
+        _mm256_cvtepi8_epi16(sc),
+        _mm_cvtph_ps(_mm_srli_si128::<12>(v)),
+    )
 }
 
 /// `v >> (2 j)` per 16-bit lane, `j` in `0..4` (a constant shift per arm).
@@ -196,38 +240,55 @@ fn shift_pairs(v: __m256i, j: usize) -> __m256i {
     }
 }
 
-/// Two 16-value sub-blocks' scales as the i16 multipliers of `maddubs` pair sums (lanes 0..8
-/// take `lo`, lanes 8..16 take `hi`).
+/// Sixteen i16 sub-block scales as two registers, scales `8 n .. 8 n + 8` in both 128-bit
+/// halves of register `n`, for [`scale_pick`].
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn scale_pair(lo: i16, hi: i16) -> __m256i {
-    _mm256_set_m128i(_mm_set1_epi16(hi), _mm_set1_epi16(lo))
+fn scale_halves(sc: __m256i) -> [__m256i; 2] {
+    [
+        _mm256_permute2x128_si256::<0x00>(sc, sc),
+        _mm256_permute2x128_si256::<0x11>(sc, sc),
+    ]
+}
+
+/// The multipliers of group `j` of a [`scale_halves`] register for `madd` over `maddubs` pair
+/// sums: i16 lanes 0..8 take scale `2 j`, lanes 8..16 scale `2 j + 1` (one byte shuffle; ggml's
+/// `get_scale_shuffle_q3k`).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn scale_pick(half: __m256i, j: usize) -> __m256i {
+    let lo = ((4 * j as i16 + 1) << 8) | (4 * j as i16);
+    let ctrl = _mm256_set_m128i(_mm_set1_epi16(lo + 0x0202), _mm_set1_epi16(lo));
+    _mm256_shuffle_epi8(half, ctrl)
 }
 
 /// Q2_K · Q8_K: weight `128 n + 32 j + l` is bits `2j..` of `qs[32 n + l]`, so one 32-byte
-/// load serves four groups of 32 weights; each group spans two 16-value sub-blocks.
+/// load serves four groups of 32 weights; each group spans two 16-value sub-blocks. The scales
+/// and minimums are unpacked once per super-block in vectors, `Σ m·bsum` is one `madd`.
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_q2_k_q8_k: block count mismatch");
-    let three = _mm256_set1_epi8(3);
+    let (three, low) = (_mm256_set1_epi8(3), _mm_set1_epi8(0x0F));
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
-        let mut summ = 0i32;
-        for (&sc, &bs) in a.scales.iter().zip(&b.bsums) {
-            summ += i32::from(sc >> 4) * i32::from(bs);
-        }
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
+        // SAFETY: `scales` is 16 and `bsums` 32 readable bytes; `loadu` is unaligned.
+        let (sm, bsums) = unsafe {
+            (
+                _mm_loadu_si128(a.scales.as_ptr().cast()),
+                _mm256_loadu_si256(b.bsums.as_ptr().cast()),
+            )
+        };
+        let mins = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16::<4>(sm), low));
+        let summ = hsum_i32(_mm256_madd_epi16(mins, bsums));
+        let halves = scale_halves(_mm256_cvtepu8_epi16(_mm_and_si128(sm, low)));
         let mut acc = _mm256_setzero_si256();
-        for n in 0..2 {
+        for (n, half) in halves.into_iter().enumerate() {
             let q = load32(&a.qs, 32 * n);
             for j in 0..4 {
                 let q2 = _mm256_and_si256(shift_pairs(q, j), three);
-                let q8 = load32(&b.qs, 128 * n + 32 * j);
-                let is = 8 * n + 2 * j;
-                let sc = scale_pair(
-                    i16::from(a.scales[is] & 0x0F),
-                    i16::from(a.scales[is + 1] & 0x0F),
-                );
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q2, q8), sc));
+                let p = _mm256_maddubs_epi16(q2, load32(&b.qs, 128 * n + 32 * j));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, scale_pick(half, j)));
             }
         }
         let sumi = hsum_i32(acc);
@@ -236,30 +297,33 @@ pub(crate) unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
     sum
 }
 
-/// Q3_K · Q8_K: codes `u − 4` with `u = low2 | high << 2` in `0..8`, as
-/// `maddubs(u, q8) − maddubs(4, q8)`; the high bit of group `(n, j)` is bit `4n + j` of `hmask`.
+/// Q3_K · Q8_K: codes `u − 4` with `u = low2 | high << 2` in `0..8`; the high bit of group
+/// `(n, j)` is bit `4n + j` of `hmask`, and `Σ sc·Σ(u − 4)·q8 = Σ sc·Σ u·q8 − 4·Σ sc·bsum`
+/// (one `maddubs` per group; the offset taken back through the activation's per-16 sums).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn vec_dot_q3_k_q8_k(x: &[BlockQ3K], y: &[BlockQ8K]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_q3_k_q8_k: block count mismatch");
     let (three, four) = (_mm256_set1_epi8(3), _mm256_set1_epi8(4));
     let mut sum = 0.0f32;
     for (a, b) in x.iter().zip(y) {
-        let sc = q3_k_scales(&a.scales);
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
+        let tail = bytemuck::bytes_of(a)[94..].try_into().expect("16 bytes");
+        let (sc, _) = q3_scales(tail);
+        // SAFETY: `bsums` is 16 i16 = 32 readable bytes; `loadu` has no alignment requirement.
+        let bsums = unsafe { _mm256_loadu_si256(b.bsums.as_ptr().cast()) };
+        let offset = _mm256_slli_epi32::<2>(_mm256_madd_epi16(sc, bsums));
+        let halves = scale_halves(sc);
         let mut hbits = load32(&a.hmask, 0);
-        let mut acc = _mm256_setzero_si256();
-        for n in 0..2 {
+        let mut acc = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+        for (n, half) in halves.into_iter().enumerate() {
             let q = load32(&a.qs, 32 * n);
             for j in 0..4 {
                 // Bit 0 of `hbits` is the current group's high bit, moved to bit 2.
                 let high = _mm256_and_si256(_mm256_slli_epi16::<2>(hbits), four);
                 hbits = _mm256_srli_epi16::<1>(hbits);
                 let u = _mm256_or_si256(_mm256_and_si256(shift_pairs(q, j), three), high);
-                let q8 = load32(&b.qs, 128 * n + 32 * j);
-                let p =
-                    _mm256_sub_epi16(_mm256_maddubs_epi16(u, q8), _mm256_maddubs_epi16(four, q8));
-                let is = 8 * n + 2 * j;
-                let s = scale_pair(i16::from(sc[is]), i16::from(sc[is + 1]));
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
+                let p = _mm256_maddubs_epi16(u, load32(&b.qs, 128 * n + 32 * j));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, scale_pick(half, j)));
             }
         }
         let sumi = hsum_i32(acc);

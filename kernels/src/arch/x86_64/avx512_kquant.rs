@@ -19,7 +19,8 @@
 
 use core::arch::x86_64::*;
 
-use super::avx2_kquant::load32;
+use super::avx2::{PREFETCH_ROW, prefetch_ahead};
+use super::avx2_kquant::{load32, q3_scales};
 use crate::quant::{BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, BlockQ8K};
 
 /// 64 bytes from `s[at..at + 64]`.
@@ -29,26 +30,6 @@ fn load64<T: Copy>(s: &[T], at: usize) -> __m512i {
     assert!(size_of::<T>() == 1 && at + 64 <= s.len());
     // SAFETY: 64 one-byte elements from `at` are in bounds (checked); `loadu` is unaligned.
     unsafe { _mm512_loadu_si512(s.as_ptr().add(at).cast()) }
-}
-
-/// Bytes ahead of the weight block being read that the single-row k-quant kernels prefetch:
-/// enough to keep DRAM busy while the kernel computes, so the reads overlap the arithmetic
-/// instead of waiting for the out-of-order window (a few blocks' instructions) to reach them.
-/// Rows are contiguous, so past a row's end this fetches the next row. Measured on the AMX
-/// Xeon, cold 2048 × 2048 Q4_K: 1024, 2048 and 4096 bytes within noise of each other, all about
-/// 1.35× no prefetch.
-pub(super) const PREFETCH_ROW: usize = 2048;
-
-/// Prefetches the cache lines `AHEAD` bytes past `block` (as many as the block spans).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-pub(super) fn prefetch_ahead<const AHEAD: usize, W>(block: &W) {
-    let p = (block as *const W).cast::<i8>().wrapping_add(AHEAD);
-    for line in (0..size_of::<W>()).step_by(64) {
-        // A prefetch is a hint: it never faults, whatever the address (`wrapping_add` keeps
-        // the pointer arithmetic defined), so the intrinsic is safe.
-        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(line));
-    }
 }
 
 /// 32 bytes from `s[at..]` in both 256-bit halves.
@@ -168,38 +149,6 @@ pub(crate) unsafe fn vec_dot_q2_k_q8_k(x: &[BlockQ2K], y: &[BlockQ8K]) -> f32 {
         sum += b.d * (a.d.to_f32() * sumi as f32 - a.dmin.to_f32() * summ as f32);
     }
     sum
-}
-
-/// The sixteen signed scales of a Q3_K block (`6-bit − 32`, what
-/// [`crate::quant::q3_k_scales`] gives) as i16, and `d` as f32 in lane 0, from the block's last
-/// 16 bytes (two code bytes, the 12 packed scale bytes, `d`): ggml's four word formulas, one per
-/// lane.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
-fn q3_scales(tail: &[u8; 16]) -> (__m256i, __m128) {
-    const KMASK1: i32 = 0x0303_0303;
-    const KMASK2: i32 = 0x0f0f_0f0f;
-    // SAFETY: `tail` is 16 readable bytes; `loadu` has no alignment requirement.
-    let v = _mm_srli_si128::<2>(unsafe { _mm_loadu_si128(tail.as_ptr().cast()) });
-    // Words a0, a1, a2 of the packed bytes are lanes 0, 1, 2; `d` is the low half of lane 3.
-    let low = _mm_shuffle_epi32::<0b01_00_01_00>(v); // a0 a1 a0 a1
-    let low = _mm_and_si128(
-        _mm_srlv_epi32(low, _mm_set_epi32(4, 4, 0, 0)),
-        _mm_set1_epi32(KMASK2),
-    );
-    let high = _mm_shuffle_epi32::<0b10_10_10_10>(v); // a2 a2 a2 a2
-    let high = _mm_and_si128(
-        _mm_srlv_epi32(high, _mm_set_epi32(6, 4, 2, 0)),
-        _mm_set1_epi32(KMASK1),
-    );
-    let sc = _mm_sub_epi8(
-        _mm_or_si128(low, _mm_slli_epi32::<4>(high)),
-        _mm_set1_epi8(32),
-    );
-    (
-        _mm256_cvtepi8_epi16(sc),
-        _mm_cvtph_ps(_mm_srli_si128::<12>(v)),
-    )
 }
 
 /// Q3_K · Q8_K: codes `u − 4` with `u = low2 | high << 2` in `0..8`; the high bit of group

@@ -184,8 +184,29 @@ fn iq4_nl_q8_0_vnni<const R: usize, const M: usize>(
     x: [&[BlockIQ4NL]; R],
     y: [&[BlockQ8_0]; M],
 ) -> [[f32; R]; M] {
-    // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
-    unsafe { avx512_q5_iq4::vec_dot_iq4_nl_q8_0_tile(x, y) }
+    if has_avx512vbmi() {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`), and VBMI was
+        // detected.
+        unsafe { avx512_q5_iq4::vec_dot_iq4_nl_q8_0_tile_vbmi(x, y) }
+    } else {
+        // SAFETY: reachable only through `AVX512_VNNI` (see `q4_1_q8_1_vnni`).
+        unsafe { avx512_q5_iq4::vec_dot_iq4_nl_q8_0_tile(x, y) }
+    }
+}
+
+/// Whether the CPU has AVX-512 VBMI (`vpermb`), which the IQ4_NL tile uses where present; the
+/// two kernels give the same bits. `std`'s detection caches its answer; without `std`, what the
+/// build targets.
+#[inline]
+fn has_avx512vbmi() -> bool {
+    #[cfg(feature = "std")]
+    {
+        std::is_x86_feature_detected!("avx512vbmi")
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        cfg!(target_feature = "avx512vbmi")
+    }
 }
 
 fn q4_0_q8_0_avx2(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 {
