@@ -267,6 +267,7 @@ fn synthetic_edit(id: u64) -> Edit {
             r: vec![0.5, -1.25],
             a: vec![1.0, 2.0, 3.0],
             k: vec![0.1, 0.2, 0.3],
+            g: Vec::new(),
         }]),
     }
 }

@@ -1,6 +1,6 @@
 //! engram-edit: write, evaluate and undo single facts in the frozen model.
 //!
-//! Every method leaves the mapped base untouched. ROME, MEMIT and AlphaEdit store rank-one
+//! Every method leaves the mapped base untouched. ROME, MEMIT, AlphaEdit and UltraEdit store rank-one
 //! deltas on MLP down-projections; GRACE keeps a codebook beside one layer. [`Editor`] applies
 //! them, keeps a crash-safe [`log`] and undoes any single edit; [`metrics`] scores them the way
 //! EasyEdit does.
@@ -43,6 +43,7 @@ pub mod stats_cache;
 pub mod store;
 pub mod target;
 pub mod trace;
+pub mod ultraedit;
 pub mod value;
 
 pub use context::EditContext;

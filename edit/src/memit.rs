@@ -6,10 +6,14 @@
 //!
 //! - MEMIT: `ΔW = R (λC + K Kᵀ)⁻¹ K)ᵀ`, computed as `G (I + Kᵀ G)⁻¹` with `G = C⁻¹ K / λ`
 //!   (Woodbury), so only an `n × n` system is solved per layer.
-//! - AlphaEdit: `ΔWᵀ = (P (K_p K_pᵀ + K Kᵀ) + ρ I)⁻¹ P K Rᵀ`, `P` the projector onto the null
-//!   space of the preserved keys' statistics and `K_p` the keys of earlier AlphaEdit edits. The
-//!   solution lies in the range of `P`, so with `G = P [K_p K]` it is
-//!   `(B − G (ρI + GᵀG)⁻¹ Gᵀ B) / ρ` for `B = P K`: again only a small system.
+//! - AlphaEdit: `ΔWᵀ = (P' K Kᵀ + ρ I)⁻¹ P' K Rᵀ`, `P` the projector onto the null space of
+//!   the preserved keys' statistics and `P' = P − Q Qᵀ` with `Q` an orthonormal basis of
+//!   `P K_p`, `K_p` the keys of every earlier weight edit at the layer: the update lies in the
+//!   null space of the corpus keys *and* of the earlier edits' keys, so it leaves the outputs
+//!   at those keys exactly as they were (AlphaEdit's own sequential form only penalizes
+//!   `‖ΔW K_p‖²`, which lets later edits move earlier ones). The solution lies in the range of
+//!   `P'`, so with `B = P' K` it is `(B − B (ρI + BᵀB)⁻¹ Bᵀ B) / ρ`: again only a small
+//!   system.
 //!
 //! Every update is kept as one rank-one term per fact and layer, so each fact can be undone.
 //!
@@ -42,7 +46,8 @@ pub enum Solver<'a> {
     AlphaEdit {
         /// `P` of each layer of the range, in range order.
         projector: Vec<&'a [f32]>,
-        /// Keys written by earlier AlphaEdit edits, per layer of the range.
+        /// Keys written by earlier weight edits (any method), per layer of the range: the
+        /// update is kept orthogonal to them.
         preserved: Vec<Vec<Vec<f32>>>,
         /// `ρ` (AlphaEdit's `L2`).
         ridge: f32,
@@ -127,6 +132,7 @@ pub fn batch_terms(
                 r: resid[j].clone(),
                 a,
                 k,
+                g: Vec::new(),
             });
         }
     }
@@ -167,19 +173,57 @@ fn memit_adj(
     Ok(y.chunks(dff).map(<[f32]>::to_vec).collect())
 }
 
-/// Columns of AlphaEdit's `(B − G (ρI + GᵀG)⁻¹ Gᵀ B) / ρ`, one per key.
+/// An orthonormal basis of the span of `vectors` (modified Gram–Schmidt, twice; a vector
+/// whose remainder is below `1e-4` of its norm is dependent and dropped).
+pub fn orthonormal_basis(vectors: &[Vec<f32>]) -> Vec<Vec<f32>> {
+    let mut basis: Vec<Vec<f32>> = Vec::new();
+    for v in vectors {
+        let n0 = probe::norm(v);
+        if n0 == 0.0 {
+            continue;
+        }
+        let mut r = v.clone();
+        for _ in 0..2 {
+            for q in &basis {
+                let c = probe::dot(&r, q);
+                r.iter_mut().zip(q).for_each(|(x, y)| *x -= c * y);
+            }
+        }
+        let n = probe::norm(&r);
+        if n > 1e-4 * n0 {
+            r.iter_mut().for_each(|x| *x /= n);
+            basis.push(r);
+        }
+    }
+    basis
+}
+
+/// Columns of AlphaEdit's `(B − B (ρI + BᵀB)⁻¹ Bᵀ B) / ρ`, one per key, for `B = P' K`
+/// (`P'`: `P` without the span of `P K_p`, the earlier edits' keys).
 fn alpha_adj(
     projector: &[f32],
     preserved: &[Vec<f32>],
     keys: &[Vec<f32>],
     ridge: f32,
 ) -> Result<Vec<Vec<f32>>, linalg::NotPositiveDefinite> {
-    let b: Vec<Vec<f32>> = keys.iter().map(|k| matvec(projector, k)).collect();
-    let g: Vec<Vec<f32>> = preserved
+    let q = orthonormal_basis(
+        &preserved
+            .iter()
+            .map(|k| matvec(projector, k))
+            .collect::<Vec<_>>(),
+    );
+    let b: Vec<Vec<f32>> = keys
         .iter()
-        .map(|k| matvec(projector, k))
-        .chain(b.iter().cloned())
+        .map(|k| {
+            let mut x = matvec(projector, k);
+            for qi in &q {
+                let c = probe::dot(&x, qi);
+                x.iter_mut().zip(qi).for_each(|(o, v)| *o -= c * v);
+            }
+            x
+        })
         .collect();
+    let g = b.clone();
     let (m, n) = (g.len(), b.len());
     let s = gram(&g, &g, ridge);
     let t = gram(&g, &b, 0.0);
@@ -197,4 +241,37 @@ fn alpha_adj(
             col
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Largest `|a · k_p|` allowed for an update that must leave earlier keys alone.
+    const PROTECT_TOLERANCE: f32 = 1e-4;
+
+    #[test]
+    fn alphaedit_updates_are_orthogonal_to_earlier_edits_keys() {
+        // P: the projector onto the first 4 of 5 coordinates.
+        let n = 5;
+        let mut p = vec![0f32; n * n];
+        for i in 0..4 {
+            p[i * n + i] = 1.0;
+        }
+        let earlier = vec![vec![1.0, 1.0, 0.0, 0.0, 3.0], vec![0.0, 1.0, 1.0, 0.0, 0.0]];
+        let keys = vec![vec![1.0, 2.0, 3.0, 4.0, 5.0]];
+        let adj = alpha_adj(&p, &earlier, &keys, 1.0).unwrap();
+        for k in &earlier {
+            let leak = probe::dot(&adj[0], k);
+            assert!(leak.abs() < PROTECT_TOLERANCE, "{leak}");
+        }
+        // Still an update: the key's part outside the protected span is written.
+        assert!(probe::dot(&adj[0], &keys[0]) > 0.5);
+        // Without earlier keys the first key is not protected.
+        let free = alpha_adj(&p, &[], &keys, 1.0).unwrap();
+        assert!(probe::dot(&free[0], &earlier[0]).abs() > 0.05);
+        // A dependent vector adds nothing to the basis.
+        let b = orthonormal_basis(&[vec![1.0, 0.0], vec![2.0, 0.0], vec![1.0, 1.0]]);
+        assert_eq!(b.len(), 2);
+    }
 }

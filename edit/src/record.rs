@@ -26,10 +26,14 @@ pub enum Method {
     /// The gated side memory ([`crate::gate`]): a subject gate at an early layer, a relation
     /// gate at a late one, a value added where both fire. engram's default.
     Gated,
+    /// Closed-form lifelong editing with running normalization of keys and value gradients
+    /// (Gu et al. 2025, [`crate::ultraedit`]).
+    #[serde(rename = "ultraedit")]
+    UltraEdit,
 }
 
 impl Method {
-    /// The CLI name (`rome`, `memit`, `alphaedit`, `grace`, `gated`).
+    /// The CLI name (`rome`, `memit`, `alphaedit`, `grace`, `gated`, `ultraedit`).
     pub fn name(self) -> &'static str {
         match self {
             Method::Gated => "gated",
@@ -37,6 +41,7 @@ impl Method {
             Method::Memit => "memit",
             Method::AlphaEdit => "alphaedit",
             Method::Grace => "grace",
+            Method::UltraEdit => "ultraedit",
         }
     }
 }
@@ -52,6 +57,11 @@ pub struct RankOne {
     pub a: Vec<f32>,
     /// The key this term was written for, `d_ff` values (AlphaEdit protects it afterwards).
     pub k: Vec<f32>,
+    /// UltraEdit only: the loss gradient at the layer's output where `k` was read, `d_model`
+    /// values (its running normalization is recomputed from the `k` and `g` of the edits
+    /// applied, so undo takes a row out of the statistics too). Empty for other methods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub g: Vec<f32>,
 }
 
 /// A GRACE codebook entry: where the down-projection input at the last position is within
@@ -124,6 +134,9 @@ impl Edit {
                     len("r", &t.r, d_model)?;
                     len("a", &t.a, d_ff)?;
                     len("k", &t.k, d_ff)?;
+                    if !t.g.is_empty() {
+                        len("g", &t.g, d_model)?;
+                    }
                 }
             }
             EditDelta::Grace(g) => {

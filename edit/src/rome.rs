@@ -71,6 +71,7 @@ pub fn rome_term(
             r,
             a: u,
             k: k_star,
+            g: Vec::new(),
         },
         res,
     )

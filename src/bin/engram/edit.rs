@@ -29,6 +29,8 @@ pub enum MethodArg {
     Grace,
     /// Gated side memory (subject gate + relation gate + value); weights untouched.
     Gated,
+    /// Closed-form lifelong edit of down-projections (UltraEdit); no subject needed.
+    Ultraedit,
 }
 
 impl From<MethodArg> for Method {
@@ -39,6 +41,7 @@ impl From<MethodArg> for Method {
             MethodArg::Alphaedit => Method::AlphaEdit,
             MethodArg::Grace => Method::Grace,
             MethodArg::Gated => Method::Gated,
+            MethodArg::Ultraedit => Method::UltraEdit,
         }
     }
 }
