@@ -163,6 +163,12 @@ pub struct GenerateOptions {
     pub stop_tokens: Vec<u32>,
     /// KV-cache capacity in positions (prompt + new tokens); at most the trained context.
     pub context: usize,
+    /// Runs the prompt on the fused CPU path ([`Decoder::prefill`]) where it can take the
+    /// model and adaptation, instead of the burn graph. Off by default: its logits are the
+    /// fused decoder's (within `DECODE_TOLERANCE` of the graph's), and with them the greedy
+    /// continuations of `tests/parity.rs` agree with llama.cpp's less often than the graph's
+    /// (106 of 175 tokens against 130; docs/DECODE.md, "Prefill on the fused path").
+    pub fused_prefill: bool,
 }
 
 impl Default for GenerateOptions {
@@ -172,6 +178,7 @@ impl Default for GenerateOptions {
             sampling: SamplingParams::greedy(),
             stop_tokens: Vec::new(),
             context: 2048,
+            fused_prefill: false,
         }
     }
 }
@@ -319,13 +326,14 @@ pub fn generate_with(
     let mut sampler = Sampler::new(opts.sampling.clone());
 
     let start = Instant::now();
-    // The fused path runs the prompt and the tokens after it when it can take this adaptation.
-    // A soft prompt runs through the graph, and the tokens after it on the fused path from the
-    // graph's cache; an adaptation the fused path cannot take runs through the graph throughout.
+    // With `fused_prefill` the fused path runs the prompt and the tokens after it when it can
+    // take this adaptation. Otherwise (and for a soft prompt) the prompt runs through the graph
+    // and the tokens after it on the fused path from the graph's cache; an adaptation the fused
+    // path cannot take runs through the graph throughout.
     let positions = (requested + opts.max_new_tokens).min(capacity);
     let mut fused = match adaptation.prefix {
-        None => Decoder::new(model, adaptation.linear, positions),
-        Some(_) => None,
+        None if opts.fused_prefill => Decoder::new(model, adaptation.linear, positions),
+        _ => None,
     };
     // The graph's cache, only where the graph runs.
     let mut cache = fused.is_none().then(|| model.new_cache(1, capacity));
