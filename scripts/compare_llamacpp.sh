@@ -31,6 +31,7 @@ Environment:
   ENGRAM_MODEL         model path, used when --model is not given
   VENV                 venv directory (default: <repo>/.venv-llamacpp)
   CMAKE_ARGS           overrides the lean CPU-only llama.cpp build flags below
+  ENGRAM_BENCH_ARGS    extra arguments to \`engram bench\` (e.g. --fused-prefill)
 EOF
 }
 
@@ -133,7 +134,7 @@ for t in "${THREAD_LIST[@]}"; do
         say "running engram bench, $t threads..."
         ENGRAM_JSON=$(cargo run --quiet --release --bin engram -- bench --model "$MODEL" \
             --threads "$t" --prompt-tokens "$PROMPT_TOKENS" --gen-tokens "$GEN_TOKENS" \
-            --repeats "$REPEATS" --json | tail -n 1)
+            --repeats "$REPEATS" --json ${ENGRAM_BENCH_ARGS:-} | tail -n 1)
     fi
     ROWS+=("{\"threads\": $t, \"loadavg_1min_before\": $LOAD_T, \"llamacpp\": $LLAMA_JSON, \"engram\": $ENGRAM_JSON}")
 done

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use engram::adapters::lora::{Lora, LoraConfig};
 use engram::burn::tensor::{Tensor, TensorData};
 use engram::runtime::cpu::CpuContext;
+use engram::runtime::generate::{GenerateOptions, argmax, generate};
 use engram::runtime::model::llama::{DECODE_TOLERANCE, Decoder, LinearAdapter, Llama, Logits};
 use engram::runtime::model_file::ModelFile;
 use engram::{backend, resolve_model};
@@ -87,6 +88,74 @@ fn fused_decode_matches_the_graph_on_the_real_model() {
                     adapter.is_some()
                 );
             }
+        }
+    }
+}
+
+/// The fused prefill against the graph's on the real model: a 45-token prompt (two shares of
+/// rows that are not whole tiles at two threads), the last position's logits within
+/// `DECODE_TOLERANCE` with the same top token, for the base and through LoRA, at 1 and 2
+/// threads; then decoding continues from the prefilled cache and matches the graph too.
+#[test]
+fn fused_prefill_matches_the_graph_on_the_real_model() {
+    let prompt: Vec<u32> = TOKENS.iter().cycle().take(47).copied().collect();
+    let m = 45;
+    for threads in [1, 2] {
+        let model = load(threads);
+        let n_vocab = model.config().n_vocab;
+        let lora = lora(&model);
+        for adapter in [None, Some(&lora as &dyn LinearAdapter)] {
+            let full = model
+                .forward(&prompt, 1, None, adapter, Logits::All)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            let at = |i: usize| &full[i * n_vocab..(i + 1) * n_vocab];
+            let mut dec = Decoder::new(&model, adapter, 64).expect("a fused decoder");
+            let check = |got: &[f32], i: usize| {
+                let (worst, top) = compare(got, at(i));
+                assert!(
+                    worst <= DECODE_TOLERANCE && top,
+                    "t{threads} lora {} pos {i}: max top-20 |Δlogit| {worst}, top-1 agrees {top}",
+                    adapter.is_some()
+                );
+            };
+            check(dec.prefill(&prompt[..m]).unwrap(), m - 1);
+            for (i, &t) in prompt.iter().enumerate().skip(m) {
+                check(dec.step(t).unwrap(), i);
+            }
+        }
+    }
+}
+
+/// `generate` with `fused_prefill` runs the prompt on the fused path: its greedy tokens are the
+/// decoder's own (prefill, then one step per token); without it the prompt runs through the
+/// graph, whose first token agrees here too.
+#[test]
+fn generate_with_the_fused_prefill_is_the_decoders() {
+    let model = load(2);
+    let n = 6;
+    let mut dec = Decoder::new(&model, None, 64).expect("a fused decoder");
+    let mut want = vec![argmax(dec.prefill(&TOKENS).unwrap())];
+    while want.len() < n {
+        let next = argmax(dec.step(*want.last().unwrap()).unwrap());
+        want.push(next);
+    }
+    for fused_prefill in [true, false] {
+        let opts = GenerateOptions {
+            max_new_tokens: n,
+            fused_prefill,
+            ..Default::default()
+        };
+        let g = generate(&model, &TOKENS, &opts, |_| {
+            std::ops::ControlFlow::Continue(())
+        })
+        .unwrap();
+        if fused_prefill {
+            assert_eq!(g.tokens, want);
+        } else {
+            assert_eq!(g.tokens[0], want[0]);
         }
     }
 }

@@ -163,6 +163,12 @@ pub struct GenerateOptions {
     pub stop_tokens: Vec<u32>,
     /// KV-cache capacity in positions (prompt + new tokens); at most the trained context.
     pub context: usize,
+    /// Runs the prompt on the fused CPU path ([`Decoder::prefill`]) where it can take the
+    /// model and adaptation, instead of the burn graph. Off by default: its logits are the
+    /// fused decoder's (within `DECODE_TOLERANCE` of the graph's), and with them the greedy
+    /// continuations of `tests/parity.rs` agree with llama.cpp's less often than the graph's
+    /// (106 of 175 tokens against 130; docs/DECODE.md, "Prefill on the fused path").
+    pub fused_prefill: bool,
 }
 
 impl Default for GenerateOptions {
@@ -172,6 +178,7 @@ impl Default for GenerateOptions {
             sampling: SamplingParams::greedy(),
             stop_tokens: Vec::new(),
             context: 2048,
+            fused_prefill: false,
         }
     }
 }
@@ -308,25 +315,43 @@ pub fn generate_with(
     opts.sampling.check()?;
     check_prompt(model, prompt)?;
     let capacity = opts.context.min(model.config().n_ctx_train).max(1);
-    let mut cache = model.new_cache(1, capacity);
-    cache
-        .reserve(prompt.len() + adaptation.prefix_len())
-        .map_err(GenerateError::PromptTooLong)?;
+    let requested = prompt.len() + adaptation.prefix_len();
+    if requested > capacity {
+        return Err(GenerateError::PromptTooLong(ContextFull {
+            used: 0,
+            requested,
+            capacity,
+        }));
+    }
     let mut sampler = Sampler::new(opts.sampling.clone());
 
     let start = Instant::now();
-    let mut next = step(model, &mut cache, prompt, adaptation, &mut sampler)
-        .map_err(GenerateError::PromptTooLong)?;
+    // With `fused_prefill` the fused path runs the prompt and the tokens after it when it can
+    // take this adaptation. Otherwise (and for a soft prompt) the prompt runs through the graph
+    // and the tokens after it on the fused path from the graph's cache; an adaptation the fused
+    // path cannot take runs through the graph throughout.
+    let positions = (requested + opts.max_new_tokens).min(capacity);
+    let mut fused = match adaptation.prefix {
+        None if opts.fused_prefill => Decoder::new(model, adaptation.linear, positions),
+        _ => None,
+    };
+    // The graph's cache, only where the graph runs.
+    let mut cache = fused.is_none().then(|| model.new_cache(1, capacity));
+    let mut next = match (fused.as_mut(), cache.as_mut()) {
+        (Some(d), _) => d.prefill(prompt).map(|logits| sampler.sample(logits)),
+        (None, Some(cache)) => step(model, cache, prompt, adaptation, &mut sampler),
+        (None, None) => unreachable!("the graph's cache exists without a fused decoder"),
+    }
+    .map_err(GenerateError::PromptTooLong)?;
     let decode = Adaptation {
         prefix: None,
         ..adaptation
     };
     let prefill_time = start.elapsed();
     let start = Instant::now();
-    // The prompt ran through the graph; the tokens after it run on the fused decode path when
-    // it can take this adaptation (else through the graph, one token at a time).
-    let positions = cache.len() + opts.max_new_tokens;
-    let mut fused = Decoder::from_cache(model, decode.linear, &cache, positions.min(capacity));
+    if let (None, Some(cache)) = (&fused, &cache) {
+        fused = Decoder::from_cache(model, decode.linear, cache, positions);
+    }
     let mut tokens = Vec::new();
     let stop = loop {
         tokens.push(next);
@@ -339,9 +364,10 @@ pub fn generate_with(
         if tokens.len() >= opts.max_new_tokens {
             break StopReason::MaxTokens;
         }
-        let stepped = match fused.as_mut() {
-            Some(d) => d.step(next).map(|logits| sampler.sample(logits)),
-            None => step(model, &mut cache, &[next], decode, &mut sampler),
+        let stepped = match (fused.as_mut(), cache.as_mut()) {
+            (Some(d), _) => d.step(next).map(|logits| sampler.sample(logits)),
+            (None, Some(cache)) => step(model, cache, &[next], decode, &mut sampler),
+            (None, None) => unreachable!("the graph's cache exists without a fused decoder"),
         };
         match stepped {
             Ok(t) => next = t,

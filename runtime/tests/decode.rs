@@ -1,6 +1,7 @@
 //! The fused decode path against the burn graph on synthetic models: the same logits within
 //! `TINY_TOLERANCE` at every position, at 1, 2 and 3 threads, with and without a low-rank
-//! adapter, from an empty cache and from a cache the graph filled. (`tests/decode.rs` at the
+//! adapter, from an empty cache and from a cache the graph filled; the fused prefill the same
+//! way, and bit for bit the decoder's token-by-token logits. (`tests/decode.rs` at the
 //! repository root does the same on the real model with a LoRA adapter.) And on the real model,
 //! bit-identical logits whatever the number of threads.
 
@@ -23,7 +24,8 @@ const TINY_TOLERANCE: f32 = 0.05;
 
 /// [`TINY_TOLERANCE`] for Q5_0 weights: a code flip of one 8-bit activation moves a logit
 /// further on these models (measured 2026-12-06: Q5_0 ≤ 0.062, and Q4_0, whose kernels predate
-/// Q5_0, 0.055 on the same models; Q5_1 ≤ 0.018).
+/// Q5_0, 0.055 on the same models; Q5_1 ≤ 0.018 over 9 positions, but 0.071 at position 30 of
+/// the prefill test's prompt, where the fused prefill and decode agree bit for bit).
 const TINY_TOLERANCE_Q5_0: f32 = 0.08;
 
 const TOKENS: [u32; 9] = [3, 17, 42, 5, 63, 0, 28, 11, 9];
@@ -267,6 +269,116 @@ fn the_planned_decode_copy_is_what_decoding_allocates() {
                 planned > 0,
                 "{ty:?}: the layout runs here, so something is copied"
             );
+        }
+    }
+}
+
+/// The fused prefill against the graph on synthetic models (Q4_1, Q8_0, Q5_1): bit for bit the
+/// logits of the decoder run token by token, and the last position's logits within
+/// `TINY_TOLERANCE` (Q5_1 `TINY_TOLERANCE_Q5_0`) of the graph's for prompts around the 4-row tiles and the shares' edges (1, 5, 31, 32, 33,
+/// 70 tokens), at 1, 2 and 3 threads, with and without a low-rank adapter; decoding continues
+/// from the prefilled cache, and a second prefill continues from the first. Every row's numbers
+/// are the same whichever share computes them, so the logits are bit-identical at every thread
+/// count.
+#[test]
+fn fused_prefill_matches_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seed = 5u64;
+    let prompt: Vec<u32> = (0..72)
+        .map(|_| ((lcg(&mut seed) + 1.0) * 31.9) as u32)
+        .collect();
+    for spec in [
+        TinyLlamaSpec {
+            n_ctx: 128,
+            ..TinyLlamaSpec::default()
+        },
+        TinyLlamaSpec {
+            d_model: 576,
+            n_head: 9,
+            n_head_kv: 3,
+            n_ctx: 128,
+            ..TinyLlamaSpec::default()
+        },
+    ] {
+        assert!(prompt.iter().all(|&t| (t as usize) < spec.n_vocab));
+        // Q4_1 and Q8_0 run on the interleaved copies where the CPU has their kernels, Q5_1 on
+        // the row tiles everywhere.
+        for ty in [GgmlType::Q4_1, GgmlType::Q8_0, GgmlType::Q5_1] {
+            let path = write_tiny_llama(dir.path(), &spec, ty, 7);
+            let tolerance = match ty {
+                GgmlType::Q5_1 => TINY_TOLERANCE_Q5_0,
+                _ => TINY_TOLERANCE,
+            };
+            let mut one_thread: Vec<Vec<f32>> = Vec::new();
+            for threads in [1, 2, 3] {
+                let model = load(&path, threads);
+                let targets = [(0, Proj::Q), (0, Proj::V), (1, Proj::Gate), (1, Proj::Down)];
+                let lr = TestLowRank::new(&model, &targets, 3);
+                let mut runs = Vec::new();
+                for adapter in [None, Some(&lr as &dyn LinearAdapter)] {
+                    let full = model
+                        .forward(&prompt, 1, None, adapter, Logits::All)
+                        .unwrap()
+                        .into_data()
+                        .try_to_vec::<f32>()
+                        .unwrap();
+                    let n_vocab = spec.n_vocab;
+                    let at = |i: usize| &full[i * n_vocab..(i + 1) * n_vocab];
+                    let what = |m: usize| {
+                        format!(
+                            "{} t{threads} adapter {} m {m}",
+                            ty.name(),
+                            adapter.is_some()
+                        )
+                    };
+                    // The decoder token by token: the same numbers row by row.
+                    let mut dec = Decoder::new(&model, adapter, 80).unwrap();
+                    let steps: Vec<Vec<f32>> = prompt[..70]
+                        .iter()
+                        .map(|&t| dec.step(t).unwrap().to_vec())
+                        .collect();
+                    for m in [1, 5, 31, 32, 33, 70] {
+                        let mut dec = Decoder::new(&model, adapter, 80).expect("a fused decoder");
+                        let got = dec.prefill(&prompt[..m]).unwrap().to_vec();
+                        let same = got
+                            .iter()
+                            .zip(&steps[m - 1])
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(
+                            same,
+                            "{}: prefill and steps differ by {}",
+                            what(m),
+                            worst(&got, &steps[m - 1])
+                        );
+                        let d = worst(&got, at(m - 1));
+                        assert!(d <= tolerance, "{}: max |Δlogit| {d}", what(m));
+                        runs.push(got);
+                        assert_eq!(dec.len(), m);
+                        for (i, &t) in prompt.iter().enumerate().skip(m).take(2) {
+                            let d = worst(dec.step(t).unwrap(), at(i));
+                            assert!(d <= tolerance, "{}, then pos {i}: {d}", what(m));
+                        }
+                    }
+                    // A prompt in two parts: the second attends to the first's cache.
+                    let mut dec = Decoder::new(&model, adapter, 80).unwrap();
+                    dec.prefill(&prompt[..33]).unwrap();
+                    let d = worst(dec.prefill(&prompt[33..70]).unwrap(), at(69));
+                    assert!(d <= tolerance, "{} in two parts: {d}", what(70));
+                    let e = dec.prefill(&prompt[..11]).unwrap_err();
+                    assert_eq!((e.used, e.requested, e.capacity), (70, 11, 80));
+                }
+                if threads == 1 {
+                    one_thread = runs;
+                } else {
+                    assert!(
+                        runs.iter()
+                            .zip(&one_thread)
+                            .all(|(a, b)| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())),
+                        "{} t{threads}: prefill logits differ from one thread's",
+                        ty.name()
+                    );
+                }
+            }
         }
     }
 }

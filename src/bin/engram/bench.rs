@@ -42,6 +42,10 @@ pub struct BenchArgs {
     /// edits adds).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "base")]
     with: Vec<Variant>,
+    /// Run the prompt on the fused CPU prefill (`GenerateOptions::fused_prefill`) instead of the
+    /// burn graph.
+    #[arg(long)]
+    fused_prefill: bool,
     /// Print one JSON array on stdout: an object per (threads, variant).
     #[arg(long)]
     pub json: bool,
@@ -132,6 +136,7 @@ pub fn run(args: BenchArgs, bars: &Bars) -> Result<()> {
                 "repeats": prefill.len(),
                 "prompt_tokens": prompt.len(),
                 "gen_tokens": args.gen_tokens,
+                "fused_prefill": args.fused_prefill,
             }));
         }
     }
@@ -169,6 +174,7 @@ fn measure(
     let opts = GenerateOptions {
         max_new_tokens: args.gen_tokens.max(2),
         context: prompt.len() + args.gen_tokens + 1,
+        fused_prefill: args.fused_prefill,
         ..GenerateOptions::default()
     };
     let adaptation = adapter.map(Adaptation::linear).unwrap_or_default();

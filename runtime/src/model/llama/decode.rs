@@ -15,8 +15,10 @@
 //! shares: a token's logits do not depend on how many threads ran it (greedy decoding with an
 //! adapter is reproducible while the decoder switches between one thread and all).
 //!
-//! Training, prefill and scoring stay on the burn graph; `tests/decode.rs` checks that the two
-//! give the same logits within [`DECODE_TOLERANCE`].
+//! A prompt runs through the same decoder m tokens at a time ([`Decoder::prefill`], `prefill.rs`):
+//! its keys and values land in the decoder's own cache, and decoding continues from there.
+//! Training and scoring stay on the burn graph; `tests/decode.rs` checks that the two give the
+//! same logits within [`DECODE_TOLERANCE`].
 
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -36,6 +38,8 @@ use crate::model::arch::RopeStyle;
 use crate::model::attention::AttentionPrecision;
 use crate::model::hooks::{DecodeDelta, LinearAdapter, LowRank, Norm, Proj};
 use crate::model::kv_cache::{ContextFull, KvCache};
+
+mod prefill;
 
 /// |Δlogit| allowed between the fused decode path and the burn graph on the same positions, over
 /// the graph's 20 largest logits (the measure and the bound of the llama.cpp parity tests): the
@@ -62,6 +66,8 @@ pub struct Decoder<'m> {
     /// bits, and which is faster depends on the core; see `engram_kernels::set_single_row_tile`),
     /// where the kernels have the choice.
     tile: Option<TwoWay>,
+    /// Buffers of [`Decoder::prefill`], grown to the longest prompt it has run.
+    prefill: prefill::Buffers,
 }
 
 /// Which thread count runs the next token: all of the pool's, or one. On an idle machine all
@@ -128,6 +134,8 @@ struct KvStore {
     capacity: usize,
     len: usize,
     d_kv: usize,
+    /// Keys, values, queries and probabilities rounded to f16 (the f16 attention precision).
+    f16: bool,
 }
 
 impl KvStore {
@@ -140,6 +148,7 @@ impl KvStore {
 
 /// f32 values every share reads after a barrier (stored as bits: relaxed atomic stores and
 /// loads compile to plain moves; the barrier orders them).
+#[derive(Default)]
 struct SharedF32(Box<[AtomicU32]>);
 
 impl SharedF32 {
@@ -291,6 +300,7 @@ impl<'m> Decoder<'m> {
                 })
             })
             .collect();
+        let round = plan.f16;
         Some(Self {
             model,
             plan,
@@ -300,6 +310,7 @@ impl<'m> Decoder<'m> {
                 capacity,
                 len: 0,
                 d_kv: dkv,
+                f16: round,
             },
             shared,
             locals,
@@ -312,6 +323,7 @@ impl<'m> Decoder<'m> {
             // After the thread count's first two timed tokens, so the two are not confounded.
             tile: (engram_kernels::single_row_tile_matters() && q4_1_rows_left)
                 .then(|| TwoWay::new(0, 2, EXPLORE_EVERY / 2)),
+            prefill: prefill::Buffers::default(),
         })
     }
 
@@ -592,44 +604,53 @@ impl TokenCtx<'_> {
             team.sync();
             self.add_output(Proj::Down, me);
         }
-        // The vocabulary projection.
-        rms_norm(&me.x, &self.plan.output_norm, c.rms_eps, &mut me.xn[..d]);
-        me.xq_ty = None;
-        let w = &self.model.output;
-        let rows = team.part(w.n_out(), ROW_ALIGN);
-        self.product(me, w, rows.clone(), d);
-        s.logits.store(rows.start, &me.rows[..rows.len()]);
-        team.sync();
-        if team.index() == 0 {
-            s.logits.load(0, &mut me.logits);
-        }
+        vocabulary(self.model, self.plan, s, team, me);
     }
+}
 
-    /// This share's rows `rows` of `w · xn[..n_in]` into `me.rows[..rows.len()]`, quantizing
-    /// `xn` first unless it already is for `w`'s type.
-    fn product(&self, me: &mut Local, w: &QWeight, rows: std::ops::Range<usize>, n_in: usize) {
-        if me.xq_ty != Some(w.ty()) {
-            me.xq.resize(activation_bytes(w.ty(), n_in), 0);
-            quantize_activations(w.ty(), &me.xn[..n_in], &mut me.xq);
-            me.xq_ty = Some(w.ty());
-        }
-        let n = rows.len();
-        let out = &mut me.rows[..n];
-        // Whole groups on the interleaved rows (team parts start on a group), the rest (a
-        // matrix whose rows are not whole groups) on the ggml rows.
-        let split = match w.interleaved() {
-            Some(iw) if rows.start.is_multiple_of(ROW_ALIGN) => {
-                let end = rows.end.min(iw.rows()).max(rows.start);
-                let end = end - (end - rows.start) % ROW_ALIGN;
-                matvec_interleaved(&iw, rows.start..end, &me.xq, &mut out[..end - rows.start]);
-                end
-            }
-            _ => rows.start,
-        };
-        let done = split - rows.start;
-        matmul_rows(&w.matrix(), split..rows.end, &me.xq, 1, &mut out[done..]);
+/// The vocabulary projection of the residual `me.x` (the same on every share), split by rows;
+/// share 0 ends with the logits in `me.logits`.
+fn vocabulary(model: &Llama, plan: &Plan, s: &Shared, team: &Team<'_>, me: &mut Local) {
+    let c = &model.config;
+    let d = c.d_model;
+    rms_norm(&me.x, &plan.output_norm, c.rms_eps, &mut me.xn[..d]);
+    me.xq_ty = None;
+    let w = &model.output;
+    let rows = team.part(w.n_out(), ROW_ALIGN);
+    product(me, w, rows.clone(), d);
+    s.logits.store(rows.start, &me.rows[..rows.len()]);
+    team.sync();
+    if team.index() == 0 {
+        s.logits.load(0, &mut me.logits);
     }
+}
 
+/// This share's rows `rows` of `w · xn[..n_in]` into `me.rows[..rows.len()]`, quantizing `xn`
+/// first unless it already is for `w`'s type.
+fn product(me: &mut Local, w: &QWeight, rows: std::ops::Range<usize>, n_in: usize) {
+    if me.xq_ty != Some(w.ty()) {
+        me.xq.resize(activation_bytes(w.ty(), n_in), 0);
+        quantize_activations(w.ty(), &me.xn[..n_in], &mut me.xq);
+        me.xq_ty = Some(w.ty());
+    }
+    let n = rows.len();
+    let out = &mut me.rows[..n];
+    // Whole groups on the interleaved rows (team parts start on a group), the rest (a
+    // matrix whose rows are not whole groups) on the ggml rows.
+    let split = match w.interleaved() {
+        Some(iw) if rows.start.is_multiple_of(ROW_ALIGN) => {
+            let end = rows.end.min(iw.rows()).max(rows.start);
+            let end = end - (end - rows.start) % ROW_ALIGN;
+            matvec_interleaved(&iw, rows.start..end, &me.xq, &mut out[..end - rows.start]);
+            end
+        }
+        _ => rows.start,
+    };
+    let done = split - rows.start;
+    matmul_rows(&w.matrix(), split..rows.end, &me.xq, 1, &mut out[done..]);
+}
+
+impl TokenCtx<'_> {
     /// This share's rows `rows` of projection `p`, its adapter term included, into
     /// `me.rows[..rows.len()]`. Every share computes the whole `h = A · xn` (identically), then
     /// adds `B · h` to its rows one rank at a time: each output is the same sum in the same
@@ -644,7 +665,7 @@ impl TokenCtx<'_> {
         n_in: usize,
     ) {
         let w = block.proj(p);
-        self.product(me, w, rows.clone(), n_in);
+        product(me, w, rows.clone(), n_in);
         let Some(lr) = lp.delta(p) else {
             return;
         };
@@ -690,44 +711,61 @@ impl TokenCtx<'_> {
     /// RoPE on one head: llama.cpp's "normal" adjacent pairs, or half-split pairs for a
     /// checkpoint in Hugging Face's layout.
     fn rope(&self, x: &mut [f32]) {
-        if self.plan.half_split {
-            let (lo, hi) = x.split_at_mut(x.len() / 2);
-            for (i, (x0, x1)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
-                let (c, s, a, b) = (self.cos[i], self.sin[i], *x0, *x1);
-                *x0 = a * c - b * s;
-                *x1 = a * s + b * c;
-            }
-            return;
-        }
-        for (i, pair) in x.chunks_exact_mut(2).enumerate() {
-            let (x0, x1) = (pair[0], pair[1]);
-            let (c, s) = (self.cos[i], self.sin[i]);
-            pair[0] = x0 * c - x1 * s;
-            pair[1] = x0 * s + x1 * c;
-        }
+        rope(x, self.cos, self.sin, self.plan.half_split);
     }
 
     /// Attention of query head `h` over the cached positions and this token's into `me.att`.
     fn attend(&self, l: usize, h: usize, me: &mut Local) {
         let c = &self.model.config;
-        let (dh, dkv) = (c.d_head, c.d_kv());
-        let kvh = h / c.n_rep();
-        let kv = self.cache;
-        let (keys, values) = (&kv.k[kv.filled(l)], &kv.v[kv.filled(l)]);
+        let dh = c.d_head;
+        let new = NewRows {
+            k: &me.k,
+            v: &me.v,
+            n: 1,
+        };
         let q = &mut me.q[h * dh..(h + 1) * dh];
-        if self.plan.f16 {
+        let at = h / c.n_rep() * dh;
+        self.cache
+            .attend(l, at, q, new, &mut me.scores, &mut me.att);
+    }
+}
+
+/// Positions after the cache's that a query also attends: the first `n` rows of `k` and `v`
+/// (`d_kv` floats apart, like the cache's rows).
+struct NewRows<'a> {
+    k: &'a [f32],
+    v: &'a [f32],
+    n: usize,
+}
+
+impl KvStore {
+    /// Attention of one query head `q` (`d_head`, its key/value head at float `at` of a row)
+    /// over layer `l`'s cached positions followed by `new`'s, into `out` (`d_head`); `scores`
+    /// is scratch for `len + new.n` values.
+    fn attend(
+        &self,
+        l: usize,
+        at: usize,
+        q: &mut [f32],
+        new: NewRows<'_>,
+        scores: &mut [f32],
+        out: &mut [f32],
+    ) {
+        let (dh, dkv) = (q.len(), self.d_kv);
+        let (keys, values) = (&self.k[self.filled(l)], &self.v[self.filled(l)]);
+        if self.f16 {
             round_f16(q);
         }
         let scale = 1.0 / (dh as f32).sqrt();
-        let len = kv.len;
-        let scores = &mut me.scores[..len + 1];
-        // This head's keys and values: `dh` floats every `dkv`, from `kvh · dh` (empty before the
+        let len = self.len;
+        let scores = &mut scores[..len + new.n];
+        // This head's keys and values: `dh` floats every `dkv`, from `at` (empty before the
         // first cached position).
         fn head(m: &[f32], from: usize) -> &[f32] {
             m.get(from..).unwrap_or(&[])
         }
-        attention_scores(q, head(keys, kvh * dh), dkv, &mut scores[..len]);
-        attention_scores(q, &me.k[kvh * dh..(kvh + 1) * dh], dh, &mut scores[len..]);
+        attention_scores(q, head(keys, at), dkv, &mut scores[..len]);
+        attention_scores(q, head(new.k, at), dkv, &mut scores[len..]);
         for s in scores.iter_mut() {
             *s *= scale;
         }
@@ -738,21 +776,41 @@ impl TokenCtx<'_> {
             sum += *s;
         }
         let inv = 1.0 / sum;
-        if self.plan.f16 {
+        if self.f16 {
             for s in scores.iter_mut() {
                 *s *= inv;
             }
             round_f16(scores);
         }
-        let out = &mut me.att;
         out.fill(0.0);
-        attention_mix(&scores[..len], head(values, kvh * dh), dkv, out);
-        attention_mix(&scores[len..], &me.v[kvh * dh..(kvh + 1) * dh], dh, out);
-        if !self.plan.f16 {
+        attention_mix(&scores[..len], head(values, at), dkv, out);
+        attention_mix(&scores[len..], head(new.v, at), dkv, out);
+        if !self.f16 {
             for o in out.iter_mut() {
                 *o *= inv;
             }
         }
+    }
+}
+
+/// RoPE on one head at the position of `cos` and `sin` (`d_head / 2` each): llama.cpp's
+/// "normal" adjacent pairs, or half-split pairs (`half_split`) for a checkpoint in Hugging
+/// Face's layout.
+fn rope(x: &mut [f32], cos: &[f32], sin: &[f32], half_split: bool) {
+    if half_split {
+        let (lo, hi) = x.split_at_mut(x.len() / 2);
+        for (i, (x0, x1)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
+            let (c, s, a, b) = (cos[i], sin[i], *x0, *x1);
+            *x0 = a * c - b * s;
+            *x1 = a * s + b * c;
+        }
+        return;
+    }
+    for (i, pair) in x.chunks_exact_mut(2).enumerate() {
+        let (x0, x1) = (pair[0], pair[1]);
+        let (c, s) = (cos[i], sin[i]);
+        pair[0] = x0 * c - x1 * s;
+        pair[1] = x0 * s + x1 * c;
     }
 }
 
