@@ -116,47 +116,105 @@ fn logits_match_llama_cpp() {
     assert!(failures.is_empty(), "parity failed for {failures:?}");
 }
 
+/// A greedy step where llama.cpp's own top two logits are closer than this is a near-tie:
+/// either token is a correct forward pass's answer (the models issue's rule: top-1 must agree
+/// where llama.cpp's margin exceeds 0.25), and the continuations may part after it.
+const GREEDY_NEAR_TIE: f32 = 0.25;
+
+/// llama.cpp's margin at each step of the reference's greedy continuations
+/// (`tests/data/greedy_margins.json`, written by `scripts/greedy_margins_reference.py`, which
+/// checks that llama.cpp reproduces the recorded ids).
+#[derive(Deserialize)]
+struct MarginsCase {
+    prompt: String,
+    greedy: Vec<u32>,
+    /// llama.cpp's runner-up id at each step.
+    second: Vec<u32>,
+    /// llama.cpp's top-1 minus top-2 logit at each step.
+    margins: Vec<f32>,
+}
+
+#[derive(Deserialize)]
+struct Margins {
+    cases: Vec<MarginsCase>,
+}
+
+/// Greedy continuations, prompt through the graph (the default) and through the fused prefill:
+/// every token before llama.cpp's first near-tie is llama.cpp's, and at that near-tie engram's
+/// token is one of llama.cpp's top two. (Until 2026-12-06 this test required 70 % of all 175
+/// tokens to agree, which counted the tokens after a near-tie: the fibonacci prompt's first
+/// step is a 0.01 tie, and whichever way it falls the other 23 tokens differ.)
 #[test]
-fn greedy_continuations_start_like_llama_cpp() {
+fn greedy_continuations_follow_llama_cpp_up_to_its_first_near_tie() {
     let engine = engine();
     let cases: Vec<LogitsCase> = read("logits_public.json");
-    let mut total_same = 0;
-    let mut total = 0;
-    for case in &cases {
-        let opts = GenerateOptions {
-            max_new_tokens: case.greedy.len(),
-            ..Default::default()
-        };
-        let g = generate(engine.model(), &case.tokens, &opts, |_| {
-            std::ops::ControlFlow::Continue(())
-        })
-        .expect("generate");
-        let same = g
-            .tokens
-            .iter()
-            .zip(&case.greedy)
-            .take_while(|(a, b)| a == b)
-            .count();
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/greedy_margins.json");
+    let margins: Margins = serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .expect("greedy_margins.json");
+    assert_eq!(margins.cases.len(), cases.len());
+    for fused_prefill in [false, true] {
+        let (mut decided, mut same_total, mut total) = (0, 0, 0);
+        for (case, m) in cases.iter().zip(&margins.cases) {
+            assert_eq!(case.prompt, m.prompt);
+            assert_eq!(case.greedy, m.greedy, "the margins replay the reference's ids");
+            let opts = GenerateOptions {
+                max_new_tokens: case.greedy.len(),
+                fused_prefill,
+                ..Default::default()
+            };
+            let g = generate(engine.model(), &case.tokens, &opts, |_| {
+                std::ops::ControlFlow::Continue(())
+            })
+            .expect("generate");
+            let same = g
+                .tokens
+                .iter()
+                .zip(&m.greedy)
+                .take_while(|(a, b)| a == b)
+                .count();
+            let tie = m
+                .margins
+                .iter()
+                .position(|&x| x < GREEDY_NEAR_TIE)
+                .unwrap_or(m.greedy.len());
+            println!(
+                "{:<60} fused prefill {fused_prefill}: {same}/{} identical, first near-tie at {tie}",
+                format!("{:?}", case.prompt),
+                m.greedy.len()
+            );
+            assert!(
+                same >= tie,
+                "{:?} (fused prefill {fused_prefill}): token {same} differs from llama.cpp's \
+                 ({:?} vs {:?}) where its margin is {} (near-tie only from step {tie})",
+                case.prompt,
+                g.tokens.get(same),
+                m.greedy[same],
+                m.margins[same]
+            );
+            if tie < m.greedy.len() {
+                let t = g.tokens.get(tie);
+                assert!(
+                    t == Some(&m.greedy[tie]) || t == Some(&m.second[tie]),
+                    "{:?} (fused prefill {fused_prefill}): at llama.cpp's near-tie (step {tie}, \
+                     margin {}) engram took {t:?}, not one of {} / {}",
+                    case.prompt,
+                    m.margins[tie],
+                    m.greedy[tie],
+                    m.second[tie]
+                );
+            }
+            decided += tie;
+            same_total += same;
+            total += m.greedy.len();
+        }
+        assert!(decided >= 40, "only {decided} decided tokens: the check says little");
         println!(
-            "{:<60} {same}/{} greedy tokens identical",
-            format!("{:?}", case.prompt),
-            case.greedy.len()
+            "fused prefill {fused_prefill}: {same_total}/{total} greedy tokens identical; all \
+             {decided} before llama.cpp's near-ties"
         );
-        // The first token is the top-1 above; the rest may drift where llama.cpp's top-2 are
-        // within its own rounding, so the bound is on the total.
-        assert!(
-            same >= 1,
-            "first greedy token differs for {:?}",
-            case.prompt
-        );
-        total_same += same;
-        total += case.greedy.len();
     }
-    println!("greedy agreement: {total_same}/{total} tokens");
-    assert!(
-        total_same * 10 >= total * 7,
-        "greedy continuations diverge: {total_same}/{total}"
-    );
 }
 
 #[test]
