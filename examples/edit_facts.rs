@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use engram::edit::metrics::{self, Probes};
 use engram::edit::stats::generated_corpus;
-use engram::edit::{EditRequest, Editor, EditorConfig, Method, load_jsonl};
-use engram::runtime::model::llama::{LinearAdapter, Llama};
+use engram::edit::{EditRequest, EditSet, Editor, EditorConfig, Method, load_jsonl};
+use engram::runtime::model::llama::{LinearAdapter, Llama, Proj};
 use engram::runtime::model::tokenizer::Tokenizer;
 use engram::{Engine, backend, resolve_model};
 
@@ -43,6 +43,17 @@ fn ensure(script: &str, file: &str) -> bool {
     Path::new(file).exists()
 }
 
+/// The editor's edits replayed onto `model`: scoring and generation need no gradient, so they
+/// run on a plain copy of the model (the same mapped file, no autodiff bookkeeping).
+fn served(model: &Llama, editor: &Editor) -> EditSet {
+    let down = (0..model.config().n_layer)
+        .map(|l| model.weight(l, Proj::Down).clone())
+        .collect();
+    let mut set = EditSet::new(model.device(), down);
+    set.restore(editor.edits().to_vec());
+    set
+}
+
 fn method_arg() -> Result<Method> {
     let args: Vec<String> = std::env::args().collect();
     let name = args
@@ -67,6 +78,8 @@ fn main() -> Result<()> {
     let path = resolve_model(None)?;
     let engine = Engine::load(&path, &backend::cpu().autodiff(), 0)?;
     let (model, tok) = (engine.model(), engine.tokenizer());
+    let plain = Engine::load(&path, &backend::cpu(), 0)?;
+    let eval = plain.model();
 
     let france = EditRequest {
         case_id: "capital:FR->Rome".into(),
@@ -91,17 +104,17 @@ fn main() -> Result<()> {
     println!("Before editing:");
     println!(
         "  The capital of France is ->{}",
-        continuation(model, tok, &france.prompt, None)
+        continuation(eval, tok, &france.prompt, None)
     );
 
     // A few facts the model knows, one per relation, from the generated countries-list set.
     let mut reqs = vec![france.clone()];
     if ensure("scripts/edit_facts.sh", "data/edit/facts.jsonl") {
         let all = load_jsonl(Path::new("data/edit/facts.jsonl"))?;
-        // Asks the model about 16 facts at a time until each relation has one it knows.
+        // Asks the model about 8 facts at a time until each relation has one it knows.
         let mut seen = Vec::new();
-        for chunk in all[..all.len().min(64)].chunks(16) {
-            for (r, k) in chunk.iter().zip(metrics::known(model, tok, chunk)) {
+        for chunk in all[..all.len().min(64)].chunks(8) {
+            for (r, k) in chunk.iter().zip(metrics::known(eval, tok, chunk)) {
                 let rel = r.case_id.split(':').next().unwrap_or("").to_string();
                 if k && !seen.contains(&rel) && r.subject != "France" {
                     seen.push(rel);
@@ -134,7 +147,7 @@ fn main() -> Result<()> {
     }
 
     let probes = Probes::of(tok, &reqs);
-    let before = metrics::answers(model, tok, &probes.prompts, &probes.watch, None);
+    let before = metrics::answers(eval, tok, &probes.prompts, &probes.watch, None);
     println!("\n{} edits:", method.name());
     let start = Instant::now();
     let mut ids = Vec::new();
@@ -149,22 +162,17 @@ fn main() -> Result<()> {
         times.push(a[0].seconds);
     }
     let total = start.elapsed().as_secs_f64();
-    let after = metrics::answers(
-        model,
-        tok,
-        &probes.prompts,
-        &probes.watch,
-        Some(editor.adapter()),
-    );
+    let serving = served(eval, &editor);
+    let after = metrics::answers(eval, tok, &probes.prompts, &probes.watch, Some(&serving));
     let scores = metrics::score(&probes, &before, &after, reqs.len());
     let rate = |x: Option<f64>| x.map_or("  –".to_string(), |v| format!("{v:.2}"));
     let gen_ = metrics::generation_check(
-        model,
+        eval,
         tok,
         &reqs,
         &probes,
         &before,
-        editor.adapter(),
+        &serving,
         metrics::GenerationCheck {
             requests: reqs.len(),
             tokens: 8,
@@ -209,14 +217,13 @@ fn main() -> Result<()> {
         gen_.generalization.show(),
         gen_.locality.show()
     );
-    let adapter: &dyn LinearAdapter = editor.adapter();
     println!(
         "  The capital of France is ->{}",
-        continuation(model, tok, &france.prompt, Some(adapter))
+        continuation(eval, tok, &france.prompt, Some(&serving))
     );
     println!(
         "  France's capital city is ->{}",
-        continuation(model, tok, "France's capital city is", Some(adapter))
+        continuation(eval, tok, "France's capital city is", Some(&serving))
     );
 
     editor.undo(ids[0])?;
@@ -224,10 +231,9 @@ fn main() -> Result<()> {
         "\nUndid the France edit ({} edits remain):",
         editor.edits().len()
     );
-    let adapter: &dyn LinearAdapter = editor.adapter();
     println!(
         "  The capital of France is ->{}",
-        continuation(model, tok, &france.prompt, Some(adapter))
+        continuation(eval, tok, &france.prompt, Some(&served(eval, &editor)))
     );
     Ok(())
 }

@@ -12,6 +12,8 @@
 # Usage: scripts/edit_grid.sh [OUT_DIR] [SIZES] [METHODS]
 #   defaults: data/edit/bench "1 10 100 1000" "gated grace rome alphaedit memit ultraedit"
 #   (a method the binary does not know is skipped with a message)
+# EDIT_ARGS: further `engram edit` arguments for every run (e.g. `--details`: per-probe
+# answers and the paraphrase table by template in each JSON report).
 # Needs a release build (`cargo build --release --bins`); ENGRAM_MODEL or the model cache.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,7 +38,7 @@ for n in $sizes; do
         fi
         echo "$m × $n ..." >&2
         "$bin" edit "${facts[@]}" --method "$m" --sequential --limit "$n" --known-probes 20 \
-            --generate 20 --json >"$out/$m-$n.json.tmp"
+            --generate 20 --json ${EDIT_ARGS:-} >"$out/$m-$n.json.tmp"
         mv "$out/$m-$n.json.tmp" "$out/$m-$n.json"
     done
 done

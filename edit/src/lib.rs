@@ -41,6 +41,7 @@ pub mod separation;
 pub mod stats;
 pub mod stats_cache;
 pub mod store;
+mod suffix;
 pub mod target;
 pub mod trace;
 pub mod ultraedit;

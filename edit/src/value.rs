@@ -10,12 +10,13 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData, activation};
 use engram_runtime::burn;
 
 use super::context::EditContext;
 use super::delta::DeltaSearch;
 use super::probe;
+use super::suffix::Suffixes;
 use super::target::{TargetProblem, TargetResult};
 
 /// What [`train`] returns: the value and the keys captured on the way.
@@ -93,11 +94,6 @@ pub fn train(
         .expect("one row");
     let v_norm = probe::norm(&init_v).max(1e-6);
 
-    let mut mask = vec![0f32; b.rows * b.t];
-    for &i in &problem.inject {
-        mask[i] = 1.0;
-    }
-    let mask = Tensor::<3>::from_data(TensorData::new(mask, [b.rows, b.t, 1]), &device);
     let start = match (init > 0.0, problem.targets.first()) {
         (true, Some(&(_, first))) => {
             let mut row = vec![0f32; d];
@@ -116,14 +112,22 @@ pub fn train(
     let n_t = positions.len();
     let ids: Vec<i64> = problem.targets.iter().map(|&(_, t)| t as i64).collect();
     let target_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n_t, 1]), &device);
-    let n_layer = model.config().n_layer;
+    // The positions before each row's injection do not depend on `δ`: the blocks above run
+    // them once (a KV prefix per group of rows), each step only the positions from it on.
+    let inject: Vec<usize> = problem.inject.iter().map(|&f| f % b.t).collect();
+    let suffixes = Suffixes::new(model, layer, b, below, &inject, &positions, inner);
+    tracing::debug!(
+        calls = suffixes.calls(),
+        positions = suffixes.positions(),
+        rows = b.rows,
+        t = b.t,
+        "gated value suffixes"
+    );
     let found = search.run(hp, |delta| {
-        let h = model.run_blocks(
-            below.clone() + mask.clone() * delta.reshape([1, 1, d]),
-            layer + 1..n_layer,
-            inner,
-        );
-        let lp = probe::log_probs_of_hidden(model, model.output_norm(h), &positions);
+        let h = suffixes.hidden(model, delta, inner);
+        let logits = model.project_vocab(h.reshape([1, n_t, d]));
+        let vocab = logits.dims()[2];
+        let lp = activation::log_softmax(logits.reshape([n_t, vocab]), 1);
         (lp.gather(1, target_ids.clone()), None) // (n_t, 1)
     });
     Trained {
