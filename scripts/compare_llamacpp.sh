@@ -31,7 +31,7 @@ Environment:
   ENGRAM_MODEL         model path, used when --model is not given
   VENV                 venv directory (default: <repo>/.venv-llamacpp)
   CMAKE_ARGS           overrides the lean CPU-only llama.cpp build flags below
-  ENGRAM_BENCH_ARGS    extra arguments to \`engram bench\` (e.g. --fused-prefill)
+  ENGRAM_BENCH_ARGS    extra arguments to \`engram bench\` (e.g. --graph-prefill)
 EOF
 }
 

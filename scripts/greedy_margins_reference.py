@@ -8,8 +8,8 @@ llama.cpp's own top two logits at a later step are within a rounding's reach of 
 either token is a correct forward pass's answer, and everything after it may differ. This
 script replays the same greedy continuation through llama-cpp-python (same tokenization rules:
 add_bos=False, special=True), checks that it reproduces the recorded ids, and writes, per
-prompt, `greedy`, `second` (the runner-up id) and `margins` (top-1 minus top-2 logit at each
-step) to one small JSON
+prompt, `greedy`, `margins` (top-1 minus top-2 logit at each step) and `top` (the best
+TOP_K [id, logit] pairs at each step) to one small JSON
 (default tests/data/greedy_margins.json).
 
     /work/venv-llamacpp/bin/python scripts/greedy_margins_reference.py \\
@@ -25,6 +25,9 @@ import numpy as np
 import llama_cpp
 
 from llamacpp_plain import no_extra_buffer_types
+
+# [id, logit] pairs kept per step: enough to hold every token within a near-tie of the best.
+TOP_K = 5
 
 
 def main():
@@ -47,22 +50,22 @@ def main():
             sys.exit(f"{case['prompt']!r}: tokens {tokens} differ from the reference's")
         llm.reset()
         llm.eval(tokens)
-        greedy, seconds, margins = [], [], []
+        greedy, tops, margins = [], [], []
         for _ in range(len(case["greedy"])):
             logits = np.array(llm.scores[llm.n_tokens - 1], dtype=np.float64)
-            top2 = np.argsort(-logits, kind="stable")[:2]
-            tok = int(top2[0])
+            top = np.argsort(-logits, kind="stable")[:TOP_K]
+            tok = int(top[0])
             greedy.append(tok)
-            seconds.append(int(top2[1]))
-            margins.append(float(logits[top2[0]] - logits[top2[1]]))
+            tops.append([[int(i), float(logits[i])] for i in top])
+            margins.append(float(logits[top[0]] - logits[top[1]]))
             if tok == 2:
                 break
             llm.eval([tok])
         if greedy != case["greedy"]:
             sys.exit(f"{case['prompt']!r}: greedy {greedy} differs from the reference's "
                      f"{case['greedy']}")
-        cases.append({"prompt": case["prompt"], "greedy": greedy, "second": seconds,
-                      "margins": margins})
+        cases.append({"prompt": case["prompt"], "greedy": greedy, "margins": margins,
+                      "top": tops})
     out = {
         "producer": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp CPU, extra buffer "
                     f"types off), {args.threads} threads; scripts/greedy_margins_reference.py",

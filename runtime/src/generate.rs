@@ -164,10 +164,9 @@ pub struct GenerateOptions {
     /// KV-cache capacity in positions (prompt + new tokens); at most the trained context.
     pub context: usize,
     /// Runs the prompt on the fused CPU path ([`Decoder::prefill`]) where it can take the
-    /// model and adaptation, instead of the burn graph. Off by default: its logits are the
-    /// fused decoder's (within `DECODE_TOLERANCE` of the graph's), and with them the greedy
-    /// continuations of `tests/parity.rs` agree with llama.cpp's less often than the graph's
-    /// (106 of 175 tokens against 130; docs/DECODE.md, "Prefill on the fused path").
+    /// model and adaptation (on by default; the burn graph otherwise, and always for soft
+    /// prompts and adapters that are not low-rank). Its logits are the fused decoder's, within
+    /// `DECODE_TOLERANCE` of the graph's; both meet llama.cpp parity (`tests/parity.rs`).
     pub fused_prefill: bool,
 }
 
@@ -178,7 +177,7 @@ impl Default for GenerateOptions {
             sampling: SamplingParams::greedy(),
             stop_tokens: Vec::new(),
             context: 2048,
-            fused_prefill: false,
+            fused_prefill: true,
         }
     }
 }

@@ -42,10 +42,10 @@ pub struct BenchArgs {
     /// edits adds).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "base")]
     with: Vec<Variant>,
-    /// Run the prompt on the fused CPU prefill (`GenerateOptions::fused_prefill`) instead of the
-    /// burn graph.
+    /// Run the prompt through the burn graph instead of the fused CPU prefill (the default,
+    /// `GenerateOptions::fused_prefill`).
     #[arg(long)]
-    fused_prefill: bool,
+    graph_prefill: bool,
     /// Print one JSON array on stdout: an object per (threads, variant).
     #[arg(long)]
     pub json: bool,
@@ -136,7 +136,7 @@ pub fn run(args: BenchArgs, bars: &Bars) -> Result<()> {
                 "repeats": prefill.len(),
                 "prompt_tokens": prompt.len(),
                 "gen_tokens": args.gen_tokens,
-                "fused_prefill": args.fused_prefill,
+                "fused_prefill": !args.graph_prefill,
             }));
         }
     }
@@ -174,7 +174,7 @@ fn measure(
     let opts = GenerateOptions {
         max_new_tokens: args.gen_tokens.max(2),
         context: prompt.len() + args.gen_tokens + 1,
-        fused_prefill: args.fused_prefill,
+        fused_prefill: !args.graph_prefill,
         ..GenerateOptions::default()
     };
     let adaptation = adapter.map(Adaptation::linear).unwrap_or_default();

@@ -234,7 +234,7 @@ impl GenArgs {
             },
             stop_tokens: Vec::new(),
             context,
-            fused_prefill: false,
+            fused_prefill: true,
         })
     }
 }
