@@ -256,7 +256,7 @@ fn a_bad_choice_lists_the_choices() {
     for (args, choices) in [
         (
             &["edit", "--facts", "f.jsonl", "--method", "romeo"][..],
-            "[possible values: rome, memit, alphaedit, grace, gated]",
+            "[possible values: rome, memit, alphaedit, grace, gated, ultraedit]",
         ),
         (
             &["bench", "--device", "tpu"][..],
