@@ -2,6 +2,9 @@
 //! original logits bit for bit, the edit log survives a crash and a restart, and malformed
 //! request files give typed errors.
 
+mod common;
+
+use common::last_logits;
 use std::path::Path;
 
 use engram::edit::log::{self, LogContents, LogError};
@@ -11,7 +14,7 @@ use engram::edit::{
     parse_jsonl,
 };
 use engram::runtime::io::{Corruption, EnvelopeError};
-use engram::runtime::model::llama::{LinearAdapter, Logits};
+use engram::runtime::model::llama::LinearAdapter;
 use engram::{Engine, backend, resolve_model};
 
 const FRANCE: &str = r#"{"case_id":"capital:FR","subject":"France","prompt":"The capital of France is","target_new":"Rome","ground_truth":"Paris","rephrase_prompts":["France's capital city is"],"locality_prompts":["The capital of Germany is"],"locality_ground_truth":["Berlin"]}"#;
@@ -27,17 +30,6 @@ fn repo_corpus() -> String {
         }
     }
     text
-}
-
-fn last_logits(engine: &Engine, prompt: &str, adapter: Option<&dyn LinearAdapter>) -> Vec<f32> {
-    let ids = engine.tokenizer().encode(prompt, false);
-    engine
-        .model()
-        .forward(&ids, 1, None, adapter, Logits::Last)
-        .unwrap()
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap()
 }
 
 fn argmax(v: &[f32]) -> u32 {

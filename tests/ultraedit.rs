@@ -3,11 +3,13 @@
 //! logits bit for bit and takes the edit's rows out of the statistics, and an editor that was
 //! never given its prior statistics refuses with a typed error.
 
+mod common;
+
+use common::last_logits;
 use std::path::Path;
 
 use engram::edit::ultraedit::applied_stats;
 use engram::edit::{EditError, Editor, EditorConfig, Method, parse_jsonl};
-use engram::runtime::model::llama::{LinearAdapter, Logits};
 use engram::{Engine, backend, resolve_model};
 
 const FRANCE: &str = r#"{"case_id":"capital:FR","subject":"France","prompt":"The capital of France is","target_new":"Rome","ground_truth":"Paris"}"#;
@@ -19,17 +21,6 @@ fn repo_corpus() -> String {
     let mut text = std::fs::read_to_string(root.join("README.md")).unwrap();
     text.push_str(&std::fs::read_to_string(root.join("docs/EDITING.md")).unwrap());
     text
-}
-
-fn last_logits(engine: &Engine, prompt: &str, adapter: Option<&dyn LinearAdapter>) -> Vec<f32> {
-    let ids = engine.tokenizer().encode(prompt, false);
-    engine
-        .model()
-        .forward(&ids, 1, None, adapter, Logits::Last)
-        .unwrap()
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap()
 }
 
 fn argmax(v: &[f32]) -> u32 {

@@ -22,3 +22,26 @@ pub fn ok_stdout(out: Output) -> String {
     );
     stdout
 }
+
+/// The logits at the last position of `prompt` (no special tokens added), through the graph
+/// with `adapter`: what the editing tests compare before and after an edit.
+pub fn last_logits(
+    engine: &engram::runtime::engine::Engine,
+    prompt: &str,
+    adapter: Option<&dyn engram::runtime::model::llama::LinearAdapter>,
+) -> Vec<f32> {
+    let ids = engine.tokenizer().encode(prompt, false);
+    engine
+        .model()
+        .forward(
+            &ids,
+            1,
+            None,
+            adapter,
+            engram::runtime::model::llama::Logits::Last,
+        )
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
