@@ -397,7 +397,8 @@ impl<'m> Trainer<'m> {
             epoch,
         } = at;
         // Each micro-batch, cut into one part per thread when the step runs data-parallel.
-        let replicas = self.replicas(adapter);
+        let rows = chunk.len().min(self.config.batch_size);
+        let replicas = self.replicas(adapter, rows);
         let ways = replicas.as_ref().map_or(1, Vec::len);
         let micro: Vec<Vec<Batch>> = chunk
             .chunks(self.config.batch_size)
@@ -472,14 +473,19 @@ impl<'m> Trainer<'m> {
         log
     }
 
-    /// One replica of `adapter` per CPU thread for a data-parallel step, or `None`: one thread,
-    /// a GPU device (its kernels are already parallel), or an adaptation without replicas.
-    fn replicas(&self, adapter: &dyn Trainable) -> Option<Vec<Box<dyn Trainable + Send + Sync>>> {
-        let threads = self.model.cpu().threads();
-        if threads < 2 || !is_cpu(self.model.device()) {
+    /// One replica of `adapter` per CPU thread that has a row of the largest micro-batch
+    /// (`rows`) for a data-parallel step, or `None`: one thread, micro-batches of one row, a
+    /// GPU device (its kernels are already parallel), or an adaptation without replicas.
+    fn replicas(
+        &self,
+        adapter: &dyn Trainable,
+        rows: usize,
+    ) -> Option<Vec<Box<dyn Trainable + Send + Sync>>> {
+        let ways = self.model.cpu().threads().min(rows);
+        if ways < 2 || !is_cpu(self.model.device()) {
             return None;
         }
-        (0..threads).map(|_| adapter.replica()).collect()
+        (0..ways).map(|_| adapter.replica()).collect()
     }
 
     /// `batch`'s loss weighted by its share of the step's `total` trained tokens, and the
