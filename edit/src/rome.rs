@@ -14,7 +14,6 @@
 
 use burn::tensor::{Int, Tensor, TensorData, activation};
 use engram_runtime::burn;
-use engram_runtime::model::kv_cache::KvCache;
 use engram_runtime::model::llama::{LinearAdapter, Llama};
 
 use super::context::EditContext;
@@ -22,6 +21,7 @@ use super::delta::DeltaSearch;
 use super::probe::{self, Batch};
 use super::request::EditRequest;
 use super::store::RankOne;
+use super::suffix::Suffixes;
 use super::target::{self, TargetHparams, TargetResult};
 
 /// The subject's MLP key at `layer`, averaged over `contexts` (ROME's `k*`).
@@ -128,24 +128,6 @@ impl Rows {
     }
 }
 
-/// Rows whose injection positions are close enough to share one KV prefix: every row's
-/// positions before `cut` are run once into `cache`, the rest (`suffix`) in every step.
-struct Group {
-    rows: Vec<usize>,
-    cut: usize,
-    /// Positions per row after the cut.
-    len: usize,
-    cache: KvCache,
-    /// The residual after the edited layer at positions `cut..cut + len`, `(rows, len, d)`.
-    suffix: Tensor<3>,
-    /// 1 where `δ` is added, `(rows, len, 1)`.
-    mask: Tensor<3>,
-}
-
-/// A row whose injection position is at most this many positions after its group's cut
-/// joins the group (runs those positions every step) rather than starting a new one.
-const GROUP_SLACK: usize = 3;
-
 /// Optimizes `δ` at `layer` for `rows` on `model` (an autodiff device) with `inner`'s edits
 /// applied: ROME's `compute_v` (NLL of the target, essence KL, decay `‖δ‖/‖v‖²`, clamp
 /// `‖δ‖ ≤ clamp‖v‖`), stopping once every target token has probability `hp.stop_prob` (at
@@ -162,7 +144,6 @@ pub fn optimize(
     let t0 = std::time::Instant::now();
     let device = model.device().clone();
     let d = model.config().d_model;
-    let n_layer = model.config().n_layer;
     let batch = Batch::new(&rows.ids, rows.pad);
 
     // Blocks up to `layer` once over every row, capturing the keys.
@@ -189,93 +170,22 @@ pub fn optimize(
         .expect("one row");
     let v_norm = probe::norm(&init).max(1e-6);
 
-    // Groups of rows sharing a KV prefix; the prefixes run through the blocks above once.
-    let mut order: Vec<usize> = (0..batch.rows).collect();
-    order.sort_by_key(|&r| rows.inject[r]);
-    let mut members: Vec<Vec<usize>> = Vec::new();
-    for r in order {
-        match members.last_mut() {
-            Some(g) if rows.inject[r] - rows.inject[g[0]] <= GROUP_SLACK => g.push(r),
-            _ => members.push(vec![r]),
-        }
-    }
-    let groups: Vec<Group> = members
-        .into_iter()
-        .map(|g| {
-            let cut = rows.inject[g[0]];
-            let len = g.iter().map(|&r| rows.ids[r].len()).max().unwrap_or(1) - cut;
-            let idx: Vec<i64> = g.iter().map(|&r| r as i64).collect();
-            let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [g.len()]), &device);
-            let mine = below.clone().select(0, idx);
-            let mut cache = model.new_cache(g.len(), cut + len);
-            if cut > 0 {
-                let prefix = mine.clone().slice([0..g.len(), 0..cut, 0..d]);
-                model
-                    .run_blocks_cached(prefix, layer + 1..n_layer, &mut cache, inner)
-                    .expect("the cache holds the prefix");
-            }
-            let suffix = mine.slice([0..g.len(), cut..cut + len, 0..d]);
-            let mut mask = vec![0f32; g.len() * len];
-            for (i, &r) in g.iter().enumerate() {
-                mask[i * len + rows.inject[r] - cut] = 1.0;
-            }
-            let mask = Tensor::<3>::from_data(TensorData::new(mask, [g.len(), len, 1]), &device);
-            Group {
-                rows: g,
-                cut,
-                len,
-                cache,
-                suffix,
-                mask,
-            }
-        })
-        .collect();
-    // Where each scored position sits in the groups' concatenated outputs: targets first,
-    // then the KL positions.
-    let mut slot = std::collections::HashMap::new();
-    let mut local: Vec<Vec<usize>> = Vec::new();
-    let mut offset = 0;
-    let wanted: Vec<(usize, usize)> = rows
+    // The positions scored: targets first, then the KL positions. The rows' prefixes before
+    // their injection positions run through the blocks above once (`suffix.rs`).
+    let wanted: Vec<usize> = rows
         .targets
         .iter()
-        .map(|&(r, p, _)| (r, p))
-        .chain(rows.kl.iter().copied())
+        .map(|&(r, p, _)| batch.flat(r, p))
+        .chain(rows.kl.iter().map(|&(r, p)| batch.flat(r, p)))
         .collect();
-    for g in &groups {
-        let mut l = Vec::new();
-        for &(r, p) in &wanted {
-            if let Some(i) = g.rows.iter().position(|&x| x == r) {
-                slot.insert((r, p), offset + l.len());
-                l.push(i * g.len + p - g.cut);
-            }
-        }
-        offset += l.len();
-        local.push(l);
-    }
-    let perm: Vec<i64> = wanted.iter().map(|k| slot[k] as i64).collect();
-    let perm = Tensor::<1, Int>::from_data(TensorData::new(perm, [wanted.len()]), &device);
+    let suffixes = Suffixes::new(model, layer, &batch, below, &rows.inject, &wanted, inner);
     let n_t = rows.targets.len();
     let ids: Vec<i64> = rows.targets.iter().map(|&(_, _, t)| t as i64).collect();
     let target_ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [n_t, 1]), &device);
     let prepared = t0.elapsed().as_secs_f64();
 
     let found = DeltaSearch::new("rome", vec![0.0; d], v_norm, &device).run(hp, |delta| {
-        let delta = delta.reshape([1, 1, d]);
-        let picked: Vec<Tensor<2>> = groups
-            .iter()
-            .zip(&local)
-            .filter(|(_, l)| !l.is_empty())
-            .map(|(g, l)| {
-                let x = g.suffix.clone() + g.mask.clone() * delta.clone();
-                let mut cache = g.cache.clone();
-                let h = model
-                    .run_blocks_cached(x, layer + 1..n_layer, &mut cache, inner)
-                    .expect("the cache holds the suffix");
-                let h = model.output_norm(h).reshape([g.rows.len() * g.len, d]);
-                probe::select_rows(h, l)
-            })
-            .collect();
-        let h = Tensor::cat(picked, 0).select(0, perm.clone());
+        let h = suffixes.hidden(model, delta.reshape([1, d]), inner);
         let n = wanted.len();
         let logits = model.project_vocab(h.reshape([1, n, d]));
         let vocab = logits.dims()[2];
@@ -291,7 +201,7 @@ pub fn optimize(
         prepared,
         seconds = t0.elapsed().as_secs_f64(),
         steps = found.steps,
-        groups = groups.len(),
+        groups = suffixes.calls(),
         rows = batch.rows,
         "rome target"
     );

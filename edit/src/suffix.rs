@@ -7,8 +7,8 @@
 //! [`SLACK`] positions earlier than its own, running those extra positions every step; each
 //! group is one batched call per step on a clone of its cache. Fewer groups mean fewer calls
 //! (each call of the backward pass reads every weight of the blocks above once), more slack
-//! means more positions per call. ROME's `δ` search ([`crate::rome`]) does the same for its
-//! rows (its own copy, written before this one).
+//! means more positions per call. The gated value ([`crate::value`]) and ROME's `δ` search
+//! ([`crate::rome`]) both run their steps through it.
 
 use burn::tensor::{Int, Tensor, TensorData};
 use engram_runtime::burn;
