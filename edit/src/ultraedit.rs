@@ -563,6 +563,18 @@ mod tests {
         m.into_iter().map(|row| row[din..].to_vec()).collect() // (d_in, d_out)
     }
 
+    /// `ΔW = Σ dirs[j] ⊗ values[j]` equals `want` `(d_in, d_out)` within
+    /// [`CLOSED_FORM_TOLERANCE`].
+    fn assert_update_is(dirs: &[Vec<f32>], values: &[Vec<f32>], want: &[Vec<f64>]) {
+        for (i, want_i) in want.iter().enumerate() {
+            for (o, &w) in want_i.iter().enumerate() {
+                let got: f32 = dirs.iter().zip(values).map(|(a, v)| a[i] * v[o]).sum();
+                let diff = (got - w as f32).abs();
+                assert!(diff < CLOSED_FORM_TOLERANCE, "ΔW[{i}][{o}]: {got} vs {w}");
+            }
+        }
+    }
+
     #[test]
     fn push_through_terms_equal_the_direct_ridge_solve() {
         let mut seed = 7;
@@ -575,18 +587,7 @@ mod tests {
             .collect();
         for ridge in [1.0f32, 0.1] {
             let dirs = ridge_directions(&keys, &[], ridge).unwrap();
-            let want = direct(&keys, &values, f64::from(ridge));
-            for i in 0..din {
-                for o in 0..dout {
-                    let got: f32 = dirs.iter().zip(&values).map(|(a, v)| a[i] * v[o]).sum();
-                    let diff = (got - want[i][o] as f32).abs();
-                    assert!(
-                        diff < CLOSED_FORM_TOLERANCE,
-                        "ΔW[{i}][{o}]: {got} vs {}",
-                        want[i][o]
-                    );
-                }
-            }
+            assert_update_is(&dirs, &values, &direct(&keys, &values, f64::from(ridge)));
             // With ρ → small the update maps each key (nearly) to its value.
             if ridge < 0.5 {
                 for (k, v) in keys.iter().zip(&values) {
@@ -617,18 +618,7 @@ mod tests {
         let all: Vec<Vec<f32>> = keys.iter().chain(&held).cloned().collect();
         let zero = vec![vec![0f32; dout]; held.len()];
         let vals: Vec<Vec<f32>> = values.iter().chain(&zero).cloned().collect();
-        let want = direct(&all, &vals, 0.01);
-        for i in 0..din {
-            for o in 0..dout {
-                let got: f32 = dirs.iter().zip(&values).map(|(a, v)| a[i] * v[o]).sum();
-                let diff = (got - want[i][o] as f32).abs();
-                assert!(
-                    diff < CLOSED_FORM_TOLERANCE,
-                    "ΔW[{i}][{o}]: {got} vs {}",
-                    want[i][o]
-                );
-            }
-        }
+        assert_update_is(&dirs, &values, &direct(&all, &vals, 0.01));
         for h in &held {
             for a in &dirs {
                 assert!(
