@@ -2,10 +2,10 @@
 //! kernel; the tables are only reachable through `arch::kernels_for`, which checks the CPU first.
 //!
 //! The slots mirror the x86 AVX2 table: NEON for the Q4_0/Q4_1/Q5_0/Q5_1/IQ4_NL/Q8_0 and k-quant
-//! dots, the f32/f16 dots and the transposed product's panel axpy; the portable kernels for the
-//! rest (bf16, activation quantizers).
+//! dots, the f32/f16/bf16 dots and the transposed product's panel axpy; the portable kernels for
+//! the rest (activation quantizers).
 
-use half::f16;
+use half::{bf16, f16};
 
 use super::generic::GENERIC;
 use super::{Kernels, Panel, PanelShape};
@@ -56,6 +56,7 @@ pub(crate) static NEON: Kernels = Kernels {
     },
     f32_f32: f32_f32_neon,
     f16_f32: f16_f32_neon,
+    bf16_f32: bf16_f32_neon,
     axpy_panel: axpy_panel_neon,
     attn_scores: |q, k, stride, s| {
         // SAFETY: reachable only through `NEON`/`NEON_DOTPROD`, handed out after neon was
@@ -169,6 +170,11 @@ fn f32_f32_neon(x: &[f32], y: &[f32]) -> f32 {
 fn f16_f32_neon(x: &[f16], y: &[f32]) -> f32 {
     // SAFETY: reachable only through `NEON`/`NEON_DOTPROD`, handed out after neon was detected.
     unsafe { neon::vec_dot_f16_f32(x, y) }
+}
+
+fn bf16_f32_neon(x: &[bf16], y: &[f32]) -> f32 {
+    // SAFETY: reachable only through `NEON`/`NEON_DOTPROD`, handed out after neon was detected.
+    unsafe { neon::vec_dot_bf16_f32(x, y) }
 }
 
 fn axpy_panel_neon(x: &Panel, dy: &[f32], dx: &mut [f32], s: PanelShape) {

@@ -13,7 +13,7 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use half::f16;
+use half::{bf16, f16};
 
 use crate::arch::panel::{self, PanelTile};
 use crate::arch::{Panel, PanelShape};
@@ -228,26 +228,62 @@ pub(crate) unsafe fn vec_dot_f32(x: &[f32], y: &[f32]) -> f32 {
 #[target_feature(enable = "neon")]
 pub(crate) unsafe fn vec_dot_f16_f32(x: &[f16], y: &[f32]) -> f32 {
     assert_eq!(x.len(), y.len(), "vec_dot_f16_f32: length mismatch");
+    let bits: &[u16] = bytemuck::cast_slice(x);
+    dot_halves(bits, y, |b| f16::from_bits(b).to_f32(), |h| f16x8(h))
+}
+
+/// bf16 · f32: a bf16 is the upper half of an f32, so eight widen by one 16-bit left shift
+/// (`shll`/`shll2`).
+///
+/// # Safety
+/// The CPU must have neon.
+#[target_feature(enable = "neon")]
+pub(crate) unsafe fn vec_dot_bf16_f32(x: &[bf16], y: &[f32]) -> f32 {
+    assert_eq!(x.len(), y.len(), "vec_dot_bf16_f32: length mismatch");
+    let bits: &[u16] = bytemuck::cast_slice(x);
+    dot_halves(
+        bits,
+        y,
+        |b| bf16::from_bits(b).to_f32(),
+        |h| {
+            [
+                vreinterpretq_f32_u32(vshll_n_u16::<16>(vget_low_u16(h))),
+                vreinterpretq_f32_u32(vshll_high_n_u16::<16>(h)),
+            ]
+        },
+    )
+}
+
+/// `Σ x[i] · y[i]` over 16-bit floats `x` (bit patterns) that `widen` turns into f32 eight at
+/// a time (`scalar` for the tail): four FMA accumulators of four lanes.
+#[inline]
+#[target_feature(enable = "neon")]
+fn dot_halves(
+    x: &[u16],
+    y: &[f32],
+    scalar: impl Fn(u16) -> f32,
+    widen: impl Fn(uint16x8_t) -> [float32x4_t; 2],
+) -> f32 {
     let mut acc = [vdupq_n_f32(0.0); 4];
     let (xc, yc) = (x.chunks_exact(16), y.chunks_exact(16));
     let tail: f32 = xc
         .remainder()
         .iter()
         .zip(yc.remainder())
-        .map(|(a, b)| a.to_f32() * b)
+        .map(|(&a, b)| scalar(a) * b)
         .sum();
     for (a, b) in xc.zip(yc) {
         for (j, acc) in acc.chunks_exact_mut(2).enumerate() {
-            // SAFETY: `a` holds 16 halves and `b` 16 floats: 8 from `8 j` are in bounds. `f16` is
-            // a `u16` bit pattern (`repr(transparent)`); no alignment requirement.
+            // SAFETY: `a` holds 16 halves and `b` 16 floats: 8 from `8 j` are in bounds; no
+            // alignment requirement.
             let (h, b0, b1) = unsafe {
                 (
-                    vld1q_u16(a.as_ptr().add(8 * j).cast()),
+                    vld1q_u16(a.as_ptr().add(8 * j)),
                     vld1q_f32(b.as_ptr().add(8 * j)),
                     vld1q_f32(b.as_ptr().add(8 * j + 4)),
                 )
             };
-            let [a0, a1] = f16x8(h);
+            let [a0, a1] = widen(h);
             acc[0] = vfmaq_f32(acc[0], a0, b0);
             acc[1] = vfmaq_f32(acc[1], a1, b1);
         }
