@@ -98,6 +98,7 @@ pub(crate) unsafe fn vec_dot_q4_0_q8_0(x: &[BlockQ4_0], y: &[BlockQ8_0]) -> f32 
     let mut acc = [_mm256_setzero_ps(); 2];
     let off = _mm256_set1_epi8(8);
     for (i, (a, b)) in x.iter().zip(y).enumerate() {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let qx = _mm256_sub_epi8(nibbles(&a.qs), off);
         let p = mul_sum_i8(qx, load_i8x32(&b.qs));
         acc[i & 1] = _mm256_fmadd_ps(scale_product(a.d, b.d), p, acc[i & 1]);
@@ -114,6 +115,7 @@ pub(crate) unsafe fn vec_dot_q4_1_q8_1(x: &[BlockQ4_1], y: &[BlockQ8_1]) -> f32 
     // Lane 1 accumulates m·s8 (lane 0 collects d·d8, unused).
     let mut summs = _mm_setzero_ps();
     for (i, (a, b)) in x.iter().zip(y).enumerate() {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let prod = _mm_mul_ps(f16x2(a.d, a.m), f16x2(b.d, b.s));
         summs = _mm_add_ps(summs, prod);
         let p = mul_sum_us8(nibbles(&a.qs), load_i8x32(&b.qs));
@@ -128,6 +130,7 @@ pub(crate) unsafe fn vec_dot_q8_0_q8_0(x: &[BlockQ8_0], y: &[BlockQ8_0]) -> f32 
     assert_eq!(x.len(), y.len(), "vec_dot_q8_0_q8_0: block count mismatch");
     let mut acc = [_mm256_setzero_ps(); 2];
     for (i, (a, b)) in x.iter().zip(y).enumerate() {
+        prefetch_ahead::<PREFETCH_ROW, _>(a);
         let p = mul_sum_i8(load_i8x32(&a.qs), load_i8x32(&b.qs));
         acc[i & 1] = _mm256_fmadd_ps(scale_product(a.d, b.d), p, acc[i & 1]);
     }
