@@ -5,13 +5,16 @@
 //! are renamed to llama.cpp's names, so the graph, tokenizer and chat template read a checkpoint
 //! exactly as they read a GGUF file ([`crate::model_file::ModelFile::open`]).
 //!
-//! No weight is copied or rewritten. llama.cpp's converter permutes the q/k rows of `llama`
-//! models so its adjacent-pair RoPE matches Hugging Face's half-split rotation; engram keeps the
-//! rows as stored and rotates half-split pairs instead ([`crate::model_file::WeightLayout`]),
-//! the same function. Families whose conversion rewrites values (Gemma's `1 + w` norms) or
-//! splits tensors differently (Phi-3's config) are refused by name.
+//! No weight matrix is copied or rewritten. llama.cpp's converter permutes the q/k rows of
+//! `llama` models so its adjacent-pair RoPE matches Hugging Face's half-split rotation; engram
+//! keeps the rows as stored and rotates half-split pairs instead
+//! ([`crate::model_file::WeightLayout`]), the same function. Phi-3's fused `qkv_proj` and
+//! `gate_up_proj` keep llama.cpp's fused names. What the converter computes rather than copies
+//! (Gemma's `1 + w` norms, Llama 3.1's RoPE factors) is computed at load into a buffer of a few
+//! kilobytes ([`Checkpoint::derived`]).
 
 mod config;
+mod derived;
 pub mod export;
 mod names;
 mod tokenizer;
@@ -84,8 +87,11 @@ pub struct Checkpoint {
     pub metadata: Vec<(String, MetaValue)>,
     /// Tensors under llama.cpp's names, dims in ggml order, offsets within their shard.
     pub tensors: Vec<TensorInfo>,
-    /// The shard of each tensor.
+    /// The shard of each tensor; `shards.len()` for a tensor in [`Checkpoint::derived`].
     pub shard_of: Vec<usize>,
+    /// Tensors computed at load (Gemma's shifted norms, Llama 3's `rope_freqs.weight`), F32,
+    /// when there are any.
+    pub derived: Option<MappedFile>,
 }
 
 /// Whether `path` names a checkpoint rather than a GGUF file: a directory, or a file ending in
@@ -195,12 +201,38 @@ impl Checkpoint {
             }
             shards.push((shard, map));
         }
+        let mut buffer: Vec<f32> = Vec::new();
+        for (t, shard) in tensors.iter_mut().zip(&mut shard_of) {
+            if names::norm_shifted(arch, &t.name) {
+                let mut values = derived::values_of(t, shards[*shard].1.bytes());
+                values.iter_mut().for_each(|w| *w += 1.0);
+                *t = derived::push_tensor(&mut buffer, t.name.clone(), t.dims.clone(), &values);
+                *shard = shards.len();
+            }
+        }
+        if let Some(factors) = derived::llama3_rope_factors(&config, &config_path)? {
+            let name = "rope_freqs.weight".to_string();
+            if tensors.iter().any(|t| t.name == name) {
+                return Err(CheckpointError::Json {
+                    path: config_path,
+                    what: "rope_scaling llama3 and a stored rope_freqs.weight".into(),
+                });
+            }
+            tensors.push(derived::push_tensor(
+                &mut buffer,
+                name,
+                vec![factors.len()],
+                &factors,
+            ));
+            shard_of.push(shards.len());
+        }
         Ok(Checkpoint {
             dir,
             shards,
             metadata,
             tensors,
             shard_of,
+            derived: (!buffer.is_empty()).then(|| MappedFile::from_f32(buffer)),
         })
     }
 }
