@@ -253,6 +253,88 @@ fn tiny_phi3_and_gemma_checkpoints_match_gguf_f32() {
     }
 }
 
+/// Gemma 3 4B and up are multimodal checkpoints: `model_type` `gemma3` with the text model's
+/// settings in `text_config` (keys at `Gemma3TextConfig`'s defaults left out), the language
+/// model under `language_model.model.…` (or `model.language_model.…` in newer files) beside
+/// vision tensors, and embedding rows past the tokenizer. The tiny gemma3 in both layouts, with
+/// 3 extra embedding rows and two vision tensors: the GGUF F32 path's logits and token ids.
+#[test]
+fn multimodal_gemma3_checkpoint_runs_its_text_model() {
+    use engram::harness::synthetic_arch::{ARCH_SEED, ArchCase, arch_gguf};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gemma3.gguf");
+    std::fs::write(&path, arch_gguf(ArchCase::Gemma3, GgmlType::F32, ARCH_SEED)).unwrap();
+    let gguf = ModelFile::open(&path).unwrap();
+    for (layout, prefix) in [
+        ("old", "language_model.model."),
+        ("new", "model.language_model."),
+    ] {
+        let out = dir.path().join(layout);
+        write_checkpoint(&gguf, &out, GgmlType::F32, 1).unwrap();
+        let config_path = out.join("config.json");
+        let mut text: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+        let d_model = text["hidden_size"].as_u64().unwrap() as usize;
+        text["vocab_size"] = serde_json::json!(text["vocab_size"].as_u64().unwrap() + 3);
+        for default in [
+            "rope_local_base_freq",
+            "sliding_window_pattern",
+            "model_type",
+        ] {
+            text.as_object_mut().unwrap().remove(default);
+        }
+        let eos = text["eos_token_id"].take();
+        let config = serde_json::json!({"model_type": "gemma3",
+            "architectures": ["Gemma3ForConditionalGeneration"], "eos_token_id": eos,
+            "text_config": text, "vision_config": {"model_type": "siglip_vision_model"}});
+        std::fs::write(&config_path, config.to_string()).unwrap();
+
+        let file = std::fs::read(out.join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&file).unwrap();
+        let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (name, view) in st.tensors() {
+            let (mut shape, mut bytes) = (view.shape().to_vec(), view.data().to_vec());
+            if name == "model.embed_tokens.weight" {
+                bytes.extend(std::iter::repeat_n(0u8, 3 * d_model * 4));
+                shape[0] += 3;
+            }
+            tensors.push((name.replacen("model.", prefix, 1), shape, bytes));
+        }
+        drop(st);
+        tensors.push((
+            "vision_tower.vision_model.post_layernorm.weight".into(),
+            vec![4],
+            vec![0; 16],
+        ));
+        tensors.push((
+            "multi_modal_projector.mm_soft_emb_norm.weight".into(),
+            vec![4],
+            vec![0; 16],
+        ));
+        let views: Vec<_> = tensors
+            .iter()
+            .map(|(n, shape, bytes)| {
+                let view = safetensors::tensor::TensorView::new(
+                    safetensors::Dtype::F32,
+                    shape.clone(),
+                    bytes,
+                )
+                .unwrap();
+                (n.clone(), view)
+            })
+            .collect();
+        std::fs::write(
+            out.join("model.safetensors"),
+            safetensors::serialize(views, None).unwrap(),
+        )
+        .unwrap();
+
+        let d = compare(&gguf, &out, "Hello, world 123! it's the theory in");
+        eprintln!("multimodal gemma3 ({layout} names): max |Δlogit| {d:e}");
+        assert!(d <= F32_TOL, "{layout}: max |Δlogit| {d}");
+    }
+}
+
 /// Every tensor of the checkpoint in `dir` as F32 values, by Hugging Face name.
 fn hf_tensors(dir: &Path) -> Vec<(String, Vec<f32>)> {
     let mut out = Vec::new();
@@ -391,6 +473,9 @@ fn unsupported_checkpoint_options_are_typed_errors() {
         expect(&gemma3, "config.json", key);
         std::fs::write(&config, &good).unwrap();
     }
+    edit(&config, &|c| c["model_type"] = serde_json::json!("gemma3"));
+    expect(&gemma3, "config.json", "text_config");
+    std::fs::write(&config, &good).unwrap();
     let gemma2 = export(ArchCase::Gemma2);
     edit(&gemma2.join("config.json"), &|c| {
         c["attn_logit_softcapping"] = serde_json::Value::Null

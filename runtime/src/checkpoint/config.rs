@@ -8,6 +8,48 @@ use super::CheckpointError;
 use crate::format::MetaValue;
 use crate::model::arch::Architecture;
 
+/// Gemma 3's text configuration: `config.json` of a `gemma3_text` model, or the `text_config` of
+/// a multimodal `gemma3` one (the top level's token ids kept), with `Gemma3TextConfig`'s defaults
+/// for the keys the file leaves out (the 4B's `text_config` omits heads, head width, vocabulary,
+/// ...). Any other configuration is returned as it is.
+pub fn gemma3_text_config(config: Value, path: &Path) -> Result<Value, CheckpointError> {
+    let mut text = match config.get("model_type").and_then(Value::as_str) {
+        Some("gemma3_text") => config,
+        Some("gemma3") => {
+            let mut text = config
+                .get("text_config")
+                .filter(|t| t.is_object())
+                .cloned()
+                .ok_or_else(|| CheckpointError::Json {
+                    path: path.to_path_buf(),
+                    what: "a gemma3 config without a \"text_config\" object".into(),
+                })?;
+            for key in ["bos_token_id", "eos_token_id", "pad_token_id"] {
+                if let (None, Some(v)) = (text.get(key), config.get(key)) {
+                    text[key] = v.clone();
+                }
+            }
+            text["model_type"] = Value::String("gemma3_text".into());
+            text
+        }
+        _ => return Ok(config),
+    };
+    let defaults = serde_json::json!({
+        "vocab_size": 262_208, "hidden_size": 2304, "intermediate_size": 9216,
+        "num_hidden_layers": 26, "num_attention_heads": 8, "num_key_value_heads": 4,
+        "head_dim": 256, "hidden_activation": "gelu_pytorch_tanh",
+        "max_position_embeddings": 131_072, "rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
+        "query_pre_attn_scalar": 256, "sliding_window": 4096, "rope_local_base_freq": 10_000.0,
+        "sliding_window_pattern": 6,
+    });
+    if let (Some(text), Some(defaults)) = (text.as_object_mut(), defaults.as_object()) {
+        for (k, v) in defaults {
+            text.entry(k.clone()).or_insert_with(|| v.clone());
+        }
+    }
+    Ok(text)
+}
+
 /// The architecture and `{arch}.*` metadata of a checkpoint's `config.json` (at `path`).
 pub fn config_metadata(
     config: &Value,

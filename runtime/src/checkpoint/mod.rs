@@ -153,7 +153,7 @@ impl Checkpoint {
     pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let (dir, paths) = shard_paths(path)?;
         let config_path = dir.join("config.json");
-        let config = read_json(&config_path)?;
+        let config = config::gemma3_text_config(read_json(&config_path)?, &config_path)?;
         let (arch, mut metadata) = config_metadata(&config, &config_path)?;
         metadata.extend(tokenizer_metadata(&dir, &config)?);
         let mut shards = Vec::with_capacity(paths.len());
@@ -175,8 +175,9 @@ impl Checkpoint {
                     name: t.name.clone(),
                     what,
                 };
-                let Some(name) = gguf_name(arch, &t.name) else {
-                    if names::ignored(&t.name) {
+                let hf = names::text_model_name(arch, &t.name);
+                let Some(name) = hf.as_deref().and_then(|hf| gguf_name(arch, hf)) else {
+                    if hf.is_none() || names::ignored(&t.name) {
                         continue;
                     }
                     return Err(tensor_err(format!(
@@ -200,6 +201,9 @@ impl Checkpoint {
                 shard_of.push(i);
             }
             shards.push((shard, map));
+        }
+        if arch == crate::model::arch::Architecture::Gemma3 {
+            trim_embedding_rows(&mut tensors, &mut metadata);
         }
         let mut buffer: Vec<f32> = Vec::new();
         for (t, shard) in tensors.iter_mut().zip(&mut shard_of) {
@@ -234,5 +238,33 @@ impl Checkpoint {
             shard_of,
             derived: (!buffer.is_empty()).then(|| MappedFile::from_f32(buffer)),
         })
+    }
+}
+
+/// Gemma 3's embedding has rows past its tokenizer (262208 rows, 262145 tokens in the 4B);
+/// llama.cpp's converter (`Gemma3Model.modify_tensors`) drops them, so the vocabulary and the
+/// logits are the tokenizer's. The view shrinks; nothing is copied.
+fn trim_embedding_rows(tensors: &mut [TensorInfo], metadata: &mut [(String, MetaValue)]) {
+    let n_tokens = metadata.iter().find_map(|(k, v)| match (k.as_str(), v) {
+        ("tokenizer.ggml.tokens", MetaValue::Array(items)) => Some(items.len()),
+        _ => None,
+    });
+    let Some(n_tokens) = n_tokens else { return };
+    for t in tensors.iter_mut().filter(|t| t.name == "token_embd.weight") {
+        if let [row_len, rows] = t.dims[..]
+            && rows > n_tokens
+            && let Some(row_bytes) = t.ty.row_bytes(row_len)
+        {
+            t.dims[1] = n_tokens;
+            t.n_bytes = row_bytes * n_tokens;
+        }
+    }
+    for (k, v) in metadata.iter_mut() {
+        if k.ends_with(".vocab_size")
+            && let MetaValue::U32(n) = v
+            && *n as usize > n_tokens
+        {
+            *n = n_tokens as u32;
+        }
     }
 }

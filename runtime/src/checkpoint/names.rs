@@ -79,6 +79,29 @@ pub fn gguf_name(arch: Architecture, hf: &str) -> Option<String> {
     Some(format!("blk.{layer}.{gguf}.{suffix}"))
 }
 
+/// The text model's name of the tensor `hf` of an `arch` checkpoint, or `None` for a tensor of
+/// another tower. Multimodal Gemma 3 (`Gemma3ForConditionalGeneration`) nests the language model
+/// as `language_model.model.…` (or `model.language_model.…` in newer files) beside
+/// `vision_tower.…` and `multi_modal_projector.…`, which llama.cpp's converter skips.
+pub fn text_model_name(arch: Architecture, hf: &str) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    if arch != Architecture::Gemma3 {
+        return Some(Cow::Borrowed(hf));
+    }
+    let tower = ["vision_tower.", "multi_modal_projector.", "vision_model."];
+    let inner = hf.strip_prefix("model.").unwrap_or(hf);
+    if tower.iter().any(|p| inner.starts_with(p)) {
+        return None;
+    }
+    if let Some(rest) = hf.strip_prefix("language_model.") {
+        return Some(Cow::Borrowed(rest));
+    }
+    if let Some(rest) = hf.strip_prefix("model.language_model.") {
+        return Some(Cow::Owned(format!("model.{rest}")));
+    }
+    Some(Cow::Borrowed(hf))
+}
+
 /// Tensors a checkpoint may hold that the graph recomputes (RoPE's inverse frequencies).
 pub fn ignored(hf: &str) -> bool {
     hf.ends_with(".rotary_emb.inv_freq")
@@ -180,6 +203,36 @@ mod tests {
                 "model.layers.0.self_attn.qkv_proj.weight"
             ),
             None
+        );
+        for (hf, text) in [
+            (
+                "language_model.model.layers.0.mlp.up_proj.weight",
+                Some("model.layers.0.mlp.up_proj.weight"),
+            ),
+            (
+                "model.language_model.norm.weight",
+                Some("model.norm.weight"),
+            ),
+            ("language_model.lm_head.weight", Some("lm_head.weight")),
+            (
+                "model.embed_tokens.weight",
+                Some("model.embed_tokens.weight"),
+            ),
+            ("vision_tower.vision_model.head.weight", None),
+            (
+                "model.multi_modal_projector.mm_input_projection_weight",
+                None,
+            ),
+        ] {
+            assert_eq!(
+                text_model_name(Architecture::Gemma3, hf).as_deref(),
+                text,
+                "{hf}"
+            );
+        }
+        assert_eq!(
+            text_model_name(Architecture::Llama, "vision_tower.x").as_deref(),
+            Some("vision_tower.x")
         );
         assert!(norm_shifted(
             Architecture::Gemma3,
