@@ -426,6 +426,20 @@ fn sentencepiece_llama3_checkpoint_matches_gguf() {
     tc.as_object_mut().unwrap().remove("add_bos_token");
     std::fs::write(&tc_path, tc.to_string()).unwrap();
     check_ids(&out);
+
+    // Gemma's form: a Replace normalizer without Prepend (no `▁` prefix) and a no-op Split on
+    // " ": text with a leading space tokenizes as the prefixed vocabulary's text without.
+    json["normalizer"] = serde_json::json!({"type": "Replace", "pattern": {"String": " "},
+        "content": "▁"});
+    json["pre_tokenizer"] = serde_json::json!({"type": "Split", "pattern": {"String": " "},
+        "behavior": "MergedWithPrevious", "invert": false});
+    std::fs::write(out.join("tokenizer.json"), json.to_string()).unwrap();
+    let ckpt = ModelFile::open(&out).unwrap();
+    let t = Tokenizer::from_gguf(ckpt.gguf()).unwrap();
+    for text in TOKENIZER_TEXTS.iter().filter(|t| !t.is_empty()) {
+        let ids = reference.encode(text, false);
+        assert_eq!(t.encode(&format!(" {text}"), false), ids, "{text:?}");
+    }
 }
 
 /// Checkpoints the graph would run differently from Hugging Face are refused with a typed error

@@ -250,7 +250,8 @@ fn byte_token(text: &str) -> bool {
 /// `add_space_prefix`), from its `normalizer` and `pre_tokenizer`; an `Err` names what engram
 /// does not read. Llama 2's files escape spaces with a normalizer (`Prepend` `▁`, `Replace` `" "`
 /// → `▁`); newer ones with a `Metaspace` pre-tokenizer (`prepend_scheme` `first`, `always` or
-/// `never`; older files say `add_prefix_space`).
+/// `never`; older files say `add_prefix_space`); Gemma's with a `Replace` normalizer alone (no
+/// prefix) and a `Split` on `" "` that finds no space left to split on.
 fn sentencepiece_prefix(normalizer: &Value, pre: &Value) -> Result<bool, String> {
     let kind = |v: &Value| {
         v.get("type")
@@ -290,6 +291,13 @@ fn sentencepiece_prefix(normalizer: &Value, pre: &Value) -> Result<bool, String>
         _ => vec![pre.clone()],
     };
     for p in &pres {
+        // Gemma's files split on " " after a normalizer that left no space to split on.
+        if escaped
+            && kind(p) == "Split"
+            && p.pointer("/pattern/String").and_then(Value::as_str) == Some(" ")
+        {
+            continue;
+        }
         let metaspace = kind(p) == "Metaspace"
             && p.get("replacement").and_then(Value::as_str) == Some("▁")
             && p.get("split").and_then(Value::as_bool) != Some(true);
