@@ -303,11 +303,15 @@ pub fn arch_gguf_with_vocab(
     b.build()
 }
 
-/// Llama 3's RoPE frequency factors, as llama.cpp's converter computes them from
-/// `rope_scaling` (factor 8, low/high frequency factors 1 and 4), for an original context of
+/// The `rope_scaling` behind [`ArchCase::Llama3`]'s `rope_freqs.weight`: `(factor,
+/// low_freq_factor, high_freq_factor, original_max_position_embeddings)`, an original context of
 /// 32 positions so that the tiny model's frequencies fall in all three bands.
+pub const LLAMA3_ROPE_SCALING: (f64, f64, f64, f64) = (8.0, 1.0, 4.0, 32.0);
+
+/// Llama 3's RoPE frequency factors, as llama.cpp's converter computes them from
+/// [`LLAMA3_ROPE_SCALING`].
 fn llama3_factors(d_head: usize, base: f32) -> Vec<f32> {
-    let (factor, low, high, old_ctx) = (8.0f64, 1.0f64, 4.0f64, 32.0f64);
+    let (factor, low, high, old_ctx) = LLAMA3_ROPE_SCALING;
     let (low_wavelen, high_wavelen) = (old_ctx / low, old_ctx / high);
     (0..d_head / 2)
         .map(|i| {

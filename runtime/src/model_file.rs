@@ -65,11 +65,14 @@ pub struct ModelFile {
     path: PathBuf,
     map: MappedFile,
     gguf: Arc<Gguf>,
-    /// Every mapped file (`[map]` for GGUF; the shards of a checkpoint).
+    /// Every mapped file (`[map]` for GGUF; the shards of a checkpoint, then the tensors it
+    /// derives at load, if any).
     shards: Arc<[MappedFile]>,
     /// The shard of each tensor (empty: all in `map`).
     shard_of: Arc<[usize]>,
     layout: WeightLayout,
+    /// Files among `shards` (a checkpoint's derived tensors, when it has any, come last).
+    files: usize,
 }
 
 impl ModelFile {
@@ -99,6 +102,7 @@ impl ModelFile {
             gguf: Arc::new(gguf),
             shard_of: Arc::new([]),
             layout: WeightLayout::Gguf,
+            files: 1,
         })
     }
 
@@ -107,7 +111,13 @@ impl ModelFile {
             path: path.clone(),
             source,
         })?;
-        let shards: Arc<[MappedFile]> = ckpt.shards.into_iter().map(|(_, m)| m).collect();
+        let files = ckpt.shards.len();
+        let shards: Arc<[MappedFile]> = ckpt
+            .shards
+            .into_iter()
+            .map(|(_, m)| m)
+            .chain(ckpt.derived)
+            .collect();
         let map = shards
             .first()
             .cloned()
@@ -125,6 +135,7 @@ impl ModelFile {
             shards,
             shard_of: ckpt.shard_of.into(),
             layout: WeightLayout::HuggingFace,
+            files,
         })
     }
 
@@ -405,7 +416,7 @@ impl ModelSummary {
         let format = match model.layout() {
             WeightLayout::Gguf => format!("GGUF v{}", gguf.version()),
             WeightLayout::HuggingFace => {
-                format!("safetensors checkpoint, {} shard(s)", model.shards.len())
+                format!("safetensors checkpoint, {} shard(s)", model.files)
             }
         };
         ModelSummary {

@@ -1,7 +1,8 @@
 //! Writing a Hugging Face checkpoint from a GGUF model: the inverse of what
 //! [`super::Checkpoint::open`] reads, so a real checkpoint exists without downloading one. Each
 //! tensor is dequantized (F32, or rounded to F16/BF16), renamed, and — for `llama` — its q/k rows
-//! are put back in Hugging Face's half-split order (undoing llama.cpp's permutation).
+//! are put back in Hugging Face's half-split order (undoing llama.cpp's permutation); Gemma's
+//! norms are stored as Hugging Face stores them, `w` where the GGUF file holds `1 + w`.
 
 use std::path::Path;
 
@@ -9,9 +10,10 @@ use engram_kernels::GgmlType;
 use safetensors::Dtype;
 use serde_json::{Value, json};
 
-use super::names::hf_name;
+use super::names::{hf_name, norm_shifted};
 use crate::format::{GgufBuilder, MetaValue, TensorInfo};
 use crate::io::write_bytes_atomic;
+use crate::model::arch::Architecture;
 use crate::model_file::ModelFile;
 
 /// Writes `file` as a checkpoint in `dir` (created): `config.json`, `tokenizer.json`,
@@ -23,11 +25,30 @@ pub fn write_checkpoint(
     dtype: GgmlType,
     shards: usize,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    write_checkpoint_with(file, dir, dtype, shards, serde_json::Map::new())
+}
+
+/// [`write_checkpoint`] with `extra` keys set in `config.json`. A `rope_scaling` among them
+/// stands for the file's `rope_freqs.weight` (Llama 3's factors, which cannot be inverted into
+/// the parameters that made them), which is then not written.
+pub fn write_checkpoint_with(
+    file: &ModelFile,
+    dir: &Path,
+    dtype: GgmlType,
+    shards: usize,
+    extra: serde_json::Map<String, Value>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let g = file.gguf();
     let arch = g.architecture()?.to_string();
-    let model_type = match arch.as_str() {
-        "llama" | "qwen2" | "qwen3" => arch.clone(),
-        other => return Err(format!("no checkpoint export for {other}").into()),
+    let family =
+        Architecture::from_name(&arch).ok_or_else(|| format!("no checkpoint export for {arch}"))?;
+    let (model_type, class) = match family {
+        Architecture::Llama => ("llama", "LlamaForCausalLM"),
+        Architecture::Qwen2 => ("qwen2", "Qwen2ForCausalLM"),
+        Architecture::Qwen3 => ("qwen3", "Qwen3ForCausalLM"),
+        Architecture::Phi3 => ("phi3", "Phi3ForCausalLM"),
+        Architecture::Gemma2 => ("gemma2", "Gemma2ForCausalLM"),
+        Architecture::Gemma3 => ("gemma3_text", "Gemma3ForCausalLM"),
     };
     std::fs::create_dir_all(dir)?;
     let key = |k: &str| format!("{arch}.{k}");
@@ -37,10 +58,9 @@ pub fn write_checkpoint(
     let d_model = u("embedding_length")? as usize;
     let d_head = u("attention.key_length").map_or(d_model / n_head, |n| n as usize);
     let tokens = g.get_str_array("tokenizer.ggml.tokens")?;
+    let gemma = matches!(family, Architecture::Gemma2 | Architecture::Gemma3);
     let mut config = json!({
-        "architectures": [match arch.as_str() {
-            "llama" => "LlamaForCausalLM", "qwen2" => "Qwen2ForCausalLM", _ => "Qwen3ForCausalLM"
-        }],
+        "architectures": [class],
         "model_type": model_type,
         "hidden_size": d_model,
         "intermediate_size": u("feed_forward_length")?,
@@ -52,10 +72,24 @@ pub fn write_checkpoint(
         "vocab_size": tokens.len(),
         "rms_norm_eps": g.get_f32(&key("attention.layer_norm_rms_epsilon"))?,
         "rope_theta": g.get_f32(&key("rope.freq_base")).unwrap_or(10_000.0),
-        "hidden_act": "silu",
+        "hidden_act": if gemma { "gelu_pytorch_tanh" } else { "silu" },
         "tie_word_embeddings": g.tensor("output.weight").is_none(),
         "torch_dtype": match dtype { GgmlType::F16 => "float16", GgmlType::BF16 => "bfloat16", _ => "float32" },
     });
+    if gemma {
+        gemma_config(&mut config, g, &arch, d_model / n_head, d_head)?;
+    }
+    if let Some(MetaValue::Str(kind)) = g.get(&key("rope.scaling.type"))
+        && kind == "linear"
+    {
+        config["rope_scaling"] = json!({
+            "rope_type": "linear", "factor": g.get_f32(&key("rope.scaling.factor"))?,
+        });
+    }
+    let rope_scaling_given = extra.contains_key("rope_scaling");
+    for (k, v) in extra {
+        config[k] = v;
+    }
     for (gguf_key, hf) in [
         ("tokenizer.ggml.bos_token_id", "bos_token_id"),
         ("tokenizer.ggml.eos_token_id", "eos_token_id"),
@@ -78,8 +112,17 @@ pub fn write_checkpoint(
     };
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for t in g.tensors() {
-        let name = hf_name(&t.name).ok_or_else(|| format!("no HF name for {}", t.name))?;
+        if t.name == "rope_freqs.weight" && rope_scaling_given {
+            continue;
+        }
+        let name = hf_name(family, &t.name).ok_or_else(|| match t.name.as_str() {
+            "rope_freqs.weight" => "rope_freqs.weight: pass the rope_scaling that made it".into(),
+            other => format!("no HF name for {other}"),
+        })?;
         let mut values = dequantize(file, t)?;
+        if norm_shifted(family, &t.name) {
+            values.iter_mut().for_each(|w| *w -= 1.0);
+        }
         let heads = match t.name.rsplit('.').nth(1) {
             Some("attn_q") => Some(n_head),
             Some("attn_k") => Some(n_head_kv),
@@ -179,6 +222,46 @@ fn dequantize(
     Ok(values)
 }
 
+/// The Gemma keys of `config.json` from the GGUF metadata of `g` (an `arch` model):
+/// window, soft-caps (gemma2), the query scalar the graph uses, gemma3's local RoPE base and
+/// layer pattern, as `Gemma2Config` / `Gemma3TextConfig` spell them.
+fn gemma_config(
+    config: &mut Value,
+    g: &crate::format::Gguf,
+    arch: &str,
+    d_ratio: usize,
+    d_head: usize,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let key = |k: &str| format!("{arch}.{k}");
+    let n_layer = g.get_u32(&key("block_count"))? as usize;
+    config["hidden_activation"] = json!("gelu_pytorch_tanh");
+    if let Ok(w) = g.get_u32(&key("attention.sliding_window")) {
+        config["sliding_window"] = json!(w);
+    }
+    let big = if arch == "gemma2" { 46 } else { 62 };
+    config["query_pre_attn_scalar"] = json!(if n_layer == big { d_ratio } else { d_head });
+    if arch == "gemma2" {
+        for (k, default) in [
+            ("attn_logit_softcapping", 50.0),
+            ("final_logit_softcapping", 30.0),
+        ] {
+            config[k] = json!(g.get_f32(&key(k)).unwrap_or(default));
+        }
+    } else {
+        config["attn_logit_softcapping"] = Value::Null;
+        config["final_logit_softcapping"] = Value::Null;
+        config["rope_local_base_freq"] = json!(10_000.0);
+        config["sliding_window_pattern"] = json!(6);
+        config["layer_types"] = (0..n_layer)
+            .map(|i| match i % 6 < 5 {
+                true => "sliding_attention",
+                false => "full_attention",
+            })
+            .collect();
+    }
+    Ok(())
+}
+
 /// Hugging Face's row order of a q/k projection stored in llama.cpp's: within each head of
 /// `head_rows` rows, GGUF row `2i + j` is HF row `j * head_rows / 2 + i`.
 fn unpermute_rows(values: &[f32], row_len: usize, heads: usize, head_rows: usize) -> Vec<f32> {
@@ -201,8 +284,10 @@ fn write_tokenizer(
     dir: &Path,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let g = file.gguf();
-    if g.get_str("tokenizer.ggml.model")? != "gpt2" {
-        return Err("only byte-level BPE (gpt2) vocabularies are written as tokenizer.json".into());
+    match g.get_str("tokenizer.ggml.model")? {
+        "gpt2" => {}
+        "llama" => return write_sentencepiece_tokenizer(file, dir),
+        other => return Err(format!("no tokenizer.json for a {other:?} vocabulary").into()),
     }
     let tokens = g.get_str_array("tokenizer.ggml.tokens")?;
     let types = g
@@ -247,13 +332,24 @@ fn write_tokenizer(
         dir.join("tokenizer.json"),
         serde_json::to_string(&tokenizer)?,
     )?;
+    let tc = json!({"tokenizer_class": "GPT2Tokenizer"});
+    write_tokenizer_config(g, &tokens, dir, tc)
+}
+
+/// `tokenizer_config.json`: `tc` with the special tokens' texts, the `add_*_token` flags and the
+/// chat template of `g`.
+fn write_tokenizer_config(
+    g: &crate::format::Gguf,
+    tokens: &[&str],
+    dir: &Path,
+    mut tc: Value,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let text_of = |key: &str| {
         g.get_u32(key)
             .ok()
             .and_then(|id| tokens.get(id as usize))
             .map(|t| Value::String(t.to_string()))
     };
-    let mut tc = json!({"tokenizer_class": "GPT2Tokenizer"});
     for (key, hf) in [
         ("tokenizer.ggml.bos_token_id", "bos_token"),
         ("tokenizer.ggml.eos_token_id", "eos_token"),
@@ -280,4 +376,106 @@ fn write_tokenizer(
         serde_json::to_string_pretty(&tc)?,
     )?;
     Ok(())
+}
+
+/// A `llama` (SentencePiece) vocabulary as Llama 2's `tokenizer.json`: a byte-fallback `BPE`
+/// model whose merges are, as Hugging Face's `SentencePieceExtractor` lists them, every split
+/// of every piece into two pieces, ordered by the merged piece's score (best first, then by the
+/// pieces' ids); spaces escaped by a `Prepend` + `Replace` normalizer; BOS added by a
+/// `TemplateProcessing` post-processor when the file adds it.
+fn write_sentencepiece_tokenizer(
+    file: &ModelFile,
+    dir: &Path,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let g = file.gguf();
+    let tokens = g.get_str_array("tokenizer.ggml.tokens")?;
+    let types = g
+        .get_i32_array("tokenizer.ggml.token_type")
+        .unwrap_or_default();
+    let ty = |id: usize| types.get(id).copied().unwrap_or(1);
+    let scores: Vec<f32> = match g.get("tokenizer.ggml.scores") {
+        Some(MetaValue::Array(items)) => items
+            .iter()
+            .map(|v| match v {
+                MetaValue::F32(x) => Ok(*x),
+                _ => Err("tokenizer.ggml.scores holds a non-f32"),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err("a llama vocabulary without tokenizer.ggml.scores".into()),
+    };
+    let id_of: std::collections::HashMap<&str, usize> =
+        tokens.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    // (score of the merged piece, left id, right id) for every split into two normal pieces.
+    let mut merges: Vec<(f32, usize, usize)> = Vec::new();
+    for (id, piece) in tokens.iter().enumerate() {
+        if ty(id) != 1 {
+            continue;
+        }
+        for (at, _) in piece.char_indices().skip(1) {
+            let (l, r) = piece.split_at(at);
+            if let (Some(&a), Some(&b)) = (id_of.get(l), id_of.get(r))
+                && ty(a) == 1
+                && ty(b) == 1
+            {
+                merges.push((scores[id], a, b));
+            }
+        }
+    }
+    merges.sort_by(|x, y| y.0.total_cmp(&x.0).then((x.1, x.2).cmp(&(y.1, y.2))));
+    let merges: Vec<String> = merges
+        .into_iter()
+        .map(|(_, a, b)| format!("{} {}", tokens[a], tokens[b]))
+        .collect();
+    let mut vocab = serde_json::Map::new();
+    let mut added = Vec::new();
+    for (id, text) in tokens.iter().enumerate() {
+        if let t @ (2..=4) = ty(id) {
+            added.push(json!({"id": id, "content": text, "single_word": false,
+                "lstrip": false, "rstrip": false, "normalized": t == 4, "special": t != 4}));
+        }
+        vocab.insert(text.to_string(), json!(id));
+    }
+    let flag = |key: &str, default: bool| match g.get(key) {
+        Some(MetaValue::Bool(b)) => *b,
+        _ => default,
+    };
+    let bos = g.get_u32("tokenizer.ggml.bos_token_id").unwrap_or(1) as usize;
+    let bos_text = tokens.get(bos).copied().unwrap_or("<s>");
+    let mut normalizers = vec![];
+    if flag("tokenizer.ggml.add_space_prefix", true) {
+        normalizers.push(json!({"type": "Prepend", "prepend": "▁"}));
+    }
+    normalizers.push(json!({"type": "Replace", "pattern": {"String": " "}, "content": "▁"}));
+    let seq = |id: &str| json!({"Sequence": {"id": id, "type_id": 0}});
+    let special = |t: &str| json!({"SpecialToken": {"id": t, "type_id": 0}});
+    let post = match flag("tokenizer.ggml.add_bos_token", true) {
+        true => json!({"type": "TemplateProcessing",
+            "single": [special(bos_text), seq("A")],
+            "pair": [special(bos_text), seq("A"), special(bos_text), seq("B")],
+            "special_tokens": {bos_text: {"id": bos_text, "ids": [bos], "tokens": [bos_text]}}}),
+        false => Value::Null,
+    };
+    let unk = g.get_u32("tokenizer.ggml.unknown_token_id").unwrap_or(0) as usize;
+    let tokenizer = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "Sequence", "normalizers": normalizers},
+        "pre_tokenizer": null,
+        "post_processor": post,
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"},
+            {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": null, "unk_token": tokens.get(unk),
+            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": true,
+            "byte_fallback": true, "vocab": vocab, "merges": merges},
+    });
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        serde_json::to_string(&tokenizer)?,
+    )?;
+    let tc = json!({"tokenizer_class": "LlamaTokenizer", "legacy": true});
+    write_tokenizer_config(g, &tokens, dir, tc)
 }

@@ -5,13 +5,16 @@
 //! are renamed to llama.cpp's names, so the graph, tokenizer and chat template read a checkpoint
 //! exactly as they read a GGUF file ([`crate::model_file::ModelFile::open`]).
 //!
-//! No weight is copied or rewritten. llama.cpp's converter permutes the q/k rows of `llama`
-//! models so its adjacent-pair RoPE matches Hugging Face's half-split rotation; engram keeps the
-//! rows as stored and rotates half-split pairs instead ([`crate::model_file::WeightLayout`]),
-//! the same function. Families whose conversion rewrites values (Gemma's `1 + w` norms) or
-//! splits tensors differently (Phi-3's config) are refused by name.
+//! No weight matrix is copied or rewritten. llama.cpp's converter permutes the q/k rows of
+//! `llama` models so its adjacent-pair RoPE matches Hugging Face's half-split rotation; engram
+//! keeps the rows as stored and rotates half-split pairs instead
+//! ([`crate::model_file::WeightLayout`]), the same function. Phi-3's fused `qkv_proj` and
+//! `gate_up_proj` keep llama.cpp's fused names. What the converter computes rather than copies
+//! (Gemma's `1 + w` norms, Llama 3.1's RoPE factors) is computed at load into a buffer of a few
+//! kilobytes ([`Checkpoint::derived`]).
 
 mod config;
+mod derived;
 pub mod export;
 mod names;
 mod tokenizer;
@@ -84,8 +87,11 @@ pub struct Checkpoint {
     pub metadata: Vec<(String, MetaValue)>,
     /// Tensors under llama.cpp's names, dims in ggml order, offsets within their shard.
     pub tensors: Vec<TensorInfo>,
-    /// The shard of each tensor.
+    /// The shard of each tensor; `shards.len()` for a tensor in [`Checkpoint::derived`].
     pub shard_of: Vec<usize>,
+    /// Tensors computed at load (Gemma's shifted norms, Llama 3's `rope_freqs.weight`), F32,
+    /// when there are any.
+    pub derived: Option<MappedFile>,
 }
 
 /// Whether `path` names a checkpoint rather than a GGUF file: a directory, or a file ending in
@@ -147,7 +153,7 @@ impl Checkpoint {
     pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
         let (dir, paths) = shard_paths(path)?;
         let config_path = dir.join("config.json");
-        let config = read_json(&config_path)?;
+        let config = config::gemma3_text_config(read_json(&config_path)?, &config_path)?;
         let (arch, mut metadata) = config_metadata(&config, &config_path)?;
         metadata.extend(tokenizer_metadata(&dir, &config)?);
         let mut shards = Vec::with_capacity(paths.len());
@@ -169,8 +175,9 @@ impl Checkpoint {
                     name: t.name.clone(),
                     what,
                 };
-                let Some(name) = gguf_name(arch, &t.name) else {
-                    if names::ignored(&t.name) {
+                let hf = names::text_model_name(arch, &t.name);
+                let Some(name) = hf.as_deref().and_then(|hf| gguf_name(arch, hf)) else {
+                    if hf.is_none() || names::ignored(&t.name) {
                         continue;
                     }
                     return Err(tensor_err(format!(
@@ -195,12 +202,69 @@ impl Checkpoint {
             }
             shards.push((shard, map));
         }
+        if arch == crate::model::arch::Architecture::Gemma3 {
+            trim_embedding_rows(&mut tensors, &mut metadata);
+        }
+        let mut buffer: Vec<f32> = Vec::new();
+        for (t, shard) in tensors.iter_mut().zip(&mut shard_of) {
+            if names::norm_shifted(arch, &t.name) {
+                let mut values = derived::values_of(t, shards[*shard].1.bytes());
+                values.iter_mut().for_each(|w| *w += 1.0);
+                *t = derived::push_tensor(&mut buffer, t.name.clone(), t.dims.clone(), &values);
+                *shard = shards.len();
+            }
+        }
+        if let Some(factors) = derived::llama3_rope_factors(&config, &config_path)? {
+            let name = "rope_freqs.weight".to_string();
+            if tensors.iter().any(|t| t.name == name) {
+                return Err(CheckpointError::Json {
+                    path: config_path,
+                    what: "rope_scaling llama3 and a stored rope_freqs.weight".into(),
+                });
+            }
+            tensors.push(derived::push_tensor(
+                &mut buffer,
+                name,
+                vec![factors.len()],
+                &factors,
+            ));
+            shard_of.push(shards.len());
+        }
         Ok(Checkpoint {
             dir,
             shards,
             metadata,
             tensors,
             shard_of,
+            derived: (!buffer.is_empty()).then(|| MappedFile::from_f32(buffer)),
         })
+    }
+}
+
+/// Gemma 3's embedding has rows past its tokenizer (262208 rows, 262145 tokens in the 4B);
+/// llama.cpp's converter (`Gemma3Model.modify_tensors`) drops them, so the vocabulary and the
+/// logits are the tokenizer's. The view shrinks; nothing is copied.
+fn trim_embedding_rows(tensors: &mut [TensorInfo], metadata: &mut [(String, MetaValue)]) {
+    let n_tokens = metadata.iter().find_map(|(k, v)| match (k.as_str(), v) {
+        ("tokenizer.ggml.tokens", MetaValue::Array(items)) => Some(items.len()),
+        _ => None,
+    });
+    let Some(n_tokens) = n_tokens else { return };
+    for t in tensors.iter_mut().filter(|t| t.name == "token_embd.weight") {
+        if let [row_len, rows] = t.dims[..]
+            && rows > n_tokens
+            && let Some(row_bytes) = t.ty.row_bytes(row_len)
+        {
+            t.dims[1] = n_tokens;
+            t.n_bytes = row_bytes * n_tokens;
+        }
+    }
+    for (k, v) in metadata.iter_mut() {
+        if k.ends_with(".vocab_size")
+            && let MetaValue::U32(n) = v
+            && *n as usize > n_tokens
+        {
+            *n = n_tokens as u32;
+        }
     }
 }

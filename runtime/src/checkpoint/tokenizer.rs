@@ -1,5 +1,15 @@
 //! `tokenizer.json` (+ `tokenizer_config.json`) → GGUF `tokenizer.*` metadata, for the byte-level
-//! BPE tokenizers engram implements; anything else is refused naming what it is.
+//! BPE tokenizers and the SentencePiece-style BPE of Llama 2, TinyLlama and Mistral that engram
+//! implements; anything else is refused naming what it is.
+//!
+//! A SentencePiece-style `tokenizer.json` is a `BPE` model with `byte_fallback: true`, spaces
+//! escaped as `▁` (a `Replace` normalizer, with a `Prepend` for the dummy prefix, or a
+//! `Metaspace` pre-tokenizer) and `<0xNN>` byte tokens. It becomes llama.cpp's `llama`
+//! vocabulary, whose merge priority is a score per token: Hugging Face's converter
+//! (`convert_slow_tokenizer.py`, `SentencePieceExtractor`) lists the merges by the merged
+//! piece's SentencePiece score, best first, so the rank of the first merge making a token gives
+//! it back: score = −rank. (llama.cpp's `LlamaHfVocab`, used when a checkpoint has no
+//! `tokenizer.model`, writes −1000 for every token instead, which merges leftmost-first.)
 
 use std::path::Path;
 
@@ -72,12 +82,24 @@ pub fn tokenizer_metadata(
         return Err(unsupported(format!("tokenizer model {model_type:?}")));
     }
     let pre = json.get("pre_tokenizer").unwrap_or(&Value::Null);
-    let pre_name = pre_tokenizer_name(pre).ok_or_else(|| {
-        unsupported(format!(
-            "pre_tokenizer {pre} (engram reads ByteLevel, SmolLM's Digits+ByteLevel, and the \
-             Llama 3 and Qwen2 Split+ByteLevel)"
-        ))
-    })?;
+    let sentencepiece = model.get("byte_fallback").and_then(Value::as_bool) == Some(true);
+    let (ggml_model, pre_name, space_prefix) = match sentencepiece {
+        true => {
+            let normalizer = json.get("normalizer").unwrap_or(&Value::Null);
+            let prefix = sentencepiece_prefix(normalizer, pre).map_err(unsupported)?;
+            ("llama", "default", Some(prefix))
+        }
+        false => {
+            let name = pre_tokenizer_name(pre).ok_or_else(|| {
+                unsupported(format!(
+                    "pre_tokenizer {pre} (engram reads ByteLevel, SmolLM's Digits+ByteLevel, \
+                     and the Llama 3 and Qwen2 Split+ByteLevel)"
+                ))
+            })?;
+            ("gpt2", name, None)
+        }
+    };
+    let unk_text = model.get("unk_token").and_then(Value::as_str);
     let vocab = model
         .get("vocab")
         .and_then(Value::as_object)
@@ -87,7 +109,12 @@ pub fn tokenizer_metadata(
         let id = id
             .as_u64()
             .ok_or_else(|| bad("a vocab id is not an integer"))?;
-        entries.push((id as usize, text.clone(), 1));
+        let ty = match (sentencepiece, byte_token(text)) {
+            (true, true) => 6,
+            _ if Some(text.as_str()) == unk_text => 2,
+            _ => 1,
+        };
+        entries.push((id as usize, text.clone(), ty));
     }
     if let Some(added) = json.get("added_tokens").and_then(Value::as_array) {
         for t in added {
@@ -98,6 +125,7 @@ pub fn tokenizer_metadata(
                 return Err(bad("an added token lacks id or content"));
             };
             let ty = match t.get("special").and_then(Value::as_bool) {
+                _ if sentencepiece && Some(text) == unk_text => 2,
                 Some(true) => 3,
                 _ => 4,
             };
@@ -130,7 +158,7 @@ pub fn tokenizer_metadata(
     let mut meta = vec![
         (
             "tokenizer.ggml.model".to_string(),
-            MetaValue::Str("gpt2".into()),
+            MetaValue::Str(ggml_model.into()),
         ),
         (
             "tokenizer.ggml.pre".to_string(),
@@ -140,8 +168,21 @@ pub fn tokenizer_metadata(
             "tokenizer.ggml.token_type".to_string(),
             MetaValue::Array(entries.iter().map(|e| MetaValue::I32(e.2)).collect()),
         ),
-        ("tokenizer.ggml.merges".to_string(), strs(merges)),
     ];
+    match space_prefix {
+        Some(prefix) => {
+            let scores = merge_scores(&entries, &merges);
+            meta.push((
+                "tokenizer.ggml.scores".into(),
+                MetaValue::Array(scores.into_iter().map(MetaValue::F32).collect()),
+            ));
+            meta.push((
+                "tokenizer.ggml.add_space_prefix".into(),
+                MetaValue::Bool(prefix),
+            ));
+        }
+        None => meta.push(("tokenizer.ggml.merges".to_string(), strs(merges))),
+    }
     let tc_path = dir.join("tokenizer_config.json");
     let tc = match tc_path.exists() {
         true => read_json(&tc_path)?,
@@ -169,11 +210,22 @@ pub fn tokenizer_metadata(
             what: "no eos_token (nor config.json eos_token_id)".into(),
         });
     }
-    for (hf, key) in [
+    // As gguf-py's `SpecialVocab`: the post-processor's template says whether BOS/EOS are
+    // added, tokenizer_config.json's `add_*_token` overrides it.
+    let template = template_adds(json.get("post_processor").unwrap_or(&Value::Null));
+    for (i, (hf, key)) in [
         ("add_bos_token", "tokenizer.ggml.add_bos_token"),
         ("add_eos_token", "tokenizer.ggml.add_eos_token"),
-    ] {
-        if let Some(b) = tc.get(hf).and_then(Value::as_bool) {
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let from_template = template.and_then(|(first, last)| {
+            let which = if i == 0 { "bos" } else { "eos" };
+            let edge = if i == 0 { first } else { last };
+            edge.map(|t| Some(t) == token_text(tc.get(format!("{which}_token").as_str())))
+        });
+        if let Some(b) = tc.get(hf).and_then(Value::as_bool).or(from_template) {
             meta.push((key.to_string(), MetaValue::Bool(b)));
         }
     }
@@ -185,4 +237,123 @@ pub fn tokenizer_metadata(
         strs(entries.into_iter().map(|e| e.1).collect()),
     ));
     Ok(meta)
+}
+
+/// Whether `text` is a SentencePiece byte token, `<0xNN>`.
+fn byte_token(text: &str) -> bool {
+    text.strip_prefix("<0x")
+        .and_then(|t| t.strip_suffix('>'))
+        .is_some_and(|hex| hex.len() == 2 && u8::from_str_radix(hex, 16).is_ok())
+}
+
+/// Whether a SentencePiece-style `tokenizer.json` prepends `▁` (llama.cpp's
+/// `add_space_prefix`), from its `normalizer` and `pre_tokenizer`; an `Err` names what engram
+/// does not read. Llama 2's files escape spaces with a normalizer (`Prepend` `▁`, `Replace` `" "`
+/// → `▁`); newer ones with a `Metaspace` pre-tokenizer (`prepend_scheme` `first`, `always` or
+/// `never`; older files say `add_prefix_space`); Gemma's with a `Replace` normalizer alone (no
+/// prefix) and a `Split` on `" "` that finds no space left to split on.
+fn sentencepiece_prefix(normalizer: &Value, pre: &Value) -> Result<bool, String> {
+    let kind = |v: &Value| {
+        v.get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("?")
+            .to_owned()
+    };
+    let (mut prefix, mut escaped) = (false, false);
+    let normalizers = match kind(normalizer).as_str() {
+        _ if normalizer.is_null() => Vec::new(),
+        "Sequence" => normalizer
+            .get("normalizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+        _ => vec![normalizer.clone()],
+    };
+    for n in &normalizers {
+        match kind(n).as_str() {
+            "Prepend" if n.get("prepend").and_then(Value::as_str) == Some("▁") => prefix = true,
+            "Replace"
+                if n.pointer("/pattern/String").and_then(Value::as_str) == Some(" ")
+                    && n.get("content").and_then(Value::as_str) == Some("▁") =>
+            {
+                escaped = true
+            }
+            _ => return Err(format!("normalizer {n} in a byte-fallback BPE tokenizer")),
+        }
+    }
+    let pres = match kind(pre).as_str() {
+        _ if pre.is_null() => Vec::new(),
+        "Sequence" => pre
+            .get("pretokenizers")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+        _ => vec![pre.clone()],
+    };
+    for p in &pres {
+        // Gemma's files split on " " after a normalizer that left no space to split on.
+        if escaped
+            && kind(p) == "Split"
+            && p.pointer("/pattern/String").and_then(Value::as_str) == Some(" ")
+        {
+            continue;
+        }
+        let metaspace = kind(p) == "Metaspace"
+            && p.get("replacement").and_then(Value::as_str) == Some("▁")
+            && p.get("split").and_then(Value::as_bool) != Some(true);
+        if !metaspace {
+            return Err(format!(
+                "pre_tokenizer {p} in a byte-fallback BPE tokenizer (engram reads Metaspace \
+                 without split)"
+            ));
+        }
+        escaped = true;
+        prefix |= match p.get("prepend_scheme").and_then(Value::as_str) {
+            Some(scheme) => scheme != "never",
+            None => p.get("add_prefix_space").and_then(Value::as_bool) != Some(false),
+        };
+    }
+    if !escaped {
+        return Err("a byte-fallback BPE tokenizer that does not escape spaces as ▁".into());
+    }
+    Ok(prefix)
+}
+
+/// SentencePiece scores from the merges' order: −rank of the first merge making each token;
+/// tokens no merge makes (characters, bytes, specials) score below every merge.
+fn merge_scores(entries: &[(usize, String, i32)], merges: &[String]) -> Vec<f32> {
+    let index: std::collections::HashMap<&str, usize> =
+        entries.iter().map(|e| (e.1.as_str(), e.0)).collect();
+    let mut scores = vec![-(merges.len() as f32) - 1.0; entries.len()];
+    let mut seen = vec![false; entries.len()];
+    for (rank, m) in merges.iter().enumerate() {
+        let merged: String = m.split(' ').collect();
+        if let Some(&id) = index.get(merged.as_str())
+            && !seen[id]
+        {
+            seen[id] = true;
+            scores[id] = -(rank as f32);
+        }
+    }
+    scores
+}
+
+/// The first and last special tokens of a `TemplateProcessing` post-processor's `single`
+/// template (`<s> $A` → (`<s>`, none)); `None` when there is no such template or it is one item
+/// long (as gguf-py's `SpecialVocab` reads it).
+fn template_adds(post: &Value) -> Option<(Option<&str>, Option<&str>)> {
+    let processors = match post.get("processors").and_then(Value::as_array) {
+        Some(list) => list.iter().collect::<Vec<_>>(),
+        None => vec![post],
+    };
+    let single = processors
+        .into_iter()
+        .find(|p| p.get("type").and_then(Value::as_str) == Some("TemplateProcessing"))?
+        .get("single")?
+        .as_array()
+        .filter(|s| s.len() > 1)?;
+    fn special(v: Option<&Value>) -> Option<&str> {
+        v?.pointer("/SpecialToken/id")?.as_str()
+    }
+    Some((special(single.first()), special(single.last())))
 }

@@ -19,10 +19,19 @@ use std::sync::Arc;
 use memmap2::{Mmap, MmapMut};
 
 /// A read-only memory map of a whole file. Clones share the map; it is unmapped when the last
-/// clone is dropped.
+/// clone is dropped. A few tensors a checkpoint derives at load (Gemma's `1 + w` norms, Llama 3's
+/// RoPE factors: kilobytes) live in memory behind the same type ([`MappedFile::from_f32`]), so a
+/// tensor view reads them as it reads a mapped shard.
 #[derive(Clone, Debug)]
 pub struct MappedFile {
-    map: Arc<Mmap>,
+    map: Arc<Source>,
+}
+
+#[derive(Debug)]
+enum Source {
+    Map(Mmap),
+    /// f32 values built in memory (4-byte aligned, as a mapped F32 tensor's bytes may need).
+    Memory(Vec<f32>),
 }
 
 impl MappedFile {
@@ -37,22 +46,35 @@ impl MappedFile {
         // this module (engram's model files are written once and renamed into place, never
         // rewritten). `File` may be dropped after mapping: the mapping keeps its own reference.
         let map = unsafe { Mmap::map(&file)? };
-        Ok(MappedFile { map: Arc::new(map) })
+        Ok(MappedFile {
+            map: Arc::new(Source::Map(map)),
+        })
+    }
+
+    /// f32 values held in memory, read through the same interface as a mapped file: the tensors
+    /// a checkpoint derives at load ([`crate::checkpoint`]).
+    pub fn from_f32(values: Vec<f32>) -> MappedFile {
+        MappedFile {
+            map: Arc::new(Source::Memory(values)),
+        }
     }
 
     /// The file's bytes.
     pub fn bytes(&self) -> &[u8] {
-        &self.map
+        match &*self.map {
+            Source::Map(map) => map,
+            Source::Memory(values) => bytemuck::cast_slice(values),
+        }
     }
 
     /// The file's length in bytes.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.bytes().len()
     }
 
     /// Whether the file is empty.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.bytes().is_empty()
     }
 }
 
