@@ -31,6 +31,7 @@ from llamacpp_plain import no_extra_buffer_types
 
 # engram::harness::synthetic_arch: ARCH_CASES (F32), then QUANT_CASES ({name}.{type}).
 CASES = ["llama3", "llama_linear", "mistral_swa", "qwen2", "qwen3", "phi3", "gemma2", "gemma3",
+         "phi3_longrope", "phi3_shortrope", "llama_yarn",
          "qwen2.q8_0", "phi3.q4_1", "gemma2.q4_0"]
 VOCABS = ["spm", "llama_bpe", "qwen2_bpe"]
 PROMPTS = [

@@ -1,6 +1,7 @@
 //! Parity with llama.cpp on a tiny seeded random-weight model of every family the graph runs
-//! (`engram::harness::synthetic_arch`): llama with Llama 3 RoPE factors and with linear RoPE
-//! scaling, qwen2, qwen3, phi3, gemma2 and gemma3.
+//! (`engram::harness::synthetic_arch`): llama with Llama 3 RoPE factors, with linear RoPE
+//! scaling and with YaRN, qwen2, qwen3, phi3 (plain, and with LongRoPE factors run above and
+//! at their original context), gemma2 and gemma3.
 //!
 //! `tests/data/arch_reference.json` holds llama.cpp's outputs on the same bytes, made by
 //! `scripts/arch_reference.py`; the generator is seeded, so the test writes the files itself
@@ -17,14 +18,14 @@ use std::sync::Arc;
 
 use engram::harness::fetch::sha256_file;
 use engram::harness::synthetic_arch::{
-    ARCH_CASES, ARCH_SEED, ArchCase, QUANT_CASES, arch_gguf, case_key,
+    ARCH_CASES, ARCH_RUN_CONTEXT, ARCH_SEED, ArchCase, QUANT_CASES, arch_gguf, case_key,
 };
 use engram::kernels::GgmlType;
 use engram::runtime::backend;
 use engram::runtime::cpu::CpuContext;
 use engram::runtime::format::gguf_writer::RawTensor;
 use engram::runtime::format::{Gguf, GgufBuilder, MetaValue};
-use engram::runtime::model::llama::{Llama, Logits};
+use engram::runtime::model::llama::{Decoder, Llama, Logits};
 use engram::runtime::model::tokenizer::Tokenizer;
 use engram::runtime::model_file::ModelFile;
 use serde::Deserialize;
@@ -104,8 +105,10 @@ fn check_case(case: ArchCase, ty: GgmlType, expected: &CaseRef) -> Measured {
     let file = ModelFile::open(&path).unwrap();
     let tokenizer = Tokenizer::from_gguf(file.gguf()).unwrap();
     let cpu = Arc::new(CpuContext::new(2).unwrap());
-    let model =
+    let mut model =
         Llama::load(&file, &backend::cpu(), cpu).unwrap_or_else(|e| panic!("{}: {e}", case.name()));
+    // llama.cpp runs at n_ctx 64 (256 once rounded): phi3_shortrope takes its short factors.
+    model.set_context_length(ARCH_RUN_CONTEXT);
     assert_eq!(model.arch().arch.name(), case.architecture());
 
     let mut m = Measured {
@@ -171,7 +174,7 @@ fn every_family_matches_llama_cpp_on_its_seeded_model() {
             .map(|&(_, b)| b)
             .expect("a bound for every weight type");
         eprintln!(
-            "{key:<13} max |Δlogit| top-20 {:.5}  top-1 {}/{}  greedy {}/{}",
+            "{key:<14} max |Δlogit| top-20 {:.5}  top-1 {}/{}  greedy {}/{}",
             m.worst, m.top1.0, m.top1.1, m.greedy.0, m.greedy.1
         );
         if m.worst > bound || m.top1.0 != m.top1.1 || m.greedy.0 != m.greedy.1 {
@@ -247,11 +250,40 @@ fn an_unsupported_family_or_option_is_an_error_naming_it() {
         (
             edited(
                 ArchCase::Qwen2,
-                &[("qwen2.rope.scaling.type", s("yarn"))],
+                &[("qwen2.rope.scaling.type", s("dynamic"))],
                 &[],
                 &[],
             ),
-            "qwen2.rope.scaling.type `yarn`",
+            "qwen2.rope.scaling.type `dynamic` (engram runs none, linear, yarn and longrope)",
+        ),
+        (
+            // llama.cpp's `su` is no scaling type it knows (its converter writes none for phi3).
+            edited(
+                ArchCase::Phi3LongRope,
+                &[("phi3.rope.scaling.type", s("su"))],
+                &[],
+                &[],
+            ),
+            "phi3.rope.scaling.type `su`",
+        ),
+        (
+            // Only phi3 reads the LongRoPE factors, as in llama.cpp.
+            edited(
+                ArchCase::Qwen2,
+                &[],
+                &[],
+                &[("rope_factors_long.weight", 8)],
+            ),
+            "tensor `rope_factors_long.weight`: not read by the qwen2 graph",
+        ),
+        (
+            edited(
+                ArchCase::Phi3LongRope,
+                &[],
+                &["rope_factors_short.weight"],
+                &[("rope_factors_short.weight", 4)],
+            ),
+            "tensor `rope_factors_short.weight`: dims [4], expected [8]",
         ),
         (
             edited(
@@ -305,4 +337,76 @@ fn an_unsupported_family_or_option_is_an_error_naming_it() {
             "{error:?} should name {expected:?}"
         );
     }
+}
+
+fn load_case(bytes: Vec<u8>) -> Llama {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.gguf");
+    std::fs::write(&path, bytes).unwrap();
+    let file = ModelFile::open(&path).unwrap();
+    Llama::load(
+        &file,
+        &backend::cpu(),
+        Arc::new(CpuContext::new(1).unwrap()),
+    )
+    .unwrap()
+}
+
+/// The fused decoder implements none of YaRN, LongRoPE factors or a RoPE magnitude: it steps
+/// aside and the graph (which the parity test proves) decodes. A plain llama file is the control.
+#[test]
+fn the_fused_decoder_leaves_scaled_rope_to_the_graph() {
+    let plain = load_case(arch_gguf(ArchCase::MistralSwa, GgmlType::F32, ARCH_SEED));
+    assert!(
+        Decoder::new(&plain, None, 32).is_some(),
+        "the control decodes fused"
+    );
+    for case in [
+        ArchCase::LlamaYarn,
+        ArchCase::Phi3LongRope,
+        ArchCase::Phi3ShortRope,
+    ] {
+        let model = load_case(arch_gguf(case, GgmlType::F32, ARCH_SEED));
+        assert!(Decoder::new(&model, None, 32).is_none(), "{}", case.name());
+    }
+    // Also when YaRN's factor is 1, which leaves the position scale at 1.
+    let yarn_1 = edited(
+        ArchCase::LlamaYarn,
+        &[("llama.rope.scaling.factor", MetaValue::F32(1.0))],
+        &[],
+        &[],
+    );
+    assert!(Decoder::new(&load_case(yarn_1), None, 32).is_none());
+}
+
+/// llama.cpp reads no `rope.scaling.yarn_*` key for the families engram runs (it runs YaRN at
+/// ext_factor 1, beta_fast 32, beta_slow 1; checked on llama-cpp-python 0.3.36, whose logits on
+/// `llama_yarn` with these keys added are unchanged): neither does engram.
+#[test]
+fn yarn_keys_llama_cpp_ignores_change_nothing() {
+    let f = MetaValue::F32;
+    let with_keys = edited(
+        ArchCase::LlamaYarn,
+        &[
+            ("llama.rope.scaling.yarn_beta_fast", f(4.0)),
+            ("llama.rope.scaling.yarn_beta_slow", f(2.0)),
+            ("llama.rope.scaling.yarn_ext_factor", f(0.5)),
+            ("llama.rope.scaling.yarn_log_multiplier", f(0.3)),
+        ],
+        &[],
+        &[],
+    );
+    let plain = load_case(arch_gguf(ArchCase::LlamaYarn, GgmlType::F32, ARCH_SEED));
+    let keyed = load_case(with_keys);
+    assert_eq!(plain.arch(), keyed.arch());
+    let yarn = plain.arch().yarn.expect("yarn");
+    assert_eq!(
+        (
+            yarn.ext_factor,
+            yarn.beta_fast,
+            yarn.beta_slow,
+            yarn.n_ctx_orig
+        ),
+        (1.0, 32.0, 1.0, 32)
+    );
 }

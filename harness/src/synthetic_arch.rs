@@ -74,10 +74,22 @@ pub enum ArchCase {
     /// `gemma3`: q/k norms, post-norms, GELU, a window on layers 0-4 with RoPE base 10000 and
     /// linear scaling 8 on layer 5.
     Gemma3,
+    /// `phi3` with LongRoPE: `rope_factors_long/short.weight`, an original context of 32 under
+    /// the trained 64, and the converter's `rope.scaling.attn_factor`; run at
+    /// [`ARCH_RUN_CONTEXT`] (above 32), so the long factors.
+    Phi3LongRope,
+    /// `phi3` with LongRoPE trained to 512 positions from an original 256, run at
+    /// [`ARCH_RUN_CONTEXT`] (64, which llama.cpp rounds up to 256: not above 256): the short
+    /// factors, with the long context's attention factor.
+    Phi3ShortRope,
+    /// `llama` with YaRN (`rope.scaling.type` yarn, factor 4, original context 32 under the
+    /// trained 64), RoPE base 500 so that the ramp between extrapolated and interpolated
+    /// frequencies spans frequencies 0-3 of 8.
+    LlamaYarn,
 }
 
 /// Every case, in the order of the reference JSON.
-pub const ARCH_CASES: [ArchCase; 8] = [
+pub const ARCH_CASES: [ArchCase; 11] = [
     ArchCase::Llama3,
     ArchCase::LlamaLinear,
     ArchCase::MistralSwa,
@@ -86,6 +98,9 @@ pub const ARCH_CASES: [ArchCase; 8] = [
     ArchCase::Phi3,
     ArchCase::Gemma2,
     ArchCase::Gemma3,
+    ArchCase::Phi3LongRope,
+    ArchCase::Phi3ShortRope,
+    ArchCase::LlamaYarn,
 ];
 
 /// Cases also written with quantized weights (the reference JSON's key is `{name}.{type}`):
@@ -107,6 +122,12 @@ pub fn case_key(case: ArchCase, ty: GgmlType) -> String {
 /// The seed of every case's weights.
 pub const ARCH_SEED: u64 = 17;
 
+/// The context the reference runs llama.cpp at (`n_ctx` 64, which llama.cpp rounds up to 256)
+/// and the parity test runs engram at
+/// ([`engram_runtime::model::llama::Llama::set_context_length`]): what picks phi3's long or
+/// short RoPE factors.
+pub const ARCH_RUN_CONTEXT: usize = 64;
+
 impl ArchCase {
     /// The case's name (file stem and JSON key): `llama3`, `qwen2`, ...
     pub fn name(self) -> &'static str {
@@ -119,16 +140,22 @@ impl ArchCase {
             ArchCase::Phi3 => "phi3",
             ArchCase::Gemma2 => "gemma2",
             ArchCase::Gemma3 => "gemma3",
+            ArchCase::Phi3LongRope => "phi3_longrope",
+            ArchCase::Phi3ShortRope => "phi3_shortrope",
+            ArchCase::LlamaYarn => "llama_yarn",
         }
     }
 
     /// `general.architecture`.
     pub fn architecture(self) -> &'static str {
         match self {
-            ArchCase::Llama3 | ArchCase::LlamaLinear | ArchCase::MistralSwa => "llama",
+            ArchCase::Llama3
+            | ArchCase::LlamaLinear
+            | ArchCase::MistralSwa
+            | ArchCase::LlamaYarn => "llama",
             ArchCase::Qwen2 => "qwen2",
             ArchCase::Qwen3 => "qwen3",
-            ArchCase::Phi3 => "phi3",
+            ArchCase::Phi3 | ArchCase::Phi3LongRope | ArchCase::Phi3ShortRope => "phi3",
             ArchCase::Gemma2 => "gemma2",
             ArchCase::Gemma3 => "gemma3",
         }
@@ -166,6 +193,17 @@ pub fn arch_gguf_with_vocab(
     n_vocab: usize,
 ) -> Vec<u8> {
     let arch = case.architecture();
+    let phi3 = matches!(
+        case,
+        ArchCase::Phi3 | ArchCase::Phi3LongRope | ArchCase::Phi3ShortRope
+    );
+    // (trained, original) context of the LongRoPE cases.
+    let long_rope = match case {
+        ArchCase::Phi3LongRope => Some((N_CTX, 32)),
+        ArchCase::Phi3ShortRope => Some((512, 256)),
+        _ => None,
+    };
+    let n_ctx = long_rope.map_or(N_CTX, |(n, _)| n);
     let gemma = matches!(case, ArchCase::Gemma2 | ArchCase::Gemma3);
     let n_layer = if case == ArchCase::Gemma3 { 6 } else { 2 };
     let d_head = match case {
@@ -181,7 +219,7 @@ pub fn arch_gguf_with_vocab(
             "general.architecture".to_string(),
             MetaValue::Str(arch.into()),
         ),
-        (k("context_length"), u(N_CTX)),
+        (k("context_length"), u(n_ctx)),
         (k("embedding_length"), u(D_MODEL)),
         (k("block_count"), u(n_layer)),
         (k("feed_forward_length"), u(D_FF)),
@@ -196,6 +234,7 @@ pub fn arch_gguf_with_vocab(
     let rope_base: f32 = match case {
         ArchCase::Llama3 => 500_000.0,
         ArchCase::Qwen2 | ArchCase::Qwen3 | ArchCase::Gemma3 => 1_000_000.0,
+        ArchCase::LlamaYarn => 500.0,
         _ => 10_000.0,
     };
     meta.push((k("rope.freq_base"), f(rope_base)));
@@ -215,7 +254,20 @@ pub fn arch_gguf_with_vocab(
             meta.push((k("rope.scaling.type"), MetaValue::Str("linear".into())));
             meta.push((k("rope.scaling.factor"), f(8.0)));
         }
+        ArchCase::LlamaYarn => {
+            meta.push((k("rope.scaling.type"), MetaValue::Str("yarn".into())));
+            meta.push((k("rope.scaling.factor"), f(4.0)));
+            meta.push((k("rope.scaling.original_context_length"), u(32)));
+        }
         _ => {}
+    }
+    if let Some((trained, orig)) = long_rope {
+        // What llama.cpp's converter writes for Phi-3's `longrope` (`su`): the original
+        // context and √(1 + ln s / ln orig) for s = trained / orig; no scaling type or factor.
+        let s = trained as f64 / orig as f64;
+        let attn = (1.0 + s.ln() / (orig as f64).ln()).sqrt();
+        meta.push((k("rope.scaling.attn_factor"), f(attn as f32)));
+        meta.push((k("rope.scaling.original_context_length"), u(orig)));
     }
     meta.extend(vocab);
     let mut b = meta
@@ -247,7 +299,7 @@ pub fn arch_gguf_with_vocab(
         let n = |stem: &str| format!("blk.{i}.{stem}.weight");
         b = vector(b, n("attn_norm"), norm(D_MODEL));
         b = vector(b, n("ffn_norm"), norm(D_MODEL));
-        if case == ArchCase::Phi3 {
+        if phi3 {
             b = matrix(b, n("attn_qkv"), D_MODEL, dq + 2 * dkv);
             b = matrix(b, n("ffn_up"), D_MODEL, 2 * D_FF);
         } else {
@@ -287,10 +339,7 @@ pub fn arch_gguf_with_vocab(
         }
     }
     b = vector(b, "output_norm.weight".into(), norm(D_MODEL));
-    if matches!(
-        case,
-        ArchCase::Llama3 | ArchCase::Phi3 | ArchCase::MistralSwa
-    ) {
+    if phi3 || matches!(case, ArchCase::Llama3 | ArchCase::MistralSwa) {
         b = matrix(b, "output.weight".into(), D_MODEL, n_vocab);
     }
     if case == ArchCase::Llama3 {
@@ -299,6 +348,15 @@ pub fn arch_gguf_with_vocab(
             "rope_freqs.weight".into(),
             llama3_factors(d_head, rope_base),
         );
+    }
+    if long_rope.is_some() {
+        // Long factors 1 to 6.25 (Phi-3's run 1 to ~50), short ones 1 to 1.35: either set in
+        // place of the other moves every logit.
+        let half = d_head / 2;
+        let long = (0..half).map(|i| 1.0 + 0.75 * i as f32).collect();
+        let short = (0..half).map(|i| 1.0 + 0.05 * i as f32).collect();
+        b = vector(b, "rope_factors_long.weight".into(), long);
+        b = vector(b, "rope_factors_short.weight".into(), short);
     }
     b.build()
 }

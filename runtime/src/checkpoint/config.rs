@@ -154,7 +154,32 @@ pub fn config_metadata(
                 .and_then(Value::as_str)
                 .unwrap_or("?");
             let factor = s.get("factor").and_then(Value::as_f64);
+            // YaRN as convert_hf_to_gguf.py writes it (type, factor, original context), where
+            // the values llama.cpp ignores for these families are its defaults.
+            let yarn_as_llama_cpp_runs = s
+                .get("original_max_position_embeddings")
+                .is_some_and(Value::is_u64)
+                && [("beta_fast", 32.0), ("beta_slow", 1.0)]
+                    .iter()
+                    .all(|(k, d)| s.get(*k).is_none_or(|v| v.as_f64() == Some(*d)))
+                && [
+                    "attention_factor",
+                    "extrapolation_factor",
+                    "mscale",
+                    "mscale_all_dim",
+                ]
+                .iter()
+                .all(|k| s.get(*k).is_none());
             match (kind, factor) {
+                ("yarn", Some(f)) if yarn_as_llama_cpp_runs => {
+                    let orig = s["original_max_position_embeddings"].as_u64().unwrap_or(0);
+                    put("rope.scaling.type", MetaValue::Str("yarn".into()));
+                    put("rope.scaling.factor", MetaValue::F32(f as f32));
+                    put(
+                        "rope.scaling.original_context_length",
+                        MetaValue::U32(orig as u32),
+                    );
+                }
                 ("linear", Some(f)) => {
                     put("rope.scaling.type", MetaValue::Str("linear".into()));
                     put("rope.scaling.factor", MetaValue::F32(f as f32));

@@ -5,10 +5,10 @@
 //!
 //! | family | RoPE pairs | extras |
 //! |---|---|---|
-//! | `llama` | adjacent | optional QKV biases; `rope_freqs` factors (Llama 3); linear scaling |
-//! | `qwen2` | half-split | QKV biases |
+//! | `llama` | adjacent | optional QKV biases; `rope_freqs` factors (Llama 3); linear or YaRN scaling |
+//! | `qwen2` | half-split | QKV biases; linear or YaRN scaling |
 //! | `qwen3` | half-split | per-head RMSNorm of q and k; `attention.key_length` heads |
-//! | `phi3` | half-split | fused `attn_qkv` and gate-and-up `ffn_up` (split at load) |
+//! | `phi3` | half-split | fused `attn_qkv` and gate-and-up `ffn_up` (split at load); LongRoPE factors |
 //! | `gemma2` | half-split | √d embedding scale, post-norms, GELU, soft-caps, sliding window on even layers |
 //! | `gemma3` | half-split | as gemma2 without soft-caps, q/k norms, 5 of 6 layers sliding with their own RoPE base |
 //!
@@ -30,7 +30,7 @@ pub enum Architecture {
     Qwen2,
     /// `qwen3`: Qwen3 (dense).
     Qwen3,
-    /// `phi3`: Phi-3 and Phi-3.5 mini (without long-context factors).
+    /// `phi3`: Phi-3 and Phi-3.5 mini, with their LongRoPE factors (`rope_factors_long/short`).
     Phi3,
     /// `gemma2`: Gemma 2.
     Gemma2,
@@ -81,6 +81,22 @@ pub enum RopeStyle {
     HalfSplit,
 }
 
+/// YaRN RoPE scaling (`{arch}.rope.scaling.type` yarn), with the values llama.cpp runs the
+/// families engram runs at: it reads none of the `rope.scaling.yarn_*` keys for them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Yarn {
+    /// Weight of the extrapolated angle inside the ramp (ggml's `ext_factor`: 1).
+    pub ext_factor: f32,
+    /// Turns over the original context above which a frequency keeps its trained angle
+    /// (`beta_fast`: 32).
+    pub beta_fast: f32,
+    /// Turns below which a frequency is interpolated (`beta_slow`: 1).
+    pub beta_slow: f32,
+    /// The context before scaling (`{arch}.rope.scaling.original_context_length`, default the
+    /// trained context): where the correction dimensions are measured.
+    pub n_ctx_orig: usize,
+}
+
 /// The feed-forward's gate activation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
@@ -97,8 +113,19 @@ pub struct ArchOptions {
     pub arch: Architecture,
     /// RoPE pairing.
     pub rope_style: RopeStyle,
-    /// RoPE position scale: `1 / {arch}.rope.scaling.factor` under linear scaling, else 1.
+    /// RoPE position scale: `1 / {arch}.rope.scaling.factor` (any scaling type but none),
+    /// else 1.
     pub rope_freq_scale: f32,
+    /// YaRN, when `{arch}.rope.scaling.type` is yarn.
+    pub yarn: Option<Yarn>,
+    /// The factor on RoPE's cos and sin before YaRN's own (llama.cpp's context
+    /// `yarn_attn_factor`): `{arch}.rope.scaling.attn_factor` (phi3's LongRoPE magnitude,
+    /// default 1), under YaRN times `(1 + 0.1 ln s) / (1 + 0.1 ln s)` for factor `s > 1`, which
+    /// ggml's kernel then multiplies by its `1 + 0.1 ln s`.
+    pub rope_attn_factor: f32,
+    /// `{arch}.rope.scaling.original_context_length` (default the trained context): phi3 uses
+    /// its long RoPE factors when the context it runs at exceeds it, its short ones otherwise.
+    pub n_ctx_orig: usize,
     /// RoPE base of the sliding-window layers, where it differs from the global one (gemma3:
     /// 10000, unscaled).
     pub rope_base_swa: Option<f32>,
@@ -159,24 +186,54 @@ impl ArchOptions {
             Some(f) => Some(f),
             None => opt_f32("rope.scale_linear")?,
         };
-        let rope_freq_scale = match (scaling.as_str(), factor) {
-            ("none" | "linear", None) => 1.0,
-            ("none" | "linear", Some(0.0)) => 1.0,
-            ("none" | "linear", Some(f)) if f.is_finite() && f > 0.0 => 1.0 / f,
-            ("none" | "linear", Some(f)) => {
-                return unsupported(format!("{name}.rope.scaling.factor {f}"));
+        // llama.cpp's `llama_rope_scaling_type_from_string`; another name fails its load.
+        if !matches!(scaling.as_str(), "none" | "linear" | "yarn" | "longrope") {
+            return unsupported(format!(
+                "{name}.rope.scaling.type `{scaling}` (engram runs none, linear, yarn and longrope)"
+            ));
+        }
+        let rope_freq_scale = match factor {
+            _ if scaling == "none" => 1.0, // llama.cpp never scales under `none`
+            None | Some(0.0) => 1.0,
+            Some(f) if f.is_finite() && f > 0.0 => 1.0 / f,
+            Some(f) => return unsupported(format!("{name}.rope.scaling.factor {f}")),
+        };
+        let n_ctx_orig = match opt_u32("rope.scaling.original_context_length")? {
+            None | Some(0) => config.n_ctx_train,
+            Some(n) => n,
+        };
+        let attn_factor = opt_f32("rope.scaling.attn_factor")?.unwrap_or(1.0);
+        if !(attn_factor.is_finite() && attn_factor > 0.0) {
+            return unsupported(format!("{name}.rope.scaling.attn_factor {attn_factor}"));
+        }
+        // llama.cpp's context: YaRN turns on `ext_factor` 1 (the families here read no
+        // `yarn_ext_factor`) and sets the attention factor to YaRN's magnitude divided by the
+        // one ggml's kernel multiplies in again, so the product is `get_mscale(s)`.
+        let (yarn, rope_attn_factor) = match scaling.as_str() {
+            "yarn" => {
+                let s = 1.0 / rope_freq_scale;
+                let mscale = if s <= 1.0 { 1.0 } else { 0.1 * s.ln() + 1.0 };
+                let yarn = Yarn {
+                    ext_factor: 1.0,
+                    beta_fast: 32.0,
+                    beta_slow: 1.0,
+                    n_ctx_orig,
+                };
+                (
+                    Some(yarn),
+                    mscale * (1.0 / (1.0 + 0.1 * s.ln())) * attn_factor,
+                )
             }
-            (other, _) => {
-                return unsupported(format!(
-                    "{name}.rope.scaling.type `{other}` (engram runs none and linear)"
-                ));
-            }
+            _ => (None, attn_factor),
         };
 
         let mut o = ArchOptions {
             arch,
             rope_style: RopeStyle::HalfSplit,
             rope_freq_scale,
+            yarn,
+            rope_attn_factor,
+            n_ctx_orig,
             rope_base_swa: None,
             sliding_window: None,
             swa_pattern: 0,
@@ -257,11 +314,13 @@ impl ArchOptions {
     }
 
     /// Whether the family is the plain llama graph the fused decoder implements: adjacent RoPE
-    /// pairs (or half-split ones for a llama checkpoint in Hugging Face's layout), unscaled, no
-    /// window, caps, extra norms or embedding scale, SwiGLU.
+    /// pairs (or half-split ones for a llama checkpoint in Hugging Face's layout), unscaled
+    /// (no YaRN, no RoPE magnitude), no window, caps, extra norms or embedding scale, SwiGLU.
     pub fn is_plain_llama(&self) -> bool {
         (self.rope_style == RopeStyle::Adjacent || self.arch == Architecture::Llama)
             && self.rope_freq_scale == 1.0
+            && self.yarn.is_none()
+            && self.rope_attn_factor == 1.0
             && self.sliding_window.is_none()
             && self.embed_scale.is_none()
             && self.query_scale.is_none()

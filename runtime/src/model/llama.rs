@@ -116,13 +116,48 @@ pub struct Llama {
     device: Device,
     embedding: QWeight, // (n_vocab, d_model)
     blocks: Vec<Block>,
-    output_norm: Tensor<1>, // (d_model)
-    output: QWeight,        // (n_vocab, d_model); the embedding itself when tied
-    tied: bool,             // no `output.weight`: the vocabulary projection is the embedding
-    ropes: Vec<RopeTable>,  // one per distinct (base, scale) among the layers
-    layer_rope: Vec<usize>, // (n_layer): index into `ropes`
-    rope_factors: bool,     // `rope_freqs.weight` divides the frequencies (Llama 3)
+    output_norm: Tensor<1>,    // (d_model)
+    output: QWeight,           // (n_vocab, d_model); the embedding itself when tied
+    tied: bool,                // no `output.weight`: the vocabulary projection is the embedding
+    ropes: Vec<RopeTable>,     // one per distinct (base, scale) among the layers
+    layer_rope: Vec<usize>,    // (n_layer): index into `ropes`
+    rope_factors: RopeFactors, // per-frequency divisors from the file
+    rope_context: usize,       // the context `ropes` were made for (llama.cpp's `n_ctx`)
     attention: AttentionPrecision,
+}
+
+/// The per-frequency RoPE divisors a file holds, `rope_dim / 2` values each.
+#[derive(Clone, Debug, PartialEq)]
+enum RopeFactors {
+    /// None: every factor 1.
+    None,
+    /// `rope_freqs.weight` (Llama 3's scaling), at every context.
+    Freqs(Vec<f32>),
+    /// phi3's LongRoPE `rope_factors_long.weight` and `rope_factors_short.weight` (either may
+    /// be missing, as llama.cpp allows).
+    LongShort {
+        long: Option<Vec<f32>>,
+        short: Option<Vec<f32>>,
+    },
+}
+
+impl RopeFactors {
+    /// The factors of a context of `n_ctx` positions: llama.cpp's `get_rope_factors` takes the
+    /// long ones when its `n_ctx_seq`, `n_ctx` rounded up to a multiple of 256 (its context
+    /// sizes the cache so, `GGML_PAD(n_ctx, 256)`), exceeds the original context
+    /// `n_ctx_orig`; the short ones else.
+    fn for_context(&self, n_ctx: usize, n_ctx_orig: usize) -> Option<&[f32]> {
+        match self {
+            RopeFactors::None => None,
+            RopeFactors::Freqs(f) => Some(f),
+            RopeFactors::LongShort { long, short } => {
+                match n_ctx.div_ceil(256) * 256 > n_ctx_orig {
+                    true => long.as_deref(),
+                    false => short.as_deref(),
+                }
+            }
+        }
+    }
 }
 
 impl Llama {
@@ -159,6 +194,33 @@ impl Llama {
         self.attention
     }
 
+    /// Sets the context the model runs at, as llama.cpp's `n_ctx` does (default: the trained
+    /// context, llama.cpp's `n_ctx` 0). It matters only to phi3's LongRoPE: the long factors
+    /// when `n_ctx`, rounded up to a multiple of 256 as llama.cpp rounds it, exceeds
+    /// `rope.scaling.original_context_length`, the short ones otherwise.
+    /// The RoPE tables are remade when the choice changes, so keys already in a [`KvCache`]
+    /// were rotated with the previous ones: set it before filling a cache.
+    pub fn set_context_length(&mut self, n_ctx: usize) {
+        let orig = self.arch.n_ctx_orig;
+        let before = self.rope_factors.for_context(self.rope_context, orig);
+        let changed = before != self.rope_factors.for_context(n_ctx, orig);
+        self.rope_context = n_ctx;
+        if changed {
+            (self.ropes, self.layer_rope) = load::rope_tables(
+                &self.config,
+                &self.arch,
+                &self.rope_factors,
+                n_ctx,
+                &self.device,
+            );
+        }
+    }
+
+    /// The context set by [`Llama::set_context_length`] (default the trained context).
+    pub fn context_length(&self) -> usize {
+        self.rope_context
+    }
+
     /// The CPU context (thread pool) the quantized products run on.
     pub fn cpu(&self) -> &crate::cpu::CpuContext {
         self.output.cpu()
@@ -181,7 +243,7 @@ impl Llama {
             && self.config.n_head * self.config.d_head == self.config.d_model
             && self.blocks.iter().all(|b| b.extras.is_empty())
             && self.ropes.len() == 1
-            && !self.rope_factors
+            && self.rope_factors == RopeFactors::None
     }
 
     /// Bytes the fused CPU decoder's interleaved weight copies take once it has decoded a

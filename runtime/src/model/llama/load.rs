@@ -2,17 +2,17 @@
 //! llama.cpp name, checked for shape, and fused tensors (phi3's `attn_qkv`, its gate-and-up
 //! `ffn_up`) split into the graph's separate projections as zero-copy row bands. A tensor the
 //! graph would not read is an error naming it, so a file with an option the graph lacks (an
-//! output bias, a MoE router, long-context RoPE factors) is refused instead of run wrong.
+//! output bias, a MoE router, LongRoPE factors outside phi3) is refused instead of run wrong.
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::{Block, BlockExtras, Llama, ModelError};
+use super::{Block, BlockExtras, Llama, ModelError, RopeFactors};
 use crate::backend::QWeight;
 use crate::cpu::CpuContext;
-use crate::model::arch::{ArchOptions, RopeStyle};
+use crate::model::arch::{ArchOptions, Architecture, RopeStyle};
 use crate::model::attention::AttentionPrecision;
 use crate::model::config::LlamaConfig;
 use crate::model::rope::{RopeSpec, RopeTable};
@@ -208,32 +208,24 @@ impl Llama {
             false => r.matrix("output.weight", d, config.n_vocab)?,
             true => embedding.clone(),
         };
-        let factors = match r.has("rope_freqs.weight") {
-            true => Some(r.values("rope_freqs.weight", config.rope_dim / 2)?),
-            false => None,
+        let half = config.rope_dim / 2;
+        let read = |name: &str| -> Result<Option<Vec<f32>>, ModelError> {
+            match r.has(name) {
+                true => r.values(name, half).map(Some),
+                false => Ok(None),
+            }
         };
-        let mut ropes: Vec<(RopeSpec, RopeTable)> = Vec::new();
-        let mut layer_rope = Vec::with_capacity(config.n_layer);
-        for layer in 0..config.n_layer {
-            let (base, freq_scale) = arch.layer_rope(layer, &config);
-            let spec = RopeSpec {
-                base,
-                freq_scale,
-                factors: factors.clone(),
-                dim: config.rope_dim,
-                n_ctx: config.n_ctx_train,
-                style: arch.rope_style,
-            };
-            let index = match ropes.iter().position(|(s, _)| *s == spec) {
-                Some(i) => i,
-                None => {
-                    let table = RopeTable::new(&spec, device);
-                    ropes.push((spec, table));
-                    ropes.len() - 1
-                }
-            };
-            layer_rope.push(index);
-        }
+        // llama.cpp: `rope_freqs` when the file has it; phi3 reads its LongRoPE pair instead.
+        let rope_factors = match read("rope_freqs.weight")? {
+            Some(freqs) => RopeFactors::Freqs(freqs),
+            None if arch.arch == Architecture::Phi3 => RopeFactors::LongShort {
+                long: read("rope_factors_long.weight")?,
+                short: read("rope_factors_short.weight")?,
+            },
+            None => RopeFactors::None,
+        };
+        let n_ctx_train = config.n_ctx_train;
+        let (ropes, layer_rope) = rope_tables(&config, &arch, &rope_factors, n_ctx_train, device);
         let output_norm = r.vector("output_norm.weight", d)?;
         let used = r.used.into_inner().unwrap_or_else(|e| e.into_inner());
         if let Some(extra) = file
@@ -259,10 +251,49 @@ impl Llama {
             blocks,
             output,
             tied,
-            ropes: ropes.into_iter().map(|(_, t)| t).collect(),
+            ropes,
             layer_rope,
-            rope_factors: factors.is_some(),
+            rope_factors,
+            rope_context: n_ctx_train,
             attention: AttentionPrecision::default(),
         })
     }
+}
+
+/// The RoPE tables of a model run at a context of `n_ctx` positions (llama.cpp's `n_ctx`,
+/// which picks phi3's long or short factors), one per distinct setting among the layers, and
+/// each layer's index into them.
+pub(super) fn rope_tables(
+    config: &LlamaConfig,
+    arch: &ArchOptions,
+    factors: &RopeFactors,
+    n_ctx: usize,
+    device: &Device,
+) -> (Vec<RopeTable>, Vec<usize>) {
+    let factors = factors.for_context(n_ctx, arch.n_ctx_orig);
+    let mut ropes: Vec<(RopeSpec, RopeTable)> = Vec::new();
+    let mut layer_rope = Vec::with_capacity(config.n_layer);
+    for layer in 0..config.n_layer {
+        let (base, freq_scale) = arch.layer_rope(layer, config);
+        let spec = RopeSpec {
+            base,
+            freq_scale,
+            factors: factors.map(<[f32]>::to_vec),
+            yarn: arch.yarn,
+            attn_factor: arch.rope_attn_factor,
+            dim: config.rope_dim,
+            n_ctx: config.n_ctx_train,
+            style: arch.rope_style,
+        };
+        let index = match ropes.iter().position(|(s, _)| *s == spec) {
+            Some(i) => i,
+            None => {
+                let table = RopeTable::new(&spec, device);
+                ropes.push((spec, table));
+                ropes.len() - 1
+            }
+        };
+        layer_rope.push(index);
+    }
+    (ropes.into_iter().map(|(_, t)| t).collect(), layer_rope)
 }
