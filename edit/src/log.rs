@@ -1,4 +1,4 @@
-//! The edit log: every applied edit, in one [envelope](engram_runtime::io::envelope) file
+//! The edit log: every applied edit, in one envelope (`engram_runtime::io::envelope`) file
 //! (magic `ENGEDLOG`, version, length, CRC-32; the payload is JSON: the model identity and the
 //! edits with their deltas). The whole file is replaced atomically on every change, so a crash
 //! leaves the previous log or the new one; a torn or foreign file is refused with a typed error

@@ -92,7 +92,7 @@ pub enum EditDelta {
 /// One applied edit.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Edit {
-    /// Unique within its [`EditSet`], increasing in application order.
+    /// Unique within its [`EditSet`](crate::store::EditSet), increasing in application order.
     pub id: u64,
     /// The algorithm.
     pub method: Method,

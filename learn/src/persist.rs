@@ -1,4 +1,4 @@
-//! Crash-safe replay-buffer snapshots: one [envelope](engram_runtime::io::envelope) file
+//! Crash-safe replay-buffer snapshots: one envelope (`engram_runtime::io::envelope`) file
 //! (magic `ENGRAMRB`, version, length, CRC-32) written atomically.
 //!
 //! Payload layout (little-endian), version 2:

@@ -3,7 +3,7 @@
 //!
 //! | logical file | contents |
 //! |---|---|
-//! | `config.json` | the [`LiveConfig`](super::LiveConfig) the state was created with |
+//! | `config.json` | the [`LiveConfig`] the state was created with |
 //! | `model.json` | the base model's identity (length + CRC-32 of the GGUF) and shape |
 //! | `progress.json` | steps, examples seen, task names, the current task, commits |
 //! | `lora.bin` | the adapter's parameters |

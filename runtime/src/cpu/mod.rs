@@ -68,7 +68,7 @@ impl CpuContext {
     /// `y = x · Wᵀ`: `W` is `n × k` (`w.rows() × w.cols()`, e.g. a mapped GGUF tensor), `x`
     /// is `m × k`, `y` is `m × n`, all row-major. Activations are quantized once per row to
     /// [`engram_kernels::activation_type`]`(w.ty())`. With few rows (decode) `W`'s rows are
-    /// split across the threads; from [`ROW_SPLIT_MIN_ROWS`] on (prefill, training) the
+    /// split across the threads; from 32 rows on (prefill, training) the
     /// activation rows are, each share quantizing its own. Every output is the same bits either
     /// way: the kernels' tiles give each `(row, column)` exactly the one-row dot product.
     ///

@@ -1,4 +1,4 @@
-//! GPT-2 byte-level BPE and SentencePiece-style vocabularies ([`spm`]), driven entirely by
+//! GPT-2 byte-level BPE and SentencePiece-style vocabularies (`spm.rs`), driven entirely by
 //! GGUF metadata and matching llama.cpp's ids.
 //!
 //! Encoding, as llama.cpp does it (`src/llama-vocab.cpp`):
