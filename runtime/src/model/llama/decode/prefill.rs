@@ -110,15 +110,16 @@ impl Buffers {
         let (d, dkv, nq, half) = (c.d_model, c.d_kv(), c.n_head * c.d_head, c.d_head / 2);
         let routed = plan.layers.iter().any(|l| l.routed_down);
         if m > self.rows || (routed && self.keys.0.len() < m * c.d_ff) {
-            self.q = SharedF32::new(m * nq);
-            self.k = SharedF32::new(m * dkv);
-            self.v = SharedF32::new(m * dkv);
-            self.att = SharedF32::new(m * nq);
+            let rows = self.rows.max(m);
+            self.q = SharedF32::new(rows * nq);
+            self.k = SharedF32::new(rows * dkv);
+            self.v = SharedF32::new(rows * dkv);
+            self.att = SharedF32::new(rows * nq);
             if routed {
-                self.keys = SharedF32::new(m * c.d_ff);
-                self.terms = SharedF32::new(m * d);
+                self.keys = SharedF32::new(rows * c.d_ff);
+                self.terms = SharedF32::new(rows * d);
             }
-            self.rows = self.rows.max(m);
+            self.rows = rows;
         }
         if self.lasts.0.len() < seqs * d {
             self.lasts = SharedF32::new(seqs * d);
