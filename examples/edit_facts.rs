@@ -217,14 +217,15 @@ fn main() -> Result<()> {
         gen_.generalization.show(),
         gen_.locality.show()
     );
-    println!(
-        "  The capital of France is ->{}",
-        continuation(eval, tok, &france.prompt, Some(&serving))
-    );
-    println!(
-        "  France's capital city is ->{}",
-        continuation(eval, tok, "France's capital city is", Some(&serving))
-    );
+    // Both continuations in one pass of the fused decoder.
+    let shown = [
+        france.prompt.clone(),
+        "France's capital city is".to_string(),
+    ];
+    let texts = metrics::greedy_batch(eval, tok, &shown, 6, Some(&serving));
+    for (prompt, ids) in shown.iter().zip(&texts) {
+        println!("  {prompt} ->{}", tok.decode(ids).replace('\n', " "));
+    }
 
     editor.undo(ids[0])?;
     println!(

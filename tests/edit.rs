@@ -1,6 +1,7 @@
 //! Model editing on the real model: one ROME edit flips France's capital, undo restores the
 //! original logits bit for bit, the edit log survives a crash and a restart, and malformed
-//! request files give typed errors.
+//! request files give typed errors. The gated memory is served on the fused decoder as on the
+//! graph.
 
 mod common;
 
@@ -14,7 +15,7 @@ use engram::edit::{
     parse_jsonl,
 };
 use engram::runtime::io::{Corruption, EnvelopeError};
-use engram::runtime::model::llama::LinearAdapter;
+use engram::runtime::model::llama::{DECODE_TOLERANCE, Decoder, LinearAdapter, Logits};
 use engram::{Engine, backend, resolve_model};
 
 const FRANCE: &str = r#"{"case_id":"capital:FR","subject":"France","prompt":"The capital of France is","target_new":"Rome","ground_truth":"Paris","rephrase_prompts":["France's capital city is"],"locality_prompts":["The capital of Germany is"],"locality_ground_truth":["Berlin"]}"#;
@@ -146,6 +147,76 @@ fn gated_memory_flips_france_generalizes_and_leaves_neighbours() {
             .zip(&base)
             .all(|(a, b)| a.to_bits() == b.to_bits())
     );
+}
+
+/// The gated memory on the fused decoder (prefill, then decoding steps) against the graph on the
+/// real model: the same routing decisions (the value fires on the prompt and on a paraphrase
+/// that opens with the subject, not on a neighbour, nor again on the tokens after the answer:
+/// where it does not fire the logits are the base's bit for bit, on either path), and logits
+/// within `DECODE_TOLERANCE` over the graph's top 20 with the same top token.
+#[test]
+fn the_gated_memory_is_served_on_the_fused_path_as_on_the_graph() {
+    let engine = Engine::load(resolve_model(None).unwrap(), &backend::cpu().autodiff(), 0).unwrap();
+    let (model, tok) = (engine.model(), engine.tokenizer());
+    let mut editor = Editor::new(model, tok, "test-model", small_config());
+    editor
+        .apply(Method::Gated, &parse_jsonl(FRANCE).unwrap())
+        .unwrap();
+    let adapter = Some(editor.adapter() as &dyn LinearAdapter);
+    let n_vocab = model.config().n_vocab;
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    let close = |got: &[f32], want: &[f32], what: &str| {
+        let mut order: Vec<usize> = (0..want.len()).collect();
+        order.sort_by(|&a, &b| want[b].total_cmp(&want[a]));
+        let worst = order[..20]
+            .iter()
+            .map(|&i| (got[i] - want[i]).abs())
+            .fold(0f32, f32::max);
+        assert!(worst <= DECODE_TOLERANCE, "{what}: top-20 |Δlogit| {worst}");
+        assert_eq!(argmax(got), argmax(want), "{what}: top token");
+    };
+    // (prompt, whether the value fires at its last position)
+    for (prompt, fires) in [
+        (FRANCE_PROMPT, true),
+        ("France's capital city is", true),
+        ("The capital of Germany is", false),
+    ] {
+        let ids = tok.encode(prompt, false);
+        let graph = last_logits(&engine, prompt, adapter);
+        let graph_base = last_logits(&engine, prompt, None);
+        let mut dec = Decoder::new(model, adapter, 64).expect("the gated memory runs fused");
+        let fused = dec.prefill(&ids).unwrap().to_vec();
+        let mut base = Decoder::new(model, None, 64).unwrap();
+        let fused_base = base.prefill(&ids).unwrap().to_vec();
+        assert_eq!(!same(&graph, &graph_base), fires, "{prompt}: graph routing");
+        assert_eq!(!same(&fused, &fused_base), fires, "{prompt}: fused routing");
+        close(&fused, &graph, prompt);
+        // Decoding on from there, teacher-forced with the graph's greedy tokens through its own
+        // cache: the value fired once (on the prompt) and is not added again.
+        let mut cache = model.new_cache(1, 64);
+        let mut want = model
+            .forward(&ids, 1, Some(&mut cache), adapter, Logits::Last)
+            .unwrap()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        for step in 0..4 {
+            let next = argmax(&want);
+            want = model
+                .forward(&[next], 1, Some(&mut cache), adapter, Logits::Last)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            let got = dec.step(next).unwrap().to_vec();
+            assert_eq!(got.len(), n_vocab);
+            assert!(
+                same(base.step(next).unwrap(), &got) || fires,
+                "{prompt}: nothing fires on a neighbour"
+            );
+            close(&got, &want, &format!("{prompt}, step {step}"));
+        }
+    }
 }
 
 /// A request in the EasyEdit shape with no probes (the undo test needs none).

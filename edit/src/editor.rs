@@ -365,7 +365,7 @@ impl<'m> Editor<'m> {
         let mut contexts = vec!["{}".to_string()];
         let (n, len) = config.contexts;
         for start in ["The", "Therefore", "Because", "I", "You"].iter().take(n) {
-            let ids = metrics::greedy(model, tok, start, len, None);
+            let ids = metrics::greedy_on_graph(model, tok, start, len, None);
             let text = format!("{start}{}", tok.decode(&ids));
             contexts.push(format!("{}. {{}}", text.replace(['{', '}', '\n'], " ")));
         }

@@ -2,12 +2,18 @@
 //! and its probability margin over the old one), generalization (paraphrases), locality
 //! (unrelated prompts keep their top-1), portability (implied facts) and fluency (n-gram
 //! entropy of greedy continuations).
+//!
+//! Scoring and generation need no gradient: they run on the fused CPU decoder
+//! ([`Decoder`], up to [`FUSED_BATCH`] prompts a pass) wherever it can take the adapter — the base model, weight
+//! edits and the gated memory — and through the graph otherwise (GRACE, another device), where
+//! prompts of one token length share a batch. The two agree within
+//! [`DECODE_TOLERANCE`](engram_runtime::model::llama::DECODE_TOLERANCE) on the logits.
 
 use std::collections::{BTreeMap, HashMap};
 
 use burn::tensor::activation;
 use engram_runtime::burn;
-use engram_runtime::model::llama::{LinearAdapter, Llama, Logits};
+use engram_runtime::model::llama::{Decoder, LinearAdapter, Llama, Logits};
 use engram_runtime::model::tokenizer::Tokenizer;
 use serde::Serialize;
 
@@ -23,8 +29,45 @@ pub struct Answer {
     pub probs: Vec<f32>,
 }
 
-/// Runs `prompts` (grouped by token length, so no padding reaches the last position) and
-/// returns each one's top-1 token and the probabilities of `watch[i]`'s tokens.
+/// The top-1 token of `probs` and the probabilities of `watch`'s tokens.
+fn answer(probs: &[f32], watch: Option<&Vec<u32>>) -> Answer {
+    Answer {
+        top1: engram_runtime::generate::argmax(probs),
+        probs: watch
+            .map(|w| w.iter().map(|&t| probs[t as usize]).collect())
+            .unwrap_or_default(),
+    }
+}
+
+/// Prompts the fused decoder runs in one pass ([`Decoder::prefill_batch`]): each weight row is
+/// read once for all of their rows.
+pub const FUSED_BATCH: usize = 32;
+
+/// `n` fused decoders over `model` and `adapter` with room for `positions` each, where the fused
+/// path can take them (see [`Decoder::new`]).
+fn fused<'m>(
+    model: &'m Llama,
+    adapter: Option<&dyn LinearAdapter>,
+    positions: usize,
+    n: usize,
+) -> Option<Vec<Decoder<'m>>> {
+    (0..n.clamp(1, FUSED_BATCH))
+        .map(|_| Decoder::new(model, adapter, positions.max(1)))
+        .collect()
+}
+
+/// `softmax(logits)` on the host, as the graph computes it (`exp(z − max) / Σ`).
+fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut p: Vec<f32> = logits.iter().map(|&z| (z - max).exp()).collect();
+    let sum: f32 = p.iter().sum();
+    p.iter_mut().for_each(|v| *v /= sum);
+    p
+}
+
+/// Runs `prompts` and returns each one's top-1 token and the probabilities of `watch[i]`'s
+/// tokens: on the fused decoder where it can take `adapter` (see the module docs), else through
+/// the graph, grouped by token length so no padding reaches the last position.
 pub fn answers(
     model: &Llama,
     tok: &Tokenizer,
@@ -33,6 +76,20 @@ pub fn answers(
     adapter: Option<&dyn LinearAdapter>,
 ) -> Vec<Answer> {
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(p, false)).collect();
+    let longest = ids.iter().map(Vec::len).max().unwrap_or(0);
+    if let Some(mut decs) = fused(model, adapter, longest, ids.len()) {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(FUSED_BATCH) {
+            let decs = &mut decs[..chunk.len()];
+            decs.iter_mut().for_each(Decoder::reset);
+            let prompts: Vec<&[u32]> = chunk.iter().map(Vec::as_slice).collect();
+            Decoder::prefill_batch(decs, &prompts).expect("prompts fit the context");
+            for dec in decs.iter() {
+                out.push(answer(&softmax(dec.logits()), watch.get(out.len())));
+            }
+        }
+        return out;
+    }
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, t) in ids.iter().enumerate() {
         groups.entry(t.len()).or_default().push(i);
@@ -56,15 +113,7 @@ pub fn answers(
                 .try_to_vec::<f32>()
                 .expect("f32 probabilities");
             for (row, &i) in chunk.iter().enumerate() {
-                let probs = &p[row * v..(row + 1) * v];
-                let top1 = engram_runtime::generate::argmax(probs);
-                let w = watch
-                    .get(i)
-                    .map(|w| w.iter().map(|&t| probs[t as usize]).collect());
-                out[i] = Answer {
-                    top1,
-                    probs: w.unwrap_or_default(),
-                };
+                out[i] = answer(&p[row * v..(row + 1) * v], watch.get(i));
             }
         }
     }
@@ -410,8 +459,31 @@ pub fn generation_check(
     }
 }
 
-/// Greedy continuations of `prompts` by `n` tokens each (KV-cached, prompts of one token
-/// length batched together, up to 16 a batch).
+/// `n` greedy tokens after each of `ids` on `decs` (one each), from empty caches, the prompts
+/// and then each step's tokens in one pass ([`Decoder::prefill_batch`]).
+fn greedy_fused(decs: &mut [Decoder<'_>], ids: &[Vec<u32>], n: usize) -> Vec<Vec<u32>> {
+    let argmax = engram_runtime::generate::argmax;
+    let mut out = vec![Vec::with_capacity(n); ids.len()];
+    if n == 0 || ids.is_empty() {
+        return out;
+    }
+    decs.iter_mut().for_each(Decoder::reset);
+    let mut input: Vec<Vec<u32>> = ids.to_vec();
+    while out[0].len() < n {
+        let prompts: Vec<&[u32]> = input.iter().map(Vec::as_slice).collect();
+        Decoder::prefill_batch(decs, &prompts).expect("cache sized for the continuation");
+        for ((dec, o), i) in decs.iter().zip(&mut out).zip(&mut input) {
+            let next = argmax(dec.logits());
+            o.push(next);
+            *i = vec![next];
+        }
+    }
+    out
+}
+
+/// Greedy continuations of `prompts` by `n` tokens each: on the fused decoder where it can
+/// take `adapter`, else through the graph (KV-cached, prompts of one token length batched
+/// together, up to 16 a batch).
 pub fn greedy_batch(
     model: &Llama,
     tok: &Tokenizer,
@@ -420,6 +492,13 @@ pub fn greedy_batch(
     adapter: Option<&dyn LinearAdapter>,
 ) -> Vec<Vec<u32>> {
     let ids: Vec<Vec<u32>> = prompts.iter().map(|p| tok.encode(p, false)).collect();
+    let longest = ids.iter().map(Vec::len).max().unwrap_or(0);
+    if let Some(mut decs) = fused(model, adapter, longest + n, ids.len()) {
+        return ids
+            .chunks(FUSED_BATCH)
+            .flat_map(|chunk| greedy_fused(&mut decs[..chunk.len()], chunk, n))
+            .collect();
+    }
     let mut groups: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (i, t) in ids.iter().enumerate() {
         groups.entry(t.len()).or_default().push(i);
@@ -446,8 +525,25 @@ pub fn greedy_batch(
     out
 }
 
-/// Greedy continuation of `prompt` by `n` tokens with `adapter` (KV-cached).
+/// Greedy continuation of `prompt` by `n` tokens with `adapter`: on the fused decoder where it
+/// can take `adapter`, else through the graph (KV-cached).
 pub fn greedy(
+    model: &Llama,
+    tok: &Tokenizer,
+    prompt: &str,
+    n: usize,
+    adapter: Option<&dyn LinearAdapter>,
+) -> Vec<u32> {
+    let ids = tok.encode(prompt, false);
+    match fused(model, adapter, ids.len() + n, 1) {
+        Some(mut decs) => greedy_fused(&mut decs, &[ids], n).remove(0),
+        None => greedy_on_graph(model, tok, prompt, n, adapter),
+    }
+}
+
+/// [`greedy`] through the graph always: the editor writes its context templates this way, so
+/// the text it trains on does not depend on which path is available.
+pub(crate) fn greedy_on_graph(
     model: &Llama,
     tok: &Tokenizer,
     prompt: &str,

@@ -9,6 +9,11 @@
 //! thread), one row per batch row. A call of more than one token (a prompt) starts new
 //! sequences; a one-token call of the same batch size continues them. A prompt fed in several
 //! chunks therefore only sees subjects of its last chunk (documented limit).
+//!
+//! The fused CPU decoder serves the same memory through [`GateSession`] (a
+//! [`RoutedTerm`]): one sequence per decoder, whose calls give their absolute positions, so a
+//! prompt in several chunks keeps its earlier chunks' subjects there. Both paths run the one
+//! rule, [`Sequences::route`], on cosines computed by burn (graph) or on the host (fused).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -16,12 +21,14 @@ use std::thread::ThreadId;
 
 use burn::tensor::{Tensor, TensorData};
 use engram_runtime::burn;
+use engram_runtime::model::llama::{Proj, RoutedTerm};
 
 use super::gate::GateEntry;
 
 /// Unit keys of one layer, stacked `(d_ff, m)`, and which entry each column belongs to.
 struct KeyBank {
     keys: Tensor<2>,     // (d_ff, m)
+    host: Vec<f32>,      // (m, d_ff) the same unit keys, one column after another
     owner: Vec<usize>,   // entry index per column
     threshold: Vec<f32>, // per column
     /// Columns `..keys_end` are the entries' keys; the ones after are previous-token keys,
@@ -104,6 +111,7 @@ impl GateIndex {
             }
             KeyBank {
                 keys: Tensor::from_data(TensorData::new(keys, [dff, m]), device),
+                host: flat.iter().flat_map(|c| c.1.iter().copied()).collect(),
                 owner: flat.iter().map(|c| c.0).collect(),
                 threshold: flat.iter().map(|c| c.2).collect(),
                 keys_end: cols.len(),
@@ -124,6 +132,12 @@ impl GateIndex {
 
     pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// Whether the gate reads the MLP keys of `layer` (a subject, relation-word or relation
+    /// layer).
+    fn reads(&self, layer: usize) -> bool {
+        self.subject.contains_key(&layer) || self.relation.contains_key(&layer)
     }
 }
 
@@ -146,6 +160,27 @@ struct Sequences {
     last_cos: BTreeMap<usize, Vec<Vec<f32>>>,
 }
 
+impl Sequences {
+    /// Where a call of `b` rows of `t` positions sits: a new sequence per row (`new`), or the
+    /// positions after the previous call's.
+    fn begin(&mut self, b: usize, t: usize, new: bool) {
+        if new {
+            *self = Sequences {
+                batch: b,
+                start: 0,
+                next: t,
+                hits: vec![Vec::new(); b],
+                words: vec![Vec::new(); b],
+                fired: vec![Vec::new(); b],
+                last_cos: BTreeMap::new(),
+            };
+        } else {
+            self.start = self.next;
+            self.next += t;
+        }
+    }
+}
+
 /// The routing memory: one [`Sequences`] per thread.
 #[derive(Default)]
 pub(crate) struct Routing {
@@ -153,7 +188,7 @@ pub(crate) struct Routing {
 }
 
 /// Cosines `(b·t, m)` of each position's key in `x` `(b, t, d_ff)` with the unit columns of
-/// `keys`, on the host.
+/// `keys`, by burn, read back to the host.
 fn cosines(x: &Tensor<3>, keys: &Tensor<2>) -> Vec<f32> {
     let [b, t, dff] = x.dims();
     let xs = x.clone().detach().reshape([b * t, dff]);
@@ -185,23 +220,35 @@ impl Routing {
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         let seq = threads.entry(std::thread::current().id()).or_default();
         if layer == index.first_subject_layer {
-            if t > 1 || seq.batch != b {
-                *seq = Sequences {
-                    batch: b,
-                    start: 0,
-                    next: t,
-                    hits: vec![Vec::new(); b],
-                    words: vec![Vec::new(); b],
-                    fired: vec![Vec::new(); b],
-                    last_cos: BTreeMap::new(),
-                };
-            } else {
-                seq.start = seq.next;
-                seq.next += t;
-            }
+            let new = t > 1 || seq.batch != b;
+            seq.begin(b, t, new);
         }
+        let out = seq.route(index, layer, b, t, |bank| cosines(x, &bank.keys))?;
+        let d = index.entries[0].1.value.len();
+        Some(Tensor::from_data(
+            TensorData::new(out, [b, t, d]),
+            &x.device(),
+        ))
+    }
+}
+
+impl Sequences {
+    /// The gate's rule over one call of `b` rows of `t` positions at `layer`, given the
+    /// cosines `(b·t, m)` of the call's MLP keys with a bank's columns (`cosines`): records
+    /// subject and relation-word hits at subject layers, and at relation layers returns the
+    /// values `(b·t, d_model)` added where an entry fires (`None`: none fired). The graph's
+    /// [`Routing`] and the fused path's [`GateSession`] both decide here.
+    fn route(
+        &mut self,
+        index: &GateIndex,
+        layer: usize,
+        b: usize,
+        t: usize,
+        cosines: impl Fn(&KeyBank) -> Vec<f32>,
+    ) -> Option<Vec<f32>> {
+        let seq = self;
         if let Some(bank) = index.subject.get(&layer) {
-            let cos = cosines(x, &bank.keys);
+            let cos = cosines(bank);
             let m = bank.owner.len();
             let rows = b.min(seq.hits.len());
             let last = seq.last_cos.remove(&layer);
@@ -240,7 +287,7 @@ impl Routing {
         if seq.hits.iter().all(Vec::is_empty) {
             return None;
         }
-        let cos = cosines(x, &bank.keys);
+        let cos = cosines(bank);
         let m = bank.owner.len();
         let d = index.entries[0].1.value.len();
         let mut out = vec![0f32; b * t * d];
@@ -299,6 +346,73 @@ impl Routing {
         for (row, id, at) in fired {
             seq.fired[row].push((id, at));
         }
-        any.then(|| Tensor::from_data(TensorData::new(out, [b, t, d]), &x.device()))
+        any.then_some(out)
+    }
+}
+
+/// Cosines `(t, m)` of each row of `x` `(t, d_ff)` with `bank`'s unit keys, on the host (the
+/// fused path's; the same formula as [`cosines`]).
+fn host_cosines(x: &[f32], bank: &KeyBank) -> Vec<f32> {
+    let m = bank.owner.len();
+    let dff = bank.host.len() / m;
+    let mut out = Vec::with_capacity(x.len() / dff * m);
+    for row in x.chunks_exact(dff) {
+        let norm = crate::probe::norm(row).max(1e-12);
+        for key in bank.host.chunks_exact(dff) {
+            out.push(crate::probe::dot(row, key) / norm);
+        }
+    }
+    out
+}
+
+/// The gated memory as the fused decoder serves it: one sequence's routing state over a
+/// snapshot of the entries ([`crate::EditSet`] makes one per decoder).
+pub(crate) struct GateSession {
+    index: std::sync::Arc<GateIndex>,
+    seq: Sequences,
+}
+
+impl GateSession {
+    pub(crate) fn new(index: std::sync::Arc<GateIndex>) -> Self {
+        Self {
+            index,
+            seq: Sequences::default(),
+        }
+    }
+}
+
+impl RoutedTerm for GateSession {
+    fn reads(&self, layer: usize, proj: Proj) -> bool {
+        proj == Proj::Down && self.index.reads(layer)
+    }
+
+    fn apply(
+        &mut self,
+        layer: usize,
+        proj: Proj,
+        start: usize,
+        x: &[f32],
+        out: &mut [f32],
+    ) -> bool {
+        if !self.reads(layer, proj) {
+            return false;
+        }
+        let index = &*self.index;
+        let d = index.entries[0].1.value.len();
+        let t = out.len() / d;
+        if layer == index.first_subject_layer {
+            self.seq.begin(1, t, start == 0);
+        }
+        debug_assert_eq!(self.seq.start, start, "calls follow each other");
+        let Some(values) = self
+            .seq
+            .route(index, layer, 1, t, |bank| host_cosines(x, bank))
+        else {
+            return false;
+        };
+        for (o, v) in out.iter_mut().zip(&values) {
+            *o += v;
+        }
+        true
     }
 }

@@ -11,10 +11,10 @@ use std::sync::Mutex;
 use burn::tensor::{Device, Tensor, TensorData};
 use engram_runtime::backend::{QWeight, quant_linear};
 use engram_runtime::burn;
-use engram_runtime::model::llama::{LinearAdapter, Llama, Proj};
+use engram_runtime::model::llama::{DecodeDelta, LinearAdapter, Llama, LowRank, Proj, RoutedTerm};
 
 use super::request::EditRequest;
-use super::routing::{GateIndex, Routing};
+use super::routing::{GateIndex, GateSession, Routing};
 
 pub use crate::record::{Edit, EditDelta, GraceEntry, Method, RankOne};
 
@@ -131,24 +131,27 @@ impl EditSet {
         })
     }
 
+    /// The gated memory's entries stacked per layer (built on first use).
+    fn gate_index(&self) -> std::sync::Arc<GateIndex> {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates
+            .get_or_insert_with(|| {
+                let entries = self
+                    .edits
+                    .iter()
+                    .filter_map(|e| match &e.delta {
+                        EditDelta::Gate(g) => Some((e.id, g.clone())),
+                        _ => None,
+                    })
+                    .collect();
+                std::sync::Arc::new(GateIndex::new(entries, &self.device))
+            })
+            .clone()
+    }
+
     /// The gated memory's term at `layer` (see [`crate::routing`]).
     fn gate_delta(&self, layer: usize, x: &Tensor<3>) -> Option<Tensor<3>> {
-        let index = {
-            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-            gates
-                .get_or_insert_with(|| {
-                    let entries = self
-                        .edits
-                        .iter()
-                        .filter_map(|e| match &e.delta {
-                            EditDelta::Gate(g) => Some((e.id, g.clone())),
-                            _ => None,
-                        })
-                        .collect();
-                    std::sync::Arc::new(GateIndex::new(entries, &self.device))
-                })
-                .clone()
-        };
+        let index = self.gate_index();
         if index.is_empty() {
             return None;
         }
@@ -267,5 +270,37 @@ impl LinearAdapter for EditSet {
         .into_iter()
         .flatten()
         .reduce(|a, b| a + b)
+    }
+
+    /// Weight edits as their rank-one factors (`(x · a) r` per term), nothing where a layer has
+    /// none; a GRACE entry (a replacement, not a term) is opaque. The gated memory is the
+    /// routed term ([`EditSet::decode_routed`]).
+    fn decode_delta(&self, layer: usize, proj: Proj) -> DecodeDelta {
+        if proj != Proj::Down || self.edits.is_empty() {
+            return DecodeDelta::None;
+        }
+        if self.grace_entries(layer).next().is_some() {
+            return DecodeDelta::Opaque;
+        }
+        let (mut a, mut bt, mut rank) = (Vec::new(), Vec::new(), 0);
+        for e in &self.edits {
+            if let EditDelta::Weights(terms) = &e.delta {
+                for t in terms.iter().filter(|t| t.layer == layer) {
+                    a.extend_from_slice(&t.a);
+                    bt.extend_from_slice(&t.r);
+                    rank += 1;
+                }
+            }
+        }
+        match rank {
+            0 => DecodeDelta::None,
+            _ => DecodeDelta::LowRank(LowRank { rank, a, bt }),
+        }
+    }
+
+    /// The gated memory's routing for one sequence, over the entries applied now.
+    fn decode_routed(&self) -> Option<Box<dyn RoutedTerm>> {
+        let index = self.gate_index();
+        (!index.is_empty()).then(|| Box::new(GateSession::new(index)) as Box<dyn RoutedTerm>)
     }
 }

@@ -3,7 +3,8 @@
 //! adapter, from an empty cache and from a cache the graph filled; the fused prefill the same
 //! way, and bit for bit the decoder's token-by-token logits. (`tests/decode.rs` at the
 //! repository root does the same on the real model with a LoRA adapter.) And on the real model,
-//! bit-identical logits whatever the number of threads.
+//! bit-identical logits whatever the number of threads. A routed term (state across positions
+//! and calls, as the gated edit memory keeps) is served on the fused path like the graph's.
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use engram_kernels::GgmlType;
 use engram_runtime::backend;
 use engram_runtime::cpu::CpuContext;
 use engram_runtime::model::llama::{
-    DecodeDelta, Decoder, LinearAdapter, Llama, Logits, LowRank, Proj,
+    DecodeDelta, Decoder, LinearAdapter, Llama, Logits, LowRank, Proj, RoutedTerm,
 };
 use engram_runtime::model_file::ModelFile;
 
@@ -87,6 +88,112 @@ impl LinearAdapter for TestLowRank {
             Some((_, _, lr, ..)) => DecodeDelta::LowRank(lr.clone()),
             None => DecodeDelta::None,
         }
+    }
+}
+
+/// A routed term on the down-projections of blocks 0 and 1: block 0 marks each position with
+/// `tanh(mean of its input)`, block 1 adds `value · (mean of the marks up to the position)`.
+/// The mark of a position depends on its input non-linearly and the term on every earlier
+/// position of the sequence, in this call or an earlier one — what a routed memory needs.
+#[derive(Clone)]
+struct Marks {
+    value: Vec<f32>, // (d_model)
+    marks: Vec<f32>, // one per position of the sequence so far
+}
+
+impl Marks {
+    /// The term for positions `start..start + t` with inputs `x` `(t, n_in)`: `None` at block 0
+    /// (it only marks), the values `(t, d_model)` at block 1.
+    fn term(&mut self, layer: usize, start: usize, x: &[f32], t: usize) -> Option<Vec<f32>> {
+        let n_in = x.len() / t;
+        match layer {
+            0 => {
+                self.marks.truncate(start);
+                for row in x.chunks_exact(n_in) {
+                    self.marks
+                        .push((row.iter().sum::<f32>() / n_in as f32).tanh());
+                }
+                None
+            }
+            _ => Some(
+                (start..start + t)
+                    .flat_map(|p| {
+                        let mean = self.marks[..=p].iter().sum::<f32>() / (p + 1) as f32;
+                        self.value.iter().map(move |v| v * mean)
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+/// [`Marks`] as an adapter: through burn for the graph (a call of several positions begins a
+/// sequence, as the gated memory's graph routing does), as a [`RoutedTerm`] for the fused path.
+struct TestRouted {
+    fresh: Marks,
+    graph: std::sync::Mutex<(Marks, usize)>, // the graph's sequence and its next position
+}
+
+impl TestRouted {
+    fn new(d_model: usize) -> Self {
+        let mut seed = 17;
+        let value = (0..d_model).map(|_| lcg(&mut seed) * 40.0).collect();
+        let fresh = Marks {
+            value,
+            marks: Vec::new(),
+        };
+        Self {
+            graph: std::sync::Mutex::new((fresh.clone(), 0)),
+            fresh,
+        }
+    }
+}
+
+impl LinearAdapter for TestRouted {
+    fn delta(&self, layer: usize, proj: Proj, x: &Tensor<3>) -> Option<Tensor<3>> {
+        if proj != Proj::Down || layer > 1 {
+            return None;
+        }
+        let [b, t, _] = x.dims();
+        assert_eq!(b, 1, "one sequence");
+        let host = x.clone().into_data().try_to_vec::<f32>().unwrap();
+        let mut graph = self.graph.lock().unwrap();
+        let (marks, next) = &mut *graph;
+        let start = if t > 1 { 0 } else { *next };
+        if layer == 1 {
+            *next = start + t;
+        }
+        let out = marks.term(layer, start, &host, t)?;
+        let d = marks.value.len();
+        Some(Tensor::from_data(
+            TensorData::new(out, [1, t, d]),
+            &x.device(),
+        ))
+    }
+
+    fn decode_delta(&self, _: usize, _: Proj) -> DecodeDelta {
+        DecodeDelta::None
+    }
+
+    fn decode_routed(&self) -> Option<Box<dyn RoutedTerm>> {
+        Some(Box::new(self.fresh.clone()))
+    }
+}
+
+impl RoutedTerm for Marks {
+    fn reads(&self, layer: usize, proj: Proj) -> bool {
+        proj == Proj::Down && layer <= 1
+    }
+
+    fn apply(&mut self, layer: usize, _: Proj, start: usize, x: &[f32], out: &mut [f32]) -> bool {
+        let t = out.len() / self.value.len();
+        let Some(term) = self.term(layer, start, x, t) else {
+            return false;
+        };
+        for (o, v) in out.iter_mut().zip(term) {
+            *o += v;
+        }
+        true
     }
 }
 
@@ -379,6 +486,155 @@ fn fused_prefill_matches_the_graph() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// A routed term on the fused path against the graph's (synthetic Q8_0 model, 1, 2 and 3
+/// threads): the prefill's last logits and the steps after it within `TINY_TOLERANCE` for
+/// prompts of 1, 5 and 33 tokens (33 rows split over the shares, so the term must see the other
+/// shares' rows), a prompt in two parts (the second sees the first's marks), bit for bit the
+/// decoder's token-by-token logits and the same at every thread count; and the term matters
+/// (the logits move by far more than the tolerance). A graph-filled cache does not carry the
+/// term's state, so `Decoder::from_cache` refuses it.
+#[test]
+fn a_routed_term_is_served_like_the_graphs() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinyLlamaSpec {
+        n_ctx: 64,
+        ..TinyLlamaSpec::default()
+    };
+    let path = write_tiny_llama(dir.path(), &spec, GgmlType::Q8_0, 11);
+    let mut seed = 23u64;
+    let prompt: Vec<u32> = (0..40)
+        .map(|_| ((lcg(&mut seed) + 1.0) * 31.9) as u32)
+        .collect();
+    let n_vocab = spec.n_vocab;
+    let mut one_thread: Vec<Vec<f32>> = Vec::new();
+    for threads in [1, 2, 3] {
+        let model = load(&path, threads);
+        let routed = TestRouted::new(spec.d_model);
+        let adapter = Some(&routed as &dyn LinearAdapter);
+        let graph = |tokens: &[u32], adapter| {
+            model
+                .forward(tokens, 1, None, adapter, Logits::All)
+                .unwrap()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let full = graph(&prompt, adapter);
+        let base = graph(&prompt, None);
+        let at = |v: &[f32], i: usize| v[i * n_vocab..(i + 1) * n_vocab].to_vec();
+        let moved = (0..prompt.len())
+            .map(|i| worst(&at(&full, i), &at(&base, i)))
+            .fold(0.0, f32::max);
+        assert!(moved > 20.0 * TINY_TOLERANCE, "the term matters: {moved}");
+        let mut dec = Decoder::new(&model, adapter, 48).expect("a fused decoder");
+        let steps: Vec<Vec<f32>> = prompt[..36]
+            .iter()
+            .map(|&t| dec.step(t).unwrap().to_vec())
+            .collect();
+        let mut runs = Vec::new();
+        for m in [1, 5, 33] {
+            dec.reset();
+            let got = dec.prefill(&prompt[..m]).unwrap().to_vec();
+            assert!(
+                got.iter()
+                    .zip(&steps[m - 1])
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "t{threads} m {m}: prefill and steps differ by {}",
+                worst(&got, &steps[m - 1])
+            );
+            let d = worst(&got, &at(&full, m - 1));
+            assert!(d <= TINY_TOLERANCE, "t{threads} m {m}: max |Δlogit| {d}");
+            for (i, &t) in prompt.iter().enumerate().skip(m).take(3) {
+                let d = worst(dec.step(t).unwrap(), &at(&full, i));
+                assert!(d <= TINY_TOLERANCE, "t{threads} m {m}, then pos {i}: {d}");
+            }
+            runs.push(got);
+        }
+        dec.reset();
+        dec.prefill(&prompt[..20]).unwrap();
+        let d = worst(dec.prefill(&prompt[20..36]).unwrap(), &at(&full, 35));
+        assert!(d <= TINY_TOLERANCE, "t{threads} in two parts: {d}");
+        let mut cache = model.new_cache(1, 48);
+        model
+            .forward(&prompt[..4], 1, Some(&mut cache), adapter, Logits::Last)
+            .unwrap();
+        assert!(Decoder::from_cache(&model, adapter, &cache, 48).is_none());
+        if threads == 1 {
+            one_thread = runs;
+        } else {
+            assert_eq!(
+                runs, one_thread,
+                "t{threads}: logits differ from one thread's"
+            );
+        }
+    }
+}
+
+/// Several decoders' prompts as one pass (`Decoder::prefill_batch`) give each decoder bit for
+/// bit the logits and cache of its own `prefill`, and batched one-token steps those of its own
+/// `step`: prompts of 1, 6 and 13 tokens (one continuing a prefilled cache), at 1, 2 and 3
+/// threads, on the base model, with a low-rank adapter and with a routed term.
+#[test]
+fn a_batched_prefill_is_each_sequences_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinyLlamaSpec {
+        n_ctx: 64,
+        ..TinyLlamaSpec::default()
+    };
+    let path = write_tiny_llama(dir.path(), &spec, GgmlType::Q4_1, 13);
+    let mut seed = 29u64;
+    let tokens: Vec<u32> = (0..30)
+        .map(|_| ((lcg(&mut seed) + 1.0) * 31.9) as u32)
+        .collect();
+    let prompts: [&[u32]; 3] = [&tokens[..1], &tokens[1..7], &tokens[7..20]];
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
+    for threads in [1, 2, 3] {
+        let model = load(&path, threads);
+        let targets = [(0, Proj::Q), (1, Proj::Down)];
+        let lr = TestLowRank::new(&model, &targets, 2);
+        let routed = TestRouted::new(spec.d_model);
+        for adapter in [
+            None,
+            Some(&lr as &dyn LinearAdapter),
+            Some(&routed as &dyn LinearAdapter),
+        ] {
+            let new = || Decoder::new(&model, adapter, 40).unwrap();
+            // Alone: each prompt (the third after the first's tokens), then two steps.
+            let mut alone = Vec::new();
+            for (s, p) in prompts.iter().enumerate() {
+                let mut dec = new();
+                if s == 2 {
+                    dec.prefill(prompts[0]).unwrap();
+                }
+                let mut logits = vec![bits(dec.prefill(p).unwrap())];
+                for &t in &tokens[20 + 2 * s..22 + 2 * s] {
+                    logits.push(bits(dec.step(t).unwrap()));
+                }
+                alone.push(logits);
+            }
+            let mut decs: Vec<Decoder> = (0..3).map(|_| new()).collect();
+            decs[2].prefill(prompts[0]).unwrap();
+            Decoder::prefill_batch(&mut decs, &prompts).unwrap();
+            for step in 0..3 {
+                for (s, dec) in decs.iter().enumerate() {
+                    assert_eq!(
+                        bits(dec.logits()),
+                        alone[s][step],
+                        "t{threads} adapter {} sequence {s}, call {step}",
+                        adapter.is_some()
+                    );
+                }
+                if step < 2 {
+                    let next: Vec<[u32; 1]> = (0..3).map(|s| [tokens[20 + 2 * s + step]]).collect();
+                    let next: Vec<&[u32]> = next.iter().map(|t| &t[..]).collect();
+                    Decoder::prefill_batch(&mut decs, &next).unwrap();
+                }
+            }
+            assert_eq!(decs[2].len(), 1 + 13 + 2);
         }
     }
 }

@@ -107,6 +107,16 @@ pub trait LinearAdapter {
         DecodeDelta::Opaque
     }
 
+    /// The part of [`LinearAdapter::delta`] that is no fixed function of one position's input
+    /// (a memory routed by what the sequence mentioned earlier, as the gated edits are), as a
+    /// [`RoutedTerm`] the fused path runs beside [`LinearAdapter::decode_delta`]'s factors: a
+    /// fresh one per decoder. `None` (the default): `decode_delta` says everything. An adapter
+    /// that returns one reports the rest of its terms through `decode_delta` (`None` where the
+    /// routed term is all there is), and `delta` must be the sum of the two.
+    fn decode_routed(&self) -> Option<Box<dyn RoutedTerm>> {
+        None
+    }
+
     /// A dense weight `(n_out, n_in)` used instead of the frozen quantized `proj` of block
     /// `layer` (`x · Wᵀ` as a dense product); [`LinearAdapter::delta`] is still added on top.
     fn dense_weight(&self, _layer: usize, _proj: Proj) -> Option<Tensor<2>> {
@@ -169,6 +179,26 @@ impl LowRank {
         self.bt.extend_from_slice(&other.bt);
         self
     }
+}
+
+/// A term added to projections' outputs that depends on each position's input non-linearly and
+/// on the sequence's earlier positions: the fused path's form of a routed memory (see
+/// [`LinearAdapter::decode_routed`]). It holds one sequence's state.
+///
+/// The fused decoder ([`crate::model::llama::Decoder`]) serves routed terms on the MLP
+/// down-projection ([`Proj::Down`]) only; a term that reads another projection makes it fall back
+/// to the graph.
+pub trait RoutedTerm: Send {
+    /// Whether [`RoutedTerm::apply`] wants the input of projection `proj` of block `layer`.
+    fn reads(&self, layer: usize, proj: Proj) -> bool;
+
+    /// Positions `start..start + t` of the sequence reach projection `proj` of block `layer`
+    /// with inputs `x` `(t, n_in)`: adds the term to `out` `(t, n_out)`, and returns whether it
+    /// added anything (`false`: `out` is untouched). Called for every `(layer, proj)` that
+    /// [`RoutedTerm::reads`] names, in layer order, each call's positions following the previous
+    /// call's; a call at `start` 0 begins a new sequence.
+    fn apply(&mut self, layer: usize, proj: Proj, start: usize, x: &[f32], out: &mut [f32])
+    -> bool;
 }
 
 /// What an adapter adds to one projection, as [`LinearAdapter::decode_delta`] reports it.

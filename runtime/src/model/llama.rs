@@ -19,7 +19,7 @@ use super::rope::RopeTable;
 use crate::backend::{QWeight, quant_linear};
 use crate::model_file::LoadError;
 
-pub use super::hooks::{DecodeDelta, LinearAdapter, LowRank, Norm, Proj};
+pub use super::hooks::{DecodeDelta, LinearAdapter, LowRank, Norm, Proj, RoutedTerm};
 pub use decode::{DECODE_TOLERANCE, Decoder};
 
 mod choice;

@@ -13,14 +13,18 @@
 //! and adds `B · h` to its own rows, rank by rank in a fixed order. So an adapter costs no
 //! extra barrier, and each output is the same sum in the same order whatever the number of
 //! shares: a token's logits do not depend on how many threads ran it (greedy decoding with an
-//! adapter is reproducible while the decoder switches between one thread and all).
+//! adapter is reproducible while the decoder switches between one thread and all). A routed
+//! term ([`LinearAdapter::decode_routed`], the gated edit memory) reads the down-projection's
+//! whole input, which every share holds: share 0 runs it before the barrier that follows the
+//! product, and every share adds its output after it, so it costs no extra barrier either.
 //!
 //! A prompt runs through the same decoder m tokens at a time ([`Decoder::prefill`], `prefill.rs`):
 //! its keys and values land in the decoder's own cache, and decoding continues from there.
-//! Training and scoring stay on the burn graph; `tests/decode.rs` checks that the two give the
-//! same logits within [`DECODE_TOLERANCE`].
+//! Several sequences run as one pass ([`Decoder::prefill_batch`]: each weight row is read once
+//! for all their rows), which is how model editing scores its probes. Training stays on the burn
+//! graph; `tests/decode.rs` checks that the two give the same logits within [`DECODE_TOLERANCE`].
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use engram_kernels::quant::vec_dot_f32_ref as dot;
@@ -36,7 +40,7 @@ use crate::backend::QWeight;
 use crate::cpu::Team;
 use crate::model::arch::RopeStyle;
 use crate::model::attention::AttentionPrecision;
-use crate::model::hooks::{DecodeDelta, LinearAdapter, LowRank, Norm, Proj};
+use crate::model::hooks::{DecodeDelta, LinearAdapter, LowRank, Norm, Proj, RoutedTerm};
 use crate::model::kv_cache::{ContextFull, KvCache};
 
 mod prefill;
@@ -68,6 +72,8 @@ pub struct Decoder<'m> {
     tile: Option<TwoWay>,
     /// Buffers of [`Decoder::prefill`], grown to the longest prompt it has run.
     prefill: prefill::Buffers,
+    /// The adapter's routed term ([`LinearAdapter::decode_routed`]): this decoder's sequence.
+    routed: Option<Mutex<Box<dyn RoutedTerm>>>,
 }
 
 /// Which thread count runs the next token: all of the pool's, or one. On an idle machine all
@@ -112,6 +118,8 @@ struct LayerPlan {
     attn_norm: Vec<f32>, // (d_model)
     ffn_norm: Vec<f32>,  // (d_model)
     deltas: [Option<LowRank>; 7],
+    /// The routed term reads this block's down-projection input.
+    routed_down: bool,
 }
 
 impl LayerPlan {
@@ -176,6 +184,10 @@ struct Shared {
     ff: SharedF32,       // (d_ff)
     att: SharedF32,      // (n_head * d_head)
     logits: SharedF32,   // (n_vocab)
+    /// The routed term's output at the current block's down-projection, and whether it added
+    /// anything there (share 0 writes both before the barrier after the product).
+    term: SharedF32, // (d_model)
+    term_added: AtomicBool,
 }
 
 /// One share's private buffers.
@@ -191,6 +203,7 @@ struct Local {
     rows: Vec<f32>, // (max n_out) this share's rows of a product
     gate: Vec<f32>, // (d_ff)
     h: Vec<f32>,    // (max rank)
+    term: Vec<f32>, // (d_model) the routed term's output (share 0)
     scores: Vec<f32>,
     new_k: Vec<f32>, // (n_layer, d_kv) this token's keys (share 0 keeps them)
     new_v: Vec<f32>, // (n_layer, d_kv)
@@ -204,8 +217,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl<'m> Decoder<'m> {
     /// A decoder over `model` with `adapter` and an empty cache of `capacity` positions, or
     /// `None` when the fused path cannot run this configuration: a non-CPU device, f32
-    /// activations, or an adapter term that is not low-rank ([`DecodeDelta::Opaque`], a dense
-    /// weight or norm). Callers then decode through the graph.
+    /// activations, or an adapter term that is neither low-rank nor a routed term on the
+    /// down-projection ([`DecodeDelta::Opaque`], a dense weight or norm). Callers then decode
+    /// through the graph.
     ///
     /// # Panics
     /// When an adapter's factors do not fit the model's shapes.
@@ -224,7 +238,8 @@ impl<'m> Decoder<'m> {
         {
             return None;
         }
-        let plan = Plan::new(model, adapter)?;
+        let routed = adapter.and_then(|a| a.decode_routed());
+        let plan = Plan::new(model, adapter, routed.as_deref())?;
         // Interleave the weights now (once per model), not inside the first token's team run,
         // into one buffer in the order a token reads them (q, k, v, o, gate, up, down per block,
         // then the head).
@@ -274,6 +289,8 @@ impl<'m> Decoder<'m> {
             ff: SharedF32::new(dff),
             att: SharedF32::new(c.n_head * c.d_head),
             logits: SharedF32::new(n_vocab),
+            term: SharedF32::new(d),
+            term_added: AtomicBool::new(false),
         };
         let locals = (0..threads)
             .map(|t| {
@@ -289,6 +306,11 @@ impl<'m> Decoder<'m> {
                     rows: vec![0.0; max_out.max(n_vocab)],
                     gate: vec![0.0; dff],
                     h: vec![0.0; max_rank],
+                    term: if t == 0 && routed.is_some() {
+                        vec![0.0; d]
+                    } else {
+                        Vec::new()
+                    },
                     scores: vec![0.0; capacity + 1],
                     new_k: vec![0.0; c.n_layer * dkv],
                     new_v: vec![0.0; c.n_layer * dkv],
@@ -324,11 +346,14 @@ impl<'m> Decoder<'m> {
             tile: (engram_kernels::single_row_tile_matters() && q4_1_rows_left)
                 .then(|| TwoWay::new(0, 2, EXPLORE_EVERY / 2)),
             prefill: prefill::Buffers::default(),
+            routed: routed.map(Mutex::new),
         })
     }
 
     /// [`Decoder::new`] continuing from a cache the graph filled (a prompt run through
-    /// [`Llama::forward`]); `capacity` (at least `cache.len()`) bounds the positions.
+    /// [`Llama::forward`]); `capacity` (at least `cache.len()`) bounds the positions. `None`
+    /// also for an adapter with a routed term: the graph's routing state of the prompt does not
+    /// carry over, so such a sequence stays on the graph.
     ///
     /// # Panics
     /// When the cache holds more than one sequence or was made for another model.
@@ -340,6 +365,9 @@ impl<'m> Decoder<'m> {
     ) -> Option<Self> {
         assert_eq!(cache.batch(), 1, "Decoder::from_cache: one sequence");
         let mut dec = Self::new(model, adapter, capacity.max(cache.len()))?;
+        if dec.routed.is_some() {
+            return None;
+        }
         let c = &model.config;
         let (len, dh, hkv) = (cache.len(), c.d_head, c.n_head_kv);
         let round = dec.plan.f16;
@@ -388,6 +416,12 @@ impl<'m> Decoder<'m> {
         self.cache.len == 0
     }
 
+    /// Empties the cache: the next token is a new sequence's first (a routed term starts over
+    /// too). Reusing a decoder this way allocates nothing.
+    pub fn reset(&mut self) {
+        self.cache.len = 0;
+    }
+
     /// Runs `token` at the next position and returns its logits `(n_vocab)`.
     ///
     /// # Panics
@@ -422,6 +456,8 @@ impl<'m> Decoder<'m> {
             cache: &self.cache,
             shared: &self.shared,
             token,
+            pos,
+            routed: self.routed.as_ref(),
             cos: &cos,
             sin: &sin,
         };
@@ -458,7 +494,11 @@ impl<'m> Decoder<'m> {
 }
 
 impl Plan {
-    fn new(model: &Llama, adapter: Option<&dyn LinearAdapter>) -> Option<Self> {
+    fn new(
+        model: &Llama,
+        adapter: Option<&dyn LinearAdapter>,
+        routed: Option<&dyn RoutedTerm>,
+    ) -> Option<Self> {
         let c = &model.config;
         // The other families' options (biases, windows, caps, ...) run on the graph.
         if !model.is_plain_llama() {
@@ -507,10 +547,16 @@ impl Plan {
                     }
                 };
             }
+            // A routed term is served on the down-projection only (see `RoutedTerm`).
+            let reads = |p: Proj| routed.is_some_and(|r| r.reads(l, p));
+            if Proj::ALL.iter().any(|&p| p != Proj::Down && reads(p)) {
+                return None;
+            }
             layers.push(LayerPlan {
                 attn_norm: vector(&block.attn_norm),
                 ffn_norm: vector(&block.ffn_norm),
                 deltas,
+                routed_down: reads(Proj::Down),
             });
         }
         let half = c.d_head / 2;
@@ -534,6 +580,8 @@ struct TokenCtx<'a> {
     cache: &'a KvStore,
     shared: &'a Shared,
     token: u32,
+    pos: usize,
+    routed: Option<&'a Mutex<Box<dyn RoutedTerm>>>,
     cos: &'a [f32], // (d_head / 2)
     sin: &'a [f32], // (d_head / 2)
 }
@@ -582,7 +630,7 @@ impl TokenCtx<'_> {
             me.xq_ty = None;
             self.project(team, me, block, lp, Proj::O, d);
             team.sync();
-            self.add_output(Proj::O, me);
+            self.add_output(Proj::O, me, false);
 
             // Feed-forward.
             rms_norm(&me.x, &lp.ffn_norm, c.rms_eps, &mut me.xn[..d]);
@@ -601,8 +649,11 @@ impl TokenCtx<'_> {
             s.ff.load(0, &mut me.xn[..c.d_ff]);
             me.xq_ty = None;
             self.project(team, me, block, lp, Proj::Down, c.d_ff);
+            if lp.routed_down && team.index() == 0 {
+                self.routed_term(l, me);
+            }
             team.sync();
-            self.add_output(Proj::Down, me);
+            self.add_output(Proj::Down, me, lp.routed_down);
         }
         vocabulary(self.model, self.plan, s, team, me);
     }
@@ -698,11 +749,34 @@ impl TokenCtx<'_> {
         self.shared.out[proj_index(p)].store(rows.start, &me.rows[..rows.len()]);
     }
 
-    /// `x += ` the whole output of `p` (the residual add after o and down).
-    fn add_output(&self, p: Proj, me: &mut Local) {
+    /// Share 0: the routed term of block `layer`'s down-projection on its input `me.xn`, to
+    /// the exchange (read after the barrier by [`TokenCtx::add_output`]).
+    fn routed_term(&self, layer: usize, me: &mut Local) {
+        let c = &self.model.config;
+        let routed = self.routed.expect("a routed layer has a routed term");
+        let term = &mut me.term[..c.d_model];
+        term.fill(0.0);
+        let added = lock(routed).apply(layer, Proj::Down, self.pos, &me.xn[..c.d_ff], term);
+        if added {
+            self.shared.term.store(0, term);
+        }
+        self.shared.term_added.store(added, Relaxed);
+    }
+
+    /// `x += ` the whole output of `p` (the residual add after o and down), with the routed
+    /// term's where `routed` (added to the projection's output first, as the graph adds an
+    /// adapter's delta).
+    fn add_output(&self, p: Proj, me: &mut Local, routed: bool) {
         let n = me.x.len();
         let out = &mut me.xn[..n];
         self.shared.out[proj_index(p)].load(0, out);
+        if routed && self.shared.term_added.load(Relaxed) {
+            let term = &mut me.rows[..n];
+            self.shared.term.load(0, term);
+            for (o, t) in out.iter_mut().zip(term.iter()) {
+                *o += t;
+            }
+        }
         for (x, o) in me.x.iter_mut().zip(out.iter()) {
             *x += o;
         }

@@ -10,6 +10,14 @@
 //! into (head, row) units of about equal cost (a row attends to every position before it). The
 //! vocabulary projection runs for the last row only, split by vocabulary rows as in decode.
 //!
+//! Several decoders' sequences run as one call ([`Decoder::prefill_batch`]): their rows are
+//! stacked, every product reads each weight row once for all of them, and a row attends to its
+//! own sequence's cache and rows only. One token per sequence is a batched decoding step.
+//! A routed term ([`RoutedTerm`], the gated edit memory) reads every row's down-projection
+//! input at the blocks it names: the shares exchange those rows, share 0 runs the term on all of
+//! them (one call, as the graph makes it), and each share adds its rows' part — two more
+//! barriers at those blocks only.
+//!
 //! Every row's numbers are the same whichever share computes them (the tile kernels give each
 //! output the one-row dot product bit for bit; norms and adapter terms run per row in a fixed
 //! order), so the logits do not depend on the number of threads. The keys and values go to the
@@ -17,6 +25,7 @@
 
 use std::ops::Range;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 use engram_kernels::{
     GgmlType, INTERLEAVE_ROWS, Interleaved, QMatrix, activation_bytes, matmul_rows,
@@ -24,11 +33,12 @@ use engram_kernels::{
 };
 
 use super::{
-    Block, Decoder, KvStore, LayerPlan, Llama, Local, NewRows, Plan, Shared, SharedF32, lock,
-    rms_norm, rope, round_f16, silu, vocabulary,
+    Block, Decoder, KvStore, LayerPlan, Llama, Local, NewRows, Plan, ROW_ALIGN, SharedF32, lock,
+    rms_norm, rope, round_f16, silu,
 };
+use crate::backend::QWeight;
 use crate::cpu::Team;
-use crate::model::hooks::Proj;
+use crate::model::hooks::{Proj, RoutedTerm};
 use crate::model::kv_cache::ContextFull;
 
 /// Activation rows a share's part of the prompt is cut at: the tile kernels' 4 rows.
@@ -47,13 +57,19 @@ const UNIT_OVERHEAD: u64 = 16;
 #[derive(Default)]
 pub(super) struct Buffers {
     rows: usize,
-    q: SharedF32,    // (rows, n_head · d_head) queries after RoPE
-    k: SharedF32,    // (rows, d_kv) keys after RoPE, rounded as the cache holds them
-    v: SharedF32,    // (rows, d_kv)
-    att: SharedF32,  // (rows, n_head · d_head) attention outputs
-    last: SharedF32, // (d_model) the last row's residual stream
-    cos: Vec<f32>,   // (rows, d_head / 2)
-    sin: Vec<f32>,   // (rows, d_head / 2)
+    q: SharedF32,      // (rows, n_head · d_head) queries after RoPE
+    k: SharedF32,      // (rows, d_kv) keys after RoPE, rounded as the cache holds them
+    v: SharedF32,      // (rows, d_kv)
+    att: SharedF32,    // (rows, n_head · d_head) attention outputs
+    lasts: SharedF32,  // (sequences, d_model) each sequence's last row's residual stream
+    logits: SharedF32, // (sequences, n_vocab)
+    /// Every row's down-projection input and the routed term's output there, at a block the
+    /// routed term reads (empty without one).
+    keys: SharedF32, // (rows, d_ff)
+    terms: SharedF32,  // (rows, d_model)
+    term_added: AtomicBool,
+    cos: Vec<f32>, // (rows, d_head / 2)
+    sin: Vec<f32>, // (rows, d_head / 2)
     locals: Vec<Mutex<RowsLocal>>,
 }
 
@@ -67,6 +83,14 @@ struct RowsLocal {
     out: Vec<f32>,  // (part, max n_out) a product's output
     gate: Vec<f32>, // (part, d_ff)
     h: Vec<f32>,    // (part, max rank) an adapter's A · x
+    /// Share 0: every row's down-projection input at a routed block; each share: its rows'
+    /// routed term (share 0: every row's).
+    keys: Vec<f32>, // (rows, d_ff) on share 0
+    term: Vec<f32>, // (rows or part, d_model)
+    /// The sequences' last rows, normed, and this share's vocabulary rows of their logits.
+    lasts: Vec<f32>, // (sequences, d_model)
+    lastn: Vec<f32>, // (sequences, d_model)
+    logits: Vec<f32>, // (sequences, vocabulary part)
     /// Every row's keys and values of a layer, `(layers, rows, d_kv)`: share 0 keeps every
     /// layer's (they go to the cache after the run), the others one layer's.
     k: Vec<f32>,
@@ -80,19 +104,26 @@ fn grow<T: Clone + Default>(v: &mut Vec<T>, n: usize) {
 }
 
 impl Buffers {
-    /// Grows the buffers for `m` rows on `threads` shares.
-    fn reserve(&mut self, model: &Llama, plan: &Plan, m: usize, threads: usize) {
+    /// Grows the buffers for `m` rows of `seqs` sequences on `threads` shares.
+    fn reserve(&mut self, model: &Llama, plan: &Plan, m: usize, seqs: usize, threads: usize) {
         let c = &model.config;
         let (d, dkv, nq, half) = (c.d_model, c.d_kv(), c.n_head * c.d_head, c.d_head / 2);
-        if m > self.rows {
-            self.q = SharedF32::new(m * nq);
-            self.k = SharedF32::new(m * dkv);
-            self.v = SharedF32::new(m * dkv);
-            self.att = SharedF32::new(m * nq);
-            self.rows = m;
+        let routed = plan.layers.iter().any(|l| l.routed_down);
+        if m > self.rows || (routed && self.keys.0.len() < m * c.d_ff) {
+            let rows = self.rows.max(m);
+            self.q = SharedF32::new(rows * nq);
+            self.k = SharedF32::new(rows * dkv);
+            self.v = SharedF32::new(rows * dkv);
+            self.att = SharedF32::new(rows * nq);
+            if routed {
+                self.keys = SharedF32::new(rows * c.d_ff);
+                self.terms = SharedF32::new(rows * d);
+            }
+            self.rows = rows;
         }
-        if self.last.0.len() < d {
-            self.last = SharedF32::new(d);
+        if self.lasts.0.len() < seqs * d {
+            self.lasts = SharedF32::new(seqs * d);
+            self.logits = SharedF32::new(seqs * c.n_vocab);
         }
         grow(&mut self.cos, m * half);
         grow(&mut self.sin, m * half);
@@ -118,6 +149,19 @@ impl Buffers {
             grow(&mut r.out, part * max_out);
             grow(&mut r.gate, part * c.d_ff);
             grow(&mut r.h, part * max_rank);
+            if routed {
+                let all = if t == 0 { m } else { part };
+                grow(&mut r.term, all * d);
+                if t == 0 {
+                    grow(&mut r.keys, m * c.d_ff);
+                }
+            }
+            grow(&mut r.lasts, seqs * d);
+            grow(&mut r.lastn, seqs * d);
+            grow(
+                &mut r.logits,
+                seqs * (c.n_vocab.div_ceil(threads) + ROW_ALIGN),
+            );
             let layers = if t == 0 { c.n_layer } else { 1 };
             grow(&mut r.k, layers * m * dkv);
             grow(&mut r.v, layers * m * dkv);
@@ -125,7 +169,7 @@ impl Buffers {
     }
 }
 
-impl Decoder<'_> {
+impl<'m> Decoder<'m> {
     /// Runs the prompt `tokens` at the next positions in one pass (the threads split its rows;
     /// see the module docs), appends their keys and values to the cache and returns the last
     /// token's logits `(n_vocab)`. Equal to [`Decoder::step`] on each token in turn within
@@ -136,70 +180,159 @@ impl Decoder<'_> {
     /// When `tokens` is empty or holds a token outside the vocabulary (callers validate user
     /// input).
     pub fn prefill(&mut self, tokens: &[u32]) -> Result<&[f32], ContextFull> {
-        let c = &self.model.config;
-        let (m, pos0) = (tokens.len(), self.cache.len);
-        assert!(m > 0, "Decoder::prefill: no tokens");
-        if pos0 + m > self.cache.capacity {
-            return Err(ContextFull {
-                used: pos0,
-                requested: m,
-                capacity: self.cache.capacity,
-            });
+        Self::prefill_batch(std::slice::from_mut(self), &[tokens])?;
+        Ok(&self.logits)
+    }
+
+    /// [`Decoder::prefill`] of `prompts[i]` on `decoders[i]`, for every `i`, as one pass: the
+    /// rows of all of them go through each product together (each weight row is read once for
+    /// all), and each row attends to its own sequence only. Each decoder's logits are then
+    /// [`Decoder::logits`], bit for bit what its own `prefill` gives (every row's numbers are
+    /// the same whichever rows it runs with). One token per decoder is a batched decoding step.
+    ///
+    /// # Errors
+    /// [`ContextFull`] when a prompt does not fit its decoder's cache (nothing is run).
+    ///
+    /// # Panics
+    /// When the counts differ, a prompt is empty or holds a token outside the vocabulary, or the
+    /// decoders are not of one model with one capacity (make them with the same adapter too:
+    /// the first's adapter factors serve all).
+    pub fn prefill_batch(
+        decoders: &mut [Decoder<'m>],
+        prompts: &[&[u32]],
+    ) -> Result<(), ContextFull> {
+        assert_eq!(decoders.len(), prompts.len(), "one prompt per decoder");
+        let Some(first) = decoders.first() else {
+            return Ok(());
+        };
+        let model = first.model;
+        let c = &model.config;
+        let capacity = first.cache.capacity;
+        for (dec, tokens) in decoders.iter().zip(prompts) {
+            assert!(
+                std::ptr::eq(dec.model, model) && dec.cache.capacity == capacity,
+                "Decoder::prefill_batch: decoders of one model and capacity"
+            );
+            assert!(!tokens.is_empty(), "Decoder::prefill: no tokens");
+            if dec.cache.len + tokens.len() > capacity {
+                return Err(ContextFull {
+                    used: dec.cache.len,
+                    requested: tokens.len(),
+                    capacity,
+                });
+            }
+            if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
+                panic!("token {t} out of range ({} rows)", c.n_vocab);
+            }
         }
-        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= c.n_vocab) {
-            panic!("token {t} out of range ({} rows)", c.n_vocab);
+        let tokens: Vec<u32> = prompts.iter().flat_map(|p| p.iter().copied()).collect();
+        let m = tokens.len();
+        let mut ranges = Vec::with_capacity(prompts.len());
+        let mut seq_of = Vec::with_capacity(m);
+        for (s, p) in prompts.iter().enumerate() {
+            let start = seq_of.len();
+            seq_of.extend(std::iter::repeat_n(s, p.len()));
+            ranges.push(start..seq_of.len());
         }
-        let threads = self.threads.max.min(m.div_ceil(ROW_TILE));
-        self.prefill.reserve(self.model, &self.plan, m, threads);
-        let half = c.d_head / 2;
-        for (i, (cos, sin)) in self
+        // Each row's position in its own sequence.
+        let positions: Vec<usize> = (0..m)
+            .map(|i| decoders[seq_of[i]].cache.len + i - ranges[seq_of[i]].start)
+            .collect();
+        let threads = first.threads.max.min(m.div_ceil(ROW_TILE));
+        let first = &mut decoders[0];
+        first
             .prefill
+            .reserve(model, &first.plan, m, prompts.len(), threads);
+        let half = c.d_head / 2;
+        let bufs = &mut first.prefill;
+        for ((cos, sin), &pos) in bufs
             .cos
             .chunks_exact_mut(half)
-            .zip(self.prefill.sin.chunks_exact_mut(half))
-            .take(m)
-            .enumerate()
+            .zip(bufs.sin.chunks_exact_mut(half))
+            .zip(&positions)
         {
-            for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&self.plan.inv_freq) {
-                let theta = (pos0 + i) as f64 * f;
+            for ((c, s), &f) in cos.iter_mut().zip(sin.iter_mut()).zip(&first.plan.inv_freq) {
+                let theta = pos as f64 * f;
                 (*c, *s) = (theta.cos() as f32, theta.sin() as f32);
             }
         }
-        let ctx = RowsCtx {
-            model: self.model,
-            plan: &self.plan,
-            cache: &self.cache,
-            shared: &self.shared,
-            bufs: &self.prefill,
-            tokens,
-        };
-        let (locals, rows) = (&self.locals, &self.prefill.locals);
-        self.model.output.cpu().team_of(threads, &|team| {
-            let i = team.index();
-            ctx.run(team, &mut lock(&locals[i]), &mut lock(&rows[i]));
-        });
-        let first = lock(&self.prefill.locals[0]);
-        let kv = &mut self.cache;
-        let n = m * kv.d_kv;
-        for l in 0..c.n_layer {
-            let at = (l * kv.capacity + pos0) * kv.d_kv;
-            kv.k[at..at + n].copy_from_slice(&first.k[l * n..(l + 1) * n]);
-            kv.v[at..at + n].copy_from_slice(&first.v[l * n..(l + 1) * n]);
+        {
+            let seqs: Vec<SeqRows<'_>> = decoders
+                .iter()
+                .zip(&ranges)
+                .map(|(dec, rows)| SeqRows {
+                    cache: &dec.cache,
+                    rows: rows.clone(),
+                    routed: dec.routed.as_ref(),
+                })
+                .collect();
+            let first = &decoders[0];
+            let ctx = RowsCtx {
+                model,
+                plan: &first.plan,
+                bufs: &first.prefill,
+                tokens: &tokens,
+                seqs: &seqs,
+                seq_of: &seq_of,
+            };
+            let (locals, rows) = (&first.locals, &first.prefill.locals);
+            model.output.cpu().team_of(threads, &|team| {
+                let i = team.index();
+                ctx.run(team, &mut lock(&locals[i]), &mut lock(&rows[i]));
+            });
         }
-        kv.len += m;
-        self.logits.copy_from_slice(&lock(&self.locals[0]).logits);
-        Ok(&self.logits)
+        // Keys and values to each sequence's cache, logits to each decoder.
+        let (k, v, logits) = {
+            let first = &mut decoders[0];
+            let mut f = lock(&first.prefill.locals[0]);
+            (
+                std::mem::take(&mut f.k),
+                std::mem::take(&mut f.v),
+                std::mem::take(&mut first.prefill.logits),
+            )
+        };
+        let n_vocab = c.n_vocab;
+        for (s, (dec, r)) in decoders.iter_mut().zip(&ranges).enumerate() {
+            let kv = &mut dec.cache;
+            let (pos0, n) = (kv.len, r.len() * kv.d_kv);
+            for l in 0..c.n_layer {
+                let at = (l * kv.capacity + pos0) * kv.d_kv;
+                let from = (l * m + r.start) * kv.d_kv;
+                kv.k[at..at + n].copy_from_slice(&k[from..from + n]);
+                kv.v[at..at + n].copy_from_slice(&v[from..from + n]);
+            }
+            kv.len += r.len();
+            logits.load(s * n_vocab, &mut dec.logits);
+        }
+        let first = &mut decoders[0];
+        first.prefill.logits = logits;
+        let mut f = lock(&first.prefill.locals[0]);
+        (f.k, f.v) = (k, v);
+        Ok(())
     }
+
+    /// The logits `(n_vocab)` of the last position run ([`Decoder::step`], [`Decoder::prefill`]
+    /// or [`Decoder::prefill_batch`]).
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+}
+
+/// One sequence of a prefill: its decoder's cache and routed term, and its rows of the call.
+struct SeqRows<'a> {
+    cache: &'a KvStore,
+    rows: Range<usize>,
+    routed: Option<&'a Mutex<Box<dyn RoutedTerm>>>,
 }
 
 /// Everything a prefill's shares read.
 struct RowsCtx<'a> {
     model: &'a Llama,
     plan: &'a Plan,
-    cache: &'a KvStore,
-    shared: &'a Shared,
     bufs: &'a Buffers,
     tokens: &'a [u32],
+    seqs: &'a [SeqRows<'a>],
+    seq_of: &'a [usize], // per row: its sequence
 }
 
 impl RowsCtx<'_> {
@@ -247,17 +380,24 @@ impl RowsCtx<'_> {
             b.k.load(0, keys);
             b.v.load(0, values);
             let (keys, values) = (&*keys, &*values);
-            for_attention_units(team, c.n_head, m, self.cache.len, |h, i| {
+            // Row i attends to its sequence's cache and its sequence's rows up to itself.
+            let seq = |i: usize| &self.seqs[self.seq_of[i]];
+            let cost = |i: usize| {
+                let s = seq(i);
+                (s.cache.len + i - s.rows.start + 1) as u64 + UNIT_OVERHEAD
+            };
+            for_attention_units(team, c.n_head, m, cost, |h, i| {
                 let q = &mut me.q[..dh];
                 b.q.load(i * nq + h * dh, q);
+                let s = seq(i);
+                let from = s.rows.start * dkv;
                 let new = NewRows {
-                    k: keys,
-                    v: values,
-                    n: i + 1,
+                    k: &keys[from..],
+                    v: &values[from..],
+                    n: i - s.rows.start + 1,
                 };
                 let at = h / c.n_rep() * dh;
-                self.cache
-                    .attend(l, at, q, new, &mut me.scores, &mut me.att);
+                s.cache.attend(l, at, q, new, &mut me.scores, &mut me.att);
                 b.att.store(i * nq + h * dh, &me.att);
             });
             team.sync();
@@ -281,15 +421,89 @@ impl RowsCtx<'_> {
             }
             r.xq_ty = None;
             self.rows_product(r, block, lp, Proj::Down, n, dff);
+            if lp.routed_down {
+                self.routed_rows(team, l, rows.clone(), r);
+            }
             add(&mut r.x[..n * d], &r.out[..n * d]);
         }
-        // The vocabulary projection of the last row, by vocabulary rows on every share.
-        if rows.end == m {
-            b.last.store(0, &r.x[(n - 1) * d..n * d]);
+        // The vocabulary projection of each sequence's last row, by vocabulary rows on every
+        // share.
+        for (s, seq) in self.seqs.iter().enumerate() {
+            let last = seq.rows.end - 1;
+            if rows.contains(&last) {
+                b.lasts.store(s * d, &r.x[(last - rows.start) * d..][..d]);
+            }
         }
         team.sync();
-        b.last.load(0, &mut me.x);
-        vocabulary(self.model, self.plan, self.shared, team, me);
+        self.vocabulary_rows(team, r);
+    }
+
+    /// Every share's vocabulary rows of the logits of each sequence's last row (in
+    /// `bufs.lasts`), to `bufs.logits`: the single row of decode's `vocabulary` per sequence,
+    /// bit for bit.
+    fn vocabulary_rows(&self, team: &Team<'_>, r: &mut RowsLocal) {
+        let c = &self.model.config;
+        let (d, ns, n_vocab) = (c.d_model, self.seqs.len(), c.n_vocab);
+        let b = self.bufs;
+        b.lasts.load(0, &mut r.lasts[..ns * d]);
+        for (x, xn) in r.lasts[..ns * d]
+            .chunks_exact(d)
+            .zip(r.lastn[..ns * d].chunks_exact_mut(d))
+        {
+            rms_norm(x, &self.plan.output_norm, c.rms_eps, xn);
+        }
+        let w = &self.model.output;
+        let bytes = activation_bytes(w.ty(), ns * d);
+        grow(&mut r.xq, bytes);
+        quantize_activations(w.ty(), &r.lastn[..ns * d], &mut r.xq[..bytes]);
+        r.xq_ty = None;
+        let rows = team.part(w.n_out(), ROW_ALIGN);
+        let n = rows.len();
+        let out = &mut r.logits[..ns * n];
+        product_rows(w, rows.clone(), &r.xq[..bytes], ns, out);
+        for (s, row) in out.chunks_exact(n.max(1)).enumerate().take(ns) {
+            b.logits.store(s * n_vocab + rows.start, row);
+        }
+    }
+
+    /// The routed term of block `layer`'s down-projection: this share's rows of its input
+    /// (`r.xn`) to the exchange, share 0 runs the term on every row, and each share adds its
+    /// rows' part to the product's output `r.out`.
+    fn routed_rows(&self, team: &Team<'_>, layer: usize, rows: Range<usize>, r: &mut RowsLocal) {
+        let c = &self.model.config;
+        let (d, dff, m, n) = (c.d_model, c.d_ff, self.tokens.len(), rows.len());
+        let b = self.bufs;
+        b.keys.store(rows.start * dff, &r.xn[..n * dff]);
+        team.sync();
+        if team.index() == 0 {
+            let (keys, term) = (&mut r.keys[..m * dff], &mut r.term[..m * d]);
+            b.keys.load(0, keys);
+            term.fill(0.0);
+            let mut added = false;
+            for seq in self.seqs {
+                let Some(routed) = seq.routed else {
+                    continue;
+                };
+                let rows = seq.rows.clone();
+                added |= lock(routed).apply(
+                    layer,
+                    Proj::Down,
+                    seq.cache.len,
+                    &keys[rows.start * dff..rows.end * dff],
+                    &mut term[rows.start * d..rows.end * d],
+                );
+            }
+            if added {
+                b.terms.store(0, term);
+            }
+            b.term_added.store(added, Relaxed);
+        }
+        team.sync();
+        if b.term_added.load(Relaxed) {
+            let term = &mut r.term[..n * d];
+            b.terms.load(rows.start * d, term);
+            add(&mut r.out[..n * d], term);
+        }
     }
 
     /// `r.xn[i] = rms_norm(r.x[i]) · w` for this share's `n` rows.
@@ -376,18 +590,17 @@ fn add(x: &mut [f32], y: &[f32]) {
 }
 
 /// Calls `f(head, row)` for this share's attention units: the `n_head × m` units in head-major
-/// order, cut into the team's consecutive parts of about equal cost (row `i` attends
-/// `cached + i + 1` positions), so the causal mask's growing rows do not leave one share the
-/// long ones.
+/// order, cut into the team's consecutive parts of about equal cost (`cost(row)`: a row attends
+/// to every position before it in its sequence), so the causal mask's growing rows do not leave
+/// one share the long ones.
 fn for_attention_units(
     team: &Team<'_>,
     n_head: usize,
     m: usize,
-    cached: usize,
+    cost: impl Fn(usize) -> u64,
     mut f: impl FnMut(usize, usize),
 ) {
-    let cost = |i: usize| (cached + i + 1) as u64 + UNIT_OVERHEAD;
-    let per_head: u64 = (0..m).map(cost).sum();
+    let per_head: u64 = (0..m).map(&cost).sum();
     let total = per_head * n_head as u64;
     let (t, size) = (team.index() as u64, team.size() as u64);
     let mine: Range<u64> = total * t / size..total * (t + 1) / size;
@@ -403,6 +616,46 @@ fn for_attention_units(
                 f(h, i);
             }
             at += cost(i);
+        }
+    }
+}
+
+/// `out = x · Wᵀ` for weight rows `rows` of `w` and `m` quantized activation rows `xq`, `out`
+/// row-major `m × rows.len()`: as decode's `product` computes one row (the interleaved copy where
+/// it covers whole groups, the ggml rows after), bit for bit, over chunks of weight rows that
+/// stay in L1 while every activation row passes.
+fn product_rows(w: &QWeight, rows: Range<usize>, xq: &[u8], m: usize, out: &mut [f32]) {
+    let n = rows.len();
+    if n == 0 || m == 0 {
+        return;
+    }
+    let x_rb = xq.len() / m.max(1);
+    let split = match w.interleaved() {
+        Some(iw) if rows.start.is_multiple_of(ROW_ALIGN) => {
+            let end = rows.end.min(iw.rows()).max(rows.start);
+            let end = end - (end - rows.start) % ROW_ALIGN;
+            let row_bytes = w.matrix().row_bytes();
+            let chunk = (CHUNK_BYTES / row_bytes.max(1) / INTERLEAVE_ROWS).max(1) * INTERLEAVE_ROWS;
+            let mut start = rows.start;
+            while start < end {
+                let stop = (start + chunk).min(end);
+                for (i, out) in out.chunks_exact_mut(n).enumerate() {
+                    let x = &xq[i * x_rb..(i + 1) * x_rb];
+                    let o = &mut out[start - rows.start..stop - rows.start];
+                    matvec_interleaved(&iw, start..stop, x, o);
+                }
+                start = stop;
+            }
+            end
+        }
+        _ => rows.start,
+    };
+    if split < rows.end {
+        let k = rows.end - split;
+        let mut rest = vec![0f32; m * k];
+        matmul_rows(&w.matrix(), split..rows.end, xq, m, &mut rest);
+        for (out, rest) in out.chunks_exact_mut(n).zip(rest.chunks_exact(k)) {
+            out[split - rows.start..].copy_from_slice(rest);
         }
     }
 }
