@@ -171,6 +171,17 @@ impl Edit {
                 for k in &g.relation_words {
                     len("relation_words", k, d_ff)?;
                 }
+                for k in &g.contrast_keys {
+                    len("contrast_keys", k, d_ff)?;
+                }
+                for (field, v) in [
+                    ("contrast_floor", g.contrast_floor.unwrap_or(0.0)),
+                    ("contrast_margin", g.contrast_margin),
+                ] {
+                    if !v.is_finite() {
+                        return Err(format!("edit {id}: `{field}` is not finite"));
+                    }
+                }
                 len("value", &g.value, d_model)?;
             }
         }
@@ -219,6 +230,18 @@ pub struct GateEntry {
     /// (`None`: `relation_threshold` everywhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation_word_threshold: Option<f32>,
+    /// Unit keys at `relation_layer` of generic phrasings of *other* relations of the subject
+    /// ([`crate::phrasing::CONTRAST`]), `d_ff` values each: the competitors of the relation
+    /// keys. Absent from logs written before them (the gate then uses the thresholds alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contrast_keys: Vec<Vec<f32>>,
+    /// The lowest relation cosine at which the gate fires because the entry's closest relation
+    /// key beats its closest contrast key by `contrast_margin` (`None`: no contrast rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contrast_floor: Option<f32>,
+    /// How much closer than every contrast key the relation key must be.
+    #[serde(default)]
+    pub contrast_margin: f32,
     /// Positions after the subject within which the relation gate may fire.
     pub window: usize,
     /// Added to the MLP output of `relation_layer` where both gates fire, `d_model` values.
