@@ -360,13 +360,18 @@ pub fn gate_entry(
     };
     let mut subject_keys = vec![unit(probe::mean(&opening))];
     let mut subject_prev_keys = vec![prev_key(&opening, &opening_prev)];
+    let mut subject_thresholds = vec![cfg.opening_threshold];
     if !inner.is_empty() {
         subject_keys.push(unit(probe::mean(&inner)));
         subject_prev_keys.push(prev_key(&inner, &inner_prev));
+        subject_thresholds.push(cfg.subject_threshold);
     }
+    // A frame's key depends on the frame's tokens and the subject's alone: a text repeating
+    // the frame reproduces it, so it is held to the opening key's threshold.
     for (last, before) in framed.iter().filter(|f| !f.0.is_empty()) {
         subject_keys.push(unit(probe::mean(last)));
         subject_prev_keys.push(prev_key(last, before));
+        subject_thresholds.push(cfg.opening_threshold);
     }
     // One relation key per training prompt: the mean over its context templates.
     let answering = &keys[&lr][n..2 * n];
@@ -395,6 +400,7 @@ pub fn gate_entry(
         subject_keys,
         subject_prev_keys,
         subject_threshold: cfg.subject_threshold,
+        subject_thresholds,
         opening_threshold: cfg.opening_threshold,
         relation_layer: lr,
         relation_key,
@@ -456,6 +462,7 @@ mod tests {
             subject_keys: vec![vec![1.0]],
             subject_prev_keys: Vec::new(),
             subject_threshold: 0.75,
+            subject_thresholds: Vec::new(),
             opening_threshold: 0.98,
             relation_layer: 1,
             relation_key: vec![1.0],

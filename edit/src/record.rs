@@ -153,6 +153,18 @@ impl Edit {
                 for k in &g.subject_keys {
                     len("subject_keys", k, d_ff)?;
                 }
+                if !g.subject_thresholds.is_empty()
+                    && g.subject_thresholds.len() != g.subject_keys.len()
+                {
+                    return Err(format!(
+                        "edit {id}: {} `subject_thresholds` for {} `subject_keys`",
+                        g.subject_thresholds.len(),
+                        g.subject_keys.len()
+                    ));
+                }
+                if g.subject_thresholds.iter().any(|t| !t.is_finite()) {
+                    return Err(format!("edit {id}: `subject_thresholds` is not finite"));
+                }
                 if g.subject_prev_keys.len() > g.subject_keys.len() {
                     return Err(format!(
                         "edit {id}: {} `subject_prev_keys` for {} `subject_keys`",
@@ -206,6 +218,12 @@ pub struct GateEntry {
     pub subject_prev_keys: Vec<Vec<f32>>,
     /// Cosine needed with a subject key after the first.
     pub subject_threshold: f32,
+    /// Per subject key, the cosine it needs, where it differs from the rule above (empty: that
+    /// rule): a key of one phrasing's frame ("In {S}, ...") reproduces exactly where a text
+    /// repeats the frame, so it gets the opening key's threshold (at 0.75, "In Peru" matched
+    /// "In Ecuador" and a Peru edit answered for Ecuador). Absent from older logs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_thresholds: Vec<f32>,
     /// Cosine needed with the first subject key (the subject opening a text).
     #[serde(default = "default_opening")]
     pub opening_threshold: f32,

@@ -56,10 +56,10 @@ impl GateIndex {
         let mut relation: BTreeMap<usize, Vec<Column>> = BTreeMap::new();
         for (i, (_, e)) in entries.iter().enumerate() {
             for (j, k) in e.subject_keys.iter().enumerate() {
-                let threshold = if j == 0 {
-                    e.opening_threshold
-                } else {
-                    e.subject_threshold
+                let threshold = match (e.subject_thresholds.get(j), j) {
+                    (Some(&t), _) => t,
+                    (None, 0) => e.opening_threshold,
+                    (None, _) => e.subject_threshold,
                 };
                 let prev = e
                     .subject_prev_keys
