@@ -187,6 +187,11 @@ impl EditorConfig {
                 f64::from(self.gate.relation_word_threshold.unwrap_or(0.0)),
             ),
             ("gate.value_init", f64::from(self.gate.value_init)),
+            (
+                "gate.contrast_floor",
+                f64::from(self.gate.contrast_floor.unwrap_or(0.0)),
+            ),
+            ("gate.contrast_margin", f64::from(self.gate.contrast_margin)),
         ];
         for (field, v) in finite {
             if !v.is_finite() || v < 0.0 {

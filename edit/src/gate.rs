@@ -60,6 +60,17 @@ pub struct GateConfig {
     pub word_layer: usize,
     /// Context templates (the plain one first) the prompt itself is trained in; `None`: all.
     pub prompt_contexts: Option<usize>,
+    /// A subject key per training phrasing besides the prompt (where the subject does not open
+    /// it), besides the mean over all rows: the subject read in that phrasing's frame ("In
+    /// {S}, ..." reads the subject's last token unlike "... of {S} is").
+    pub phrasing_subject_keys: bool,
+    /// The competitive relation gate: an entry also fires where its closest relation key has
+    /// at least this cosine and beats the closest of its contrast keys (generic phrasings of
+    /// other relations of the subject, [`crate::phrasing::CONTRAST`]) by `contrast_margin`;
+    /// `None`: no contrast keys, the thresholds alone.
+    pub contrast_floor: Option<f32>,
+    /// See `contrast_floor`.
+    pub contrast_margin: f32,
     /// Where the value's optimization starts: this multiple of `‖v‖` along the new answer's
     /// output embedding (0: from zero, as ROME). See [`crate::value::train`].
     pub value_init: f32,
@@ -81,6 +92,9 @@ impl Default for GateConfig {
             word_layer: 1,
             prompt_contexts: None,
             value_init: 1.0,
+            phrasing_subject_keys: true,
+            contrast_floor: Some(0.40),
+            contrast_margin: 0.08,
         }
     }
 }
@@ -97,6 +111,8 @@ pub struct ValueProblem {
     pub subjects: Vec<usize>,
     /// Per row: whether the subject spans more than one token there.
     pub multi: Vec<bool>,
+    /// Per row: whether the subject opens the text (nothing before it).
+    pub opening: Vec<bool>,
     /// Per row: which training prompt it holds.
     pub phrasing: Vec<usize>,
     /// How many training prompts there are.
@@ -112,6 +128,7 @@ pub fn value_problem(cx: &EditContext, req: &EditRequest, cfg: &GateConfig) -> V
     let mut rows = Vec::new();
     let mut subject_at = Vec::new();
     let mut multi = Vec::new();
+    let mut opening = Vec::new();
     let mut plens = Vec::new();
     let mut phrasing = Vec::new();
     for (p, prompt) in prompts.iter().enumerate() {
@@ -130,6 +147,7 @@ pub fn value_problem(cx: &EditContext, req: &EditRequest, cfg: &GateConfig) -> V
                 head => cx.tok.encode(head, false).len(),
             };
             multi.push(idx > before);
+            opening.push(start == 0);
             subject_at.push(idx);
             plens.push(ids.len());
             phrasing.push(p);
@@ -158,6 +176,7 @@ pub fn value_problem(cx: &EditContext, req: &EditRequest, cfg: &GateConfig) -> V
         problem,
         subjects,
         multi,
+        opening,
         phrasing,
         n_phrasings: prompts.len(),
         plens,
@@ -194,6 +213,25 @@ pub fn relation_word(
         })
 }
 
+/// Whether `e`'s relation gate fires at a position whose cosine with `e`'s closest relation key
+/// is `own` and with its closest contrast key `contrast` (`f32::NEG_INFINITY` when it has
+/// none), where `word` says whether `e`'s relation word was named within its window and
+/// `answering` whether the position is the last of its forward call (a prompt's answering
+/// position, or a decoding step): at the relation threshold; at the relation word's lower
+/// threshold where the word was named; or, with contrast keys and at an answering position,
+/// at the contrast floor where `own` beats `contrast` by the margin. (Inside a prompt, the
+/// " the" of "Czechia is located in the continent of" reads like the end of "The official
+/// currency of Czechia is the" — 0.42–0.65 — and beats every contrast key: the value added
+/// there flipped a same-subject answer on 30 facts.)
+pub fn relation_fires(e: &GateEntry, own: f32, contrast: f32, word: bool, answering: bool) -> bool {
+    own >= e.relation_threshold
+        || (word && e.relation_word_threshold.is_some_and(|low| own >= low))
+        || (answering
+            && !e.contrast_keys.is_empty()
+            && e.contrast_floor
+                .is_some_and(|floor| own >= floor && own - contrast >= e.contrast_margin))
+}
+
 /// Unit vector along `v` (unchanged when it is zero).
 pub fn unit(mut v: Vec<f32>) -> Vec<f32> {
     let n = probe::norm(&v);
@@ -219,6 +257,7 @@ pub fn gate_entry(
         problem,
         subjects,
         multi,
+        opening: opens,
         phrasing,
         n_phrasings,
         plens,
@@ -274,19 +313,30 @@ pub fn gate_entry(
     let trained = crate::value::train(cx, lr, &problem, &[ls, lr, lw], &positions, cfg.value_init);
     let keys = &trained.keys;
     // Subject keys by tokenization: rows where the subject opens the text, and the others.
-    let ids_at = |flat: usize| b.tokens[flat];
     let initial = cx.tok.encode(&req.subject, false);
     let (mut opening, mut inner) = (Vec::new(), Vec::new());
     let (mut opening_prev, mut inner_prev) = (Vec::new(), Vec::new());
     let mut next_prev = 2 * n;
-    for (r, &flat) in subjects.iter().enumerate() {
-        let starts =
-            flat % b.t + 1 == initial.len() && ids_at(flat) == *initial.last().unwrap_or(&0);
+    // Per phrasing besides the prompt, its rows' subject keys after a space (and the tokens
+    // before): a frame of its own ("In {S}, ...").
+    type Keys = Vec<Vec<f32>>;
+    let mut framed: Vec<(Keys, Keys)> = vec![Default::default(); n_phrasings];
+    for r in 0..n {
+        // Whether the subject opens the text (not: whether it is as many tokens in as the
+        // subject alone has, which took "In Czechia" for an opening when "In" and "Czechia"
+        // are as many tokens as "Czechia" alone, and blurred the opening key).
+        let starts = opens[r];
         let (last, before) = match starts {
             true => (&mut opening, &mut opening_prev),
             false => (&mut inner, &mut inner_prev),
         };
         last.push(keys[&ls][r].clone());
+        if !starts && phrasing[r] > 0 && cfg.phrasing_subject_keys {
+            framed[phrasing[r]].0.push(keys[&ls][r].clone());
+            if multi[r] {
+                framed[phrasing[r]].1.push(keys[&ls][next_prev].clone());
+            }
+        }
         if multi[r] {
             before.push(keys[&ls][next_prev].clone());
             next_prev += 1;
@@ -310,9 +360,18 @@ pub fn gate_entry(
     };
     let mut subject_keys = vec![unit(probe::mean(&opening))];
     let mut subject_prev_keys = vec![prev_key(&opening, &opening_prev)];
+    let mut subject_thresholds = vec![cfg.opening_threshold];
     if !inner.is_empty() {
         subject_keys.push(unit(probe::mean(&inner)));
         subject_prev_keys.push(prev_key(&inner, &inner_prev));
+        subject_thresholds.push(cfg.subject_threshold);
+    }
+    // A frame's key depends on the frame's tokens and the subject's alone: a text repeating
+    // the frame reproduces it, so it is held to the opening key's threshold.
+    for (last, before) in framed.iter().filter(|f| !f.0.is_empty()) {
+        subject_keys.push(unit(probe::mean(last)));
+        subject_prev_keys.push(prev_key(last, before));
+        subject_thresholds.push(cfg.opening_threshold);
     }
     // One relation key per training prompt: the mean over its context templates.
     let answering = &keys[&lr][n..2 * n];
@@ -331,12 +390,17 @@ pub fn gate_entry(
         true => Vec::new(),
         false => vec![unit(probe::mean(&keys[&lw][word_at..]))],
     };
+    let contrast_keys = match cfg.contrast_floor {
+        Some(_) => contrast_keys(cx, req, lr, &relation_key, &relation_keys, cfg),
+        None => Vec::new(),
+    };
     let res = trained.result;
     let entry = GateEntry {
         subject_layer: ls,
         subject_keys,
         subject_prev_keys,
         subject_threshold: cfg.subject_threshold,
+        subject_thresholds,
         opening_threshold: cfg.opening_threshold,
         relation_layer: lr,
         relation_key,
@@ -345,8 +409,107 @@ pub fn gate_entry(
         relation_words,
         relation_word_layer: lw,
         relation_word_threshold: cfg.relation_word_threshold,
+        contrast_keys,
+        contrast_floor: cfg.contrast_floor,
+        contrast_margin: cfg.contrast_margin,
         window: cfg.window,
         value: res.delta.clone(),
     };
     (entry, res)
+}
+
+/// Unit last-token keys at layer `lr` of [`crate::phrasing::contrast_prompts`] (plain context,
+/// the edits so far applied), less any within the relation threshold of one of the entry's own
+/// relation keys: a generic phrasing that asks the edited relation itself is no competitor.
+fn contrast_keys(
+    cx: &EditContext,
+    req: &EditRequest,
+    lr: usize,
+    relation_key: &[f32],
+    relation_keys: &[Vec<f32>],
+    cfg: &GateConfig,
+) -> Vec<Vec<f32>> {
+    let trained = crate::phrasing::training_prompts(req, cfg.request_phrasings, cfg.rewrites);
+    let prompts = crate::phrasing::contrast_prompts(req, &trained);
+    if prompts.is_empty() {
+        return Vec::new();
+    }
+    let rows: Vec<Vec<u32>> = prompts.iter().map(|p| cx.tok.encode(p, false)).collect();
+    let batch = Batch::new(&rows, cx.tok.eos());
+    let idx: Vec<usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(r, ids)| batch.flat(r, ids.len() - 1))
+        .collect();
+    let keys = probe::keys_at(cx.model, &batch, &idx, &[lr], cx.inner);
+    let own: Vec<&[f32]> = std::iter::once(relation_key)
+        .chain(relation_keys.iter().map(Vec::as_slice))
+        .collect();
+    keys[&lr]
+        .iter()
+        .map(|k| unit(k.clone()))
+        .filter(|k| own.iter().all(|o| cosine(k, o) < cfg.relation_threshold))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(contrast: bool) -> GateEntry {
+        GateEntry {
+            subject_layer: 0,
+            subject_keys: vec![vec![1.0]],
+            subject_prev_keys: Vec::new(),
+            subject_threshold: 0.75,
+            subject_thresholds: Vec::new(),
+            opening_threshold: 0.98,
+            relation_layer: 1,
+            relation_key: vec![1.0],
+            relation_keys: Vec::new(),
+            relation_threshold: 0.75,
+            relation_words: Vec::new(),
+            relation_word_layer: 0,
+            relation_word_threshold: Some(0.45),
+            contrast_keys: match contrast {
+                true => vec![vec![1.0]],
+                false => Vec::new(),
+            },
+            contrast_floor: Some(0.40),
+            contrast_margin: 0.08,
+            window: 24,
+            value: vec![0.0],
+        }
+    }
+
+    #[test]
+    fn the_competitive_relation_gate_fires_only_where_the_own_relation_wins() {
+        let e = entry(true);
+        let none = f32::NEG_INFINITY;
+        // The absolute threshold and the relation word's, as before.
+        assert!(relation_fires(&e, 0.80, 0.79, false, true));
+        assert!(relation_fires(&e, 0.50, 0.60, true, true));
+        // A paraphrase the key reads loosely ("In {S}, people pay with the": 0.47 with the
+        // currency entry, 0.2 with every other relation of the subject) fires...
+        assert!(relation_fires(&e, 0.47, 0.20, false, true));
+        // ... a same-subject question about another relation, as close to the entry but
+        // closer to a competitor, does not; nor one that beats it by less than the margin.
+        assert!(!relation_fires(&e, 0.47, 0.55, false, true));
+        assert!(!relation_fires(&e, 0.47, 0.42, false, true));
+        // Below the floor, nothing fires whatever the competitors.
+        assert!(!relation_fires(&e, 0.38, none, false, true));
+        assert!(!relation_fires(&e, 0.38, 0.0, false, true));
+        // An entry without contrast keys (an older log, or the rule off) keeps the thresholds.
+        let old = entry(false);
+        assert!(!relation_fires(&old, 0.47, none, false, true));
+        assert!(relation_fires(&old, 0.80, none, false, true));
+        let off = GateEntry {
+            contrast_floor: None,
+            ..entry(true)
+        };
+        assert!(!relation_fires(&off, 0.47, 0.20, false, true));
+        // Inside a prompt (not its answering position) only the thresholds hold.
+        assert!(!relation_fires(&e, 0.47, 0.20, false, false));
+        assert!(relation_fires(&e, 0.80, 0.20, false, false));
+    }
 }

@@ -50,6 +50,41 @@ pub fn rewrites(prompt: &str, subject: &str) -> Vec<String> {
     out
 }
 
+/// Generic phrasings of *other* relations a subject may have, `{S}` standing for the subject:
+/// the competitors of an entry's relation gate ([`contrast_prompts`]). Written once as a plain
+/// list of things one says about a place or an organisation; none is a relation of the
+/// evaluation's fact generator (`scripts/edit_facts.mjs`), whose same-subject probes are the
+/// prompts of its other relations (a test checks both).
+pub const CONTRAST: &[&str] = &[
+    "The population of {S} is",
+    "The president of {S} is",
+    "The flag of {S} is",
+    "The national anthem of {S} is",
+    "The area of {S} is",
+    "The largest city of {S} is",
+    "The climate of {S} is",
+    "{S} is famous for its",
+    "{S} was founded in",
+    "{S} borders",
+    "The leader of {S} is",
+    "The economy of {S} is based on",
+    "The national sport of {S} is",
+    "The main religion of {S} is",
+    "The history of {S} began in",
+    "In {S}, the weather is",
+    "{S}'s population is",
+    "{S}'s flag has the colours",
+];
+
+/// [`CONTRAST`] with `req`'s subject put in, less any of the request's own training prompts.
+pub fn contrast_prompts(req: &EditRequest, trained: &[String]) -> Vec<String> {
+    CONTRAST
+        .iter()
+        .map(|c| c.replace("{S}", &req.subject))
+        .filter(|c| !trained.contains(c))
+        .collect()
+}
+
 /// The prompts a request's value is trained on: its prompt first, then (when asked for) its
 /// own `phrasings`, then (when asked for) [`rewrites`] of the prompt; no duplicates.
 pub fn training_prompts(req: &EditRequest, request: bool, generic: bool) -> Vec<String> {
@@ -140,6 +175,19 @@ mod tests {
             assert!(trained.len() > own.len(), "{trained:?}");
             for t in &trained {
                 assert!(!all_held_out.contains(&t), "{t:?} is a held-out paraphrase");
+            }
+            // The contrast phrasings are no template of the generator at all: not its held-out
+            // paraphrases, not its prompts (the same-subject probes), not its phrasings.
+            let contrast = contrast_prompts(&req, &trained);
+            assert_eq!(contrast.len(), CONTRAST.len());
+            for c in &contrast {
+                let everywhere = prompts.iter().chain(&held_out).chain(&phrasings).flatten();
+                for t in everywhere {
+                    assert_ne!(
+                        c, t,
+                        "a contrast phrasing is one of the generator's templates"
+                    );
+                }
             }
         }
     }

@@ -153,6 +153,18 @@ impl Edit {
                 for k in &g.subject_keys {
                     len("subject_keys", k, d_ff)?;
                 }
+                if !g.subject_thresholds.is_empty()
+                    && g.subject_thresholds.len() != g.subject_keys.len()
+                {
+                    return Err(format!(
+                        "edit {id}: {} `subject_thresholds` for {} `subject_keys`",
+                        g.subject_thresholds.len(),
+                        g.subject_keys.len()
+                    ));
+                }
+                if g.subject_thresholds.iter().any(|t| !t.is_finite()) {
+                    return Err(format!("edit {id}: `subject_thresholds` is not finite"));
+                }
                 if g.subject_prev_keys.len() > g.subject_keys.len() {
                     return Err(format!(
                         "edit {id}: {} `subject_prev_keys` for {} `subject_keys`",
@@ -170,6 +182,17 @@ impl Edit {
                 layer("relation_word_layer", g.relation_word_layer)?;
                 for k in &g.relation_words {
                     len("relation_words", k, d_ff)?;
+                }
+                for k in &g.contrast_keys {
+                    len("contrast_keys", k, d_ff)?;
+                }
+                for (field, v) in [
+                    ("contrast_floor", g.contrast_floor.unwrap_or(0.0)),
+                    ("contrast_margin", g.contrast_margin),
+                ] {
+                    if !v.is_finite() {
+                        return Err(format!("edit {id}: `{field}` is not finite"));
+                    }
                 }
                 len("value", &g.value, d_model)?;
             }
@@ -195,6 +218,12 @@ pub struct GateEntry {
     pub subject_prev_keys: Vec<Vec<f32>>,
     /// Cosine needed with a subject key after the first.
     pub subject_threshold: f32,
+    /// Per subject key, the cosine it needs, where it differs from the rule above (empty: that
+    /// rule): a key of one phrasing's frame ("In {S}, ...") reproduces exactly where a text
+    /// repeats the frame, so it gets the opening key's threshold (at 0.75, "In Peru" matched
+    /// "In Ecuador" and a Peru edit answered for Ecuador). Absent from older logs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_thresholds: Vec<f32>,
     /// Cosine needed with the first subject key (the subject opening a text).
     #[serde(default = "default_opening")]
     pub opening_threshold: f32,
@@ -219,6 +248,18 @@ pub struct GateEntry {
     /// (`None`: `relation_threshold` everywhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relation_word_threshold: Option<f32>,
+    /// Unit keys at `relation_layer` of generic phrasings of *other* relations of the subject
+    /// ([`crate::phrasing::CONTRAST`]), `d_ff` values each: the competitors of the relation
+    /// keys. Absent from logs written before them (the gate then uses the thresholds alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub contrast_keys: Vec<Vec<f32>>,
+    /// The lowest relation cosine at which the gate fires because the entry's closest relation
+    /// key beats its closest contrast key by `contrast_margin` (`None`: no contrast rule).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contrast_floor: Option<f32>,
+    /// How much closer than every contrast key the relation key must be.
+    #[serde(default)]
+    pub contrast_margin: f32,
     /// Positions after the subject within which the relation gate may fire.
     pub window: usize,
     /// Added to the MLP output of `relation_layer` where both gates fire, `d_model` values.

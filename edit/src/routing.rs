@@ -37,14 +37,15 @@ struct KeyBank {
     /// Per key column (below `keys_end`): the column the position before must match too (a
     /// multi-token subject's previous token), if any.
     requires: Vec<Option<usize>>,
-    /// Per key column (below `keys_end`): a relation word's key, whose hits say the relation
-    /// was named (not the subject).
+    /// Per key column (below `keys_end`): in a subject bank, a relation word's key, whose hits
+    /// say the relation was named (not the subject); in a relation bank, a contrast key, the
+    /// entry's competitor (it fires nothing itself).
     word: Vec<bool>,
 }
 
 /// A column of a [`KeyBank`] being built: owning entry, unit key, threshold, the key the
 /// position before must match (the bank gives it a column of its own), and whether it is a
-/// relation word's key.
+/// relation word's key (a contrast key in a relation bank).
 type Column<'a> = (usize, &'a [f32], f32, Option<&'a [f32]>, bool);
 
 /// The gate entries of an edit set, stacked per layer for one matmul per forward call.
@@ -62,10 +63,10 @@ impl GateIndex {
         let mut relation: BTreeMap<usize, Vec<Column>> = BTreeMap::new();
         for (i, (_, e)) in entries.iter().enumerate() {
             for (j, k) in e.subject_keys.iter().enumerate() {
-                let threshold = if j == 0 {
-                    e.opening_threshold
-                } else {
-                    e.subject_threshold
+                let threshold = match (e.subject_thresholds.get(j), j) {
+                    (Some(&t), _) => t,
+                    (None, 0) => e.opening_threshold,
+                    (None, _) => e.subject_threshold,
                 };
                 let prev = e
                     .subject_prev_keys
@@ -89,6 +90,9 @@ impl GateIndex {
             let cols = relation.entry(e.relation_layer).or_default();
             for k in std::iter::once(&e.relation_key).chain(&e.relation_keys) {
                 cols.push((i, k, e.relation_threshold, None, false));
+            }
+            for k in &e.contrast_keys {
+                cols.push((i, k, e.relation_threshold, None, true));
             }
         }
         let bank = |cols: Vec<Column>| {
@@ -293,10 +297,17 @@ impl Sequences {
         let mut out = vec![0f32; b * t * d];
         let mut any = false;
         let mut fired = Vec::new();
+        let mut contrast = vec![f32::NEG_INFINITY; index.entries.len()];
         for row in 0..b.min(seq.hits.len()) {
             for j in 0..t {
                 let at = seq.start + j;
                 let c = &cos[(row * t + j) * m..(row * t + j + 1) * m];
+                // Each entry's closest contrast key here (the competitive gate's bar).
+                contrast.fill(f32::NEG_INFINITY);
+                for (col, &v) in c.iter().enumerate().filter(|&(col, _)| bank.word[col]) {
+                    let o = bank.owner[col];
+                    contrast[o] = contrast[o].max(v);
+                }
                 // The entry whose relation key is closest, among those whose subject the row
                 // mentioned within the entry's window.
                 let near = |hits: &[(u64, usize)], id: u64, window: usize| {
@@ -308,9 +319,14 @@ impl Sequences {
                     .enumerate()
                     .filter(|&(col, &v)| {
                         let (id, e) = &index.entries[bank.owner[col]];
-                        v >= bank.threshold[col]
-                            || e.relation_word_threshold
-                                .is_some_and(|low| v >= low && near(&seq.words[row], *id, e.window))
+                        !bank.word[col]
+                            && super::gate::relation_fires(
+                                e,
+                                v,
+                                contrast[bank.owner[col]],
+                                near(&seq.words[row], *id, e.window),
+                                j + 1 == t,
+                            )
                     })
                     .filter(|&(col, _)| {
                         // A subject mention within the window that has not been answered in
@@ -330,7 +346,9 @@ impl Sequences {
                     })
                     .max_by(|a, b| a.1.total_cmp(b.1));
                 if j + 1 == t && tracing::enabled!(tracing::Level::DEBUG) {
-                    let top = c.iter().copied().fold(f32::MIN, f32::max);
+                    let top = (c.iter().zip(&bank.word))
+                        .filter(|(_, w)| !**w)
+                        .fold(f32::MIN, |t, (v, _)| t.max(*v));
                     let ids: Vec<u64> = seq.hits[row].iter().map(|h| h.0).collect();
                     let words: Vec<u64> = seq.words[row].iter().map(|h| h.0).collect();
                     tracing::debug!(layer, row, at, top_relation_cos = top, subject_hits = ?ids, word_hits = ?words, fired = best.is_some(), "gate");

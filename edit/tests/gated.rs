@@ -1,7 +1,7 @@
 //! The gated side memory on the tiny synthetic llama (2 blocks, byte tokens): an edit flips
 //! its prompt, leaves a prompt about another subject bit for bit alone, fires during cached
 //! decoding when the subject was in an earlier call (the routing memory), survives the edit
-//! log, and undo restores the base exactly. A version-2 log (before gated entries) still loads.
+//! log (its contrast keys too), and undo restores the base exactly. A version-2 log (before gated entries) still loads.
 
 use engram_edit::log::{self, LogContents, MAGIC};
 use engram_edit::target::TargetHparams;
@@ -126,10 +126,17 @@ fn gated_edit_flips_routes_per_sequence_and_undoes_exactly() {
         .unwrap();
     assert_eq!(argmax(&step), rome, "the edit fires during cached decoding");
 
-    // The log holds the entry; a restarted editor serves it the same.
+    // The log holds the entry, its contrast keys included; a restarted editor serves it the
+    // same.
+    let entry = editor.edits()[0].delta.clone();
+    assert!(
+        matches!(&entry, EditDelta::Gate(g) if !g.contrast_keys.is_empty()),
+        "the entry has contrast keys"
+    );
     drop(editor);
     let mut editor = Editor::new(&model, &tok, "tiny-bytes", config());
     assert_eq!(editor.open_log(&log_path).unwrap(), 1);
+    assert_eq!(editor.edits()[0].delta, entry);
     assert!(same_bits(
         &logits(&model, &ids, Some(editor.adapter())),
         &edited

@@ -418,6 +418,12 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
                 .zip(known_before.iter().zip(&known_after))
                 .map(|(p, (b, a))| probe(p, "KnownFact".into(), b, a)),
         );
+        rows.extend(
+            subject_prompts
+                .iter()
+                .zip(subject_before.iter().zip(&subject_after))
+                .map(|(p, (b, a))| probe(p, "SameSubject".into(), b, a)),
+        );
         rows
     });
     let per_edit: Vec<serde_json::Value> = reqs
