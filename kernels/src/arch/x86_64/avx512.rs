@@ -19,7 +19,7 @@ use crate::arch::panel::{self, PanelTile};
 use crate::arch::{Panel, PanelShape};
 use crate::quant::{BlockQ4_1, BlockQ8_0, BlockQ8_1};
 
-use super::avx2::{load_i8x32, nibbles};
+use super::avx2::{PREFETCH_ROW, load_i8x32, nibbles, prefetch_ahead};
 
 /// Horizontal sum of eight floats.
 #[inline]
@@ -78,6 +78,9 @@ pub(crate) unsafe fn vec_dot_q4_1_q8_1_tile<const R: usize, const M: usize>(
     // Lane r of summs[m]: Σ m_r · s8_m.
     let mut summs = [_mm_setzero_ps(); M];
     for i in 0..nb {
+        for r in x {
+            prefetch_ahead::<PREFETCH_ROW, _>(&r[i]);
+        }
         let xd = f16x4(x.map(|r| r[i].d));
         let xm = f16x4(x.map(|r| r[i].m));
         let q = x.map(|r| nibbles(&r[i].qs));
