@@ -10,10 +10,10 @@
 //! sequences; a one-token call of the same batch size continues them. A prompt fed in several
 //! chunks therefore only sees subjects of its last chunk (documented limit).
 //!
-//! The fused CPU decoder serves the same memory through [`GateSession`] (a
+//! The fused CPU decoder serves the same memory through `GateSession` (a
 //! [`RoutedTerm`]): one sequence per decoder, whose calls give their absolute positions, so a
 //! prompt in several chunks keeps its earlier chunks' subjects there. Both paths run the one
-//! rule, [`Sequences::route`], on cosines computed by burn (graph) or on the host (fused).
+//! rule, `Sequences::route`, on cosines computed by burn (graph) or on the host (fused).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
