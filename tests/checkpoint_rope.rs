@@ -3,32 +3,19 @@
 //! `tests/arch_parity.rs` proves against llama.cpp (`llama_yarn`).
 
 use std::path::Path;
-use std::sync::Arc;
 
 use engram::harness::synthetic_arch::{ARCH_SEED, ArchCase, arch_gguf};
 use engram::kernels::GgmlType;
-use engram::runtime::backend;
 use engram::runtime::checkpoint::CheckpointError;
 use engram::runtime::checkpoint::export::write_checkpoint;
-use engram::runtime::cpu::CpuContext;
-use engram::runtime::model::llama::{Llama, Logits};
 use engram::runtime::model_file::{LoadError, ModelFile};
 use serde_json::{Value, json};
+
+mod common;
 
 /// Max |Δlogit| between the checkpoint and the GGUF file of the same F32 weights: only the
 /// order of the q·k sums differs (half-split vs adjacent pairs).
 const F32_TOL: f32 = 1e-4;
-
-fn logits(file: &ModelFile, tokens: &[u32]) -> Vec<f32> {
-    let cpu = Arc::new(CpuContext::new(2).unwrap());
-    let model = Llama::load(file, &backend::cpu(), cpu).unwrap_or_else(|e| panic!("{e}"));
-    model
-        .forward(tokens, 1, None, None, Logits::All)
-        .unwrap()
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap()
-}
 
 /// `dir`'s config.json with `rope_scaling` set to `scaling`.
 fn set_rope_scaling(dir: &Path, scaling: Value) {
@@ -52,11 +39,11 @@ fn a_yarn_checkpoint_runs_the_yarn_gguf_function() {
     write_checkpoint(&gguf, &out, GgmlType::F32, 1).unwrap();
     // 40 positions: past the original context of 32.
     let tokens: Vec<u32> = (0..40).map(|i| (i * 37 % 250) as u32).collect();
-    let want = logits(&gguf, &tokens);
+    let want = common::all_logits(&gguf, &tokens);
     let diff = |scaling: Value| {
         set_rope_scaling(&out, scaling);
         let ckpt = ModelFile::open(&out).unwrap_or_else(|e| panic!("{e}"));
-        let got = logits(&ckpt, &tokens);
+        let got = common::all_logits(&ckpt, &tokens);
         want.iter()
             .zip(&got)
             .map(|(a, b)| (a - b).abs())

@@ -15,7 +15,7 @@ use engram::runtime::backend;
 use engram::runtime::checkpoint::CheckpointError;
 use engram::runtime::checkpoint::export::{write_checkpoint, write_checkpoint_with};
 use engram::runtime::cpu::CpuContext;
-use engram::runtime::model::llama::{Llama, Logits};
+use engram::runtime::model::llama::Llama;
 use engram::runtime::model::tokenizer::Tokenizer;
 use engram::runtime::model_file::{LoadError, ModelFile, WeightLayout};
 
@@ -25,17 +25,6 @@ mod common;
 /// The functions are equal; only the order of the q·k sums differs (half-split vs adjacent
 /// pairs), so the logits agree to f32 rounding.
 const F32_TOL: f32 = 1e-4;
-
-fn logits(file: &ModelFile, tokens: &[u32]) -> Vec<f32> {
-    let cpu = Arc::new(CpuContext::new(2).unwrap());
-    let model = Llama::load(file, &backend::cpu(), cpu).unwrap_or_else(|e| panic!("{e}"));
-    model
-        .forward(tokens, 1, None, None, Logits::All)
-        .unwrap()
-        .into_data()
-        .try_to_vec::<f32>()
-        .unwrap()
-}
 
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
@@ -55,7 +44,10 @@ fn compare(gguf: &ModelFile, dir: &Path, text: &str) -> f32 {
     );
     let tokens = t1.encode(text, true);
     assert_eq!(t2.encode(text, true), tokens, "token ids of {text:?}");
-    max_diff(&logits(gguf, &tokens), &logits(&ckpt, &tokens))
+    max_diff(
+        &common::all_logits(gguf, &tokens),
+        &common::all_logits(&ckpt, &tokens),
+    )
 }
 
 fn tiny() -> (tempfile::TempDir, ModelFile) {

@@ -45,3 +45,18 @@ pub fn last_logits(
         .try_to_vec::<f32>()
         .unwrap()
 }
+
+/// The logits at every position of `tokens` (one row) through the graph of `file` on the CPU
+/// with 2 threads: what the checkpoint tests compare between a checkpoint and its GGUF file.
+pub fn all_logits(file: &engram::runtime::model_file::ModelFile, tokens: &[u32]) -> Vec<f32> {
+    use engram::runtime::model::llama::{Llama, Logits};
+    let cpu = std::sync::Arc::new(engram::runtime::cpu::CpuContext::new(2).unwrap());
+    let model =
+        Llama::load(file, &engram::runtime::backend::cpu(), cpu).unwrap_or_else(|e| panic!("{e}"));
+    model
+        .forward(tokens, 1, None, None, Logits::All)
+        .unwrap()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
