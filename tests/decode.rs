@@ -13,6 +13,8 @@ use engram::runtime::model::llama::{DECODE_TOLERANCE, Decoder, LinearAdapter, Ll
 use engram::runtime::model_file::ModelFile;
 use engram::{backend, resolve_model};
 
+mod common;
+
 // "The capital of France is Paris. The capital of Italy is"
 const TOKENS: [u32; 12] = [
     504, 3575, 282, 4649, 314, 7042, 30, 378, 3575, 282, 8040, 314,
@@ -52,17 +54,12 @@ fn lora(model: &Llama) -> Lora {
 /// Largest |Δ| over the 20 largest logits of `want`, and whether the top token agrees (when
 /// `want`'s margin between its first and second is above 0.25, as the parity tests ask).
 fn compare(got: &[f32], want: &[f32]) -> (f32, bool) {
-    let mut order: Vec<usize> = (0..want.len()).collect();
-    order.sort_by(|&a, &b| want[b].total_cmp(&want[a]));
-    let worst = order[..20]
-        .iter()
-        .map(|&i| (got[i] - want[i]).abs())
-        .fold(0f32, f32::max);
-    let top = (0..got.len())
-        .max_by(|&a, &b| got[a].total_cmp(&got[b]))
-        .unwrap();
-    let margin = want[order[0]] - want[order[1]];
-    (worst, top == order[0] || margin <= 0.25)
+    let worst = common::top20_max_diff(got, want);
+    let (top, best) = (argmax(got), argmax(want) as usize);
+    let second = (want.iter().enumerate())
+        .filter(|&(i, _)| i != best)
+        .fold(f32::MIN, |m, (_, &v)| m.max(v));
+    (worst, top as usize == best || want[best] - second <= 0.25)
 }
 
 #[test]

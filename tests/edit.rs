@@ -166,12 +166,7 @@ fn the_gated_memory_is_served_on_the_fused_path_as_on_the_graph() {
     let n_vocab = model.config().n_vocab;
     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
     let close = |got: &[f32], want: &[f32], what: &str| {
-        let mut order: Vec<usize> = (0..want.len()).collect();
-        order.sort_by(|&a, &b| want[b].total_cmp(&want[a]));
-        let worst = order[..20]
-            .iter()
-            .map(|&i| (got[i] - want[i]).abs())
-            .fold(0f32, f32::max);
+        let worst = common::top20_max_diff(got, want);
         assert!(worst <= DECODE_TOLERANCE, "{what}: top-20 |Δlogit| {worst}");
         assert_eq!(argmax(got), argmax(want), "{what}: top token");
     };

@@ -60,3 +60,14 @@ pub fn all_logits(file: &engram::runtime::model_file::ModelFile, tokens: &[u32])
         .try_to_vec::<f32>()
         .unwrap()
 }
+
+/// Largest |Δ| between `got` and `want` over `want`'s 20 largest logits: the measure of the
+/// llama.cpp parity tests and of the decoder-vs-graph checks.
+pub fn top20_max_diff(got: &[f32], want: &[f32]) -> f32 {
+    let mut order: Vec<usize> = (0..want.len()).collect();
+    order.sort_by(|&a, &b| want[b].total_cmp(&want[a]));
+    order[..20]
+        .iter()
+        .map(|&i| (got[i] - want[i]).abs())
+        .fold(0f32, f32::max)
+}
