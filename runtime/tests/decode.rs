@@ -38,6 +38,11 @@ fn lcg(seed: &mut u64) -> f32 {
     ((*seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
 }
 
+/// `n` token ids in `0..64` from `seed` (advanced as `n` calls of [`lcg`]).
+fn random_tokens(seed: &mut u64, n: usize) -> Vec<u32> {
+    (0..n).map(|_| ((lcg(seed) + 1.0) * 31.9) as u32).collect()
+}
+
 /// Random rank-`rank` terms on some projections: `delta` through burn, `decode_delta` as the
 /// factors.
 struct TestLowRank {
@@ -391,9 +396,7 @@ fn the_planned_decode_copy_is_what_decoding_allocates() {
 fn fused_prefill_matches_the_graph() {
     let dir = tempfile::tempdir().unwrap();
     let mut seed = 5u64;
-    let prompt: Vec<u32> = (0..72)
-        .map(|_| ((lcg(&mut seed) + 1.0) * 31.9) as u32)
-        .collect();
+    let prompt: Vec<u32> = random_tokens(&mut seed, 72);
     for spec in [
         TinyLlamaSpec {
             n_ctx: 128,
@@ -506,9 +509,7 @@ fn a_routed_term_is_served_like_the_graphs() {
     };
     let path = write_tiny_llama(dir.path(), &spec, GgmlType::Q8_0, 11);
     let mut seed = 23u64;
-    let prompt: Vec<u32> = (0..40)
-        .map(|_| ((lcg(&mut seed) + 1.0) * 31.9) as u32)
-        .collect();
+    let prompt: Vec<u32> = random_tokens(&mut seed, 40);
     let n_vocab = spec.n_vocab;
     let mut one_thread: Vec<Vec<f32>> = Vec::new();
     for threads in [1, 2, 3] {
@@ -587,9 +588,7 @@ fn a_batched_prefill_is_each_sequences_own() {
     };
     let path = write_tiny_llama(dir.path(), &spec, GgmlType::Q4_1, 13);
     let mut seed = 29u64;
-    let tokens: Vec<u32> = (0..30)
-        .map(|_| ((lcg(&mut seed) + 1.0) * 31.9) as u32)
-        .collect();
+    let tokens: Vec<u32> = random_tokens(&mut seed, 30);
     let prompts: [&[u32]; 3] = [&tokens[..1], &tokens[1..7], &tokens[7..20]];
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<u32>>();
     for threads in [1, 2, 3] {
