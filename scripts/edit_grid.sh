@@ -14,6 +14,10 @@
 #   (a method the binary does not know is skipped with a message)
 # EDIT_ARGS: further `engram edit` arguments for every run (e.g. `--details`: per-probe
 # answers and the paraphrase table by template in each JSON report).
+# Each row keeps an edit log (OUT_DIR/METHOD-N.log) while it runs and deletes it once its report
+# is written: a row stopped part-way (a session's end, a kill) resumes from its log on the next
+# run with the same OUT_DIR, keeping the edits and per-edit times already made (the report's
+# "resumed" says how many). Delete the log to start that row over (after changing the binary).
 # Needs a release build (`cargo build --release --bins`); ENGRAM_MODEL or the model cache.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,8 +42,9 @@ for n in $sizes; do
         fi
         echo "$m × $n ..." >&2
         "$bin" edit "${facts[@]}" --method "$m" --sequential --limit "$n" --known-probes 20 \
-            --generate 20 --json ${EDIT_ARGS:-} >"$out/$m-$n.json.tmp"
+            --generate 20 --json --log "$out/$m-$n.log" ${EDIT_ARGS:-} >"$out/$m-$n.json.tmp"
         mv "$out/$m-$n.json.tmp" "$out/$m-$n.json"
+        rm -f "$out/$m-$n.log" "$out/$m-$n.log.lock"
     done
 done
 python3 - "$out" "$all_from" $sizes -- $methods <<'PY'

@@ -321,3 +321,86 @@ fn a_missing_facts_file_is_named() {
         "{stderr}"
     );
 }
+
+/// `engram edit --log` resumes: a request the log already holds is not applied again (its id
+/// and time come from the log), the rest are applied after it, and a second run over the same
+/// requests adds nothing.
+#[test]
+fn an_edit_run_with_a_log_resumes_where_the_last_one_ended() {
+    use engram::edit::log;
+    use engram::harness::synthetic::{BYTE_VOCAB, TinyLlamaSpec, tiny_llama_gguf_with_bytes};
+    use engram::kernels::GgmlType;
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = TinyLlamaSpec {
+        n_vocab: BYTE_VOCAB,
+        n_ctx: 128,
+        ..TinyLlamaSpec::default()
+    };
+    let base = dir.path().join("tiny.gguf");
+    std::fs::write(&base, tiny_llama_gguf_with_bytes(&spec, GgmlType::Q8_0, 5)).unwrap();
+    let facts = dir.path().join("facts.jsonl");
+    std::fs::write(
+        &facts,
+        concat!(
+            r#"{"case_id":"a","subject":"Zork","prompt":"Zork lives in","target_new":" Paris","rephrase_prompts":["Zork's home is"],"locality_prompts":["Bob lives in"]}"#,
+            "\n",
+            r#"{"case_id":"b","subject":"Quux","prompt":"Quux works in","target_new":" Rome","rephrase_prompts":["Quux's office is in"],"locality_prompts":["Ann works in"]}"#,
+            "\n",
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("edits.log");
+    let edit = |limit: &str| {
+        let out = engram()
+            .args([
+                "-q",
+                "edit",
+                "--method",
+                "grace",
+                "--sequential",
+                "--generate",
+                "0",
+            ])
+            .args(["--threads", "1", "--json", "--limit", limit])
+            .arg("--model")
+            .arg(&base)
+            .arg("--facts")
+            .arg(&facts)
+            .arg("--log")
+            .arg(&log_path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let logged = || log::load(&log_path).unwrap().expect("a log").edits;
+
+    let first = edit("1");
+    assert_eq!(first["resumed"], 0);
+    let after_first = logged();
+    assert_eq!(after_first.len(), 1);
+    assert!(after_first[0].seconds > 0.0, "the edit's time is logged");
+
+    let second = edit("2");
+    assert_eq!(second["resumed"], 1);
+    assert_eq!(second["n_edits"], 2);
+    let edits = logged();
+    assert_eq!(edits.len(), 2, "the logged request is not applied again");
+    assert_eq!(
+        edits[0], after_first[0],
+        "the logged edit is kept as it was"
+    );
+    let per_edit = second["per_edit"].as_array().unwrap();
+    assert_eq!(per_edit[0]["id"], after_first[0].id);
+    assert_eq!(per_edit[0]["seconds"], after_first[0].seconds);
+    assert_eq!(per_edit[1]["case_id"], "b");
+
+    let third = edit("2");
+    assert_eq!(third["resumed"], 2);
+    assert_eq!(logged(), edits, "nothing left to apply");
+}

@@ -327,6 +327,7 @@ fn synthetic_edit(id: u64) -> Edit {
             k: vec![0.1, 0.2, 0.3],
             g: Vec::new(),
         }]),
+        seconds: 0.0,
     }
 }
 

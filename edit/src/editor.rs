@@ -609,6 +609,9 @@ impl<'m> Editor<'m> {
                 }
             }
         }
+        for a in &out {
+            self.edits.set_seconds(a.id, a.seconds);
+        }
         self.save_log()?;
         Ok(out)
     }

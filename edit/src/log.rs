@@ -13,10 +13,11 @@ use engram_runtime::io::lock::LockError;
 /// The envelope's magic.
 pub const MAGIC: &[u8; 8] = b"ENGEDLOG";
 /// The format version this build writes (1 was the pre-envelope layout; 3 added gated-memory
-/// entries to the payload).
-pub const VERSION: u32 = 3;
-/// The versions this build reads: a version-2 payload is a version-3 one without gated entries.
-pub const READS: &[u32] = &[2, 3];
+/// entries to the payload; 4 each edit's `seconds`).
+pub const VERSION: u32 = 4;
+/// The versions this build reads: a version-2 payload is a version-3 one without gated entries,
+/// a version-3 one a version-4 one without `seconds` (read as 0).
+pub const READS: &[u32] = &[2, 3, 4];
 
 pub use crate::record::LogContents;
 

@@ -100,6 +100,10 @@ pub struct Edit {
     pub request: EditRequest,
     /// The change.
     pub delta: EditDelta,
+    /// Wall time it took to make, in seconds (a batch's time shared equally; 0 in logs of
+    /// version 3 and older, which did not record it).
+    #[serde(default)]
+    pub seconds: f64,
 }
 
 impl Edit {

@@ -96,9 +96,17 @@ impl EditSet {
             method,
             request,
             delta,
+            seconds: 0.0,
         });
         self.changed();
         id
+    }
+
+    /// Records how long the edit `id` took to make (kept in the log beside it).
+    pub fn set_seconds(&mut self, id: u64, seconds: f64) {
+        if let Some(e) = self.edits.iter_mut().find(|e| e.id == id) {
+            e.seconds = seconds;
+        }
     }
 
     /// Re-inserts edits read from a log (ids kept).

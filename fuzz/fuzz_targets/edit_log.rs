@@ -23,7 +23,7 @@ mod request;
 
 /// `edit/src/log.rs`'s `MAGIC` and `READS`.
 const MAGIC: &[u8; 8] = b"ENGEDLOG";
-const READS: &[u32] = &[2, 3];
+const READS: &[u32] = &[2, 3, 4];
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

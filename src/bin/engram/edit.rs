@@ -7,7 +7,9 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use engram::edit::metrics::{self, Probes};
 use engram::edit::stats::generated_corpus;
-use engram::edit::{EditRequest, Editor, EditorConfig, Method, check_all_fit, load_jsonl_numbered};
+use engram::edit::{
+    Applied, EditRequest, Editor, EditorConfig, Method, check_all_fit, load_jsonl_numbered,
+};
 use engram::edit::{separation, trace};
 use engram::runtime::engine::Engine;
 use engram::runtime::model::llama::LinearAdapter;
@@ -82,7 +84,8 @@ pub struct EditArgs {
     /// Where the key statistics are cached.
     #[arg(long, default_value = "data/edit/stats")]
     stats_dir: PathBuf,
-    /// Keep (and resume from) an edit log at this path.
+    /// Keep (and resume from) an edit log at this path: its edits stay applied, and a request
+    /// it already holds is not applied again, so a stopped run picks up where it ended.
     #[arg(long)]
     log: Option<PathBuf>,
     /// ROME layer (default: the configured one).
@@ -298,15 +301,20 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
         return Ok(());
     }
-    if args.known_only || args.known_probes > 0 {
+    if args.known_only {
+        // The first `--limit` known facts are edited, the next `--known-probes` probed.
         let want = args.limit.unwrap_or(reqs.len()) + args.known_probes;
         let mut known = known_facts(&engine, &reqs, want, bars);
         let n_edit = args.limit.unwrap_or(known.len()).min(known.len());
         probes_known = known.split_off(n_edit);
         probes_known.truncate(args.known_probes);
-        if args.known_only {
-            reqs = known;
-        }
+        reqs = known;
+    } else if args.known_probes > 0 {
+        // The first `--limit` requests are edited, known or not: the probes are known facts
+        // among the requests after them, never an edited one.
+        let n_edit = args.limit.unwrap_or(reqs.len()).min(reqs.len());
+        probes_known = known_facts(&engine, &reqs[n_edit..], args.known_probes, bars);
+        probes_known.truncate(args.known_probes);
     }
     if let Some(n) = args.limit {
         reqs.truncate(n);
@@ -344,11 +352,37 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
     let fluency_before = args.fluency.then(|| fluency(None));
 
     let start = Instant::now();
+    // A request the log already holds (an earlier run of this command that was stopped) is
+    // not applied again: the run resumes where that one ended, with its edits and their times.
+    let logged: Vec<Option<Applied>> = reqs
+        .iter()
+        .map(|r| {
+            editor
+                .edits()
+                .iter()
+                .find(|e| e.request == *r)
+                .map(|e| Applied {
+                    id: e.id,
+                    case_id: e.request.case_id.clone(),
+                    seconds: e.seconds,
+                })
+        })
+        .collect();
+    let resumed = logged.iter().flatten().count();
+    if resumed > 0 {
+        tracing::info!(
+            "{resumed} of {} requests are in the log already: resuming",
+            reqs.len()
+        );
+    }
     let mut applied = Vec::new();
     if args.sequential || matches!(method, Method::Rome | Method::Grace | Method::Gated) {
         bars.start(&format!("{} edits", method.name()), reqs.len() as u64);
-        for (i, r) in reqs.iter().enumerate() {
-            applied.extend(editor.apply(method, std::slice::from_ref(r))?);
+        for (i, (r, done)) in reqs.iter().zip(&logged).enumerate() {
+            match done {
+                Some(a) => applied.push(a.clone()),
+                None => applied.extend(editor.apply(method, std::slice::from_ref(r))?),
+            }
             bars.advance(1);
             if !args.shared.json {
                 tracing::info!(
@@ -362,9 +396,25 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
         }
         bars.finish();
     } else {
-        applied = editor.apply(method, &reqs)?;
+        let todo: Vec<EditRequest> = reqs
+            .iter()
+            .zip(&logged)
+            .filter(|(_, done)| done.is_none())
+            .map(|(r, _)| r.clone())
+            .collect();
+        let mut fresh = editor.apply(method, &todo)?.into_iter();
+        applied = logged
+            .iter()
+            .map(|done| {
+                done.clone()
+                    .or_else(|| fresh.next())
+                    .expect("one per request")
+            })
+            .collect();
     }
-    let seconds = start.elapsed().as_secs_f64();
+    // The edits' own times (a resumed run's logged ones included), not the log's writes.
+    let seconds: f64 = applied.iter().map(|a| a.seconds).sum();
+    tracing::debug!("edit loop: {:.1} s wall", start.elapsed().as_secs_f64());
 
     let adapter: &dyn LinearAdapter = editor.adapter();
     let after = metrics::answers(model, tok, &probes.prompts, &probes.watch, Some(adapter));
@@ -383,7 +433,11 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
             .iter()
             .zip(&known_after)
             .map(|(a, b)| a.top1 == b.top1),
-        "no --known-probes",
+        if args.known_probes == 0 {
+            "no --known-probes"
+        } else {
+            "no known fact outside the edited ones"
+        },
     );
     let generation = (args.generate > 0).then(|| {
         let check = metrics::GenerationCheck {
@@ -448,6 +502,7 @@ pub fn run(args: EditArgs, bars: &Bars) -> Result<()> {
         "n_edits": reqs.len(),
         "method": method.name(),
         "sequential": args.sequential,
+        "resumed": resumed,
         "efficacy": scores.efficacy,
         "efficacy_margin": scores.efficacy_margin,
         "generalization": scores.generalization,
