@@ -44,7 +44,7 @@ for n in $sizes; do
         "$bin" edit "${facts[@]}" --method "$m" --sequential --limit "$n" --known-probes 20 \
             --generate 20 --json --log "$out/$m-$n.log" ${EDIT_ARGS:-} >"$out/$m-$n.json.tmp"
         mv "$out/$m-$n.json.tmp" "$out/$m-$n.json"
-        rm -f "$out/$m-$n.log" "$out/$m-$n.log.lock"
+        rm -f "$out/$m-$n.log" "$out/.$m-$n.log.engram-lock"
     done
 done
 python3 - "$out" "$all_from" $sizes -- $methods <<'PY'

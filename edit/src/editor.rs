@@ -16,7 +16,7 @@ use super::gate::{GateConfig, gate_entry};
 use super::grace::{grace_entry, resolve_conflicts};
 use super::linalg::{self, NotPositiveDefinite};
 use super::log::{self, LogContents, LogError};
-use super::memit::{Solver, batch_terms};
+use super::memit::{ProtectedBasis, Solver, batch_terms};
 use super::metrics;
 use super::request::EditRequest;
 use super::rome::rome_term;
@@ -351,6 +351,8 @@ pub struct Editor<'m> {
     stats: HashMap<usize, LayerStats>,
     inv_cov: HashMap<usize, Vec<f32>>,
     projector: HashMap<usize, (Vec<f32>, usize)>,
+    /// AlphaEdit's protected span per layer, carried from edit to edit.
+    protected: HashMap<usize, ProtectedBasis>,
     /// UltraEdit's prior statistics (see [`ultraedit::prior`]), once loaded.
     ultra_prior: Option<Normalizers>,
     log_path: Option<PathBuf>,
@@ -384,6 +386,7 @@ impl<'m> Editor<'m> {
             stats: HashMap::new(),
             inv_cov: HashMap::new(),
             projector: HashMap::new(),
+            protected: HashMap::new(),
             ultra_prior: None,
             log_path: None,
             log_lock: None,
@@ -590,13 +593,18 @@ impl<'m> Editor<'m> {
                 } else {
                     for &l in &layers {
                         self.projector(l)?;
+                        let keys = self.preserved_keys(l);
+                        self.protected
+                            .entry(l)
+                            .or_default()
+                            .update(&self.projector[&l].0, &keys);
                     }
                     Solver::AlphaEdit {
                         projector: layers
                             .iter()
                             .map(|l| self.projector[l].0.as_slice())
                             .collect(),
-                        preserved: layers.iter().map(|&l| self.preserved_keys(l)).collect(),
+                        protected: layers.iter().map(|l| self.protected[l].basis()).collect(),
                         ridge: self.config.alpha_ridge,
                     }
                 };

@@ -103,7 +103,8 @@ enum Command {
         #[command(flatten)]
         shared: SharedArgs,
     },
-    /// Edit facts (ROME, MEMIT, AlphaEdit, GRACE) from a JSONL file and report the metrics.
+    /// Edit facts from a JSONL file (gated memory by default; ROME, MEMIT, AlphaEdit, UltraEdit,
+    /// GRACE) and report the metrics.
     Edit(edit::EditArgs),
     /// Train a LoRA adapter from JSONL prompt/completion pairs (writes PEFT + llama.cpp files).
     Train(train::TrainArgs),
