@@ -353,6 +353,8 @@ pub struct Editor<'m> {
     projector: HashMap<usize, (Vec<f32>, usize)>,
     /// AlphaEdit's protected span per layer, carried from edit to edit.
     protected: HashMap<usize, ProtectedBasis>,
+    /// UltraEdit's held keys and their Gram matrix per layer, carried from edit to edit.
+    ultra_held: HashMap<usize, ultraedit::HeldGram>,
     /// UltraEdit's prior statistics (see [`ultraedit::prior`]), once loaded.
     ultra_prior: Option<Normalizers>,
     log_path: Option<PathBuf>,
@@ -387,6 +389,7 @@ impl<'m> Editor<'m> {
             inv_cov: HashMap::new(),
             projector: HashMap::new(),
             protected: HashMap::new(),
+            ultra_held: HashMap::new(),
             ultra_prior: None,
             log_path: None,
             log_lock: None,
@@ -572,8 +575,12 @@ impl<'m> Editor<'m> {
                     (None, 0) => Normalizers::new(),
                     (None, _) => return Err(EditError::NoStats(cfg.layers[0])),
                 };
+                let mut held = std::mem::take(&mut self.ultra_held);
                 let cx = self.context(&self.config.target);
-                let terms = ultraedit::batch_terms(&cx, reqs, &cfg, &prior, self.edits.edits())?;
+                let terms =
+                    ultraedit::batch_terms(&cx, reqs, &cfg, &prior, self.edits.edits(), &mut held);
+                self.ultra_held = held;
+                let terms = terms?;
                 let each = start.elapsed().as_secs_f64() / reqs.len().max(1) as f64;
                 for (r, t) in reqs.iter().zip(terms) {
                     let id = self.edits.push(method, r.clone(), EditDelta::Weights(t));
