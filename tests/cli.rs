@@ -130,21 +130,27 @@ fn a_missing_model_file_is_a_clear_error() {
     );
 }
 
-/// `engram train --full` on a tiny synthetic model whose file carries a byte tokenizer: a GGUF
-/// model out (bf16 mixed precision), and with `--as-lora` an adapter the other commands load.
-#[test]
-fn train_full_writes_a_model_and_as_lora_an_adapter() {
+/// A tiny synthetic Q8_0 llama whose file carries a byte tokenizer, written into `dir`.
+fn tiny_byte_model(dir: &std::path::Path) -> std::path::PathBuf {
     use engram::harness::synthetic::{BYTE_VOCAB, TinyLlamaSpec, tiny_llama_gguf_with_bytes};
     use engram::kernels::GgmlType;
 
-    let dir = tempfile::tempdir().unwrap();
     let spec = TinyLlamaSpec {
         n_vocab: BYTE_VOCAB,
         n_ctx: 128,
         ..TinyLlamaSpec::default()
     };
-    let base = dir.path().join("tiny.gguf");
-    std::fs::write(&base, tiny_llama_gguf_with_bytes(&spec, GgmlType::Q8_0, 5)).unwrap();
+    let path = dir.join("tiny.gguf");
+    std::fs::write(&path, tiny_llama_gguf_with_bytes(&spec, GgmlType::Q8_0, 5)).unwrap();
+    path
+}
+
+/// `engram train --full` on a tiny synthetic model whose file carries a byte tokenizer: a GGUF
+/// model out (bf16 mixed precision), and with `--as-lora` an adapter the other commands load.
+#[test]
+fn train_full_writes_a_model_and_as_lora_an_adapter() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = tiny_byte_model(dir.path());
     let data = dir.path().join("facts.jsonl");
     std::fs::write(
         &data,
@@ -328,17 +334,9 @@ fn a_missing_facts_file_is_named() {
 #[test]
 fn an_edit_run_with_a_log_resumes_where_the_last_one_ended() {
     use engram::edit::log;
-    use engram::harness::synthetic::{BYTE_VOCAB, TinyLlamaSpec, tiny_llama_gguf_with_bytes};
-    use engram::kernels::GgmlType;
 
     let dir = tempfile::tempdir().unwrap();
-    let spec = TinyLlamaSpec {
-        n_vocab: BYTE_VOCAB,
-        n_ctx: 128,
-        ..TinyLlamaSpec::default()
-    };
-    let base = dir.path().join("tiny.gguf");
-    std::fs::write(&base, tiny_llama_gguf_with_bytes(&spec, GgmlType::Q8_0, 5)).unwrap();
+    let base = tiny_byte_model(dir.path());
     let facts = dir.path().join("facts.jsonl");
     std::fs::write(
         &facts,
