@@ -446,9 +446,9 @@ impl HeldGram {
         // as `dot(hⱼ, hᵢ)`, so one dot fills both halves.
         for i in m0..m {
             for j in 0..=i {
-                let d = probe::dot(&held[i], &held[j]);
-                gram[i * m + j] = d + if i == j { ridge } else { 0.0 };
-                gram[j * m + i] = d + if i == j { ridge } else { 0.0 };
+                let v = probe::dot(&held[i], &held[j]) + if i == j { ridge } else { 0.0 };
+                gram[i * m + j] = v;
+                gram[j * m + i] = v;
             }
         }
         self.gram = gram;
